@@ -1,0 +1,9 @@
+// conv.cpp: (to be written)
+#include "autodiff/rules.h"
+#include "engine/ops.h"
+
+namespace loom::autodiff {
+
+void register_conv_rules(RuleTable&) {}
+
+}  // namespace loom::autodiff

@@ -1,0 +1,9 @@
+// index.cpp: (to be written)
+#include "autodiff/rules.h"
+#include "engine/ops.h"
+
+namespace loom::autodiff {
+
+void register_index_rules(RuleTable&) {}
+
+}  // namespace loom::autodiff

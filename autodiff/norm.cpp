@@ -1,0 +1,9 @@
+// norm.cpp: (to be written)
+#include "autodiff/rules.h"
+#include "engine/ops.h"
+
+namespace loom::autodiff {
+
+void register_norm_rules(RuleTable&) {}
+
+}  // namespace loom::autodiff

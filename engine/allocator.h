@@ -1,0 +1,50 @@
+// allocator.h: memory for tensors.
+//
+// Training allocates the same sizes every step, so freed blocks are kept in a
+// cache keyed by size and handed out again; in steady state a step asks the
+// system for nothing. CPU blocks are 64-byte aligned (one cache line, one AVX-512
+// vector). The CUDA backend has its own allocator with the same interface.
+#pragma once
+
+#include <cstddef>
+#include <map>
+#include <mutex>
+
+namespace loom {
+
+struct AllocatorStats {
+  size_t active_bytes = 0;   // handed out and not yet freed
+  size_t peak_bytes = 0;     // the most active_bytes ever was
+  size_t cached_bytes = 0;   // freed, kept for reuse
+  size_t system_allocations = 0;  // times we asked the system for memory
+};
+
+class Allocator {
+ public:
+  virtual ~Allocator() = default;
+  // Returns a block of at least `bytes`; `*capacity` receives its real size.
+  virtual void* allocate(size_t bytes, size_t* capacity) = 0;
+  virtual void deallocate(void* ptr, size_t capacity) = 0;
+  virtual AllocatorStats stats() const = 0;
+  virtual void release_cached() = 0;  // give cached blocks back to the system
+};
+
+// A size-keyed cache of 64-byte aligned blocks. A cached block is reused for a
+// request when it is no more than twice the requested size.
+class CachingCpuAllocator : public Allocator {
+ public:
+  ~CachingCpuAllocator() override;
+  void* allocate(size_t bytes, size_t* capacity) override;
+  void deallocate(void* ptr, size_t capacity) override;
+  AllocatorStats stats() const override;
+  void release_cached() override;
+
+ private:
+  mutable std::mutex mutex_;
+  std::multimap<size_t, void*> free_blocks_;  // capacity -> block
+  AllocatorStats stats_;
+};
+
+Allocator& cpu_allocator();
+
+}  // namespace loom

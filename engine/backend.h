@@ -1,0 +1,118 @@
+// backend.h: the kernels a device must provide.
+//
+// Ops (engine/ops/*.cpp) check their arguments, allocate the output on the
+// input's device and then call one of these kernels on backend_for(device).
+// The CPU backend (engine/cpu/) implements all of them; the CUDA backend
+// (cuda/) overrides them one by one. A kernel a backend lacks throws an error
+// naming the kernel and the device, never a crash.
+//
+// Conventions: outputs are allocated by the caller (contiguous unless a kernel
+// says otherwise); inputs may be strided views; shapes are already checked.
+#pragma once
+
+#include <cstddef>
+#include <vector>
+
+#include "engine/allocator.h"
+#include "engine/tensor.h"
+
+namespace loom {
+
+enum class UnaryOp {
+  neg, exp, log, sqrt, rsqrt, tanh, sigmoid, relu, squared_relu, elu, gelu,
+  pow_scalar,  // x^param
+  gelu_grad,   // d gelu / dx, for the backward rule
+  abs,
+};
+const char* unary_op_name(UnaryOp op);
+
+enum class BinaryOp { add, sub, mul, div, maximum, minimum, eq, gt, ge, lt, le };
+const char* binary_op_name(BinaryOp op);
+
+enum class ReduceOp { sum, max, argmax };
+
+enum class RandomKind { uniform, normal, bernoulli };
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  virtual Allocator& allocator() = 0;
+  virtual void copy_from_host(void* dst, const void* src, size_t bytes);
+  virtual void copy_to_host(void* dst, const void* src, size_t bytes);
+  virtual void synchronize() {}
+
+  // ---- elementwise ------------------------------------------------------------
+  virtual void fill(const Tensor& out, double value);                 // out may be strided
+  virtual void copy(const Tensor& src, const Tensor& dst);            // same shape; casts; dst may be strided
+  virtual void unary(UnaryOp op, const Tensor& x, const Tensor& out, double param);
+  // a and b are already broadcast to out's shape (stride-0 views where broadcast).
+  virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out);
+  // out = cond != 0 ? a : b; all three broadcast to out's shape.
+  virtual void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out);
+
+  // ---- reduce -----------------------------------------------------------------
+  // out has x's shape with every axis in `axes` set to 1. argmax takes one axis
+  // and writes int64 indices.
+  virtual void reduce(ReduceOp op, const Tensor& x, const std::vector<int>& axes, const Tensor& out);
+
+  // ---- linalg -----------------------------------------------------------------
+  // a [batch..., M, K] · b [batch..., K, N] -> out [batch..., M, N]. Batch dims are
+  // equal (broadcast views allowed). a and b may be transposed views of
+  // contiguous matrices: kernels pass that to GEMM as a flag instead of copying.
+  virtual void matmul(const Tensor& a, const Tensor& b, const Tensor& out);
+
+  // ---- softmax, losses, norm (all over the last axis; x contiguous) -------------
+  virtual void softmax(const Tensor& x, const Tensor& out, bool log);
+  virtual void softmax_backward(const Tensor& y, const Tensor& grad_y, const Tensor& grad_x, bool log);
+  // losses[i] = logsumexp(logits[i]) - logits[i, targets[i]]; logits [N, C], targets int64 [N].
+  virtual void cross_entropy(const Tensor& logits, const Tensor& targets, const Tensor& losses);
+  // grad_logits[i] = (softmax(logits[i]) - onehot(targets[i])) * grad_losses[i].
+  virtual void cross_entropy_backward(const Tensor& logits, const Tensor& targets,
+                                      const Tensor& grad_losses, const Tensor& grad_logits);
+  // weight/bias may be undefined (no affine). mean, rstd: [rows] in x's dtype.
+  virtual void layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
+                          const Tensor& out, const Tensor& mean, const Tensor& rstd);
+  // grad_weight/grad_bias may be undefined when not needed.
+  virtual void layer_norm_backward(const Tensor& grad_out, const Tensor& x, const Tensor& weight,
+                                   const Tensor& mean, const Tensor& rstd, const Tensor& grad_x,
+                                   const Tensor& grad_weight, const Tensor& grad_bias);
+
+  // ---- index --------------------------------------------------------------------
+  // out = x.index_select(axis, ids): ids int64 1-D, already range-checked.
+  virtual void index_select(const Tensor& x, int axis, const Tensor& ids, const Tensor& out);
+  // target.index(axis, ids[i]) += src.index(axis, i); duplicates accumulate.
+  virtual void index_add(const Tensor& target, int axis, const Tensor& ids, const Tensor& src);
+  // out[..i..] = x[..ids[..i..]..] along axis (torch.gather); ids has out's shape.
+  virtual void gather(const Tensor& x, int axis, const Tensor& ids, const Tensor& out);
+  // target[..ids[..i..]..] += src[..i..] along axis (torch.scatter_add_).
+  virtual void scatter_add(const Tensor& target, int axis, const Tensor& ids, const Tensor& src);
+
+  // ---- conv -----------------------------------------------------------------------
+  // Depth-wise causal conv along axis 0: x [L, ..., C], weight [Cw, K], bias [Cw] or
+  // undefined, Cw = C or 1 (one kernel shared by all channels):
+  // out[t, .., c] = bias[c] + sum_k weight[c, k] * x[t - (K-1) + k, .., c], x[<0] = 0.
+  virtual void causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out);
+  // grad_weight/grad_bias are overwritten; any of the three outputs may be undefined.
+  virtual void causal_conv1d_backward(const Tensor& grad_out, const Tensor& x, const Tensor& weight,
+                                      const Tensor& grad_x, const Tensor& grad_weight,
+                                      const Tensor& grad_bias);
+
+  // ---- random -----------------------------------------------------------------------
+  // Element i uses Philox counter offset + i/4 (word i%4): the same numbers on every
+  // device and thread count. uniform: [a, b); normal: mean a, std b; bernoulli: p = a.
+  virtual void random(RandomKind kind, const Tensor& out, double a, double b, uint64_t seed,
+                      uint64_t offset);
+
+ protected:
+  [[noreturn]] void missing(const char* kernel) const;
+};
+
+// The backend that owns `device`'s memory and kernels.
+Backend& backend_for(Device device);
+inline Backend& backend_for(const Tensor& t) { return backend_for(t.device()); }
+
+// Defined in cuda/ when the CUDA backend is built; returns nullptr otherwise.
+Backend* cuda_backend();
+
+}  // namespace loom

@@ -1,0 +1,141 @@
+// ops.h: loom's whole op API, in one place.
+//
+// Every function here checks its arguments (errors name the op and the shapes),
+// runs the kernel of the input's device, and, when an input requires grad,
+// records itself so that backward() can differentiate it (autodiff/ holds the
+// rules). Ops marked "not differentiable" never record.
+//
+// Conventions: axes may be negative (counted from the end); binary ops follow
+// numpy broadcasting; tensors of one call share a dtype and a device.
+#pragma once
+
+#include <vector>
+
+#include "engine/random.h"
+#include "engine/tensor.h"
+
+namespace loom {
+
+// ---- elementwise: unary (engine/ops/elementwise.cpp) ---------------------------
+Tensor neg(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor rsqrt(const Tensor& x);           // 1 / sqrt(x)
+Tensor tanh(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+Tensor relu(const Tensor& x);
+Tensor squared_relu(const Tensor& x);    // max(x, 0)^2 (Primer)
+Tensor elu(const Tensor& x, double alpha = 1.0);
+Tensor gelu(const Tensor& x);            // exact: x * Phi(x)
+Tensor pow(const Tensor& x, double exponent);
+
+// ---- elementwise: binary, with broadcasting (engine/ops/elementwise.cpp) ---------
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor maximum(const Tensor& a, const Tensor& b);
+Tensor minimum(const Tensor& a, const Tensor& b);
+Tensor add(const Tensor& a, double b);
+Tensor sub(const Tensor& a, double b);
+Tensor mul(const Tensor& a, double b);
+Tensor div(const Tensor& a, double b);
+// Comparisons give 1 or 0 in a's dtype. Not differentiable.
+Tensor eq(const Tensor& a, const Tensor& b);
+Tensor gt(const Tensor& a, const Tensor& b);
+Tensor ge(const Tensor& a, const Tensor& b);
+Tensor lt(const Tensor& a, const Tensor& b);
+Tensor le(const Tensor& a, const Tensor& b);
+Tensor gt(const Tensor& a, double b);
+// cond != 0 ? a : b, all three broadcast together (cond may be any dtype).
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
+// x where mask == 0, value where mask != 0; mask broadcasts to x.
+Tensor masked_fill(const Tensor& x, const Tensor& mask, double value);
+
+inline Tensor operator-(const Tensor& x) { return neg(x); }
+inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+inline Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
+inline Tensor operator+(const Tensor& a, double b) { return add(a, b); }
+inline Tensor operator-(const Tensor& a, double b) { return sub(a, b); }
+inline Tensor operator*(const Tensor& a, double b) { return mul(a, b); }
+inline Tensor operator/(const Tensor& a, double b) { return div(a, b); }
+inline Tensor operator+(double a, const Tensor& b) { return add(b, a); }
+inline Tensor operator-(double a, const Tensor& b) { return add(neg(b), a); }
+inline Tensor operator*(double a, const Tensor& b) { return mul(b, a); }
+
+// ---- reduce (engine/ops/reduce.cpp) -------------------------------------------------
+// An empty axis list reduces over all axes.
+Tensor sum(const Tensor& x, const std::vector<int64_t>& axes = {}, bool keepdim = false);
+Tensor mean(const Tensor& x, const std::vector<int64_t>& axes = {}, bool keepdim = false);
+Tensor max(const Tensor& x, const std::vector<int64_t>& axes = {}, bool keepdim = false);
+Tensor logsumexp(const Tensor& x, const std::vector<int64_t>& axes, bool keepdim = false);
+Tensor argmax(const Tensor& x, int64_t axis, bool keepdim = false);  // int64; not differentiable
+// Sums x down to `shape` (undoes broadcasting): the gradient of expand.
+Tensor sum_to(const Tensor& x, const Shape& shape);
+
+// ---- linalg (engine/ops/linalg.cpp) -------------------------------------------------
+// numpy matmul: [M,K]·[K,N]; batched [...,M,K]·[...,K,N] with broadcast batch dims;
+// a 1-D operand is a vector. Transposed views are passed to GEMM without a copy.
+Tensor matmul(const Tensor& a, const Tensor& b);
+
+// ---- softmax and losses (engine/ops/softmax.cpp) ----------------------------------
+Tensor softmax(const Tensor& x, int64_t axis = -1);
+Tensor log_softmax(const Tensor& x, int64_t axis = -1);
+// Mean over rows of -log softmax(logits)[target]; logits [N, C], targets int64 [N].
+// Fused and numerically stable.
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets);
+
+// ---- norm (engine/ops/norm.cpp) -----------------------------------------------------
+// Normalises over the last axis; weight and bias [D] may be undefined (no affine).
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);
+
+// ---- index (engine/ops/index.cpp) ---------------------------------------------------
+// weight [V, D], ids int64 of any shape -> [ids..., D].
+Tensor embedding(const Tensor& weight, const Tensor& ids);
+// ids int64 1-D; picks slices of x along axis.
+Tensor index_select(const Tensor& x, int64_t axis, const Tensor& ids);
+// torch.gather: out[i][j] = x[ids[i][j]][j] for axis 0, etc.; ids int64 with x's rank.
+Tensor gather(const Tensor& x, int64_t axis, const Tensor& ids);
+
+// ---- shape: views (no copy) and copies (engine/ops/shape.cpp) -------------------------
+Tensor reshape(const Tensor& x, const Shape& shape);  // one dim may be -1; copies only if it must
+Tensor transpose(const Tensor& x, int64_t a, int64_t b);
+Tensor permute(const Tensor& x, const std::vector<int64_t>& dims);
+Tensor narrow(const Tensor& x, int64_t axis, int64_t start, int64_t length);
+Tensor expand(const Tensor& x, const Shape& shape);    // broadcast view, -1 keeps a dim
+Tensor squeeze(const Tensor& x, int64_t axis);
+Tensor unsqueeze(const Tensor& x, int64_t axis);
+Tensor contiguous(const Tensor& x);                    // x itself when already contiguous
+Tensor clone(const Tensor& x);                         // always a fresh copy
+Tensor cast(const Tensor& x, DType dtype);
+Tensor concat(const std::vector<Tensor>& xs, int64_t axis);
+Tensor stack(const std::vector<Tensor>& xs, int64_t axis);
+
+// ---- random (engine/ops/random.cpp) --------------------------------------------------
+Tensor uniform(const Shape& shape, double low, double high, Generator& gen,
+               DType dtype = DType::f32, Device device = Device::cpu);
+Tensor normal(const Shape& shape, double mean, double stddev, Generator& gen,
+              DType dtype = DType::f32, Device device = Device::cpu);
+Tensor bernoulli(const Shape& shape, double p, Generator& gen, DType dtype = DType::f32,
+                 Device device = Device::cpu);
+// Zeroes each element with probability p and scales the rest by 1/(1-p);
+// the identity when !training or p == 0.
+Tensor dropout(const Tensor& x, double p, Generator& gen, bool training = true);
+
+// ---- conv (engine/ops/conv.cpp) ------------------------------------------------------
+// Depth-wise causal 1-D convolution along axis 0 (the sequence axis):
+// x [L, ..., C], weight [C, K] (or [1, K]: one kernel for all channels),
+// bias [C] / [1] or undefined. out[t] = bias + sum_k weight[:, k] * x[t-K+1+k].
+Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias);
+
+// ---- in place (never recorded; for optimizers, gradient accumulation, init) -----------
+// They refuse a tensor that requires grad while grad mode is on.
+void copy_(const Tensor& dst, const Tensor& src);  // src broadcasts to dst; casts
+void fill_(const Tensor& dst, double value);
+void add_(const Tensor& dst, const Tensor& src, double alpha = 1.0);  // dst += alpha * src
+void mul_(const Tensor& dst, double value);
+
+}  // namespace loom

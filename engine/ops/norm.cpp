@@ -1,0 +1,5 @@
+// norm.cpp: (to be written)
+#include "engine/ops/op_helpers.h"
+
+namespace loom {
+}  // namespace loom

@@ -1,0 +1,53 @@
+// op_helpers.h: argument checks and small utilities shared by the op files.
+#pragma once
+
+#include "engine/backend.h"
+#include "engine/ops.h"
+#include "engine/record.h"
+
+namespace loom::detail {
+
+inline void check_defined(const char* op, const Tensor& t, const char* what = "input") {
+  LOOM_CHECK(t.defined(), op, ": ", what, " is an undefined tensor");
+}
+
+inline void check_float(const char* op, const Tensor& t) {
+  check_defined(op, t);
+  LOOM_CHECK(is_floating(t.dtype()), op, ": expected a floating-point tensor, got ", t.describe());
+}
+
+inline void check_index(const char* op, const Tensor& t) {
+  check_defined(op, t, "index tensor");
+  LOOM_CHECK(t.dtype() == DType::i64, op, ": expected an int64 index tensor, got ", t.describe());
+}
+
+// Same dtype and device, or an error naming both tensors.
+inline void check_same(const char* op, const Tensor& a, const Tensor& b) {
+  check_defined(op, a);
+  check_defined(op, b);
+  LOOM_CHECK(a.dtype() == b.dtype(), op, ": dtype mismatch: ", a.describe(), " and ", b.describe());
+  LOOM_CHECK(a.device() == b.device(), op, ": device mismatch: ", a.describe(), " and ", b.describe());
+}
+
+// A stride-0 view of t broadcast to `shape` (not recorded; for kernels).
+inline Tensor broadcast_view(const Tensor& t, const Shape& shape) {
+  const size_t n = shape.size(), k = t.shape().size();
+  Strides strides(n, 0);
+  for (size_t i = 0; i < k; ++i) {
+    const size_t j = n - k + i;
+    strides[j] = t.shape()[i] == 1 && shape[j] != 1 ? 0 : t.strides()[i];
+  }
+  return t.as_strided(shape, strides, t.offset());
+}
+
+// A contiguous version of t (not recorded; for kernels that need it).
+inline Tensor contiguous_raw(const Tensor& t) {
+  if (t.is_contiguous()) return t;
+  Tensor out = Tensor::empty(t.shape(), t.dtype(), t.device());
+  backend_for(t).copy(t, out);
+  return out;
+}
+
+inline Tensor scalar_like(double v, const Tensor& like) { return Tensor::scalar(v, like.dtype(), like.device()); }
+
+}  // namespace loom::detail

@@ -1,0 +1,46 @@
+// random.cpp: random tensors and dropout.
+#include "engine/ops/op_helpers.h"
+
+namespace loom {
+
+namespace {
+Tensor random_fill(RandomKind kind, const Shape& shape, double a, double b, Generator& gen, DType dtype,
+                   Device device, const char* op) {
+  LOOM_CHECK(is_floating(dtype), op, ": expected a floating-point dtype, got ", dtype_name(dtype));
+  Tensor out = Tensor::empty(shape, dtype, device);
+  const uint64_t blocks = (static_cast<uint64_t>(out.numel()) + 3) / 4;
+  backend_for(device).random(kind, out, a, b, gen.seed(), gen.advance(blocks));
+  return out;
+}
+}  // namespace
+
+Tensor uniform(const Shape& shape, double low, double high, Generator& gen, DType dtype, Device device) {
+  LOOM_CHECK(low <= high, "uniform: low ", low, " is greater than high ", high);
+  return random_fill(RandomKind::uniform, shape, low, high, gen, dtype, device, "uniform");
+}
+
+Tensor normal(const Shape& shape, double mean, double stddev, Generator& gen, DType dtype, Device device) {
+  LOOM_CHECK(stddev >= 0, "normal: standard deviation ", stddev, " is negative");
+  return random_fill(RandomKind::normal, shape, mean, stddev, gen, dtype, device, "normal");
+}
+
+Tensor bernoulli(const Shape& shape, double p, Generator& gen, DType dtype, Device device) {
+  LOOM_CHECK(p >= 0 && p <= 1, "bernoulli: probability ", p, " is outside [0, 1]");
+  return random_fill(RandomKind::bernoulli, shape, p, 0.0, gen, dtype, device, "bernoulli");
+}
+
+Tensor dropout(const Tensor& x, double p, Generator& gen, bool training) {
+  detail::check_float("dropout", x);
+  LOOM_CHECK(p >= 0 && p < 1, "dropout: probability ", p, " is outside [0, 1)");
+  if (!training || p == 0.0) return x;
+  // mask holds 0 or 1/(1-p): one multiply in the forward and in the backward.
+  Tensor mask = random_fill(RandomKind::bernoulli, x.shape(), 1.0 - p, 0.0, gen, x.dtype(), x.device(), "dropout");
+  Backend& be = backend_for(x);
+  be.binary(BinaryOp::mul, mask, detail::broadcast_view(detail::scalar_like(1.0 / (1.0 - p), x), x.shape()), mask);
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  be.binary(BinaryOp::mul, x, mask, out);
+  if (needs_grad({&x})) record({OpId::dropout, {x}, {mask}, {}, {p}}, out);
+  return out;
+}
+
+}  // namespace loom
