@@ -1,0 +1,5 @@
+// cases_linalg.cpp: op-table cases for the linalg ops (not written yet).
+#include "engine/ops.h"
+#include "tests/op_table.h"
+
+namespace loom::test {}  // namespace loom::test

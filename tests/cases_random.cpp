@@ -1,0 +1,5 @@
+// cases_random.cpp: op-table cases for the random ops (not written yet).
+#include "engine/ops.h"
+#include "tests/op_table.h"
+
+namespace loom::test {}  // namespace loom::test

@@ -1,0 +1,5 @@
+// cases_shape.cpp: op-table cases for the shape ops (not written yet).
+#include "engine/ops.h"
+#include "tests/op_table.h"
+
+namespace loom::test {}  // namespace loom::test

@@ -1,0 +1,2 @@
+// test_autodiff.cpp (not written yet)
+#include <doctest/doctest.h>

@@ -1,0 +1,2 @@
+// test_errors.cpp (not written yet)
+#include <doctest/doctest.h>

@@ -1,0 +1,2 @@
+// test_runtime.cpp (not written yet)
+#include <doctest/doctest.h>

@@ -1,0 +1,2 @@
+// test_tensor.cpp (not written yet)
+#include <doctest/doctest.h>
