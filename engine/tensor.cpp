@@ -71,6 +71,7 @@ TensorImpl& Tensor::impl() const {
 int64_t Tensor::size(int64_t axis) const { return shape()[normalize_axis(axis, dim(), "size")]; }
 
 bool Tensor::is_contiguous() const {
+  if (numel() == 0) return true;
   int64_t expected = 1;
   const auto& sh = shape();
   const auto& st = strides();

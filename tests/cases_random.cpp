@@ -1,5 +1,1 @@
-// cases_random.cpp: op-table cases for the random ops (not written yet).
-#include "engine/ops.h"
-#include "tests/op_table.h"
-
-namespace loom::test {}  // namespace loom::test
+// Random cases live in cases_shape.cpp (dropout) and test_runtime.cpp (generator).

@@ -71,6 +71,7 @@ std::vector<Tensor> make_leaves(const OpCase& c, DType dtype, uint64_t seed) {
       x = u(rng);
       if (s.away_from_zero)
         while (std::abs(x) < 0.1) x = u(rng);
+      if (s.grid > 0) x = std::round(x / s.grid) * s.grid;
     }
     Tensor t = Tensor::from_vector(v, shape);
     if (dtype != DType::f64) t = t.to(dtype);

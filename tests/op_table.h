@@ -51,6 +51,7 @@ struct InputSpec {
   int64_t index_bound = 0;     // > 0: an int64 index input with values in [0, index_bound)
   Layout layout = Layout::contiguous;
   bool differentiable = true;  // include in the gradient check
+  double grid = 0.0;           // > 0: round values to multiples of grid (exact in float32)
 
   InputSpec(Shape s) : shape(std::move(s)) {}
   InputSpec& range(double lo, double hi) { low = lo; high = hi; return *this; }
@@ -59,6 +60,7 @@ struct InputSpec {
   InputSpec& transposed() { layout = Layout::transposed; return *this; }
   InputSpec& strided() { layout = Layout::strided; return *this; }
   InputSpec& constant() { differentiable = false; return *this; }
+  InputSpec& on_grid(double step) { grid = step; return *this; }
 };
 
 using RunFn = std::function<Tensor(const std::vector<Tensor>&)>;
@@ -72,6 +74,7 @@ struct OpCase {
   RefFn reference;        // naive loops
   bool gradcheck = true;  // false for ops that are not differentiable
   double f32_tolerance = 1e-5;
+  double grad_eps = 1e-6;  // finite-difference step of the gradient check
 };
 
 std::vector<OpCase>& op_cases();

@@ -42,7 +42,7 @@ void check_forward(const OpCase& c, DType dtype) {
   const Tensor out = c.run(views);
   const double tol = dtype == DType::f64 ? 1e-10 : c.f32_tolerance;
   const std::string problem = compare(Ref::from(out), expected, tol, tol);
-  INFO("case: ", c.name, " (", dtype_name(dtype), ")");
+  INFO("case: ", c.name, " (", std::string(dtype_name(dtype)), ")");
   CHECK_MESSAGE(problem.empty(), problem);
 }
 
@@ -70,8 +70,10 @@ TEST_CASE("op table: float64 gradients match central differences") {
       }
     INFO("case: ", c.name);
     REQUIRE_MESSAGE(any, "a differentiable case with no differentiable input");
+    autodiff::GradcheckOptions options;
+    options.eps = c.grad_eps;
     const auto result = autodiff::gradcheck(
-        [&](const std::vector<Tensor>& xs) { return c.run(apply_layouts(c, xs)); }, leaves);
+        [&](const std::vector<Tensor>& xs) { return c.run(apply_layouts(c, xs)); }, leaves, options);
     CHECK_MESSAGE(result.ok, result.report);
     ++checked;
   }
