@@ -152,6 +152,20 @@ void backward(const Tensor& root, const Tensor& grad_output, bool retain_graph) 
   }
 }
 
+Node::~Node() {
+  std::vector<std::shared_ptr<Node>> pending;
+  for (Edge& e : edges)
+    if (e.node) pending.push_back(std::move(e.node));
+  while (!pending.empty()) {
+    std::shared_ptr<Node> node = std::move(pending.back());
+    pending.pop_back();
+    // Only the last owner takes the node's producers over, so each is freed once.
+    if (node.use_count() == 1)
+      for (Edge& e : node->edges)
+        if (e.node) pending.push_back(std::move(e.node));
+  }
+}
+
 size_t graph_size(const Tensor& t) {
   return t.grad_fn() ? topological_order(t.grad_fn().get()).size() : 0;
 }

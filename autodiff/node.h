@@ -40,6 +40,13 @@ struct Node {
   std::vector<uint64_t> versions;
   bool released = false;          // data freed after a backward without retain_graph
 
+  Node() = default;
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+  // Frees the chain of producers iteratively: a long recurrence (one node per
+  // token per layer) would otherwise recurse once per node and overflow the stack.
+  ~Node();
+
   bool needs_input_grad(size_t i) const { return i < edges.size() && edges[i].active(); }
   const Tensor& input(size_t i) const { return inputs.at(i); }
 };

@@ -1,2 +1,85 @@
-// test_errors.cpp (not written yet)
+// test_errors.cpp: bad input throws loom::Error whose message names the op and
+// the offending shapes or values (index/softmax/norm/conv errors are tested
+// beside their cases).
 #include <doctest/doctest.h>
+
+#include "engine/ops.h"
+
+namespace loom {
+
+namespace {
+// The message of the Error thrown by fn, or "" when nothing is thrown.
+template <class Fn>
+std::string error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+}  // namespace
+
+TEST_CASE("errors: shape mismatches name the op and both shapes") {
+  const Tensor a = Tensor::zeros({2, 3}), b = Tensor::zeros({4});
+  const std::string msg = error_of([&] { add(a, b); });
+  CHECK(contains(msg, "add"));
+  CHECK(contains(msg, "[2, 3]"));
+  CHECK(contains(msg, "[4]"));
+  const std::string mm = error_of([&] { matmul(Tensor::zeros({2, 3}), Tensor::zeros({4, 5})); });
+  CHECK(contains(mm, "matmul"));
+  CHECK(contains(mm, "[2, 3]"));
+  CHECK(contains(mm, "[4, 5]"));
+  const std::string cat = error_of([&] { concat({Tensor::zeros({2, 3}), Tensor::zeros({2, 4})}, 0); });
+  CHECK(contains(cat, "concat"));
+  CHECK(contains(cat, "[2, 4]"));
+  const std::string st = error_of([&] { stack({Tensor::zeros({2}), Tensor::zeros({3})}, 0); });
+  CHECK(contains(st, "stack"));
+  CHECK(contains(st, "[3]"));
+  CHECK(contains(error_of([&] { reshape(a, {4, 2}); }), "[2, 3]"));
+  CHECK(contains(error_of([&] { expand(a, {3, 3}); }), "expand"));
+  CHECK(contains(error_of([&] { masked_fill(a, Tensor::zeros({3, 3}), 0.0); }), "masked_fill"));
+}
+
+TEST_CASE("errors: a bad axis names the op, the axis and the rank") {
+  const Tensor a = Tensor::zeros({2, 3});
+  for (const std::string& msg : {error_of([&] { sum(a, {2}); }), error_of([&] { transpose(a, 0, 5); }),
+                                 error_of([&] { narrow(a, -3, 0, 1); }), error_of([&] { argmax(a, 2); })}) {
+    CHECK(contains(msg, "axis"));
+    CHECK(contains(msg, "2 dimensions"));
+  }
+  CHECK(contains(error_of([&] { sum(a, {2}); }), "sum"));
+  CHECK(contains(error_of([&] { narrow(a, 1, 2, 2); }), "out of bounds"));
+  CHECK(contains(error_of([&] { squeeze(a, 0); }), "squeeze"));
+  CHECK(contains(error_of([&] { permute(a, {0, 0}); }), "permute"));
+  CHECK(contains(error_of([&] { sum(a, {1, -1}); }), "repeated axis"));
+}
+
+TEST_CASE("errors: dtype and device mismatches name both tensors") {
+  const Tensor f = Tensor::zeros({2}, DType::f32), d = Tensor::zeros({2}, DType::f64);
+  const std::string msg = error_of([&] { mul(f, d); });
+  CHECK(contains(msg, "mul"));
+  CHECK(contains(msg, "float32[2]"));
+  CHECK(contains(msg, "float64[2]"));
+  const Tensor ids = Tensor::zeros({2}, DType::i64);
+  CHECK(contains(error_of([&] { exp(ids); }), "int64"));
+  CHECK(contains(error_of([&] { Tensor x = ids; x.requires_grad_(); }), "floating-point"));
+  CHECK(contains(error_of([&] { f.data<double>(); }), "float32"));
+  CHECK(contains(error_of([&] { Tensor::zeros({2}, DType::f32, Device::cuda); }), "CUDA"));
+}
+
+TEST_CASE("errors: bad values name the op and the value") {
+  Generator gen(1);
+  CHECK(contains(error_of([&] { dropout(Tensor::zeros({2}), 1.5, gen); }), "1.5"));
+  CHECK(contains(error_of([&] { bernoulli({2}, -0.1, gen); }), "-0.1"));
+  CHECK(contains(error_of([&] { Tensor::empty({2, -1}); }), "[2, -1]"));
+  CHECK(contains(error_of([&] { Tensor::zeros({2}).item(); }), "one element"));
+  CHECK(contains(error_of([&] { Tensor().shape(); }), "undefined tensor"));
+  CHECK(contains(error_of([&] { sum(Tensor::zeros({2, 2})).backward(); }), "does not require grad"));
+  Tensor x = Tensor::zeros({2}, DType::f64);
+  x.requires_grad_();
+  CHECK(contains(error_of([&] { (x * 2.0).backward(); }), "2 elements"));
+}
+
+}  // namespace loom

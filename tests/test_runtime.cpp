@@ -1,2 +1,93 @@
-// test_runtime.cpp (not written yet)
+// test_runtime.cpp: the random number generator and thread-count independence.
 #include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "engine/ops.h"
+
+namespace loom {
+
+TEST_CASE("random: Philox-4x32-10 matches the published known-answer vectors") {
+  // Random123's kat_vectors: philox4x32_10 with counter {0,0,0,0}, key {0,0}.
+  const auto zero = philox4x32(0, 0);
+  CHECK(zero[0] == 0x6627e8d5u);
+  CHECK(zero[1] == 0xe169c58du);
+  CHECK(zero[2] == 0xbc57ac4cu);
+  CHECK(zero[3] == 0x9b00dbd8u);
+}
+
+TEST_CASE("random: the same seed gives the same numbers, whatever the thread count") {
+  const int threads = num_threads();
+  Generator g1(42);
+  set_num_threads(1);
+  const auto one = uniform({100000}, 0, 1, g1).to_vector<float>();
+  set_num_threads(std::max(threads, 2));
+  Generator g2(42);
+  const auto many = uniform({100000}, 0, 1, g2).to_vector<float>();
+  set_num_threads(threads);
+  CHECK(one == many);
+  Generator g3(43);
+  CHECK(uniform({100000}, 0, 1, g3).to_vector<float>() != one);
+}
+
+TEST_CASE("random: successive fills continue the stream; state restores it") {
+  Generator g(5);
+  const auto first = normal({10}, 0, 1, g, DType::f64).to_vector<double>();
+  const uint64_t offset = g.offset();
+  const auto second = normal({10}, 0, 1, g, DType::f64).to_vector<double>();
+  CHECK(first != second);
+  Generator resumed(0);
+  resumed.set_state(5, offset);
+  CHECK(normal({10}, 0, 1, resumed, DType::f64).to_vector<double>() == second);
+}
+
+TEST_CASE("random: distributions have the right moments") {
+  Generator g(11);
+  const int64_t n = 400000;
+  const auto u = uniform({n}, -2, 4, g, DType::f64).to_vector<double>();
+  double mean = 0, lo = 1e9, hi = -1e9;
+  for (double v : u) {
+    mean += v / n;
+    lo = std::min(lo, v);
+    hi = std::max(hi, v);
+  }
+  CHECK(mean == doctest::Approx(1.0).epsilon(0.01));
+  CHECK(lo >= -2.0);
+  CHECK(hi < 4.0);
+
+  const auto z = normal({n}, 3, 2, g, DType::f64).to_vector<double>();
+  double m = 0, var = 0;
+  for (double v : z) m += v / n;
+  for (double v : z) var += (v - m) * (v - m) / n;
+  CHECK(m == doctest::Approx(3.0).epsilon(0.01));
+  CHECK(std::sqrt(var) == doctest::Approx(2.0).epsilon(0.01));
+
+  const auto b = bernoulli({n}, 0.3, g, DType::f64).to_vector<double>();
+  double ones = 0;
+  int64_t not_binary = 0;
+  for (double v : b) {
+    not_binary += v != 0.0 && v != 1.0;
+    ones += v / n;
+  }
+  CHECK(not_binary == 0);
+  CHECK(ones == doctest::Approx(0.3).epsilon(0.02));
+}
+
+TEST_CASE("dropout: drops about p of the elements and keeps the expectation") {
+  Generator g(3);
+  const Tensor x = Tensor::ones({200000}, DType::f64);
+  const auto y = dropout(x, 0.25, g).to_vector<double>();
+  double zeros = 0, total = 0;
+  int64_t badly_scaled = 0;
+  for (double v : y) {
+    if (v == 0.0) zeros += 1;
+    else badly_scaled += std::abs(v - 1.0 / 0.75) > 1e-12;
+    total += v;
+  }
+  CHECK(badly_scaled == 0);
+  CHECK(zeros / y.size() == doctest::Approx(0.25).epsilon(0.02));
+  CHECK(total / y.size() == doctest::Approx(1.0).epsilon(0.01));
+  CHECK(dropout(x, 0.25, g, /*training=*/false).same_storage(x));
+}
+
+}  // namespace loom
