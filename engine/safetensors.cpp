@@ -1,0 +1,348 @@
+#include "engine/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "engine/error.h"
+#include "engine/record.h"
+
+namespace loom {
+
+// The file stores little-endian bytes and loom copies them verbatim.
+static_assert(std::endian::native == std::endian::little, "safetensors I/O assumes a little-endian host");
+
+namespace {
+
+// ordered_json keeps the header's key order, so tensors load in file order.
+using Json = nlohmann::ordered_json;
+
+constexpr const char* kMetadataKey = "__metadata__";
+// The reference implementation refuses headers above 100 MB; so do we, rather
+// than allocate whatever a corrupt length field asks for.
+constexpr uint64_t kMaxHeaderBytes = 100'000'000;
+
+const char* safetensors_dtype(DType t) {
+  switch (t) {
+    case DType::f32: return "F32";
+    case DType::f64: return "F64";
+    case DType::i64: return "I64";
+  }
+  return "?";
+}
+
+bool parse_dtype(const std::string& name, DType* out) {
+  if (name == "F32") *out = DType::f32;
+  else if (name == "F64") *out = DType::f64;
+  else if (name == "I64") *out = DType::i64;
+  else return false;
+  return true;
+}
+
+std::string errno_text() { return std::strerror(errno); }
+
+// ---- writing ------------------------------------------------------------------------------
+
+// A temporary file next to the target. It is removed unless commit() renamed
+// it over the target, so an exception anywhere leaves nothing behind.
+class TempFile {
+ public:
+  explicit TempFile(const std::string& target) : target_(target), path_(target + ".tmp-XXXXXX") {
+    fd_ = ::mkstemp(path_.data());
+    LOOM_CHECK(fd_ >= 0, "save_safetensors: '", target_, "': cannot create a temporary file: ", errno_text());
+    // mkstemp creates the file 0600; a checkpoint should be readable like any other file.
+    ::fchmod(fd_, 0644);
+  }
+  ~TempFile() {
+    if (fd_ >= 0) ::close(fd_);
+    if (!committed_) ::unlink(path_.c_str());
+  }
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
+
+  void write(const void* data, size_t bytes) {
+    const char* p = static_cast<const char*>(data);
+    while (bytes > 0) {
+      const ssize_t n = ::write(fd_, p, bytes);
+      if (n < 0 && errno == EINTR) continue;
+      LOOM_CHECK(n > 0, "save_safetensors: '", target_, "': writing '", path_, "' failed: ", errno_text());
+      p += n;
+      bytes -= static_cast<size_t>(n);
+    }
+  }
+
+  // Flushes to disk before the rename: otherwise a crash could leave the new
+  // name pointing at a file whose data never reached the disk.
+  void commit() {
+    LOOM_CHECK(::fsync(fd_) == 0, "save_safetensors: '", target_, "': fsync failed: ", errno_text());
+    const int fd = fd_;
+    fd_ = -1;
+    LOOM_CHECK(::close(fd) == 0, "save_safetensors: '", target_, "': close failed: ", errno_text());
+    LOOM_CHECK(::rename(path_.c_str(), target_.c_str()) == 0, "save_safetensors: '", target_,
+               "': cannot rename the temporary file over it: ", errno_text());
+    committed_ = true;
+    sync_directory();
+  }
+
+ private:
+  // Makes the rename itself durable. Best effort: the new file is already in place.
+  void sync_directory() const {
+    std::string dir = std::filesystem::path(target_).parent_path().string();
+    if (dir.empty()) dir = ".";
+    const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+    if (fd < 0) return;
+    ::fsync(fd);
+    ::close(fd);
+  }
+
+  std::string target_;
+  std::string path_;
+  int fd_ = -1;
+  bool committed_ = false;
+};
+
+// ---- reading ------------------------------------------------------------------------------
+
+struct Entry {
+  std::string name;
+  DType dtype;
+  Shape shape;
+  uint64_t begin, end;  // within the data section
+};
+
+struct Header {
+  std::vector<Entry> entries;  // header order
+  std::map<std::string, std::string> metadata;
+  uint64_t data_start = 0;  // 8 + N
+  uint64_t data_size = 0;
+};
+
+// Parses JSON while refusing duplicate keys, which a plain parse would
+// silently resolve by keeping the last one.
+Json parse_json_without_duplicates(const std::string& text, const std::string& where) {
+  std::vector<std::set<std::string>> open_objects;
+  std::string entry;    // the top-level key being parsed
+  std::string problem;  // the first duplicate seen
+  auto on_event = [&](int, Json::parse_event_t event, Json& parsed) {
+    if (event == Json::parse_event_t::object_start) {
+      open_objects.emplace_back();
+    } else if (event == Json::parse_event_t::object_end) {
+      open_objects.pop_back();
+    } else if (event == Json::parse_event_t::key && problem.empty()) {
+      const std::string& key = parsed.get_ref<const std::string&>();
+      if (open_objects.size() == 1) entry = key;
+      if (!open_objects.back().insert(key).second)
+        problem = open_objects.size() == 1 ? detail::concat("duplicate tensor name '", key, "'")
+                                           : detail::concat("entry '", entry, "': duplicate key '", key, "'");
+    }
+    return true;
+  };
+  Json header;
+  try {
+    header = Json::parse(text, on_event);
+  } catch (const Json::exception& e) {
+    LOOM_FAIL(where, "the header is not valid JSON: ", e.what());
+  }
+  LOOM_CHECK(problem.empty(), where, problem);
+  return header;
+}
+
+uint64_t require_count(const Json& value, const std::string& where, const char* what) {
+  LOOM_CHECK(value.is_number_unsigned(), where, what, " must be non-negative integers, got ", value.dump());
+  return value.get<uint64_t>();
+}
+
+Entry parse_entry(const std::string& name, const Json& info, const std::string& file) {
+  const std::string where = detail::concat(file, "tensor '", name, "': ");
+  LOOM_CHECK(info.is_object(), where, "expected an object with dtype, shape and data_offsets, got ", info.dump());
+  for (const char* key : {"dtype", "shape", "data_offsets"})
+    LOOM_CHECK(info.contains(key), where, "missing \"", key, "\"");
+
+  Entry e;
+  e.name = name;
+  const Json& dtype = info["dtype"];
+  LOOM_CHECK(dtype.is_string(), where, "dtype must be a string, got ", dtype.dump());
+  LOOM_CHECK(parse_dtype(dtype.get<std::string>(), &e.dtype), where, "unknown or unsupported dtype ",
+             dtype.dump(), " (loom reads F32, F64 and I64)");
+
+  const Json& shape = info["shape"];
+  LOOM_CHECK(shape.is_array(), where, "shape must be a list, got ", shape.dump());
+  uint64_t numel = 1;
+  for (const Json& d : shape) {
+    const uint64_t dim = require_count(d, where, "shape entries");
+    LOOM_CHECK(dim <= static_cast<uint64_t>(INT64_MAX) && !__builtin_mul_overflow(numel, dim, &numel), where,
+               "shape ", shape.dump(), " has too many elements");
+    e.shape.push_back(static_cast<int64_t>(dim));
+  }
+
+  const Json& offsets = info["data_offsets"];
+  LOOM_CHECK(offsets.is_array() && offsets.size() == 2, where, "data_offsets must be [begin, end], got ",
+             offsets.dump());
+  e.begin = require_count(offsets[0], where, "data_offsets");
+  e.end = require_count(offsets[1], where, "data_offsets");
+  LOOM_CHECK(e.begin <= e.end, where, "data_offsets ", offsets.dump(), " end before they begin");
+
+  uint64_t bytes = 0;
+  LOOM_CHECK(!__builtin_mul_overflow(numel, dtype_size(e.dtype), &bytes), where, "shape ", shape.dump(),
+             " has too many elements");
+  LOOM_CHECK(bytes == e.end - e.begin, where, "shape ", shape.dump(), " of ", dtype.get<std::string>(), " needs ",
+             bytes, " bytes but data_offsets ", offsets.dump(), " span ", e.end - e.begin);
+  return e;
+}
+
+// The byte ranges must tile the data section exactly, as the format requires.
+void check_ranges(const Header& h, const std::string& file) {
+  for (const Entry& e : h.entries)
+    LOOM_CHECK(e.end <= h.data_size, file, "tensor '", e.name, "': data_offsets [", e.begin, ", ", e.end,
+               "] run past the end of the data section (", h.data_size, " bytes)");
+  std::vector<const Entry*> sorted;
+  for (const Entry& e : h.entries) sorted.push_back(&e);
+  std::sort(sorted.begin(), sorted.end(), [](const Entry* a, const Entry* b) {
+    return a->begin != b->begin ? a->begin < b->begin : a->end < b->end;
+  });
+  uint64_t covered = 0;
+  const Entry* previous = nullptr;
+  for (const Entry* e : sorted) {
+    LOOM_CHECK(e->begin >= covered, file, "tensor '", e->name, "': data_offsets [", e->begin, ", ", e->end,
+               "] overlap tensor '", previous ? previous->name : "", "'");
+    LOOM_CHECK(e->begin == covered, file, "bytes [", covered, ", ", e->begin,
+               ") of the data section belong to no tensor (gap before tensor '", e->name, "')");
+    covered = e->end;
+    previous = e;
+  }
+  LOOM_CHECK(covered == h.data_size, file, "the data section has ", h.data_size, " bytes but the tensors cover only ",
+             covered, " (", h.data_size - covered, " trailing bytes belong to no tensor)");
+}
+
+Header read_header(std::ifstream& in, const std::string& path) {
+  const std::string file = detail::concat("load_safetensors: '", path, "': ");
+  LOOM_CHECK(in.is_open(), file, "cannot open: ", errno_text());
+  std::error_code ec;
+  const uint64_t file_size = std::filesystem::file_size(path, ec);
+  LOOM_CHECK(!ec, file, "cannot read the size: ", ec.message());
+  LOOM_CHECK(file_size >= 8, file, "file too short (", file_size, " bytes) to hold the 8-byte header length");
+
+  unsigned char length_bytes[8];
+  in.read(reinterpret_cast<char*>(length_bytes), 8);
+  LOOM_CHECK(in.good(), file, "cannot read the header length");
+  uint64_t header_size = 0;
+  for (int i = 7; i >= 0; --i) header_size = header_size << 8 | length_bytes[i];
+  LOOM_CHECK(header_size <= file_size - 8, file, "header length ", header_size, " runs past the end of the file (",
+             file_size, " bytes)");
+  LOOM_CHECK(header_size <= kMaxHeaderBytes, file, "header length ", header_size, " exceeds the limit of ",
+             kMaxHeaderBytes, " bytes");
+
+  std::string text(header_size, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(header_size));
+  LOOM_CHECK(in.good(), file, "cannot read the ", header_size, "-byte header");
+  const Json json = parse_json_without_duplicates(text, file);
+  LOOM_CHECK(json.is_object(), file, "the header must be a JSON object, got ", json.type_name());
+
+  Header h;
+  h.data_start = 8 + header_size;
+  h.data_size = file_size - h.data_start;
+  for (const auto& [key, value] : json.items()) {
+    if (key == kMetadataKey) {
+      LOOM_CHECK(value.is_object(), file, "__metadata__ must be an object, got ", value.dump());
+      for (const auto& [mkey, mvalue] : value.items()) {
+        LOOM_CHECK(mvalue.is_string(), file, "__metadata__ value of '", mkey, "' must be a string, got ",
+                   mvalue.dump());
+        h.metadata[mkey] = mvalue.get<std::string>();
+      }
+    } else {
+      h.entries.push_back(parse_entry(key, value, file));
+    }
+  }
+  check_ranges(h, file);
+  return h;
+}
+
+}  // namespace
+
+// ---- public API -------------------------------------------------------------------------------
+
+void save_safetensors(const std::string& path, const NamedTensors& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  const std::string file = detail::concat("save_safetensors: '", path, "': ");
+  LOOM_CHECK(!path.empty(), "save_safetensors: empty path");
+
+  // Contiguous CPU copies first, so nothing touches the disk until every tensor is usable.
+  GradModeGuard no_grad(false);
+  std::vector<Tensor> host;
+  std::set<std::string> seen;
+  Json header = Json::object();
+  if (!metadata.empty()) {
+    Json meta = Json::object();
+    for (const auto& [key, value] : metadata) meta[key] = value;
+    header[kMetadataKey] = meta;
+  }
+  uint64_t offset = 0;
+  for (const auto& [name, tensor] : tensors) {
+    LOOM_CHECK(name != kMetadataKey, file, "a tensor cannot be named \"__metadata__\"");
+    LOOM_CHECK(seen.insert(name).second, file, "duplicate tensor name '", name, "'");
+    LOOM_CHECK(tensor.defined(), file, "tensor '", name, "' is undefined");
+    Tensor t = tensor.device() == Device::cpu ? tensor : tensor.to(Device::cpu);
+    t = t.contiguous();
+    const uint64_t bytes = static_cast<uint64_t>(t.numel()) * dtype_size(t.dtype());
+    header[name] = Json{{"dtype", safetensors_dtype(t.dtype())},
+                        {"shape", t.shape()},
+                        {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+    host.push_back(std::move(t));
+  }
+
+  std::string text;
+  try {
+    text = header.dump();
+  } catch (const Json::exception& e) {  // e.g. a name that is not valid UTF-8
+    LOOM_FAIL(file, "cannot encode the header: ", e.what());
+  }
+  // Pad with spaces so the data section starts 8-byte aligned, as the reference writer does.
+  text.append((8 - text.size() % 8) % 8, ' ');
+  unsigned char length_bytes[8];
+  for (int i = 0; i < 8; ++i) length_bytes[i] = static_cast<unsigned char>(uint64_t{text.size()} >> (8 * i));
+
+  TempFile out(path);
+  out.write(length_bytes, 8);
+  out.write(text.data(), text.size());
+  for (const Tensor& t : host)
+    if (t.numel() > 0) out.write(t.raw_data(), t.numel() * dtype_size(t.dtype()));
+  out.commit();
+}
+
+SafetensorsFile read_safetensors(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  const Header h = read_header(in, path);
+  SafetensorsFile result;
+  result.metadata = h.metadata;
+  for (const Entry& e : h.entries) {
+    Tensor t = Tensor::empty(e.shape, e.dtype);
+    const uint64_t bytes = e.end - e.begin;
+    if (bytes > 0) {
+      in.seekg(static_cast<std::streamoff>(h.data_start + e.begin));
+      in.read(static_cast<char*>(t.raw_data()), static_cast<std::streamsize>(bytes));
+      LOOM_CHECK(in.good(), "load_safetensors: '", path, "': tensor '", e.name, "': cannot read its ", bytes,
+                 " bytes");
+    }
+    result.tensors.emplace_back(e.name, std::move(t));
+  }
+  return result;
+}
+
+NamedTensors load_safetensors(const std::string& path) { return read_safetensors(path).tensors; }
+
+std::map<std::string, std::string> load_safetensors_metadata(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return read_header(in, path).metadata;
+}
+
+}  // namespace loom
