@@ -1,0 +1,73 @@
+// language_model.h: what every family provides to the training and generation
+// programs, and the hyperparameters they are built from.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "engine/random.h"
+#include "models/module.h"
+
+namespace loom::models {
+
+// Hyperparameters of a model (the "model" object of a JSON config). Defaults are
+// the labml experiments' (MODELS.md §2.1, §3.1, §4.1); fields a family does not
+// use are ignored by it.
+struct ModelConfig {
+  std::string family = "transformer";  // transformer | primer_ez | fast_weights | feedback
+  int64_t vocab = 65;
+  int64_t d_model = 512;
+  int64_t heads = 8;
+  int64_t d_ff = 2048;
+  int64_t layers = 6;
+  double dropout = 0.0;
+  uint64_t seed = 0;  // initialisation and dropout
+  // primer_ez: depth-wise conv kernels after Q/K/V: "per_channel" (labml's default:
+  // one 3-tap kernel per head channel, shared by the heads), "shared" (one kernel
+  // for everything) or "per_head" (one kernel per head and channel).
+  std::string conv_kernels = "per_channel";
+  int64_t conv_width = 3;
+  // fast_weights: "dpfp" (default) or "elu_plus_one" features; "delta" (default)
+  // or "sum" update rule; layer norm on the attention input (the paper's form).
+  std::string feature_map = "dpfp";
+  int64_t dpfp_nu = 1;
+  std::string update_rule = "delta";
+  bool attention_layer_norm = false;
+  // feedback: shared key/value projections (labml's default) or per-layer (original).
+  bool shared_kv = true;
+  int64_t max_seq_len = 512;  // feedback memory capacity; positional tables for transformers
+};
+
+// Per-sequence state carried by incremental decoding: a KV cache, the fast
+// weights, or the feedback memory. Each family defines its own.
+struct DecodeState {
+  virtual ~DecodeState() = default;
+};
+
+class LanguageModel : public Module {
+ public:
+  // tokens int64 [L, B] -> logits [L, B, vocab].
+  virtual Tensor forward(const Tensor& tokens) = 0;
+
+  // Incremental decoding: feed tokens int64 [T, B] after those already fed,
+  // get logits [T, B, vocab]; the prefix is never recomputed.
+  virtual std::unique_ptr<DecodeState> start_decoding(int64_t batch) const = 0;
+  virtual Tensor decode(DecodeState& state, const Tensor& tokens) = 0;
+
+  // Forward+backward FLOPs per token at a sequence length (for MFU).
+  virtual double training_flops_per_token(int64_t seq_len) const = 0;
+
+  const ModelConfig& config() const { return config_; }
+  Generator& dropout_generator() { return dropout_gen_; }
+
+ protected:
+  explicit LanguageModel(ModelConfig config) : config_(std::move(config)), dropout_gen_(config_.seed + 1) {}
+  ModelConfig config_;
+  Generator dropout_gen_;
+};
+
+// Builds the family named by config.family; throws naming the family otherwise.
+std::unique_ptr<LanguageModel> make_model(const ModelConfig& config);
+
+}  // namespace loom::models

@@ -1,0 +1,57 @@
+#include "models/module.h"
+
+#include "engine/error.h"
+
+namespace loom::models {
+
+Tensor Module::register_parameter(const std::string& name, Tensor t) {
+  LOOM_CHECK(t.defined(), "register_parameter: '", name, "' is undefined");
+  t.requires_grad_();
+  parameters_.emplace_back(name, t);
+  return t;
+}
+
+Tensor Module::register_buffer(const std::string& name, Tensor t) {
+  LOOM_CHECK(t.defined(), "register_buffer: '", name, "' is undefined");
+  buffers_.emplace_back(name, t);
+  return t;
+}
+
+void Module::register_module(const std::string& name, Module& child) { children_.emplace_back(name, &child); }
+
+void Module::collect(const std::string& prefix, bool parameters, NamedTensors& out) const {
+  // PyTorch's order: a module's own tensors first, then its children's.
+  for (const auto& [name, t] : parameters ? parameters_ : buffers_) out.emplace_back(prefix + name, t);
+  for (const auto& [name, child] : children_) child->collect(prefix + name + ".", parameters, out);
+}
+
+NamedTensors Module::named_parameters() const {
+  NamedTensors out;
+  collect("", true, out);
+  return out;
+}
+
+NamedTensors Module::named_buffers() const {
+  NamedTensors out;
+  collect("", false, out);
+  return out;
+}
+
+std::vector<Tensor> Module::parameters() const {
+  std::vector<Tensor> out;
+  for (auto& [name, t] : named_parameters()) out.push_back(t);
+  return out;
+}
+
+int64_t Module::parameter_count() const {
+  int64_t n = 0;
+  for (auto& [name, t] : named_parameters()) n += t.numel();
+  return n;
+}
+
+void Module::train(bool on) {
+  training_ = on;
+  for (auto& [name, child] : children_) child->train(on);
+}
+
+}  // namespace loom::models
