@@ -6,6 +6,8 @@
 // the tensor. The ids are recorded as a saved tensor (not an input), so they
 // never receive a gradient; the backward rules (autodiff/index.cpp) send the
 // output gradient back with index_add / scatter_add.
+#include <string>
+
 #include "engine/ops/op_helpers.h"
 
 namespace loom {
