@@ -14,6 +14,9 @@ RuleTable build_table() {
   register_shape_rules(table);
   register_random_rules(table);
   register_conv_rules(table);
+  register_attention_rules(table);
+  register_delta_rule_rules(table);
+  register_feedback_rules(table);
   return table;
 }
 }  // namespace

@@ -25,5 +25,8 @@ void register_index_rules(RuleTable& table);
 void register_shape_rules(RuleTable& table);
 void register_random_rules(RuleTable& table);
 void register_conv_rules(RuleTable& table);
+void register_attention_rules(RuleTable& table);
+void register_delta_rule_rules(RuleTable& table);
+void register_feedback_rules(RuleTable& table);
 
 }  // namespace loom::autodiff

@@ -98,6 +98,15 @@ class Backend {
                                       const Tensor& grad_x, const Tensor& grad_weight,
                                       const Tensor& grad_bias);
 
+  // ---- attention (engine/cpu/attention.cpp) ----------------------------------------------
+  // (kernels declared with the attention stem)
+
+  // ---- delta_rule (engine/cpu/delta_rule.cpp) -----------------------------------------------
+  // (kernels declared with the delta_rule stem)
+
+  // ---- feedback (engine/cpu/feedback.cpp) ---------------------------------------------------
+  // (kernels declared with the feedback stem)
+
   // ---- random -----------------------------------------------------------------------
   // Element i uses Philox counter offset + i/4 (word i%4): the same numbers on every
   // device and thread count. uniform: [a, b); normal: mean a, std b; bernoulli: p = a.

@@ -64,7 +64,13 @@
   /* random */                                                 \
   LOOM_OP(dropout, true)                                       \
   /* conv */                                                   \
-  LOOM_OP(causal_conv1d, true)
+  LOOM_OP(causal_conv1d, true)                                 \
+  /* attention: fused causal softmax attention */              \
+  LOOM_OP(attention, true)                                     \
+  /* delta_rule: the fast-weight recurrence */                 \
+  LOOM_OP(delta_rule, true)                                    \
+  /* feedback: one step of attention over the memory */        \
+  LOOM_OP(feedback_attention, true)
 
 namespace loom {
 

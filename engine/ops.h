@@ -131,6 +131,31 @@ Tensor dropout(const Tensor& x, double p, Generator& gen, bool training = true);
 // bias [C] / [1] or undefined. out[t] = bias + sum_k weight[:, k] * x[t-K+1+k].
 Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias);
 
+// ---- attention (engine/ops/attention.cpp) ---------------------------------------------
+// Scaled dot-product attention, sequence-first (labml's layout):
+// q [Lq, B, H, D], k [Lk, B, H, D], v [Lk, B, H, Dv] -> [Lq, B, H, Dv].
+// scores[i, j] = scale * q_i . k_j. With `causal`, query i is position Lk - Lq + i
+// and sees keys j <= Lk - Lq + i, so new queries can attend to a KV cache.
+// Softmax over keys, then dropout on the probabilities when dropout_p > 0 (gen
+// required). Fused: the [Lq, Lk] probabilities are not kept for the backward.
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale, bool causal,
+                 double dropout_p = 0.0, Generator* gen = nullptr);
+
+// ---- delta_rule (engine/ops/delta_rule.cpp) ---------------------------------------------
+// The fast-weight recurrence of linear transformers (MODELS.md §2.2), per batch
+// item and head, with W_0 = initial_state or 0, W of shape [Dv, Dk]:
+//   delta rule:  vbar_t = W_{t-1} k_t;  W_t = W_{t-1} + beta_t (v_t - vbar_t) k_tᵀ;  y_t = W_t q_t
+//   sum rule (beta undefined): W_t = W_{t-1} + v_t k_tᵀ;  y_t = W_t q_t
+// q, k [L, B, H, Dk] (features already applied), v [L, B, H, Dv], beta [L, B, H, 1]
+// -> y [L, B, H, Dv]. initial_state [B, H, Dv, Dk] or undefined (no gradient flows
+// to it). When final_state is given it receives W_L. The backward does not store
+// W_t per step: it rebuilds them backwards from W_L (MODELS.md §7).
+Tensor delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta,
+                  const Tensor& initial_state = Tensor(), Tensor* final_state = nullptr);
+
+// ---- feedback (engine/ops/feedback.cpp) --------------------------------------------------
+// (declared by the feedback transformer's stem)
+
 // ---- in place (never recorded; for optimizers, gradient accumulation, init) -----------
 // They refuse a tensor that requires grad while grad mode is on.
 void copy_(const Tensor& dst, const Tensor& src);  // src broadcasts to dst; casts

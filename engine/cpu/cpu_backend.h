@@ -44,6 +44,12 @@ class CpuBackend final : public Backend {
   void causal_conv1d_backward(const Tensor& grad_out, const Tensor& x, const Tensor& weight, const Tensor& grad_x,
                               const Tensor& grad_weight, const Tensor& grad_bias) override;
 
+  // attention (attention.cpp)
+
+  // delta_rule (delta_rule.cpp)
+
+  // feedback (feedback.cpp)
+
   void random(RandomKind kind, const Tensor& out, double a, double b, uint64_t seed, uint64_t offset) override;
 };
 

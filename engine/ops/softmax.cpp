@@ -1,5 +1,91 @@
-// softmax.cpp: (to be written)
+// softmax.cpp: softmax, log_softmax and cross_entropy.
+//
+// The kernels work on rows along the last axis of contiguous data. Softmax over
+// another axis moves that axis last with a permuted view and one contiguous copy;
+// the kernel's output is handed back as the inverse permuted view, so no second
+// copy is made (the result is then not contiguous: its axis is innermost in
+// memory). Softmax records ints = {axis}, normalised.
 #include "engine/ops/op_helpers.h"
 
 namespace loom {
+
+namespace {
+
+// The permutation that moves `axis` to the end, or its inverse.
+std::vector<int64_t> axis_last_perm(int64_t ndim, int axis, bool inverse) {
+  std::vector<int64_t> perm;
+  for (int64_t d = 0; d < ndim; ++d)
+    if (d != axis) perm.push_back(d);
+  perm.push_back(axis);
+  if (!inverse) return perm;
+  std::vector<int64_t> inv(ndim);
+  for (int64_t i = 0; i < ndim; ++i) inv[perm[i]] = i;
+  return inv;
+}
+
+Tensor softmax_op(OpId id, const Tensor& x, int64_t axis, bool log) {
+  const char* name = op_name(id);
+  detail::check_float(name, x);
+  LOOM_CHECK(axis >= -x.dim() && axis < x.dim(), name, ": axis ", axis, " is out of range for x of shape ",
+             shape_str(x.shape()));
+  const int a = normalize_axis(axis, x.dim(), name);
+  const bool last = a == x.dim() - 1;
+  Tensor out;
+  {
+    GradModeGuard no_grad(false);  // the views and the copy around the kernel are not part of the graph
+    const Tensor rows = contiguous(last ? x : permute(x, axis_last_perm(x.dim(), a, false)));
+    Tensor y = Tensor::empty(rows.shape(), x.dtype(), x.device());
+    backend_for(x).softmax(rows, y, log);
+    out = last ? y : permute(y, axis_last_perm(x.dim(), a, true));
+  }
+  if (needs_grad({&x})) record({id, {x}, {}, {a}}, out);
+  return out;
+}
+
+// Every target must index a class: the kernels use targets as offsets unchecked.
+// They are read on the host; off the CPU that costs one copy of N integers.
+void check_targets(const Tensor& targets, const Tensor& logits) {
+  const int64_t C = logits.size(1);
+  const Tensor host = targets.device() == Device::cpu ? targets : targets.to(Device::cpu);
+  const int64_t* t = host.data<int64_t>();
+  const int64_t stride = host.strides()[0];
+  for (int64_t i = 0; i < host.numel(); ++i) {
+    const int64_t v = t[i * stride];
+    LOOM_CHECK(v >= 0 && v < C, "cross_entropy: target ", v, " at position ", i, " is out of range [0, ", C,
+               ") for logits of shape ", shape_str(logits.shape()), " (targets ", shape_str(targets.shape()), ")");
+  }
+}
+
+}  // namespace
+
+Tensor softmax(const Tensor& x, int64_t axis) { return softmax_op(OpId::softmax, x, axis, false); }
+Tensor log_softmax(const Tensor& x, int64_t axis) { return softmax_op(OpId::log_softmax, x, axis, true); }
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets) {
+  detail::check_float("cross_entropy", logits);
+  detail::check_defined("cross_entropy", targets, "targets");
+  LOOM_CHECK(logits.dim() == 2, "cross_entropy: logits must be 2-D [N, C], got shape ", shape_str(logits.shape()));
+  LOOM_CHECK(targets.dtype() == DType::i64, "cross_entropy: targets must be int64 class indices, got ",
+             targets.describe());
+  const int64_t N = logits.size(0);
+  LOOM_CHECK(targets.dim() == 1 && targets.size(0) == N, "cross_entropy: targets must have shape [", N,
+             "] for logits of shape ", shape_str(logits.shape()), ", got ", shape_str(targets.shape()));
+  LOOM_CHECK(targets.device() == logits.device(), "cross_entropy: targets ", targets.describe(),
+             " are not on the device of logits ", logits.describe());
+  LOOM_CHECK(N > 0, "cross_entropy: logits of shape ", shape_str(logits.shape()),
+             " have no rows: the mean loss is undefined");
+  check_targets(targets, logits);
+
+  Tensor out;
+  {
+    GradModeGuard no_grad(false);
+    const Tensor x = contiguous(logits);
+    Tensor losses = Tensor::empty({N}, logits.dtype(), logits.device());
+    backend_for(x).cross_entropy(x, targets, losses);
+    out = mean(losses);  // sums in double
+  }
+  if (needs_grad({&logits})) record({OpId::cross_entropy, {logits, targets}}, out);
+  return out;
+}
+
 }  // namespace loom

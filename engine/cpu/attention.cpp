@@ -1,0 +1,4 @@
+// attention.cpp: CPU kernels (being written)
+#include "engine/cpu/cpu_backend.h"
+
+namespace loom {}  // namespace loom

@@ -1,0 +1,4 @@
+// delta_rule.cpp: CPU kernels (being written)
+#include "engine/cpu/cpu_backend.h"
+
+namespace loom {}  // namespace loom

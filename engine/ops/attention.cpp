@@ -1,0 +1,4 @@
+// attention.cpp (being written)
+#include "engine/ops/op_helpers.h"
+
+namespace loom {}  // namespace loom

@@ -1,0 +1,4 @@
+// feedback.cpp (being written)
+#include "engine/ops/op_helpers.h"
+
+namespace loom {}  // namespace loom

@@ -1,0 +1,11 @@
+// feedback.cpp (being written)
+#include "engine/error.h"
+#include "models/language_model.h"
+
+namespace loom::models {
+
+std::unique_ptr<LanguageModel> make_feedback(const ModelConfig& config) {
+  LOOM_FAIL("model.family: '", config.family, "' is not built yet");
+}
+
+}  // namespace loom::models

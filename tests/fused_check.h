@@ -1,0 +1,84 @@
+// fused_check.h: helpers for testing a fused op against the same math composed
+// of elementary ops, and for checking error messages.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/ops.h"
+
+namespace loom::test {
+
+// A float64 tensor of `shape` with values uniform in [lo, hi).
+inline Tensor random_f64(const Shape& shape, uint64_t seed, double lo = -3.0, double hi = 3.0) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(lo, hi);
+  std::vector<double> v(shape_numel(shape));
+  for (double& x : v) x = u(rng);
+  return Tensor::from_vector(v, shape);
+}
+
+// f's output and the gradients of sum(f(xs) * W) for a fixed random W, as doubles.
+struct Evaluated {
+  std::vector<double> out;
+  std::vector<std::vector<double>> grads;  // one per input
+};
+
+// Runs f on fresh leaves copied from `values` (so that two functions can be run
+// on the same values) and backpropagates. f must return a float64 tensor.
+inline Evaluated evaluate(const std::function<Tensor(const std::vector<Tensor>&)>& f,
+                          const std::vector<Tensor>& values) {
+  std::vector<Tensor> leaves;
+  for (const Tensor& v : values) leaves.push_back(clone(v).requires_grad_());
+  const Tensor out = f(leaves);
+  sum(out * random_f64(out.shape(), 99)).backward();
+  Evaluated e{cast(out.detach(), DType::f64).to_vector<double>(), {}};
+  for (const Tensor& l : leaves) {
+    REQUIRE_MESSAGE(l.grad().defined(), "no gradient reached an input");
+    e.grads.push_back(cast(l.grad(), DType::f64).to_vector<double>());
+  }
+  return e;
+}
+
+// max |a - b| relative to max |b|.
+inline double relative_difference(const std::vector<double>& a, const std::vector<double>& b) {
+  REQUIRE(a.size() == b.size());
+  double diff = 0.0, scale = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff = std::max(diff, std::abs(a[i] - b[i]));
+    scale = std::max(scale, std::abs(b[i]));
+  }
+  if (std::isnan(diff)) return INFINITY;
+  return diff / std::max(scale, 1e-300);
+}
+
+// Outputs and every input gradient agree within `tolerance` (relative).
+inline void check_same(const Evaluated& got, const Evaluated& expected, double tolerance) {
+  const double d_out = relative_difference(got.out, expected.out);
+  CHECK_MESSAGE(d_out <= tolerance, "output: relative difference ", d_out);
+  REQUIRE(got.grads.size() == expected.grads.size());
+  for (size_t i = 0; i < got.grads.size(); ++i) {
+    const double d = relative_difference(got.grads[i], expected.grads[i]);
+    CHECK_MESSAGE(d <= tolerance, "gradient of input ", i, ": relative difference ", d);
+  }
+}
+
+// The message of the loom::Error f throws, or "(no error)".
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+inline bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+}  // namespace loom::test
