@@ -107,7 +107,6 @@ void save_checkpoint(const std::string& path, const Module& model, const Adam& o
                     {"elapsed_seconds", number_text(state.elapsed_seconds)},
                     {"config", state.config_json},
                     {"train_batcher", state.train_batcher.to_json()},
-                    {"valid_batcher", state.valid_batcher.to_json()},
                     {"dropout_rng_seed", std::to_string(state.dropout_seed)},
                     {"dropout_rng_offset", std::to_string(state.dropout_offset)}});
   save_model(path, model, {{"format", "loom"}, {"step", step}, {"config", state.config_json}});
@@ -125,7 +124,6 @@ TrainingState load_checkpoint(const std::string& path, Module& model, Adam& opti
   s.elapsed_seconds = parse_number<double>(required(meta, "elapsed_seconds", optim_path), "elapsed_seconds", optim_path);
   s.config_json = required(meta, "config", optim_path);
   s.train_batcher = datasets::BatcherState::from_json(required(meta, "train_batcher", optim_path));
-  s.valid_batcher = datasets::BatcherState::from_json(required(meta, "valid_batcher", optim_path));
   s.dropout_seed = parse_number<uint64_t>(required(meta, "dropout_rng_seed", optim_path), "dropout_rng_seed", optim_path);
   s.dropout_offset =
       parse_number<uint64_t>(required(meta, "dropout_rng_offset", optim_path), "dropout_rng_offset", optim_path);

@@ -9,7 +9,7 @@
 //                             training config JSON, from which generate rebuilds the model).
 //   <name>.optim.safetensors  what resuming needs besides the model: the Adam moments
 //                             and step counts ("<param>.exp_avg", ...; see optim.h) and, as
-//                             metadata, the step, the batcher states, the RNG state and
+//                             metadata, the step, the training batcher's state, the RNG state and
 //                             the config, so a resumed run continues the same trajectory.
 //
 // Each file is written atomically (save_safetensors); the model file is written
@@ -42,7 +42,7 @@ struct TrainingState {
   int64_t step = 0;              // optimizer steps taken
   double elapsed_seconds = 0;    // training time so far
   std::string config_json;       // the run's TrainConfig (to_json)
-  datasets::BatcherState train_batcher, valid_batcher;
+  datasets::BatcherState train_batcher;
   uint64_t dropout_seed = 0, dropout_offset = 0;  // the model's dropout Generator
 };
 

@@ -79,7 +79,6 @@ TEST_CASE("checkpoint: the optimizer and training state resume exactly") {
   state.elapsed_seconds = 1.0 / 3.0;
   state.config_json = R"({"model": {"family": "bigram"}})";
   state.train_batcher = {7, 2, 11};
-  state.valid_batcher = {8, 0, 1};
   state.dropout_seed = 18446744073709551615ull;
   state.dropout_offset = 123456789;
   models::save_checkpoint(path, model, adam, state);
@@ -93,7 +92,6 @@ TEST_CASE("checkpoint: the optimizer and training state resume exactly") {
   CHECK(back.elapsed_seconds == state.elapsed_seconds);
   CHECK(back.config_json == state.config_json);
   CHECK(back.train_batcher == state.train_batcher);
-  CHECK(back.valid_batcher == state.valid_batcher);
   CHECK(back.dropout_seed == state.dropout_seed);
   CHECK(back.dropout_offset == state.dropout_offset);
   CHECK(fresh_adam.steps_taken() == 3);
