@@ -200,6 +200,11 @@ TEST_CASE("clip_grad_norm: scales all grads together by max_norm / (norm + 1e-6)
   CHECK(a.grad().to_vector<float>() == std::vector<float>{3, 4});
   CHECK(b.grad().item() == 12.0f);
   CHECK(models::clip_grad_norm({none}, 1.0) == 0.0);
+
+  // With a small norm the 1e-6 shows: norm 5e-4, limit 1e-4 -> scale 1e-4 / 5.01e-4 = 0.1996008, not 0.2.
+  set_grad(a, {3e-4f, 4e-4f});
+  models::clip_grad_norm({a}, 1e-4);
+  CHECK(a.grad().to_vector<float>()[0] == doctest::Approx(3e-4 * 0.1996008).epsilon(1e-6));
 }
 
 }  // namespace loom::test
