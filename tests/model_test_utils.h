@@ -2,6 +2,7 @@
 // training tests: a temporary directory, error capture, and a tiny Module.
 #pragma once
 
+#include <doctest/doctest.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -37,6 +38,13 @@ std::string error_of(Fn&& fn) {
     return e.what();
   }
   return "";
+}
+
+// A purely relative comparison. doctest's Approx adds 1 to the magnitude it
+// scales epsilon by, which makes it absolute for small values (a learning
+// rate of 5e-7 would match 0); the tiny scale here only lets 0 == 0 pass.
+inline doctest::Approx relative(double value, double epsilon = 1e-6) {
+  return doctest::Approx(value).epsilon(epsilon).scale(1e-300);
 }
 
 inline bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }

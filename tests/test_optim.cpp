@@ -67,7 +67,7 @@ TEST_CASE("adam: one step of each form, against numbers worked by hand") {
       Adam adam({{"p", p}}, o, LrSchedule::constant(0.1));
       set_grad(p, {0.5f});
       adam.step();
-      CHECK(p.item() == doctest::Approx(expected).epsilon(1e-6));
+      CHECK(p.item() == relative(expected, 1e-6));
       CHECK(adam.steps_taken() == 1);
     }
   }
@@ -96,7 +96,7 @@ TEST_CASE("adam: several steps with changing grads and weight decay follow the r
           adam.step();
         }
         const std::vector<float> got = p.to_vector<float>();
-        for (int i = 0; i < 5; ++i) CHECK(got[i] == doctest::Approx(ref[i]).epsilon(1e-5));
+        for (int i = 0; i < 5; ++i) CHECK(got[i] == relative(ref[i], 1e-5));
       }
 }
 
@@ -117,7 +117,7 @@ TEST_CASE("adam: parameters without a grad are skipped; step counts are per para
   adam.step();
   CHECK(a.to_vector<float>() == a_before);  // a has no grad this time
   // b's first step uses the rate at its own t = 1; labml's first step moves by lr_1 · sign(g).
-  CHECK(b.item() == doctest::Approx(3.0 - noam.at(1)).epsilon(1e-6));
+  CHECK(b.item() == relative(3.0 - noam.at(1), 1e-6));
 
   const models::NamedTensors state = adam.state_tensors();
   REQUIRE(state.size() == 6);
@@ -166,16 +166,16 @@ TEST_CASE("adam: exported state resumes the same trajectory; bad state lists eve
 
 TEST_CASE("noam: the values listed in MODELS.md and the formula around the peak") {
   const LrSchedule noam = LrSchedule::noam(1.0, 512, 2000);
-  CHECK(noam.at(1) == doctest::Approx(4.94e-7).epsilon(2e-3));
-  CHECK(noam.at(1000) == doctest::Approx(4.94e-4).epsilon(2e-3));
-  CHECK(noam.at(2000) == doctest::Approx(9.88e-4).epsilon(2e-3));
-  CHECK(noam.at(4000) == doctest::Approx(6.99e-4).epsilon(2e-3));
-  CHECK(noam.at(62848) == doctest::Approx(1.76e-4).epsilon(3e-3));
+  CHECK(noam.at(1) == relative(4.94e-7, 2e-3));
+  CHECK(noam.at(1000) == relative(4.94e-4, 2e-3));
+  CHECK(noam.at(2000) == relative(9.88e-4, 2e-3));
+  CHECK(noam.at(4000) == relative(6.99e-4, 2e-3));
+  CHECK(noam.at(62848) == relative(1.76e-4, 3e-3));
   // Linear warmup, then 1/sqrt(t): the peak is at t = warmup.
-  CHECK(noam.at(2) == doctest::Approx(2 * noam.at(1)));
+  CHECK(noam.at(2) == relative(2 * noam.at(1)));
   CHECK(noam.at(1999) < noam.at(2000));
   CHECK(noam.at(2001) < noam.at(2000));
-  CHECK(noam.at(8000) == doctest::Approx(noam.at(2000) / 2));
+  CHECK(noam.at(8000) == relative(noam.at(2000) / 2));
   CHECK(LrSchedule::constant(2.5e-4).at(12345) == 2.5e-4);
 }
 
@@ -185,18 +185,18 @@ TEST_CASE("clip_grad_norm: scales all grads together by max_norm / (norm + 1e-6)
   set_grad(b, {12});
   // The norm of (3, 4, 12) is 13.
   const double norm = models::clip_grad_norm({a, b, none}, 1.0);
-  CHECK(norm == doctest::Approx(13.0));
+  CHECK(norm == relative(13.0));
   const double scale = 1.0 / (13.0 + 1e-6);
   const std::vector<float> ga = a.grad().to_vector<float>();
-  CHECK(ga[0] == doctest::Approx(3 * scale).epsilon(1e-6));
-  CHECK(ga[1] == doctest::Approx(4 * scale).epsilon(1e-6));
-  CHECK(b.grad().item() == doctest::Approx(12 * scale).epsilon(1e-6));
+  CHECK(ga[0] == relative(3 * scale, 1e-6));
+  CHECK(ga[1] == relative(4 * scale, 1e-6));
+  CHECK(b.grad().item() == relative(12 * scale, 1e-6));
   CHECK(!none.grad().defined());
 
   // Below the limit nothing changes.
   set_grad(a, {3, 4});
   set_grad(b, {12});
-  CHECK(models::clip_grad_norm({a, b}, 20.0) == doctest::Approx(13.0));
+  CHECK(models::clip_grad_norm({a, b}, 20.0) == relative(13.0));
   CHECK(a.grad().to_vector<float>() == std::vector<float>{3, 4});
   CHECK(b.grad().item() == 12.0f);
   CHECK(models::clip_grad_norm({none}, 1.0) == 0.0);
@@ -204,7 +204,7 @@ TEST_CASE("clip_grad_norm: scales all grads together by max_norm / (norm + 1e-6)
   // With a small norm the 1e-6 shows: norm 5e-4, limit 1e-4 -> scale 1e-4 / 5.01e-4 = 0.1996008, not 0.2.
   set_grad(a, {3e-4f, 4e-4f});
   models::clip_grad_norm({a}, 1e-4);
-  CHECK(a.grad().to_vector<float>()[0] == doctest::Approx(3e-4 * 0.1996008).epsilon(1e-6));
+  CHECK(a.grad().to_vector<float>()[0] == relative(3e-4 * 0.1996008, 1e-6));
 }
 
 }  // namespace loom::test

@@ -121,7 +121,7 @@ TEST_CASE("train: the bigram family learns a structured text") {
   // Uniform guessing over the vocabulary costs log(V), about where a fresh model
   // starts; the text's bigram structure allows much less.
   const double uniform = std::log(static_cast<double>(config.model.vocab));
-  CHECK(first == doctest::Approx(uniform).epsilon(0.25));
+  CHECK(first == relative(uniform, 0.25));
   CHECK(last < 0.6 * uniform);
   const models::EvalResult e = trainer.evaluate();
   CHECK(e.loss < 0.6 * uniform);
@@ -150,7 +150,7 @@ TEST_CASE("train: k steps, save, load into a fresh model, k more steps == 2k uni
   for (const auto& [key, value] : whole) {
     INFO("step ", key.first, " ", key.second);
     REQUIRE(split.count(key));
-    CHECK(split.at(key) == doctest::Approx(value).epsilon(1e-6));
+    CHECK(split.at(key) == relative(value, 1e-6));
     losses += key.second == "loss";
   }
   CHECK(losses == 2 * k);
@@ -162,7 +162,7 @@ TEST_CASE("train: k steps, save, load into a fresh model, k more steps == 2k uni
   for (size_t i = 0; i < a.size(); ++i) {
     INFO(a[i].first);
     const std::vector<float> va = a[i].second.to_vector<float>(), vb = b[i].second.to_vector<float>();
-    for (size_t j = 0; j < va.size(); ++j) CHECK(vb[j] == doctest::Approx(va[j]).epsilon(1e-6));
+    for (size_t j = 0; j < va.size(); ++j) CHECK(vb[j] == relative(va[j], 1e-6));
   }
   CHECK(load_safetensors_metadata(dir.file("split/model.safetensors")).at("step") == std::to_string(2 * k));
 }
