@@ -81,17 +81,19 @@ std::string quoted_list(const std::vector<std::string>& items) {
 }
 
 // One JSON object of the config. Each getter reads one key when present,
-// validates it and records it as known; finish() rejects the keys nobody read.
+// validates it and records it as known; finish() flags the keys nobody read.
+// Problems are collected rather than thrown, so one run reports all of them;
+// a value with a problem is left at its default.
 class Section {
  public:
-  Section(const Json& json, std::string path, const std::string& source) : json_(json), path_(std::move(path)),
-                                                                          source_(source) {
+  Section(const Json& json, std::string path, std::vector<std::string>& problems)
+      : json_(json), path_(std::move(path)), problems_(problems) {
     if (!json_.is_object()) fail(path_, "expected an object, got " + json_.dump());
   }
 
   bool has(const char* key) {
     known_.insert(key);
-    return json_.contains(key);
+    return json_.is_object() && json_.contains(key);
   }
 
   void integer(const char* key, int64_t& out, int64_t min) {
@@ -102,64 +104,59 @@ class Section {
     bool ok = v.is_number_integer();
     if (ok && v.is_number_unsigned()) ok = v.get<uint64_t>() >= uint64_t(min) && v.get<uint64_t>() <= uint64_t(INT64_MAX);
     else if (ok) ok = v.get<int64_t>() >= min;
-    if (!ok) fail(at(key), std::string("expected ") + what + ", got " + v.dump());
-    out = v.get<int64_t>();
+    if (check(ok, at(key), std::string("expected ") + what + ", got " + v.dump())) out = v.get<int64_t>();
   }
 
   void seed(const char* key, uint64_t& out) {
     if (!has(key)) return;
     const Json& v = json_[key];
-    if (!v.is_number_unsigned() && !(v.is_number_integer() && v.get<int64_t>() >= 0))
-      fail(at(key), "expected a non-negative integer, got " + v.dump());
-    out = v.get<uint64_t>();
+    const bool ok = v.is_number_unsigned() || (v.is_number_integer() && v.get<int64_t>() >= 0);
+    if (check(ok, at(key), "expected a non-negative integer, got " + v.dump())) out = v.get<uint64_t>();
   }
 
   // A number in the range the caller describes; `ok` tests it.
   template <class Ok>
   void number(const char* key, double& out, const char* what, Ok ok) {
-    if (!has(key)) return;
-    out = checked_number(json_[key], at(key), what, ok);
+    if (has(key)) checked_number(json_[key], at(key), what, ok, out);
   }
 
   void text(const char* key, std::string& out, bool allow_empty = true) {
     if (!has(key)) return;
     const Json& v = json_[key];
-    if (!v.is_string() || (!allow_empty && v.get<std::string>().empty()))
-      fail(at(key), std::string("expected a ") + (allow_empty ? "" : "non-empty ") + "string, got " + v.dump());
-    out = v.get<std::string>();
+    const bool ok = v.is_string() && (allow_empty || !v.get<std::string>().empty());
+    if (check(ok, at(key), std::string("expected a ") + (allow_empty ? "" : "non-empty ") + "string, got " + v.dump()))
+      out = v.get<std::string>();
   }
 
   void choice(const char* key, std::string& out, const std::vector<std::string>& allowed) {
     if (!has(key)) return;
     const Json& v = json_[key];
-    if (!v.is_string() || std::find(allowed.begin(), allowed.end(), v.get<std::string>()) == allowed.end())
-      fail(at(key), "expected one of " + quoted_list(allowed) + ", got " + v.dump());
-    out = v.get<std::string>();
+    const bool ok = v.is_string() && std::find(allowed.begin(), allowed.end(), v.get<std::string>()) != allowed.end();
+    if (check(ok, at(key), "expected one of " + quoted_list(allowed) + ", got " + v.dump())) out = v.get<std::string>();
   }
 
   void boolean(const char* key, bool& out) {
     if (!has(key)) return;
     const Json& v = json_[key];
-    if (!v.is_boolean()) fail(at(key), "expected true or false, got " + v.dump());
-    out = v.get<bool>();
+    if (check(v.is_boolean(), at(key), "expected true or false, got " + v.dump())) out = v.get<bool>();
   }
 
   // "betas": [b1, b2], each in [0, 1).
   void betas(const char* key, double& b1, double& b2) {
     if (!has(key)) return;
     const Json& v = json_[key];
-    if (!v.is_array() || v.size() != 2) fail(at(key), "expected a list of two numbers, got " + v.dump());
+    if (!check(v.is_array() && v.size() == 2, at(key), "expected a list of two numbers, got " + v.dump())) return;
     auto in_unit = [](double x) { return x >= 0 && x < 1; };
-    b1 = checked_number(v[0], at(key) + "[0]", "a number in [0, 1)", in_unit);
-    b2 = checked_number(v[1], at(key) + "[1]", "a number in [0, 1)", in_unit);
+    checked_number(v[0], at(key) + "[0]", "a number in [0, 1)", in_unit, b1);
+    checked_number(v[1], at(key) + "[1]", "a number in [0, 1)", in_unit, b2);
   }
 
   Section child(const char* key) {
-    known_.insert(key);
-    return Section(json_.contains(key) ? json_[key] : empty_object(), at(key), source_);
+    return Section(has(key) ? json_[key] : empty_object(), at(key), problems_);
   }
 
-  void finish() const {
+  void finish() {
+    if (!json_.is_object()) return;
     for (const auto& [key, value] : json_.items()) {
       if (known_.count(key)) continue;
       std::string best;
@@ -173,8 +170,12 @@ class Section {
   }
 
   std::string at(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
-  [[noreturn]] void fail(const std::string& path, const std::string& message) const {
-    throw Error(source_ + ": " + (path.empty() ? std::string() : path + ": ") + message);
+  void fail(const std::string& path, const std::string& message) {
+    problems_.push_back((path.empty() ? std::string() : path + ": ") + message);
+  }
+  bool check(bool ok, const std::string& path, const std::string& message) {
+    if (!ok) fail(path, message);
+    return ok;
   }
 
  private:
@@ -183,14 +184,14 @@ class Section {
     return empty;
   }
   template <class Ok>
-  double checked_number(const Json& v, const std::string& path, const char* what, Ok ok) const {
-    if (!v.is_number() || !ok(v.get<double>())) fail(path, std::string("expected ") + what + ", got " + v.dump());
-    return v.get<double>();
+  void checked_number(const Json& v, const std::string& path, const char* what, Ok ok, double& out) {
+    if (check(v.is_number() && ok(v.get<double>()), path, std::string("expected ") + what + ", got " + v.dump()))
+      out = v.get<double>();
   }
 
   const Json& json_;
   std::string path_;
-  const std::string& source_;
+  std::vector<std::string>& problems_;
   std::set<std::string> known_;
 };
 
@@ -208,7 +209,8 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
   } catch (const Json::parse_error& e) {
     throw Error(source + ": not valid JSON: " + e.what());
   }
-  Section top(root, "", source);
+  std::vector<std::string> problems;
+  Section top(root, "", problems);
 
   // The family decides the defaults, so it is read first.
   std::string family = "transformer";
@@ -289,6 +291,11 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
     sample.fail("sample.prompt", "must not be empty when sample.length is above 0");
 
   top.finish();
+  if (!problems.empty()) {
+    std::string message;
+    for (const std::string& p : problems) message += (message.empty() ? "" : "\n") + source + ": " + p;
+    throw Error(message);
+  }
   return c;
 }
 

@@ -12,11 +12,11 @@
 // (MODELS.md §2.1, §3.1, §4.1): the family is read first, its defaults are laid
 // down, then the file's values replace them. models/README.md has the table.
 //
-// Parsing is strict: an unknown key, a wrong type or a bad value throws
-// loom::Error naming the key path, e.g.
-//   model.heads: expected a positive integer, got -3
-//   optimizer.betas[1]: expected a number in [0, 1), got 1.5
-//   model.famly: unknown key (did you mean "family"?)
+// Parsing is strict: unknown keys, wrong types and bad values throw one
+// loom::Error that lists every problem, one line each, naming the key path:
+//   run.json: model.heads: expected a positive integer, got -3
+//   run.json: optimizer.betas[1]: expected a number in [0, 1), got 1.5
+//   run.json: model.famly: unknown key (did you mean "family"?)
 // so nothing runs on a config that does not mean what its author thinks.
 #pragma once
 

@@ -165,6 +165,14 @@ TEST_CASE("config: bad configs are refused with the key path and the problem") {
     CHECK(contains(message, bad.expected));
     CHECK(message.rfind("config: ", 0) == 0);  // starts with the source
   }
+  // Every problem of a config is listed, one line each.
+  const std::string all = error_of([] {
+    models::parse_train_config(R"({"model": {"famly": "x", "heads": -3}, "optimizer": {"betas": [1, 0.9]}, "x": 1})");
+  });
+  CHECK(all == "config: model.heads: expected a positive integer, got -3\n"
+               "config: model.famly: unknown key (did you mean \"family\"?)\n"
+               "config: optimizer.betas[0]: expected a number in [0, 1), got 1\n"
+               "config: x: unknown key");
   // A near miss gets no suggestion when nothing is close.
   CHECK(!contains(error_of([] { models::parse_train_config(R"({"zzz": 1})"); }), "did you mean"));
 }
