@@ -81,6 +81,7 @@ int main(int argc, char** argv) {
     LOOM_CHECK(tokenizer.vocab_size() == config.model.vocab, models::tokenizer_path(checkpoint), " has ",
                tokenizer.vocab_size(), " tokens but the model was trained with ", config.model.vocab);
 
+    models::check_prompt(tokenizer, prompt);  // before anything is printed
     std::unique_ptr<models::LanguageModel> model = models::make_model(config.model);
     models::load_model(checkpoint, *model);
     if (device == "cuda") {

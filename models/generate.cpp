@@ -74,12 +74,21 @@ std::vector<int64_t> generate_tokens(LanguageModel& model, const std::vector<int
   return out;
 }
 
+void check_prompt(const datasets::CharTokenizer& tokenizer, const std::string& prompt) {
+  LOOM_CHECK(!prompt.empty(), "generate: the prompt is empty (at least one character is needed to start from)");
+  for (size_t i = 0; i < prompt.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(prompt[i]);
+    if (tokenizer.contains(prompt[i])) continue;
+    const std::string shown = c >= 0x20 && c < 0x7f ? "'" + std::string(1, prompt[i]) + "' " : "";
+    LOOM_FAIL("generate: the prompt's character ", shown, "(byte ", static_cast<int>(c), " at position ", i,
+              ") is not in the vocabulary");
+  }
+}
+
 std::string generate_text(LanguageModel& model, const datasets::CharTokenizer& tokenizer, const std::string& prompt,
                           int64_t length, const SamplingOptions& options, Generator& gen,
                           const std::function<void(const std::string&)>& on_text) {
-  for (char c : prompt)
-    LOOM_CHECK(tokenizer.contains(c), "generate: the prompt character '", c, "' (byte ",
-               static_cast<int>(static_cast<unsigned char>(c)), ") is not in the vocabulary");
+  check_prompt(tokenizer, prompt);
   std::function<void(int64_t)> on_token;
   if (on_text) on_token = [&](int64_t id) { on_text(tokenizer.decode(std::vector<int64_t>{id})); };
   return tokenizer.decode(generate_tokens(model, tokenizer.encode(prompt), length, options, gen, on_token));

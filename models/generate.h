@@ -33,9 +33,12 @@ std::vector<int64_t> generate_tokens(LanguageModel& model, const std::vector<int
                                      const SamplingOptions& options, Generator& gen,
                                      const std::function<void(int64_t)>& on_token = {});
 
-// generate_tokens on text: the prompt must use only the tokenizer's characters
-// (the error names the first one that is not). Returns the generated text
-// (without the prompt).
+// Throws unless every byte of `prompt` is in the vocabulary (naming the first
+// that is not) and the prompt is not empty.
+void check_prompt(const datasets::CharTokenizer& tokenizer, const std::string& prompt);
+
+// generate_tokens on text, after check_prompt. Returns the generated text
+// (without the prompt); on_text gets each character as it is produced.
 std::string generate_text(LanguageModel& model, const datasets::CharTokenizer& tokenizer, const std::string& prompt,
                           int64_t length, const SamplingOptions& options, Generator& gen,
                           const std::function<void(const std::string&)>& on_text = {});

@@ -230,7 +230,7 @@ TEST_CASE("train: vocabulary, prompt and device problems are refused with a mess
   models::resolve_vocab(q, data.tokenizer);
   TestLM model(q.model);
   models::Trainer trainer(q, model, data);
-  CHECK(contains(error_of([&] { trainer.sample(); }), "the prompt character 'I' (byte 73) is not in the vocabulary"));
+  CHECK(contains(error_of([&] { trainer.sample(); }), "the prompt's character 'I' (byte 73 at position 0) is not in the vocabulary"));
 
   if (!cuda_available()) {
     TrainConfig g = q;
