@@ -27,10 +27,10 @@ T* data_or_null(const Tensor& t) {
   return t.defined() ? t.data<T>() : nullptr;
 }
 
-// The sum over i < n of term(i), in double. Eight independent partial sums let
-// the compiler vectorise the loop (it may not reorder one running sum without
-// -ffast-math). `#pragma omp simd reduction` says the same, but GCC 12 leaves
-// it scalar inside parallel lambdas (see engine/cpu/softmax.cpp).
+// The sum over i < n of term(i), in double. Independent partial sums let the
+// compiler vectorise the loop (it may not reorder one running sum without
+// -ffast-math); `#pragma omp simd reduction` does not always get vectorised
+// inside the parallel lambdas (see engine/cpu/softmax.cpp).
 template <class Term>
 double sum_of(int64_t n, Term term) {
   constexpr int kLanes = 16;
@@ -81,7 +81,10 @@ void layer_norm_rows(const T* x, const T* w, const T* b, double eps, T* y, T* me
 // The backward of one row, with gxhat = g * weight:
 //   grad_x = rstd * (gxhat - mean(gxhat) - xhat * mean(gxhat * xhat))
 // and this row's terms of grad_weight (g * xhat) and grad_bias (g) added to the
-// caller's partial sums pw, pb (either may be null).
+// caller's partial sums pw, pb (either may be null). xhat is recomputed from the
+// saved mean, which is rounded to T (the forward's head-and-tail trick has no
+// tail to save): in float32 slightly less exact than the forward for rows whose
+// mean is large against their spread, which is fine for a gradient.
 template <class T, bool kWeight>
 void layer_norm_backward_row(const T* g, const T* x, const T* w, T mean, T rstd, T* gx, double* pw, double* pb,
                              int64_t D) {
