@@ -1,0 +1,27 @@
+// cuda_backend.h: the CUDA implementation of the kernels in engine/backend.h.
+//
+// backend_for(Device::cuda) returns this backend (cuda_backend() below). Its
+// methods are defined in the stem files beside this header, named as in
+// engine/cpu/ so the two implementations can be read side by side:
+// backend.cu (memory, copies to and from the host), elementwise.cu, reduce.cu,
+// linalg.cu, random.cu. A kernel not overridden here keeps the base class's
+// version, which throws "kernel 'X' has no cuda implementation"; README.md
+// lists those kernels in one place ("not yet on CUDA").
+#pragma once
+
+#include "engine/backend.h"
+
+namespace loom::cuda {
+
+class CudaBackend final : public Backend {
+ public:
+  Device device() const override { return Device::cuda; }
+  Allocator& allocator() override;
+  void copy_from_host(void* dst, const void* src, size_t bytes) override;
+  void copy_to_host(void* dst, const void* src, size_t bytes) override;
+  void synchronize() override;
+};
+
+CudaBackend& backend();
+
+}  // namespace loom::cuda
