@@ -26,6 +26,8 @@ class CudaBackend final : public Backend {
   void unary(UnaryOp op, const Tensor& x, const Tensor& out, double param) override;
   void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) override;
   void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) override;
+
+  void reduce(ReduceOp op, const Tensor& x, const std::vector<int>& axes, const Tensor& out) override;
 };
 
 CudaBackend& backend();
