@@ -28,8 +28,14 @@ class CudaBackend final : public Backend {
   void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) override;
 
   void reduce(ReduceOp op, const Tensor& x, const std::vector<int>& axes, const Tensor& out) override;
+
+  void matmul(const Tensor& a, const Tensor& b, const Tensor& out) override;
 };
 
 CudaBackend& backend();
+
+// Lets float32 matmuls use TF32 tensor cores (faster, about 1e-3 relative error).
+// Off by default, so CUDA results match the CPU's to float32 rounding.
+void set_matmul_tf32(bool allow);
 
 }  // namespace loom::cuda
