@@ -30,6 +30,8 @@ class CudaBackend final : public Backend {
   void reduce(ReduceOp op, const Tensor& x, const std::vector<int>& axes, const Tensor& out) override;
 
   void matmul(const Tensor& a, const Tensor& b, const Tensor& out) override;
+
+  void random(RandomKind kind, const Tensor& out, double a, double b, uint64_t seed, uint64_t offset) override;
 };
 
 CudaBackend& backend();
