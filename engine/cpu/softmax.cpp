@@ -125,7 +125,10 @@ void softmax_backward_rows(const T* y, const T* g, T* gx, int64_t rows, int64_t 
 template <class T>
 void cross_entropy_rows(const T* x, const int64_t* t, int64_t ts, T* losses, int64_t rows, int64_t n) {
   parallel_for(rows, n * kRowCost, [&](int64_t begin, int64_t end) {
-    std::vector<T> scratch(n);  // exp values, needed only for their sum
+    // exp values, needed only for their sum. Aligned like every tensor row start:
+    // Eigen peels unaligned leading elements onto its scalar exp, so the address
+    // would otherwise change the last bits of the loss from run to run.
+    std::vector<T, Eigen::aligned_allocator<T>> scratch(n);
     for (int64_t r = begin; r < end; ++r) {
       const T* xr = x + r * n;
       const T m = row_max(xr, n);
