@@ -191,6 +191,19 @@ TEST_CASE("attention: dropout mask is regenerated identically by the backward") 
     const Tensor dropped = attention(x[0], x[1], identity_values(Lk, B, H), scale, causal, p, &gen);  // [Lq,B,H,Lk]
     const Tensor keep = gt(permute(dropped, {1, 2, 0, 3}), 0.0);  // [B, H, Lq, Lk]
 
+    // The documented layout (engine/backend.h): probability (b, h, i, j) is kept when
+    // word e % 4 of Philox counter offset + e / 4, e = ((b·H + h)·Lq + i)·Lk + j, is
+    // below 1 - p. Another backend must reproduce exactly this.
+    const std::vector<double> kept = keep.to_vector<double>();
+    int64_t mismatches = 0;
+    for (int64_t e = 0; e < B * H * Lq * Lk; ++e) {
+      const int64_t i = (e / Lk) % Lq, j = e % Lk;
+      const bool visible = !causal || j <= Lk - Lq + i;
+      const uint32_t bits = philox4x32(start.offset() + static_cast<uint64_t>(e) / 4, start.seed())[e % 4];
+      mismatches += (visible && uint_to_unit(bits) < 1.0 - p) != (kept[e] != 0.0);
+    }
+    CHECK(mismatches == 0);
+
     // The composition with that mask must match the fused op run from the same state,
     // forward and backward: the backward rebuilt the same mask.
     const Evaluated fused = evaluate(
