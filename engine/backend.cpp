@@ -80,6 +80,14 @@ void Backend::causal_conv1d_backward(const Tensor&, const Tensor&, const Tensor&
                                      const Tensor&) {
   missing("causal_conv1d_backward");
 }
+void Backend::attention(const Tensor&, const Tensor&, const Tensor&, const AttentionArgs&, const Tensor&,
+                        const Tensor&) {
+  missing("attention");
+}
+void Backend::attention_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                 const AttentionArgs&, const Tensor&, const Tensor&, const Tensor&) {
+  missing("attention_backward");
+}
 void Backend::random(RandomKind, const Tensor&, double, double, uint64_t, uint64_t) { missing("random"); }
 
 Backend& backend_for(Device device) {

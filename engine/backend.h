@@ -99,7 +99,25 @@ class Backend {
                                       const Tensor& grad_bias);
 
   // ---- attention (engine/cpu/attention.cpp) ----------------------------------------------
-  // (kernels declared with the attention stem)
+  // Scaled dot-product attention per (batch, head): q [Lq, B, H, D], k [Lk, B, H, D],
+  // v [Lk, B, H, Dv] with unit stride on the last axis (other strides free).
+  // out [Lq, B, H, Dv] and lse [B, H, Lq] are contiguous; lse receives each row's
+  // logsumexp of the scaled (masked) scores, all the backward needs to rebuild the
+  // probabilities. Dropout keeps element (b, h, i, j) of the probabilities when
+  // Philox word e % 4 of counter offset + e / 4, e = ((b·H + h)·Lq + i)·Lk + j,
+  // read as uint_to_unit, is below 1 - dropout_p; kept ones are scaled by 1/(1 - p).
+  struct AttentionArgs {
+    double scale = 1.0;
+    bool causal = false;  // query i sees keys j <= Lk - Lq + i
+    double dropout_p = 0.0;
+    uint64_t seed = 0, offset = 0;
+  };
+  virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& args,
+                         const Tensor& out, const Tensor& lse);
+  // grad_q, grad_k, grad_v are contiguous with q's, k's, v's shapes and overwritten.
+  virtual void attention_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v,
+                                  const Tensor& lse, const AttentionArgs& args, const Tensor& grad_q,
+                                  const Tensor& grad_k, const Tensor& grad_v);
 
   // ---- delta_rule (engine/cpu/delta_rule.cpp) -----------------------------------------------
   // (kernels declared with the delta_rule stem)

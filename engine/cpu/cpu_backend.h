@@ -45,6 +45,11 @@ class CpuBackend final : public Backend {
                               const Tensor& grad_weight, const Tensor& grad_bias) override;
 
   // attention (attention.cpp)
+  void attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& args, const Tensor& out,
+                 const Tensor& lse) override;
+  void attention_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v,
+                          const Tensor& lse, const AttentionArgs& args, const Tensor& grad_q, const Tensor& grad_k,
+                          const Tensor& grad_v) override;
 
   // delta_rule (delta_rule.cpp)
 
