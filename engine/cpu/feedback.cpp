@@ -1,4 +1,214 @@
-// feedback.cpp: CPU kernels (being written)
-#include "engine/cpu/cpu_backend.h"
+// feedback.cpp: CPU kernels of feedback_attention, one step of attention of a
+// query over the feedback memory with relative-position terms:
+//   score_j = scale · ((q + u)·k_j + q·P[r0+j] + s[r0+j]),  r0 = R − n
+//   out     = Σ_j α_j v_j,  α = softmax(score)
+//
+// Forward: one (b, h) row at a time, heads outermost so that a head's slice of
+// the position table P (n rows of D) stays in cache while the batch items walk it.
+// The scores live in a per-thread scratch of n values; only their log-sum-exp is
+// kept for the backward.
+//
+// Backward, with do the output's gradient, delta = do·out = Σ_j α_j (do·v_j):
+//   ds_j   = scale · α_j · (do·v_j − delta)     (the softmax backward, times scale)
+//   dq     = Σ_j ds_j (k_j + P[r0+j])           du   = Σ_b Σ_j ds_j k_j
+//   dk_j   = ds_j (q + u)                       dv_j = α_j do
+//   dP[r0+j] += Σ_b ds_j q                      ds[r0+j] += Σ_b ds_j
+// One pass over j recomputes α_j from the saved log-sum-exp and produces every
+// gradient, reading each k_j, v_j and P row once. P, s and u are shared by the
+// batch, so threads split the heads (each owns its heads' slices: no races).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <Eigen/Core>
+#pragma GCC diagnostic pop
 
-namespace loom {}  // namespace loom
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "engine/cpu/cpu_backend.h"
+#include "engine/cpu/loops.h"
+
+namespace loom {
+
+using cpu::parallel_for;
+
+namespace {
+
+// A [n, B, H, *] memory tensor read through its strides (unit stride on the last axis).
+template <class T>
+struct MemoryRows {
+  const T* data;
+  int64_t sn, sb, sh;
+  const T* at(int64_t j, int64_t b, int64_t h) const { return data + j * sn + b * sb + h * sh; }
+};
+
+template <class T>
+MemoryRows<T> rows_of(const Tensor& t) {
+  return {t.data<T>(), t.strides()[0], t.strides()[1], t.strides()[2]};
+}
+
+// The inputs of one call, as raw pointers (q, P, s, u contiguous).
+template <class T>
+struct Inputs {
+  int64_t n, B, H, D, Dv, R;
+  const T *q, *P, *s, *u;
+  MemoryRows<T> k, v;
+  T scale;
+
+  const T* q_row(int64_t b, int64_t h) const { return q + (b * H + h) * D; }
+  const T* P_row(int64_t j, int64_t h) const { return P + ((R - n + j) * H + h) * D; }
+  T s_at(int64_t j, int64_t h) const { return s[(R - n + j) * H + h]; }
+  // score_j with qu = q + u precomputed.
+  T score(int64_t j, int64_t b, int64_t h, const T* qu) const {
+    const T* qb = q_row(b, h);
+    const T* kj = k.at(j, b, h);
+    const T* pj = P_row(j, h);
+    T acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t d = 0; d < D; ++d) acc += qu[d] * kj[d] + qb[d] * pj[d];
+    return scale * (acc + s_at(j, h));
+  }
+  void query_plus_bias(int64_t b, int64_t h, T* qu) const {
+    const T* qb = q_row(b, h);
+    const T* uh = u + h * D;
+    for (int64_t d = 0; d < D; ++d) qu[d] = qb[d] + uh[d];
+  }
+};
+
+template <class T>
+Inputs<T> inputs_of(const Tensor& q, const Tensor& keys, const Tensor& values, const Tensor& P, const Tensor& s,
+                    const Tensor& u, double scale) {
+  return {keys.size(0), q.size(0), q.size(1), q.size(2), values.size(3), P.size(0), q.data<T>(), P.data<T>(),
+          s.data<T>(), u.data<T>(), rows_of<T>(keys), rows_of<T>(values), static_cast<T>(scale)};
+}
+
+template <class T>
+T dot(const T* a, const T* b, int64_t n) {
+  T acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
+  return acc;
+}
+
+// y += alpha * x
+template <class T>
+void axpy(T alpha, const T* x, T* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+template <class T>
+void forward(const Inputs<T>& a, T* out, T* lse) {
+  const int64_t n = a.n, B = a.B, H = a.H, D = a.D, Dv = a.Dv;
+  parallel_for(B * H, n * (2 * D + Dv + 4), [&](int64_t begin, int64_t end) {
+    std::vector<T> scratch(n + D);
+    T* sc = scratch.data();
+    T* qu = sc + n;
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t h = i / B, b = i % B;
+      a.query_plus_bias(b, h, qu);
+      T m = -std::numeric_limits<T>::infinity();
+      for (int64_t j = 0; j < n; ++j) {
+        sc[j] = a.score(j, b, h, qu);
+        m = sc[j] > m ? sc[j] : m;
+      }
+      // exp through Eigen's vectorised exp; the sum in double (as the softmax kernel does).
+      Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> e(sc, n);
+      e = (e - m).exp();
+      double sum = 0.0;
+      for (int64_t j = 0; j < n; ++j) sum += sc[j];
+      const T inv = static_cast<T>(1.0 / sum);
+      T* o = out + (b * H + h) * Dv;
+      for (int64_t d = 0; d < Dv; ++d) o[d] = 0;
+      for (int64_t j = 0; j < n; ++j) axpy(sc[j] * inv, a.v.at(j, b, h), o, Dv);
+      lse[b * H + h] = static_cast<T>(static_cast<double>(m) + std::log(sum));
+    }
+  });
+}
+
+// Gradient outputs; null pointers are not wanted.
+template <class T>
+struct Grads {
+  T *q = nullptr, *k = nullptr, *v = nullptr, *P = nullptr, *s = nullptr, *u = nullptr;
+};
+
+template <class T>
+T* data_or_null(const Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
+
+template <class T>
+void backward(const Inputs<T>& a, const T* grad_out, const T* out, const T* lse, const Grads<T>& g) {
+  const int64_t n = a.n, B = a.B, H = a.H, D = a.D, Dv = a.Dv, R = a.R;
+  parallel_for(H, B * n * (6 * D + 3 * Dv), [&](int64_t h_begin, int64_t h_end) {
+    std::vector<T> scratch(2 * D);
+    T* qu = scratch.data();
+    T* dq = qu + D;
+    for (int64_t h = h_begin; h < h_end; ++h) {
+      T* du = g.u ? g.u + h * D : nullptr;
+      for (int64_t b = 0; b < B; ++b) {
+        const T* qb = a.q_row(b, h);
+        const T* dout = grad_out + (b * H + h) * Dv;
+        const T delta = dot(dout, out + (b * H + h) * Dv, Dv);
+        const T l = lse[b * H + h];
+        a.query_plus_bias(b, h, qu);
+        for (int64_t d = 0; d < D; ++d) dq[d] = 0;
+        for (int64_t j = 0; j < n; ++j) {
+          const T* kj = a.k.at(j, b, h);
+          const T* vj = a.v.at(j, b, h);
+          const T alpha = std::exp(a.score(j, b, h, qu) - l);
+          const T ds = a.scale * alpha * (dot(dout, vj, Dv) - delta);
+          if (g.q) {
+            const T* pj = a.P_row(j, h);
+#pragma omp simd
+            for (int64_t d = 0; d < D; ++d) dq[d] += ds * (kj[d] + pj[d]);
+          }
+          if (du) axpy(ds, kj, du, D);
+          const int64_t jbh = (j * B + b) * H + h;
+          if (g.k) {
+            T* dk = g.k + jbh * D;
+            for (int64_t d = 0; d < D; ++d) dk[d] = ds * qu[d];
+          }
+          if (g.v) {
+            T* dv = g.v + jbh * Dv;
+            for (int64_t d = 0; d < Dv; ++d) dv[d] = alpha * dout[d];
+          }
+          const int64_t r = R - n + j;
+          if (g.P) axpy(ds, qb, g.P + (r * H + h) * D, D);
+          if (g.s) g.s[r * H + h] += ds;
+        }
+        if (g.q) {
+          T* out_q = g.q + (b * H + h) * D;
+          for (int64_t d = 0; d < D; ++d) out_q[d] = dq[d];
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void CpuBackend::feedback_attention(const Tensor& q, const Tensor& keys, const Tensor& values, const Tensor& P,
+                                    const Tensor& s, const Tensor& u, double scale, const Tensor& out,
+                                    const Tensor& lse) {
+  dispatch_float(q.dtype(), "feedback_attention", [&](auto zero) {
+    using T = decltype(zero);
+    forward<T>(inputs_of<T>(q, keys, values, P, s, u, scale), out.data<T>(), lse.data<T>());
+  });
+}
+
+void CpuBackend::feedback_attention_backward(const Tensor& grad_out, const Tensor& q, const Tensor& keys,
+                                             const Tensor& values, const Tensor& P, const Tensor& s,
+                                             const Tensor& u, const Tensor& out, const Tensor& lse, double scale,
+                                             const Tensor& grad_q, const Tensor& grad_keys,
+                                             const Tensor& grad_values, const Tensor& grad_P, const Tensor& grad_s,
+                                             const Tensor& grad_u) {
+  dispatch_float(q.dtype(), "feedback_attention_backward", [&](auto zero) {
+    using T = decltype(zero);
+    const Grads<T> g{data_or_null<T>(grad_q), data_or_null<T>(grad_keys), data_or_null<T>(grad_values),
+                     data_or_null<T>(grad_P), data_or_null<T>(grad_s), data_or_null<T>(grad_u)};
+    backward<T>(inputs_of<T>(q, keys, values, P, s, u, scale), grad_out.data<T>(), out.data<T>(), lse.data<T>(), g);
+  });
+}
+
+}  // namespace loom
