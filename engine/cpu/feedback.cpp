@@ -3,10 +3,15 @@
 //   score_j = scale · ((q + u)·k_j + q·P[r0+j] + s[r0+j]),  r0 = R − n
 //   out     = Σ_j α_j v_j,  α = softmax(score)
 //
-// Forward: one (b, h) row at a time, heads outermost so that a head's slice of
-// the position table P (n rows of D) stays in cache while the batch items walk it.
-// The scores live in a per-thread scratch of n values; only their log-sum-exp is
-// kept for the backward.
+// Loop order: keys and values are [n, B, H, D], so the rows of one (b, h) lie a
+// whole [B, H, D] slab apart (a new page per slot). Both kernels therefore walk
+// the memory slot j outermost and the (b, h) rows inside it, which reads each
+// slot's rows in the order they lie in memory; the per-(b, h) state (q + u, the
+// scores or the dq accumulator) lives in a per-thread scratch that stays in cache.
+//
+// Forward: pass 1 computes the scores [n][rows] (keys and P), then the softmax is
+// vectorised over the whole scratch, then pass 2 sums the values. Only the
+// log-sum-exp per (b, h) is kept for the backward.
 //
 // Backward, with do the output's gradient, delta = do·out = Σ_j α_j (do·v_j):
 //   ds_j   = scale · α_j · (do·v_j − delta)     (the softmax backward, times scale)
@@ -97,32 +102,53 @@ void axpy(T alpha, const T* x, T* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
+// A per-thread scratch buffer, grown as needed and kept: no allocation per call in steady state.
+template <class T>
+T* scratch(size_t size) {
+  thread_local std::vector<T> buffer;
+  if (buffer.size() < size) buffer.resize(size);
+  return buffer.data();
+}
+
 template <class T>
 void forward(const Inputs<T>& a, T* out, T* lse) {
   const int64_t n = a.n, B = a.B, H = a.H, D = a.D, Dv = a.Dv;
-  parallel_for(B * H, n * (2 * D + Dv + 4), [&](int64_t begin, int64_t end) {
-    std::vector<T> scratch(n + D);
-    T* sc = scratch.data();
-    T* qu = sc + n;
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t h = i / B, b = i % B;
-      a.query_plus_bias(b, h, qu);
-      T m = -std::numeric_limits<T>::infinity();
-      for (int64_t j = 0; j < n; ++j) {
-        sc[j] = a.score(j, b, h, qu);
-        m = sc[j] > m ? sc[j] : m;
-      }
-      // exp through Eigen's vectorised exp; the sum in double (as the softmax kernel does).
-      Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> e(sc, n);
-      e = (e - m).exp();
-      double sum = 0.0;
-      for (int64_t j = 0; j < n; ++j) sum += sc[j];
-      const T inv = static_cast<T>(1.0 / sum);
-      T* o = out + (b * H + h) * Dv;
-      for (int64_t d = 0; d < Dv; ++d) o[d] = 0;
-      for (int64_t j = 0; j < n; ++j) axpy(sc[j] * inv, a.v.at(j, b, h), o, Dv);
-      lse[b * H + h] = static_cast<T>(static_cast<double>(m) + std::log(sum));
+  // Rows i = b·H + h, split over threads. Memory slot j outermost: each step of j reads
+  // the chunk's rows of keys (then values) in the order they lie in memory; looping j
+  // innermost instead would jump a whole [B, H, D] slab per slot.
+  parallel_for(B * H, n * (2 * D + Dv + 4), [&](int64_t i0, int64_t i1) {
+    const int64_t m = i1 - i0;
+    T* sc = scratch<T>(static_cast<size_t>(m * (n + D + 1)));  // scores [n][m], then qu [m][D], then max [m]
+    T* qu = sc + n * m;
+    T* mx = qu + m * D;
+    for (int64_t i = i0; i < i1; ++i) {
+      a.query_plus_bias(i / H, i % H, qu + (i - i0) * D);
+      mx[i - i0] = -std::numeric_limits<T>::infinity();
     }
+    for (int64_t j = 0; j < n; ++j) {
+      T* row = sc + j * m;
+      for (int64_t i = i0; i < i1; ++i) {
+        const T v = a.score(j, i / H, i % H, qu + (i - i0) * D);
+        row[i - i0] = v;
+        mx[i - i0] = v > mx[i - i0] ? v : mx[i - i0];
+      }
+    }
+    // exp(score − max) through Eigen's vectorised exp; the sums in double (as the softmax kernel does).
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t k = 0; k < m; ++k) sc[j * m + k] -= mx[k];
+    Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> e(sc, n * m);
+    e = e.exp();
+    for (int64_t k = 0; k < m; ++k) {
+      double sum = 0.0;
+      for (int64_t j = 0; j < n; ++j) sum += sc[j * m + k];
+      const T inv = static_cast<T>(1.0 / sum);
+      for (int64_t j = 0; j < n; ++j) sc[j * m + k] *= inv;
+      lse[i0 + k] = static_cast<T>(static_cast<double>(mx[k]) + std::log(sum));
+    }
+    for (int64_t i = i0; i < i1; ++i)
+      for (int64_t d = 0; d < Dv; ++d) out[i * Dv + d] = 0;
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t i = i0; i < i1; ++i) axpy(sc[j * m + (i - i0)], a.v.at(j, i / H, i % H), out + i * Dv, Dv);
   });
 }
 
@@ -140,49 +166,58 @@ T* data_or_null(const Tensor& t) {
 template <class T>
 void backward(const Inputs<T>& a, const T* grad_out, const T* out, const T* lse, const Grads<T>& g) {
   const int64_t n = a.n, B = a.B, H = a.H, D = a.D, Dv = a.Dv, R = a.R;
-  parallel_for(H, B * n * (6 * D + 3 * Dv), [&](int64_t h_begin, int64_t h_end) {
-    std::vector<T> scratch(2 * D);
-    T* qu = scratch.data();
-    T* dq = qu + D;
-    for (int64_t h = h_begin; h < h_end; ++h) {
-      T* du = g.u ? g.u + h * D : nullptr;
+  // Threads split the heads; slot j outermost, as in the forward, then b, then the
+  // thread's heads: the reads and writes of one j are contiguous runs.
+  parallel_for(H, B * n * (6 * D + 3 * Dv), [&](int64_t h0, int64_t h1) {
+    const int64_t hs = h1 - h0, m = B * hs;
+    T* qu = scratch<T>(static_cast<size_t>(m * (2 * D + 1)));  // qu [m][D], dq [m][D], delta [m]
+    T* dq = qu + m * D;
+    T* delta = dq + m * D;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = h0; h < h1; ++h) {
+        const int64_t k = b * hs + (h - h0), bh = b * H + h;
+        a.query_plus_bias(b, h, qu + k * D);
+        delta[k] = dot(grad_out + bh * Dv, out + bh * Dv, Dv);
+        for (int64_t d = 0; d < D; ++d) dq[k * D + d] = 0;
+      }
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t r = R - n + j;
       for (int64_t b = 0; b < B; ++b) {
-        const T* qb = a.q_row(b, h);
-        const T* dout = grad_out + (b * H + h) * Dv;
-        const T delta = dot(dout, out + (b * H + h) * Dv, Dv);
-        const T l = lse[b * H + h];
-        a.query_plus_bias(b, h, qu);
-        for (int64_t d = 0; d < D; ++d) dq[d] = 0;
-        for (int64_t j = 0; j < n; ++j) {
+        for (int64_t h = h0; h < h1; ++h) {
+          const int64_t k = b * hs + (h - h0), bh = b * H + h;
           const T* kj = a.k.at(j, b, h);
           const T* vj = a.v.at(j, b, h);
-          const T alpha = std::exp(a.score(j, b, h, qu) - l);
-          const T ds = a.scale * alpha * (dot(dout, vj, Dv) - delta);
+          const T* dout = grad_out + bh * Dv;
+          const T alpha = std::exp(a.score(j, b, h, qu + k * D) - lse[bh]);
+          const T ds = a.scale * alpha * (dot(dout, vj, Dv) - delta[k]);
           if (g.q) {
             const T* pj = a.P_row(j, h);
+            T* dqk = dq + k * D;
 #pragma omp simd
-            for (int64_t d = 0; d < D; ++d) dq[d] += ds * (kj[d] + pj[d]);
+            for (int64_t d = 0; d < D; ++d) dqk[d] += ds * (kj[d] + pj[d]);
           }
-          if (du) axpy(ds, kj, du, D);
-          const int64_t jbh = (j * B + b) * H + h;
+          if (g.u) axpy(ds, kj, g.u + h * D, D);
+          const int64_t jbh = j * B * H + bh;
           if (g.k) {
             T* dk = g.k + jbh * D;
-            for (int64_t d = 0; d < D; ++d) dk[d] = ds * qu[d];
+            const T* quk = qu + k * D;
+            for (int64_t d = 0; d < D; ++d) dk[d] = ds * quk[d];
           }
           if (g.v) {
             T* dv = g.v + jbh * Dv;
             for (int64_t d = 0; d < Dv; ++d) dv[d] = alpha * dout[d];
           }
-          const int64_t r = R - n + j;
-          if (g.P) axpy(ds, qb, g.P + (r * H + h) * D, D);
+          if (g.P) axpy(ds, a.q_row(b, h), g.P + (r * H + h) * D, D);
           if (g.s) g.s[r * H + h] += ds;
-        }
-        if (g.q) {
-          T* out_q = g.q + (b * H + h) * D;
-          for (int64_t d = 0; d < D; ++d) out_q[d] = dq[d];
         }
       }
     }
+    if (g.q)
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t h = h0; h < h1; ++h) {
+          const int64_t k = b * hs + (h - h0);
+          for (int64_t d = 0; d < D; ++d) g.q[(b * H + h) * D + d] = dq[k * D + d];
+        }
   });
 }
 
