@@ -404,6 +404,31 @@ TEST_CASE("feedback: the graph's memory grows linearly with the sequence length"
   CHECK(large < 4.6 * small);  // 4x the steps; quadratic growth would be ~16x
 }
 
+TEST_CASE("feedback: training FLOPs per token are 6 per matmul parameter plus the attention") {
+  // Independent estimate: every 2-D weight but the embedding table is used once per
+  // token in a matmul (2 FLOPs per parameter forward, 6 with the backward); the
+  // attention reads (L−1)/2 slots on average with three d-sized products per slot.
+  // The model's count differs only by the steps that skip work (step 0's attention,
+  // the last step's memory projection) and the memory mix: well under 2 %.
+  for (bool shared : {true, false}) {
+    INFO("shared_kv ", shared);
+    ModelConfig c;
+    c.family = "feedback";
+    c.shared_kv = shared;
+    const auto model = models::make_model(c);
+    double matmul_params = 0;
+    for (const auto& [name, t] : model->named_parameters())
+      if (t.dim() == 2 && name != "src_embed.weight" && name.find("key_pos_bias") == std::string::npos)
+        matmul_params += static_cast<double>(t.numel());
+    const int64_t L = 128;
+    const double attention = 3.0 * 6.0 * c.layers * c.d_model * (L - 1) / 2.0;
+    const double estimate = 6.0 * matmul_params + attention;
+    const double got = model->training_flops_per_token(L);
+    CHECK(std::abs(got - estimate) / estimate < 0.02);
+    CHECK(model->training_flops_per_token(2 * L) > got);  // the memory grows with L
+  }
+}
+
 TEST_CASE("feedback: errors name the offending values") {
   const ModelConfig c = tiny_config(true);
   auto model = make(c);
