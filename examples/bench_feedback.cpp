@@ -3,10 +3,13 @@
 // Times forward + backward (the optimizer update is left out: it is the same for
 // every family) on random tokens and prints tokens/s and model GFLOP/s from
 // training_flops_per_token. The first steps warm the allocator's cache and are
-// not timed.
+// not timed. Besides wall time it prints the process's CPU time: on a shared
+// machine, CPU time per thread is the closer estimate of an unloaded run.
 //
 //   OMP_NUM_THREADS=2 ./build/examples/bench_feedback [--d-model 256] [--heads 4] [--d-ff 1024]
 //       [--layers 4] [--seq-len 64] [--batch 16] [--original] [--steps 5] [--warmup 1]
+#include <time.h>
+
 #include <chrono>
 #include <cstdio>
 #include <random>
@@ -16,6 +19,14 @@
 #include "models/language_model.h"
 
 using namespace loom;
+
+namespace {
+double cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+}  // namespace
 
 int main(int argc, char** argv) {
   try {
@@ -54,15 +65,17 @@ int main(int argc, char** argv) {
     const Tensor tokens = Tensor::from_vector(ids, {L, B});
     const Tensor targets = Tensor::from_vector(next_ids, {L * B});
 
-    double seconds = 0.0, fwd_seconds = 0.0;
+    double seconds = 0.0, fwd_seconds = 0.0, cpu = 0.0;
     for (int s = 0; s < warmup + steps; ++s) {
       for (const Tensor& p : model->parameters()) p.zero_grad();
+      const double c0 = cpu_seconds();
       const auto t0 = std::chrono::steady_clock::now();
       const Tensor loss = cross_entropy(reshape(model->forward(tokens), {L * B, c.vocab}), targets);
       const auto t1 = std::chrono::steady_clock::now();
       loss.backward();
       const auto t2 = std::chrono::steady_clock::now();
       if (s >= warmup) {
+        cpu += cpu_seconds() - c0;
         seconds += std::chrono::duration<double>(t2 - t0).count();
         fwd_seconds += std::chrono::duration<double>(t1 - t0).count();
       }
@@ -75,6 +88,7 @@ int main(int argc, char** argv) {
     std::printf("  step %.3f s (forward %.3f s, backward %.3f s)  %.0f tokens/s  %.1f model GFLOP/s\n", per_step,
                 fwd_seconds / steps, per_step - fwd_seconds / steps, tokens_per_s,
                 tokens_per_s * model->training_flops_per_token(L) / 1e9);
+    std::printf("  CPU time %.3f s per step (all threads)\n", cpu / steps);
     return 0;
   } catch (const Error& e) {
     std::fprintf(stderr, "%s\n", e.what());
