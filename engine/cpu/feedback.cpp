@@ -118,9 +118,11 @@ void forward(const Inputs<T>& a, T* out, T* lse) {
   // innermost instead would jump a whole [B, H, D] slab per slot.
   parallel_for(B * H, n * (2 * D + Dv + 4), [&](int64_t i0, int64_t i1) {
     const int64_t m = i1 - i0;
-    T* sc = scratch<T>(static_cast<size_t>(m * (n + D + 1)));  // scores [n][m], then qu [m][D], then max [m]
+    // scores [n][m], then qu [m][D], then per row: max, 1 / sum
+    T* sc = scratch<T>(static_cast<size_t>(m * (n + D + 2)));
     T* qu = sc + n * m;
     T* mx = qu + m * D;
+    T* inv = mx + m;
     for (int64_t i = i0; i < i1; ++i) {
       a.query_plus_bias(i / H, i % H, qu + (i - i0) * D);
       mx[i - i0] = -std::numeric_limits<T>::infinity();
@@ -128,27 +130,32 @@ void forward(const Inputs<T>& a, T* out, T* lse) {
     for (int64_t j = 0; j < n; ++j) {
       T* row = sc + j * m;
       for (int64_t i = i0; i < i1; ++i) {
-        const T v = a.score(j, i / H, i % H, qu + (i - i0) * D);
-        row[i - i0] = v;
-        mx[i - i0] = v > mx[i - i0] ? v : mx[i - i0];
+        const int64_t k = i - i0;
+        row[k] = a.score(j, i / H, i % H, qu + k * D);
+        mx[k] = row[k] > mx[k] ? row[k] : mx[k];
       }
     }
-    // exp(score − max) through Eigen's vectorised exp; the sums in double (as the softmax kernel does).
+    // exp(score − max) through Eigen's vectorised exp; the sums in double (as the
+    // softmax kernel does). Every loop here runs along the rows: contiguous, vectorised.
     for (int64_t j = 0; j < n; ++j)
       for (int64_t k = 0; k < m; ++k) sc[j * m + k] -= mx[k];
     Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> e(sc, n * m);
     e = e.exp();
+    double* sums = scratch<double>(static_cast<size_t>(m));
+    for (int64_t k = 0; k < m; ++k) sums[k] = 0.0;
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t k = 0; k < m; ++k) sums[k] += sc[j * m + k];
     for (int64_t k = 0; k < m; ++k) {
-      double sum = 0.0;
-      for (int64_t j = 0; j < n; ++j) sum += sc[j * m + k];
-      const T inv = static_cast<T>(1.0 / sum);
-      for (int64_t j = 0; j < n; ++j) sc[j * m + k] *= inv;
-      lse[i0 + k] = static_cast<T>(static_cast<double>(mx[k]) + std::log(sum));
+      inv[k] = static_cast<T>(1.0 / sums[k]);
+      lse[i0 + k] = static_cast<T>(static_cast<double>(mx[k]) + std::log(sums[k]));
     }
     for (int64_t i = i0; i < i1; ++i)
       for (int64_t d = 0; d < Dv; ++d) out[i * Dv + d] = 0;
     for (int64_t j = 0; j < n; ++j)
-      for (int64_t i = i0; i < i1; ++i) axpy(sc[j * m + (i - i0)], a.v.at(j, i / H, i % H), out + i * Dv, Dv);
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t k = i - i0;
+        axpy(sc[j * m + k] * inv[k], a.v.at(j, i / H, i % H), out + i * Dv, Dv);
+      }
   });
 }
 
