@@ -102,8 +102,10 @@ void axpy(T alpha, const T* x, T* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
-// A per-thread scratch buffer, grown as needed and kept: no allocation per call in steady state.
-template <class T>
+// A per-thread scratch buffer, grown as needed and kept: no allocation per call in
+// steady state. Buffers of one call that are used together need distinct slots (a
+// float64 kernel's T scratch and its double sums would otherwise be the same buffer).
+template <class T, int Slot = 0>
 T* scratch(size_t size) {
   thread_local std::vector<T> buffer;
   if (buffer.size() < size) buffer.resize(size);
@@ -141,7 +143,7 @@ void forward(const Inputs<T>& a, T* out, T* lse) {
       for (int64_t k = 0; k < m; ++k) sc[j * m + k] -= mx[k];
     Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> e(sc, n * m);
     e = e.exp();
-    double* sums = scratch<double>(static_cast<size_t>(m));
+    double* sums = scratch<double, 1>(static_cast<size_t>(m));
     for (int64_t k = 0; k < m; ++k) sums[k] = 0.0;
     for (int64_t j = 0; j < n; ++j)
       for (int64_t k = 0; k < m; ++k) sums[k] += sc[j * m + k];
