@@ -1,8 +1,10 @@
 // cases_feedback.cpp: op-table cases for feedback_attention, the fused kernel
 // against the same math composed of elementary ops, and feedback_memory_append
 // (values, no copies, gradients against stack(), errors).
+#include <algorithm>
 #include <cmath>
 
+#include "engine/device.h"
 #include "engine/ops.h"
 #include "tests/fused_check.h"
 #include "tests/op_table.h"
@@ -123,6 +125,21 @@ TEST_CASE("feedback_attention: float32 forward and backward agree with float64")
   for (const Tensor& t : x64) x32.push_back(t.to(DType::f32));
   auto f = [](const Xs& v) { return cast(feedback_attention(v[0], v[1], v[2], v[3], v[4], v[5], 0.25), DType::f64); };
   check_same(evaluate(f, x32), evaluate(f, x64), 1e-5);
+}
+
+TEST_CASE("feedback_attention: the same numbers, forward and backward, whatever the thread count") {
+  // Rows (forward) and heads (backward) are split over threads; each keeps its own
+  // order of summation, so the results must be bit-identical.
+  const Xs x = random_inputs({16, 8, 16, 16, 50, 64}, 8);
+  auto f = [](const Xs& v) { return feedback_attention(v[0], v[1], v[2], v[3], v[4], v[5], 0.25); };
+  const int threads = num_threads();
+  set_num_threads(1);
+  const Evaluated one = evaluate(f, x);
+  set_num_threads(std::max(threads, 2));
+  const Evaluated many = evaluate(f, x);
+  set_num_threads(threads);
+  CHECK(one.out == many.out);
+  CHECK(one.grads == many.grads);
 }
 
 TEST_CASE("feedback_attention: errors name the op, the argument and the shapes") {
