@@ -303,7 +303,8 @@ Tensor FeedbackTransformer::forward(const Tensor& tokens) {
              tokens.describe());
   LOOM_CHECK(L <= config_.max_seq_len, "feedback: sequence length ", L,
              " exceeds the memory capacity max_seq_len = ", config_.max_seq_len);
-  // The last step's memory vector is never read: L − 1 rows suffice.
+  // Fresh buffers every forward: the graph of an earlier forward may still hold views of
+  // its own. The last step's memory vector is never read: L − 1 rows suffice.
   const auto state = new_state(B, std::max<int64_t>(L - 1, 1));
   const Tables t = tables(std::max<int64_t>(L - 1, 1));
   std::vector<Tensor> outputs;
