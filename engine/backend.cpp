@@ -88,6 +88,16 @@ void Backend::attention_backward(const Tensor&, const Tensor&, const Tensor&, co
                                  const AttentionArgs&, const Tensor&, const Tensor&, const Tensor&) {
   missing("attention_backward");
 }
+void Backend::feedback_attention(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                 const Tensor&, double, const Tensor&, const Tensor&) {
+  missing("feedback_attention");
+}
+void Backend::feedback_attention_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                          const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                          const Tensor&, double, const Tensor&, const Tensor&, const Tensor&,
+                                          const Tensor&, const Tensor&, const Tensor&) {
+  missing("feedback_attention_backward");
+}
 void Backend::random(RandomKind, const Tensor&, double, double, uint64_t, uint64_t) { missing("random"); }
 
 Backend& backend_for(Device device) {

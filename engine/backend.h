@@ -123,7 +123,20 @@ class Backend {
   // (kernels declared with the delta_rule stem)
 
   // ---- feedback (engine/cpu/feedback.cpp) ---------------------------------------------------
-  // (kernels declared with the feedback stem)
+  // One step of attention over the memory (see feedback_attention in ops.h). q, P, s, u
+  // contiguous; keys/values [n, B, H, *] with unit stride on the last axis (any other
+  // strides). out [B, H, Dv]; lse [B, H] receives each row's log-sum-exp of the scores.
+  virtual void feedback_attention(const Tensor& q, const Tensor& keys, const Tensor& values, const Tensor& P,
+                                  const Tensor& s, const Tensor& u, double scale, const Tensor& out,
+                                  const Tensor& lse);
+  // grad_out, out, lse contiguous. grad_q, grad_keys, grad_values are overwritten (contiguous);
+  // grad_P, grad_s, grad_u are accumulated into (zero them first). Undefined outputs are skipped.
+  virtual void feedback_attention_backward(const Tensor& grad_out, const Tensor& q, const Tensor& keys,
+                                           const Tensor& values, const Tensor& P, const Tensor& s,
+                                           const Tensor& u, const Tensor& out, const Tensor& lse, double scale,
+                                           const Tensor& grad_q, const Tensor& grad_keys,
+                                           const Tensor& grad_values, const Tensor& grad_P,
+                                           const Tensor& grad_s, const Tensor& grad_u);
 
   // ---- random -----------------------------------------------------------------------
   // Element i uses Philox counter offset + i/4 (word i%4): the same numbers on every

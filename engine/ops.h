@@ -154,7 +154,28 @@ Tensor delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
                   const Tensor& initial_state = Tensor(), Tensor* final_state = nullptr);
 
 // ---- feedback (engine/ops/feedback.cpp) --------------------------------------------------
-// (declared by the feedback transformer's stem)
+// One step of the feedback transformer's attention over its memory (MODELS.md §3.2).
+// Per batch item b and head h, over the memory slots j = 0 … n−1 (oldest first):
+//   score_j = scale · ((q + u)·keys_j + q·P[R−n+j] + s[R−n+j])
+//   out     = Σ_j softmax_j(score) · values_j
+// q [B, H, D], keys [n, B, H, D], values [n, B, H, Dv], key_pos_embeddings P [R, H, D],
+// key_pos_bias s [R, H], query_pos_bias u [H, D] -> out [B, H, Dv]; 1 <= n <= R.
+// The relative-position tables are read from their end (the last row is distance 1),
+// so the last rows of a larger table select the same rows as the whole table.
+// Fused: the backward recomputes the scores from a saved log-sum-exp per (b, h).
+Tensor feedback_attention(const Tensor& q, const Tensor& keys, const Tensor& values,
+                          const Tensor& key_pos_embeddings, const Tensor& key_pos_bias,
+                          const Tensor& query_pos_bias, double scale);
+
+// The memory that attention reads, grown by one row per step without copying the
+// rows already there. buffer [capacity, ...] is preallocated; `rows` is the view the
+// previous call returned (rows [0, n) of buffer; undefined for n = 0). Writes `row`
+// into buffer[n] and returns buffer[0, n+1) as a view. Every row must be written once
+// per buffer: earlier views, and what autodiff saved of them, share the buffer.
+// For autodiff the result is concat({rows, unsqueeze(row, 0)}, 0): the gradient of
+// each read flows down this chain of appends, so each row's producer receives the sum
+// over every later read, with one node per append and no O(n) copies.
+Tensor feedback_memory_append(const Tensor& buffer, const Tensor& rows, const Tensor& row);
 
 // ---- in place (never recorded; for optimizers, gradient accumulation, init) -----------
 // They refuse a tensor that requires grad while grad mode is on.

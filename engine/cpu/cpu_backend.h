@@ -54,6 +54,14 @@ class CpuBackend final : public Backend {
   // delta_rule (delta_rule.cpp)
 
   // feedback (feedback.cpp)
+  void feedback_attention(const Tensor& q, const Tensor& keys, const Tensor& values, const Tensor& P,
+                          const Tensor& s, const Tensor& u, double scale, const Tensor& out,
+                          const Tensor& lse) override;
+  void feedback_attention_backward(const Tensor& grad_out, const Tensor& q, const Tensor& keys,
+                                   const Tensor& values, const Tensor& P, const Tensor& s, const Tensor& u,
+                                   const Tensor& out, const Tensor& lse, double scale, const Tensor& grad_q,
+                                   const Tensor& grad_keys, const Tensor& grad_values, const Tensor& grad_P,
+                                   const Tensor& grad_s, const Tensor& grad_u) override;
 
   void random(RandomKind kind, const Tensor& out, double a, double b, uint64_t seed, uint64_t offset) override;
 };

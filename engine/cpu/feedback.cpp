@@ -1,4 +1,258 @@
-// feedback.cpp: CPU kernels (being written)
-#include "engine/cpu/cpu_backend.h"
+// feedback.cpp: CPU kernels of feedback_attention, one step of attention of a
+// query over the feedback memory with relative-position terms:
+//   score_j = scale · ((q + u)·k_j + q·P[r0+j] + s[r0+j]),  r0 = R − n
+//   out     = Σ_j α_j v_j,  α = softmax(score)
+//
+// Loop order: keys and values are [n, B, H, D], so the rows of one (b, h) lie a
+// whole [B, H, D] slab apart (a new page per slot). Both kernels therefore walk
+// the memory slot j outermost and the (b, h) rows inside it, which reads each
+// slot's rows in the order they lie in memory; the per-(b, h) state (q + u, the
+// scores or the dq accumulator) lives in a per-thread scratch that stays in cache.
+//
+// Forward: pass 1 computes the scores [n][rows] (keys and P), then the softmax is
+// vectorised over the whole scratch, then pass 2 sums the values. Only the
+// log-sum-exp per (b, h) is kept for the backward.
+//
+// Backward, with do the output's gradient, delta = do·out = Σ_j α_j (do·v_j):
+//   ds_j   = scale · α_j · (do·v_j − delta)     (the softmax backward, times scale)
+//   dq     = Σ_j ds_j (k_j + P[r0+j])           du   = Σ_b Σ_j ds_j k_j
+//   dk_j   = ds_j (q + u)                       dv_j = α_j do
+//   dP[r0+j] += Σ_b ds_j q                      ds[r0+j] += Σ_b ds_j
+// One pass over j recomputes α_j from the saved log-sum-exp and produces every
+// gradient, reading each k_j, v_j and P row once. P, s and u are shared by the
+// batch, so threads split the heads (each owns its heads' slices: no races).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <Eigen/Core>
+#pragma GCC diagnostic pop
 
-namespace loom {}  // namespace loom
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "engine/cpu/cpu_backend.h"
+#include "engine/cpu/loops.h"
+
+namespace loom {
+
+using cpu::parallel_for;
+
+namespace {
+
+// A [n, B, H, *] memory tensor read through its strides (unit stride on the last axis).
+template <class T>
+struct MemoryRows {
+  const T* data;
+  int64_t sn, sb, sh;
+  const T* at(int64_t j, int64_t b, int64_t h) const { return data + j * sn + b * sb + h * sh; }
+};
+
+template <class T>
+MemoryRows<T> rows_of(const Tensor& t) {
+  return {t.data<T>(), t.strides()[0], t.strides()[1], t.strides()[2]};
+}
+
+// The inputs of one call, as raw pointers (q, P, s, u contiguous).
+template <class T>
+struct Inputs {
+  int64_t n, B, H, D, Dv, R;
+  const T *q, *P, *s, *u;
+  MemoryRows<T> k, v;
+  T scale;
+
+  const T* q_row(int64_t b, int64_t h) const { return q + (b * H + h) * D; }
+  const T* P_row(int64_t j, int64_t h) const { return P + ((R - n + j) * H + h) * D; }
+  T s_at(int64_t j, int64_t h) const { return s[(R - n + j) * H + h]; }
+  // score_j with qu = q + u precomputed.
+  T score(int64_t j, int64_t b, int64_t h, const T* qu) const {
+    const T* qb = q_row(b, h);
+    const T* kj = k.at(j, b, h);
+    const T* pj = P_row(j, h);
+    T acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t d = 0; d < D; ++d) acc += qu[d] * kj[d] + qb[d] * pj[d];
+    return scale * (acc + s_at(j, h));
+  }
+  void query_plus_bias(int64_t b, int64_t h, T* qu) const {
+    const T* qb = q_row(b, h);
+    const T* uh = u + h * D;
+    for (int64_t d = 0; d < D; ++d) qu[d] = qb[d] + uh[d];
+  }
+};
+
+template <class T>
+Inputs<T> inputs_of(const Tensor& q, const Tensor& keys, const Tensor& values, const Tensor& P, const Tensor& s,
+                    const Tensor& u, double scale) {
+  return {keys.size(0), q.size(0), q.size(1), q.size(2), values.size(3), P.size(0), q.data<T>(), P.data<T>(),
+          s.data<T>(), u.data<T>(), rows_of<T>(keys), rows_of<T>(values), static_cast<T>(scale)};
+}
+
+template <class T>
+T dot(const T* a, const T* b, int64_t n) {
+  T acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
+  return acc;
+}
+
+// y += alpha * x
+template <class T>
+void axpy(T alpha, const T* x, T* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+// A per-thread scratch buffer, grown as needed and kept: no allocation per call in
+// steady state. Buffers of one call that are used together need distinct slots (a
+// float64 kernel's T scratch and its double sums would otherwise be the same buffer).
+template <class T, int Slot = 0>
+T* scratch(size_t size) {
+  thread_local std::vector<T> buffer;
+  if (buffer.size() < size) buffer.resize(size);
+  return buffer.data();
+}
+
+template <class T>
+void forward(const Inputs<T>& a, T* out, T* lse) {
+  const int64_t n = a.n, B = a.B, H = a.H, D = a.D, Dv = a.Dv;
+  // Rows i = b·H + h, split over threads. Memory slot j outermost: each step of j reads
+  // the chunk's rows of keys (then values) in the order they lie in memory; looping j
+  // innermost instead would jump a whole [B, H, D] slab per slot.
+  parallel_for(B * H, n * (2 * D + Dv + 4), [&](int64_t i0, int64_t i1) {
+    const int64_t m = i1 - i0;
+    // scores [n][m], then qu [m][D], then per row: max, 1 / sum
+    T* sc = scratch<T>(static_cast<size_t>(m * (n + D + 2)));
+    T* qu = sc + n * m;
+    T* mx = qu + m * D;
+    T* inv = mx + m;
+    for (int64_t i = i0; i < i1; ++i) {
+      a.query_plus_bias(i / H, i % H, qu + (i - i0) * D);
+      mx[i - i0] = -std::numeric_limits<T>::infinity();
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      T* row = sc + j * m;
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t k = i - i0;
+        row[k] = a.score(j, i / H, i % H, qu + k * D);
+        mx[k] = row[k] > mx[k] ? row[k] : mx[k];
+      }
+    }
+    // exp(score − max) through Eigen's vectorised exp; the sums in double (as the
+    // softmax kernel does). Every loop here runs along the rows: contiguous, vectorised.
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t k = 0; k < m; ++k) sc[j * m + k] -= mx[k];
+    Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> e(sc, n * m);
+    e = e.exp();
+    double* sums = scratch<double, 1>(static_cast<size_t>(m));
+    for (int64_t k = 0; k < m; ++k) sums[k] = 0.0;
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t k = 0; k < m; ++k) sums[k] += sc[j * m + k];
+    for (int64_t k = 0; k < m; ++k) {
+      inv[k] = static_cast<T>(1.0 / sums[k]);
+      lse[i0 + k] = static_cast<T>(static_cast<double>(mx[k]) + std::log(sums[k]));
+    }
+    for (int64_t i = i0; i < i1; ++i)
+      for (int64_t d = 0; d < Dv; ++d) out[i * Dv + d] = 0;
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t k = i - i0;
+        axpy(sc[j * m + k] * inv[k], a.v.at(j, i / H, i % H), out + i * Dv, Dv);
+      }
+  });
+}
+
+// Gradient outputs; null pointers are not wanted.
+template <class T>
+struct Grads {
+  T *q = nullptr, *k = nullptr, *v = nullptr, *P = nullptr, *s = nullptr, *u = nullptr;
+};
+
+template <class T>
+T* data_or_null(const Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
+
+template <class T>
+void backward(const Inputs<T>& a, const T* grad_out, const T* out, const T* lse, const Grads<T>& g) {
+  const int64_t n = a.n, B = a.B, H = a.H, D = a.D, Dv = a.Dv, R = a.R;
+  // Threads split the heads; slot j outermost, as in the forward, then b, then the
+  // thread's heads: the reads and writes of one j are contiguous runs.
+  parallel_for(H, B * n * (6 * D + 3 * Dv), [&](int64_t h0, int64_t h1) {
+    const int64_t hs = h1 - h0, m = B * hs;
+    T* qu = scratch<T>(static_cast<size_t>(m * (2 * D + 1)));  // qu [m][D], dq [m][D], delta [m]
+    T* dq = qu + m * D;
+    T* delta = dq + m * D;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = h0; h < h1; ++h) {
+        const int64_t k = b * hs + (h - h0), bh = b * H + h;
+        a.query_plus_bias(b, h, qu + k * D);
+        delta[k] = dot(grad_out + bh * Dv, out + bh * Dv, Dv);
+        for (int64_t d = 0; d < D; ++d) dq[k * D + d] = 0;
+      }
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t r = R - n + j;
+      for (int64_t b = 0; b < B; ++b) {
+        for (int64_t h = h0; h < h1; ++h) {
+          const int64_t k = b * hs + (h - h0), bh = b * H + h;
+          const T* kj = a.k.at(j, b, h);
+          const T* vj = a.v.at(j, b, h);
+          const T* dout = grad_out + bh * Dv;
+          const T alpha = std::exp(a.score(j, b, h, qu + k * D) - lse[bh]);
+          const T ds = a.scale * alpha * (dot(dout, vj, Dv) - delta[k]);
+          if (g.q) {
+            const T* pj = a.P_row(j, h);
+            T* dqk = dq + k * D;
+#pragma omp simd
+            for (int64_t d = 0; d < D; ++d) dqk[d] += ds * (kj[d] + pj[d]);
+          }
+          if (g.u) axpy(ds, kj, g.u + h * D, D);
+          const int64_t jbh = j * B * H + bh;
+          if (g.k) {
+            T* dk = g.k + jbh * D;
+            const T* quk = qu + k * D;
+            for (int64_t d = 0; d < D; ++d) dk[d] = ds * quk[d];
+          }
+          if (g.v) {
+            T* dv = g.v + jbh * Dv;
+            for (int64_t d = 0; d < Dv; ++d) dv[d] = alpha * dout[d];
+          }
+          if (g.P) axpy(ds, a.q_row(b, h), g.P + (r * H + h) * D, D);
+          if (g.s) g.s[r * H + h] += ds;
+        }
+      }
+    }
+    if (g.q)
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t h = h0; h < h1; ++h) {
+          const int64_t k = b * hs + (h - h0);
+          for (int64_t d = 0; d < D; ++d) g.q[(b * H + h) * D + d] = dq[k * D + d];
+        }
+  });
+}
+
+}  // namespace
+
+void CpuBackend::feedback_attention(const Tensor& q, const Tensor& keys, const Tensor& values, const Tensor& P,
+                                    const Tensor& s, const Tensor& u, double scale, const Tensor& out,
+                                    const Tensor& lse) {
+  dispatch_float(q.dtype(), "feedback_attention", [&](auto zero) {
+    using T = decltype(zero);
+    forward<T>(inputs_of<T>(q, keys, values, P, s, u, scale), out.data<T>(), lse.data<T>());
+  });
+}
+
+void CpuBackend::feedback_attention_backward(const Tensor& grad_out, const Tensor& q, const Tensor& keys,
+                                             const Tensor& values, const Tensor& P, const Tensor& s,
+                                             const Tensor& u, const Tensor& out, const Tensor& lse, double scale,
+                                             const Tensor& grad_q, const Tensor& grad_keys,
+                                             const Tensor& grad_values, const Tensor& grad_P, const Tensor& grad_s,
+                                             const Tensor& grad_u) {
+  dispatch_float(q.dtype(), "feedback_attention_backward", [&](auto zero) {
+    using T = decltype(zero);
+    const Grads<T> g{data_or_null<T>(grad_q), data_or_null<T>(grad_keys), data_or_null<T>(grad_values),
+                     data_or_null<T>(grad_P), data_or_null<T>(grad_s), data_or_null<T>(grad_u)};
+    backward<T>(inputs_of<T>(q, keys, values, P, s, u, scale), grad_out.data<T>(), out.data<T>(), lse.data<T>(), g);
+  });
+}
+
+}  // namespace loom
