@@ -370,6 +370,22 @@ TEST_CASE("fast_weights: decoding carries one W per layer and refuses a mismatch
   CHECK(contains(msg, "batch of 2"));
 }
 
+TEST_CASE("fast_weights: dropout draws from the model's generator in training mode only") {
+  ModelConfig c = tiny_config();
+  c.dropout = 0.3;
+  auto model = models::make_model(c);
+  const Tensor tokens = random_tokens(6, 2, c.vocab, 3);
+  NoGradGuard no_grad;
+  const Tensor a = model->forward(tokens), b = model->forward(tokens);
+  CHECK(max_abs_relative(a, b) > 1e-3);  // fresh masks each call
+  model->eval();
+  const Tensor e1 = model->forward(tokens), e2 = model->forward(tokens);
+  CHECK(max_abs_relative(e1, e2) == 0.0);
+  // A model with the same seed draws the same masks.
+  auto twin = models::make_model(c);
+  CHECK(max_abs_relative(twin->forward(tokens), a) == 0.0);
+}
+
 // ---- (e) names and shapes -----------------------------------------------------------------------
 
 TEST_CASE("fast_weights: the default config has labml's 89 state_dict entries and 18,997,313 parameters") {
