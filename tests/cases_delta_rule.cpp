@@ -64,8 +64,8 @@ void add_case(std::vector<OpCase>& cases, const std::string& variant, bool delta
     if (transposed) in.transposed();
     return in;
   };
-  // Keys in [-0.5, 0.5]: |k|² beta stays below 2, where the delta rule is a
-  // contraction, so values stay of order 1 and float32 rounding stays small.
+  // Keys in [-0.5, 0.5] keep beta·|k|² near 1 or below (the delta rule contracts
+  // W while it is below 2), so values stay of order 1 and float32 rounding small.
   std::vector<InputSpec> inputs = {spec({L, B, H, Dk}, -1, 1), spec({L, B, H, Dk}, -0.5, 0.5),
                                    spec({L, B, H, Dv}, -1, 1)};
   if (delta) inputs.push_back(spec({L, B, H, 1}, 0.05, 0.95));
