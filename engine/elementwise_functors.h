@@ -9,12 +9,7 @@
 #include <cmath>
 
 #include "engine/backend.h"
-
-#ifdef __CUDACC__
-#define LOOM_HD __host__ __device__ __forceinline__
-#else
-#define LOOM_HD inline
-#endif
+#include "engine/host_device.h"
 
 namespace loom::fn {
 

@@ -9,6 +9,7 @@
 #include <array>
 #include <cstdint>
 
+#include "engine/philox.h"  // philox4x32, uint_to_unit: shared with the CUDA kernels
 #include "engine/record.h"
 
 namespace loom {
@@ -30,11 +31,5 @@ class Generator {
   uint64_t seed_;
   uint64_t offset_ = 0;
 };
-
-// One Philox-4x32-10 block: four 32-bit random words for a 64-bit counter.
-std::array<uint32_t, 4> philox4x32(uint64_t counter, uint64_t key);
-
-// Uniform in [0, 1) from 32 random bits (24 bits of mantissa for float, 32 for double).
-inline double uint_to_unit(uint32_t bits) { return bits * (1.0 / 4294967296.0); }
 
 }  // namespace loom

@@ -1,6 +1,7 @@
 #include "models/module.h"
 
 #include "engine/error.h"
+#include "engine/ops.h"
 
 namespace loom::models {
 
@@ -47,6 +48,28 @@ int64_t Module::parameter_count() const {
   int64_t n = 0;
   for (auto& [name, t] : named_parameters()) n += t.numel();
   return n;
+}
+
+namespace {
+// Points t's impl at `replacement`'s data: all copies of the handle follow.
+void replace_data(const Tensor& t, const Tensor& replacement) {
+  TensorImpl& impl = t.impl();
+  impl.storage = replacement.storage();
+  impl.offset = replacement.offset();
+  impl.strides = replacement.strides();
+  impl.dtype = replacement.dtype();
+  impl.grad = nullptr;
+}
+}  // namespace
+
+void Module::to(Device device) {
+  for (auto& [name, t] : named_parameters()) replace_data(t, contiguous(t.detach().to(device)));
+  for (auto& [name, t] : named_buffers()) replace_data(t, contiguous(t.detach().to(device)));
+}
+
+void Module::to(DType dtype) {
+  for (auto& [name, t] : named_parameters()) replace_data(t, contiguous(t.detach().to(dtype)));
+  for (auto& [name, t] : named_buffers()) replace_data(t, contiguous(t.detach().to(dtype)));
 }
 
 void Module::train(bool on) {

@@ -34,6 +34,12 @@ class Module {
   std::vector<Tensor> parameters() const;
   int64_t parameter_count() const;
 
+  // Moves every parameter and buffer to `device` / converts it to `dtype` in
+  // place: every handle onto them (optimizer state aside) sees the change.
+  // Gradients are dropped. Used for CUDA training and float64 gradient checks.
+  void to(Device device);
+  void to(DType dtype);
+
   // Dropout is active only in training mode (the default).
   void train(bool on = true);
   void eval() { train(false); }

@@ -2,6 +2,10 @@
 // against the same math composed of elementary ops.
 #include <cmath>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "engine/ops.h"
 #include "tests/fused_check.h"
 #include "tests/op_table.h"
@@ -141,6 +145,23 @@ TEST_CASE("layer_norm: only the gradients that are needed are computed") {
   };
   CHECK(relative_difference(weight_grad(false), weight_grad(true)) <= 1e-12);
 }
+
+#ifdef _OPENMP
+TEST_CASE("layer_norm: gradients do not depend on the number of threads") {
+  // The weight and bias sums are cut into blocks by size, not by thread.
+  const Tensor x = random_f64({600, 100}, 51), w = random_f64({100}, 52), b = random_f64({100}, 53);
+  auto run = [&](int threads) {
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    const Evaluated e = evaluate([](const Xs& v) { return layer_norm(v[0], v[1], v[2]); }, {x, w, b});
+    omp_set_num_threads(saved);
+    return e;
+  };
+  const Evaluated one = run(1), four = run(4);
+  CHECK(one.out == four.out);
+  CHECK(one.grads == four.grads);
+}
+#endif
 
 TEST_CASE("layer_norm: errors name the op and the offending shapes") {
   const Tensor x = Tensor::zeros({2, 4});

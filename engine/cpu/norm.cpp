@@ -27,6 +27,23 @@ T* data_or_null(const Tensor& t) {
   return t.defined() ? t.data<T>() : nullptr;
 }
 
+// The sum over i < n of term(i), in double. Independent partial sums let the
+// compiler vectorise the loop (it may not reorder one running sum without
+// -ffast-math); `#pragma omp simd reduction` does not always get vectorised
+// inside the parallel lambdas (see engine/cpu/softmax.cpp).
+template <class Term>
+double sum_of(int64_t n, Term term) {
+  constexpr int kLanes = 16;
+  double acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int k = 0; k < kLanes; ++k) acc[k] += term(i + k);
+  for (; i < n; ++i) acc[0] += term(i);
+  double s = 0.0;
+  for (int k = 0; k < kLanes; ++k) s += acc[k];
+  return s;
+}
+
 // The output loop, compiled once per affine variant so that the inner loop has
 // no branches. The mean comes as a head and a tail, mean = hi + lo: x - hi is
 // exact where x is near the mean, so (x - hi) - lo keeps the precision that a
@@ -47,16 +64,11 @@ void layer_norm_rows(const T* x, const T* w, const T* b, double eps, T* y, T* me
   parallel_for(rows, D * 3, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const T* xr = x + r * D;
-      double s = 0.0;
-#pragma omp simd reduction(+ : s)
-      for (int64_t i = 0; i < D; ++i) s += xr[i];
-      const double mu = s / D;
-      double ss = 0.0;
-#pragma omp simd reduction(+ : ss)
-      for (int64_t i = 0; i < D; ++i) {
+      const double mu = sum_of(D, [&](int64_t i) { return static_cast<double>(xr[i]); }) / D;
+      const double ss = sum_of(D, [&](int64_t i) {
         const double d = xr[i] - mu;
-        ss += d * d;
-      }
+        return d * d;
+      });
       const double rs = 1.0 / std::sqrt(ss / D + eps);
       const T mu_hi = static_cast<T>(mu);
       mean[r] = mu_hi;
@@ -69,7 +81,10 @@ void layer_norm_rows(const T* x, const T* w, const T* b, double eps, T* y, T* me
 // The backward of one row, with gxhat = g * weight:
 //   grad_x = rstd * (gxhat - mean(gxhat) - xhat * mean(gxhat * xhat))
 // and this row's terms of grad_weight (g * xhat) and grad_bias (g) added to the
-// caller's partial sums pw, pb (either may be null).
+// caller's partial sums pw, pb (either may be null). xhat is recomputed from the
+// saved mean, which is rounded to T (the forward's head-and-tail trick has no
+// tail to save): in float32 slightly less exact than the forward for rows whose
+// mean is large against their spread, which is fine for a gradient.
 template <class T, bool kWeight>
 void layer_norm_backward_row(const T* g, const T* x, const T* w, T mean, T rstd, T* gx, double* pw, double* pb,
                              int64_t D) {
@@ -77,25 +92,27 @@ void layer_norm_backward_row(const T* g, const T* x, const T* w, T mean, T rstd,
     // gx holds gxhat between the two passes. Reading it back rounded (rather than
     // recomputing g * w, which the compiler may fuse into the subtraction) makes
     // gxhat - mean(gxhat) exactly 0 where it should be, as for D = 1.
-    double sum_gxhat = 0.0, sum_gxhat_xhat = 0.0;
-#pragma omp simd reduction(+ : sum_gxhat, sum_gxhat_xhat)
-    for (int64_t i = 0; i < D; ++i) {
-      const T gxhat = kWeight ? g[i] * w[i] : g[i];
-      const T xhat = (x[i] - mean) * rstd;
-      gx[i] = gxhat;
-      sum_gxhat += gxhat;
-      sum_gxhat_xhat += static_cast<double>(gxhat) * xhat;
-    }
+    for (int64_t i = 0; i < D; ++i) gx[i] = kWeight ? g[i] * w[i] : g[i];
+    const double sum_gxhat = sum_of(D, [&](int64_t i) { return static_cast<double>(gx[i]); });
+    const double sum_gxhat_xhat =
+        sum_of(D, [&](int64_t i) { return static_cast<double>(gx[i]) * ((x[i] - mean) * rstd); });
     const T a = static_cast<T>(sum_gxhat / D), c = static_cast<T>(sum_gxhat_xhat / D);
     for (int64_t i = 0; i < D; ++i) {
       const T xhat = (x[i] - mean) * rstd;
       gx[i] = rstd * (gx[i] - a - xhat * c);
     }
   }
-  if (pw)
+  if (pw && pb) {  // the common case in training, in one pass
+    for (int64_t i = 0; i < D; ++i) {
+      const double gi = g[i];
+      pw[i] += gi * ((x[i] - mean) * rstd);
+      pb[i] += gi;
+    }
+  } else if (pw) {
     for (int64_t i = 0; i < D; ++i) pw[i] += static_cast<double>(g[i]) * ((x[i] - mean) * rstd);
-  if (pb)
+  } else if (pb) {
     for (int64_t i = 0; i < D; ++i) pb[i] += g[i];
+  }
 }
 
 // At most this many blocks of rows, each with its own partial sums of grad_weight

@@ -1,10 +1,9 @@
 // random.cpp: CPU random fills. Element i uses Philox block offset + i/4, word i%4,
-// so the result is the same whatever the thread count.
-#include <cmath>
-
+// so the result is the same whatever the thread count. The per-element math is in
+// engine/philox.h, shared with cuda/random.cu: both devices give the same numbers.
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/loops.h"
-#include "engine/random.h"
+#include "engine/philox.h"
 
 namespace loom {
 
@@ -20,21 +19,7 @@ void CpuBackend::random(RandomKind kind, const Tensor& out, double a, double b, 
         for (int w = 0; w < 4; ++w) {
           const int64_t i = blk * 4 + w;
           if (i >= n) break;
-          double v = 0.0;
-          switch (kind) {
-            case RandomKind::uniform: v = a + (b - a) * uint_to_unit(words[w]); break;
-            case RandomKind::bernoulli: v = uint_to_unit(words[w]) < a ? 1.0 : 0.0; break;
-            case RandomKind::normal: {
-              // Box-Muller on word w and its neighbour in the block (w ^ 1).
-              const double u1 = (static_cast<double>(words[w & ~1]) + 1.0) / 4294967297.0;
-              const double u2 = uint_to_unit(words[w | 1]);
-              const double r = std::sqrt(-2.0 * std::log(u1));
-              const double angle = 6.283185307179586 * u2;
-              v = a + b * r * ((w & 1) ? std::sin(angle) : std::cos(angle));
-              break;
-            }
-          }
-          o[i] = static_cast<T>(v);
+          o[i] = static_cast<T>(sample(kind, words, w, a, b));
         }
       }
     });

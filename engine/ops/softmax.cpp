@@ -76,15 +76,18 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets) {
              " have no rows: the mean loss is undefined");
   check_targets(targets, logits);
 
+  // Kernels get contiguous operands (a copy of N targets at most); the backward
+  // reuses the same targets.
+  const Tensor t = detail::contiguous_raw(targets);
   Tensor out;
   {
     GradModeGuard no_grad(false);
     const Tensor x = contiguous(logits);
     Tensor losses = Tensor::empty({N}, logits.dtype(), logits.device());
-    backend_for(x).cross_entropy(x, targets, losses);
+    backend_for(x).cross_entropy(x, t, losses);
     out = mean(losses);  // sums in double
   }
-  if (needs_grad({&logits})) record({OpId::cross_entropy, {logits, targets}}, out);
+  if (needs_grad({&logits})) record({OpId::cross_entropy, {logits, t}}, out);
   return out;
 }
 

@@ -1,0 +1,43 @@
+// cuda_backend.h: the CUDA implementation of the kernels in engine/backend.h.
+//
+// backend_for(Device::cuda) returns this backend (cuda_backend() below). Its
+// methods are defined in the stem files beside this header, named as in
+// engine/cpu/ so the two implementations can be read side by side:
+// backend.cu (memory, copies to and from the host), elementwise.cu, reduce.cu,
+// linalg.cu, random.cu. A kernel not overridden here keeps the base class's
+// version, which throws "kernel 'X' has no cuda implementation"; README.md
+// lists those kernels in one place ("not yet on CUDA").
+#pragma once
+
+#include "engine/backend.h"
+
+namespace loom::cuda {
+
+class CudaBackend final : public Backend {
+ public:
+  Device device() const override { return Device::cuda; }
+  Allocator& allocator() override;
+  void copy_from_host(void* dst, const void* src, size_t bytes) override;
+  void copy_to_host(void* dst, const void* src, size_t bytes) override;
+  void synchronize() override;
+
+  void fill(const Tensor& out, double value) override;
+  void copy(const Tensor& src, const Tensor& dst) override;
+  void unary(UnaryOp op, const Tensor& x, const Tensor& out, double param) override;
+  void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) override;
+  void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) override;
+
+  void reduce(ReduceOp op, const Tensor& x, const std::vector<int>& axes, const Tensor& out) override;
+
+  void matmul(const Tensor& a, const Tensor& b, const Tensor& out) override;
+
+  void random(RandomKind kind, const Tensor& out, double a, double b, uint64_t seed, uint64_t offset) override;
+};
+
+CudaBackend& backend();
+
+// Lets float32 matmuls use TF32 tensor cores (faster, about 1e-3 relative error).
+// Off by default, so CUDA results match the CPU's to float32 rounding.
+void set_matmul_tf32(bool allow);
+
+}  // namespace loom::cuda

@@ -1,0 +1,81 @@
+#include "cuda/runtime.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "engine/device.h"
+
+namespace loom {
+
+namespace cuda {
+
+void throw_error(cudaError_t status, const char* op, const char* call) {
+  // Clear the sticky "last error" of a failed launch so the next op starts clean
+  // (errors that corrupt the context stay sticky whatever we do).
+  (void)cudaGetLastError();
+  LOOM_FAIL(op, ": ", call, " failed: ", cudaGetErrorString(status), " (", cudaGetErrorName(status), ")");
+}
+
+void check_launch(const char* op) {
+  LOOM_CUDA_CHECK(cudaGetLastError(), op);
+  static const bool sync_each_launch = [] {
+    const char* v = std::getenv("LOOM_CUDA_SYNC");
+    return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
+  }();
+  if (sync_each_launch) LOOM_CUDA_CHECK(cudaStreamSynchronize(stream()), op);
+}
+
+namespace {
+
+struct Runtime {
+  cudaStream_t stream = nullptr;
+  int sm_count = 1;
+};
+
+Runtime& runtime() {
+  // Created on first use, never destroyed: tensors freed after main returns may
+  // still need the stream, and the CUDA runtime may already be torn down then.
+  static Runtime* rt = [] {
+    LOOM_CHECK(cuda_available(), "cuda: no CUDA device is available (no GPU, or no driver); "
+                                 "use Device::cpu or check nvidia-smi");
+    auto* r = new Runtime();
+    int device = 0;
+    LOOM_CUDA_CHECK(cudaGetDevice(&device), "cuda runtime");
+    LOOM_CUDA_CHECK(cudaDeviceGetAttribute(&r->sm_count, cudaDevAttrMultiProcessorCount, device), "cuda runtime");
+    // Non-blocking: the legacy default stream (used by other libraries) does not
+    // serialise against ours.
+    LOOM_CUDA_CHECK(cudaStreamCreateWithFlags(&r->stream, cudaStreamNonBlocking), "cuda runtime");
+    return r;
+  }();
+  return *rt;
+}
+
+}  // namespace
+
+cudaStream_t stream() { return runtime().stream; }
+
+int grid_for(int64_t n) {
+  const int64_t needed = (n + kBlockThreads - 1) / kBlockThreads;
+  const int64_t full = static_cast<int64_t>(runtime().sm_count) * 8;  // 8 resident blocks of 256 per SM
+  const int64_t blocks = needed < full ? needed : full;
+  return static_cast<int>(blocks > 0 ? blocks : 1);
+}
+
+}  // namespace cuda
+
+bool cuda_available() {
+  // Asked once. cudaGetDeviceCount returns an error (rather than aborting) when
+  // there is no driver or no GPU; both mean "not available".
+  static const bool available = [] {
+    int count = 0;
+    const cudaError_t status = cudaGetDeviceCount(&count);
+    if (status != cudaSuccess) {
+      (void)cudaGetLastError();
+      return false;
+    }
+    return count > 0;
+  }();
+  return available;
+}
+
+}  // namespace loom

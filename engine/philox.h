@@ -1,0 +1,77 @@
+// philox.h: the Philox-4x32-10 generator and the per-element transforms of the
+// random fills, written once for both devices (LOOM_HD).
+//
+// engine/cpu/random.cpp and cuda/random.cu both call these, so a fill gives the
+// same bits on the CPU and on the GPU. Every step is an IEEE-exact operation
+// (multiply, divide, sqrt, explicit fma) except log/sin/cos in sample_normal,
+// whose last bit in float64 may differ between libm and CUDA's math library.
+// The explicit std::fma matters: compilers may fuse `a + b * c` or not, and
+// they do not agree, so the fused form is written out for both.
+#pragma once
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+
+#include "engine/host_device.h"
+
+namespace loom {
+
+// One Philox-4x32-10 block: four 32-bit random words for a 64-bit counter
+// (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", 2011).
+LOOM_HD std::array<uint32_t, 4> philox4x32(uint64_t counter, uint64_t key) {
+  constexpr uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;
+  constexpr uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;
+  uint32_t c0 = static_cast<uint32_t>(counter), c1 = static_cast<uint32_t>(counter >> 32), c2 = 0, c3 = 0;
+  uint32_t k0 = static_cast<uint32_t>(key), k1 = static_cast<uint32_t>(key >> 32);
+  for (int round = 0; round < 10; ++round) {
+    const uint64_t p0 = static_cast<uint64_t>(kMul0) * c0;
+    const uint64_t p1 = static_cast<uint64_t>(kMul1) * c2;
+    const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1 ^ k0;
+    const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3 ^ k1;
+    c1 = static_cast<uint32_t>(p1);
+    c3 = static_cast<uint32_t>(p0);
+    c0 = n0;
+    c2 = n2;
+    k0 += kWeyl0;
+    k1 += kWeyl1;
+  }
+  return {c0, c1, c2, c3};
+}
+
+// Uniform in [0, 1) from 32 random bits (exact in double: bits * 2^-32).
+LOOM_HD double uint_to_unit(uint32_t bits) { return bits * (1.0 / 4294967296.0); }
+
+// ---- per-element transforms (element i uses word i % 4 of block offset + i / 4) ----
+
+// Uniform in [low, high).
+LOOM_HD double sample_uniform(uint32_t bits, double low, double high) {
+  return std::fma(high - low, uint_to_unit(bits), low);
+}
+
+// 1 with probability p, else 0.
+LOOM_HD double sample_bernoulli(uint32_t bits, double p) { return uint_to_unit(bits) < p ? 1.0 : 0.0; }
+
+// Box-Muller on the word pair (even, odd) of one block: the even element of the
+// pair takes the cosine, the odd one the sine.
+LOOM_HD double sample_normal(uint32_t even_bits, uint32_t odd_bits, bool odd, double mean, double stddev) {
+  const double u1 = (static_cast<double>(even_bits) + 1.0) / 4294967297.0;  // in (0, 1]: log is finite
+  const double u2 = uint_to_unit(odd_bits);
+  const double r = std::sqrt(-2.0 * std::log(u1));
+  const double angle = 6.283185307179586 * u2;
+  return std::fma(stddev, r * (odd ? std::sin(angle) : std::cos(angle)), mean);
+}
+
+// The value of element w (0..3) of a block for the given kind of fill; `Kind` is
+// RandomKind (engine/backend.h), a template so this header stays below it.
+template <class Kind>
+LOOM_HD double sample(Kind kind, const std::array<uint32_t, 4>& words, int w, double a, double b) {
+  switch (kind) {
+    case Kind::uniform: return sample_uniform(words[w], a, b);
+    case Kind::bernoulli: return sample_bernoulli(words[w], a);
+    case Kind::normal: return sample_normal(words[w & ~1], words[w | 1], (w & 1) != 0, a, b);
+  }
+  return 0.0;
+}
+
+}  // namespace loom

@@ -1,0 +1,108 @@
+// generate: continues a prompt with a trained checkpoint.
+//
+//   ./build/examples/generate runs/bigram/model.safetensors --prompt "It is" --length 200
+//                             --temperature 0.8 --top-k 20 --seed 1
+//
+// The model is rebuilt from the config in the checkpoint's metadata and the
+// tokenizer is read from <stem>.vocab.json beside it. The prompt is fed once,
+// then each new character alone (incremental decoding: the prefix is never
+// recomputed). --temperature 0 is greedy decoding. Without --seed a seed is
+// drawn from the clock and printed, so any output can be reproduced.
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+#include "datasets/char_tokenizer.h"
+#include "engine/error.h"
+#include "engine/safetensors.h"
+#include "models/checkpoint.h"
+#include "models/config.h"
+#include "models/generate.h"
+#include "models/trainer.h"
+
+using namespace loom;
+
+namespace {
+
+const char* kUsage =
+    "usage: generate <checkpoint.safetensors> [--prompt TEXT] [--length N] [--temperature T] [--top-k K] [--seed S]"
+    " [--device cpu|cuda]";
+
+template <class T>
+T parse(const std::string& flag, const std::string& text, bool (*ok)(T)) {
+  try {
+    size_t used = 0;
+    T v;
+    if constexpr (std::is_same_v<T, double>) v = std::stod(text, &used);
+    else if constexpr (std::is_same_v<T, uint64_t>) v = std::stoull(text, &used);
+    else v = std::stoll(text, &used);
+    if (used == text.size() && ok(v)) return v;
+  } catch (const std::exception&) {
+  }
+  LOOM_FAIL(flag, ": invalid value \"", text, "\"\n", kUsage);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    std::string checkpoint, prompt = "It is", device = "cpu";
+    int64_t length = 200;
+    models::SamplingOptions sampling{0.8, 20};
+    uint64_t seed = static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
+    for (int i = 1; i < argc; ++i) {
+      const std::string arg = argv[i];
+      if (arg == "-h" || arg == "--help") {
+        std::printf("%s\n", kUsage);
+        return 0;
+      }
+      if (arg.rfind("--", 0) != 0 && checkpoint.empty()) {
+        checkpoint = arg;
+        continue;
+      }
+      LOOM_CHECK(i + 1 < argc, "unknown or incomplete argument '", arg, "'\n", kUsage);
+      const std::string value = argv[++i];
+      if (arg == "--prompt") prompt = value;
+      else if (arg == "--length") length = parse<int64_t>(arg, value, [](int64_t v) { return v >= 0; });
+      else if (arg == "--temperature") sampling.temperature = parse<double>(arg, value, [](double v) { return v >= 0; });
+      else if (arg == "--top-k") sampling.top_k = parse<int64_t>(arg, value, [](int64_t v) { return v >= 0; });
+      else if (arg == "--seed") seed = parse<uint64_t>(arg, value, [](uint64_t) { return true; });
+      else if (arg == "--device" && (value == "cpu" || value == "cuda")) device = value;
+      else LOOM_FAIL("unknown argument '", arg, " ", value, "'\n", kUsage);
+    }
+    LOOM_CHECK(!checkpoint.empty(), "no checkpoint given\n", kUsage);
+
+    const auto metadata = load_safetensors_metadata(checkpoint);
+    const auto config_entry = metadata.find("config");
+    LOOM_CHECK(config_entry != metadata.end(), checkpoint,
+               ": metadata has no \"config\", so the model cannot be rebuilt (was it written by train?)");
+    const models::TrainConfig config = models::parse_train_config(config_entry->second, checkpoint + " (config)");
+    const datasets::CharTokenizer tokenizer = datasets::CharTokenizer::load(models::tokenizer_path(checkpoint));
+    LOOM_CHECK(tokenizer.vocab_size() == config.model.vocab, models::tokenizer_path(checkpoint), " has ",
+               tokenizer.vocab_size(), " tokens but the model was trained with ", config.model.vocab);
+
+    models::check_prompt(tokenizer, prompt);  // before anything is printed
+    std::unique_ptr<models::LanguageModel> model = models::make_model(config.model);
+    models::load_model(checkpoint, *model);
+    if (device == "cuda") {
+      LOOM_CHECK(cuda_available(), "--device cuda: this build has no CUDA backend or no GPU is visible");
+      model->to(Device::cuda);
+    }
+    model->eval();
+
+    std::fprintf(stderr, "%s, step %s, seed %llu, temperature %g, top-k %lld\n", config.model.family.c_str(),
+                 metadata.count("step") ? metadata.at("step").c_str() : "?", (unsigned long long)seed,
+                 sampling.temperature, (long long)sampling.top_k);
+    Generator gen(seed);
+    std::fputs(prompt.c_str(), stdout);
+    models::generate_text(*model, tokenizer, prompt, length, sampling, gen, [](const std::string& text) {
+      std::fputs(text.c_str(), stdout);
+      std::fflush(stdout);
+    });
+    std::fputs("\n", stdout);
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}

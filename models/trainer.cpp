@@ -1,0 +1,341 @@
+#include "models/trainer.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "autodiff/grad_mode.h"
+#include "engine/error.h"
+#include "engine/ops.h"
+#include "models/checkpoint.h"
+#include "models/generate.h"
+
+namespace loom::models {
+
+using Json = nlohmann::ordered_json;
+using Clock = std::chrono::steady_clock;
+
+void resolve_vocab(TrainConfig& config, const datasets::CharTokenizer& tokenizer) {
+  if (config.vocab_from_data) {
+    config.model.vocab = tokenizer.vocab_size();
+    config.vocab_from_data = false;
+  } else {
+    LOOM_CHECK(config.model.vocab == tokenizer.vocab_size(), "model.vocab: the config says ", config.model.vocab,
+               " but the text has ", tokenizer.vocab_size(), " distinct characters (leave model.vocab out to use the text's)");
+  }
+}
+
+std::string tokenizer_path(const std::string& checkpoint_path) {
+  const std::string optim = optimizer_state_path(checkpoint_path);  // "<stem>.optim.safetensors"
+  return optim.substr(0, optim.size() - std::string(".optim.safetensors").size()) + ".vocab.json";
+}
+
+namespace {
+
+Device parse_device(const std::string& name) {
+  if (name == "cpu") return Device::cpu;
+  LOOM_CHECK(cuda_available(), "training.device is \"cuda\" but this build has no CUDA backend or no GPU is visible");
+  return Device::cuda;
+}
+
+// Restores train mode when an evaluation or sample ends, even by an exception.
+struct EvalMode {
+  Module& model;
+  explicit EvalMode(Module& m) : model(m) { model.eval(); }
+  ~EvalMode() { model.train(); }
+};
+
+std::string duration_text(double seconds) {
+  const int64_t s = static_cast<int64_t>(seconds + 0.5);
+  char buffer[32];
+  if (s >= 3600) std::snprintf(buffer, sizeof buffer, "%lldh%02lldm", (long long)(s / 3600), (long long)(s / 60 % 60));
+  else if (s >= 60) std::snprintf(buffer, sizeof buffer, "%lldm%02llds", (long long)(s / 60), (long long)(s % 60));
+  else std::snprintf(buffer, sizeof buffer, "%llds", (long long)s);
+  return buffer;
+}
+
+std::string rate_text(double tokens_per_s) {
+  char buffer[32];
+  if (tokens_per_s >= 1e6) std::snprintf(buffer, sizeof buffer, "%.2fM", tokens_per_s / 1e6);
+  else if (tokens_per_s >= 1e3) std::snprintf(buffer, sizeof buffer, "%.1fk", tokens_per_s / 1e3);
+  else std::snprintf(buffer, sizeof buffer, "%.0f", tokens_per_s);
+  return buffer;
+}
+
+// A sample as one printable line: newlines shown as \n.
+std::string one_line(const std::string& text) {
+  std::string out;
+  for (char c : text) out += c == '\n' ? std::string("\\n") : std::string(1, c);
+  return out;
+}
+
+}  // namespace
+
+Trainer::Trainer(TrainConfig config, LanguageModel& model, datasets::TextDataset data)
+    : config_(std::move(config)),
+      model_(model),
+      data_(std::move(data)),
+      device_(parse_device(config_.training.device)),
+      train_batches_(data_.train_ids, config_.data.seq_len, config_.data.batch_size, config_.data.seed),
+      // The valid split has its own stream (seed + 1); see evaluate().
+      valid_batches_(data_.valid_ids, config_.data.seq_len, config_.data.batch_size, config_.data.seed + 1) {
+  LOOM_CHECK(!config_.vocab_from_data, "Trainer: call resolve_vocab on the config first");
+  LOOM_CHECK(model_.config().vocab == data_.tokenizer.vocab_size(), "Trainer: the model has a vocabulary of ",
+             model_.config().vocab, " but the tokenizer has ", data_.tokenizer.vocab_size(), " tokens");
+  if (config_.training.threads > 0) set_num_threads(static_cast<int>(config_.training.threads));
+  if (device_ != Device::cpu) model_.to(device_);
+
+  const OptimizerConfig& o = config_.optimizer;
+  AdamOptions options;
+  options.form = o.form == "pytorch" ? AdamForm::pytorch : AdamForm::labml;
+  options.beta1 = o.beta1;
+  options.beta2 = o.beta2;
+  options.eps = o.eps;
+  options.weight_decay = o.weight_decay;
+  const LrSchedule schedule =
+      o.kind == "noam" ? LrSchedule::noam(o.lr, config_.model.d_model, o.warmup) : LrSchedule::constant(o.lr);
+  optimizer_ = std::make_unique<Adam>(model_.named_parameters(), options, schedule);
+  model_.train();
+}
+
+int64_t Trainer::total_steps() const { return config_.total_steps(train_batches_.batches_per_epoch()); }
+
+std::string Trainer::checkpoint_path() const {
+  return (std::filesystem::path(config_.training.out_dir) / "model.safetensors").string();
+}
+
+datasets::Batch Trainer::to_device(datasets::Batch batch) const {
+  if (device_ != Device::cpu) {
+    batch.input = batch.input.to(device_);
+    batch.target = batch.target.to(device_);
+  }
+  return batch;
+}
+
+StepResult Trainer::train_step() {
+  const datasets::Batch batch = to_device(train_batches_.next());
+  const Tensor logits = model_.forward(batch.input);
+  const int64_t vocab = logits.size(-1);
+  const Tensor loss = cross_entropy(logits.reshape({-1, vocab}), batch.target.reshape({-1}));
+  loss.backward();
+
+  StepResult r;
+  r.loss = loss.item();
+  LOOM_CHECK(std::isfinite(r.loss), "step ", step_ + 1, ": the loss is ", r.loss,
+             " (training diverged; try a lower optimizer.lr or clipping)");
+  // No clipping is clipping at infinity: the norm is still measured for the log.
+  const double max_norm = config_.optimizer.clip > 0 ? config_.optimizer.clip : std::numeric_limits<double>::infinity();
+  r.grad_norm = clip_grad_norm(model_.parameters(), max_norm);
+  optimizer_->step();
+  optimizer_->zero_grad();
+  ++step_;
+  r.lr = optimizer_->current_lr();
+  r.tokens = batch.input.numel();
+  return r;
+}
+
+EvalResult Trainer::evaluate() {
+  EvalResult r;
+  {
+    NoGradGuard no_grad;
+    EvalMode eval(model_);
+    double loss_sum = 0;
+    int64_t positions = 0, correct = 0;
+    // The same batches every time (the first eval_batches of the valid stream):
+    // evaluations are comparable with each other, and when they happen never
+    // changes what they measure, so an interrupted run logs what an uninterrupted one does.
+    valid_batches_.set_state({config_.data.seed + 1, 0, 0});
+    for (int64_t i = 0; i < config_.training.eval_batches; ++i) {
+      const datasets::Batch batch = to_device(valid_batches_.next());
+      const Tensor logits = model_.forward(batch.input);
+      const int64_t vocab = logits.size(-1), n = batch.target.numel();
+      loss_sum += cross_entropy(logits.reshape({-1, vocab}), batch.target.reshape({-1})).item() * n;
+      const std::vector<int64_t> predicted = argmax(logits, -1).to(Device::cpu).to_vector<int64_t>();
+      const std::vector<int64_t> target = batch.target.to(Device::cpu).to_vector<int64_t>();
+      for (int64_t j = 0; j < n; ++j) correct += predicted[j] == target[j];
+      positions += n;
+    }
+    r.loss = loss_sum / positions;
+    r.accuracy = static_cast<double>(correct) / positions;
+  }
+  r.sample = sample();
+  return r;
+}
+
+std::string Trainer::sample() {
+  if (config_.sample.length == 0) return "";
+  EvalMode eval(model_);
+  Generator unused(0);  // greedy decoding draws nothing
+  return generate_text(model_, data_.tokenizer, config_.sample.prompt, config_.sample.length, SamplingOptions{}, unused);
+}
+
+void Trainer::save(const std::string& path) const {
+  TrainingState s;
+  s.step = step_;
+  s.elapsed_seconds = elapsed_;
+  s.config_json = to_json(config_);
+  s.train_batcher = train_batches_.state();
+  s.dropout_seed = model_.dropout_generator().seed();
+  s.dropout_offset = model_.dropout_generator().offset();
+  save_checkpoint(path, model_, *optimizer_, s);
+  data_.tokenizer.save(tokenizer_path(path));
+}
+
+void Trainer::resume(const std::string& path) {
+  // The checkpoint must describe the same model on the same data windows.
+  const std::map<std::string, std::string> meta = load_safetensors_metadata(path);
+  const auto config_entry = meta.find("config");
+  LOOM_CHECK(config_entry != meta.end(), path, ": metadata has no \"config\" (not a loom training checkpoint?)");
+  const Json saved = Json::parse(to_json(parse_train_config(config_entry->second, path + " (config)")));
+  const Json current = Json::parse(to_json(config_));
+  std::vector<std::string> differences;
+  for (const auto& [key, value] : current["model"].items())
+    if (saved["model"][key] != value)
+      differences.push_back("model." + key + " is " + saved["model"][key].dump() + " there, " + value.dump() + " here");
+  for (const char* key : {"seq_len", "batch_size", "seed"})
+    if (saved["data"][key] != current["data"][key])
+      differences.push_back(std::string("data.") + key + " is " + saved["data"][key].dump() + " there, " +
+                            current["data"][key].dump() + " here");
+  if (!differences.empty()) {
+    std::string message = "cannot resume from " + path + ": its config differs from this one:";
+    for (const std::string& d : differences) message += "\n  " + d;
+    throw Error(message);
+  }
+  const std::string vocab_file = tokenizer_path(path);
+  if (std::filesystem::exists(vocab_file))
+    LOOM_CHECK(datasets::CharTokenizer::load(vocab_file).chars() == data_.tokenizer.chars(), "cannot resume from ",
+               path, ": the text's vocabulary differs from the one in ", vocab_file);
+
+  const TrainingState s = load_checkpoint(path, model_, *optimizer_);
+  step_ = s.step;
+  elapsed_ = s.elapsed_seconds;
+  train_batches_.set_state(s.train_batcher);
+  model_.dropout_generator().set_state(s.dropout_seed, s.dropout_offset);
+}
+
+void Trainer::open_metrics_log() {
+  if (config_.training.log.empty()) return;
+  const std::filesystem::path path = std::filesystem::path(config_.training.out_dir) / config_.training.log;
+  std::filesystem::create_directories(path.parent_path());
+  // A resumed run continues the log; lines a crashed run wrote after the
+  // checkpoint it resumes from are dropped, so every step appears once.
+  std::vector<std::string> kept;
+  if (std::filesystem::exists(path)) {
+    std::ifstream in(path);
+    for (std::string line; std::getline(in, line);) {
+      const Json entry = Json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (entry.is_object() && entry.contains("step") && entry["step"].is_number() && entry["step"].get<int64_t>() <= step_)
+        kept.push_back(line);
+    }
+  }
+  metrics_.open(path, std::ios::trunc);
+  LOOM_CHECK(metrics_.good(), "cannot write the metrics log ", path.string());
+  for (const std::string& line : kept) metrics_ << line << '\n';
+  metrics_.flush();
+}
+
+void Trainer::write_metrics(const Json& entry) {
+  if (!metrics_.is_open()) return;
+  // One object per line; a byte that is not UTF-8 (a sample of a non-ASCII text) becomes U+FFFD.
+  metrics_ << entry.dump(-1, ' ', false, Json::error_handler_t::replace) << '\n';
+  metrics_.flush();
+}
+
+void Trainer::run(const RunOptions& options) {
+  const int64_t total = total_steps();
+  const TrainingConfig& t = config_.training;
+  open_metrics_log();
+  const bool tty = options.progress && ::isatty(::fileno(stderr));
+  const double flops_per_token = model_.training_flops_per_token(config_.data.seq_len);
+
+  // Accumulated since the last log line.
+  double interval_loss = 0, interval_seconds = 0;
+  int64_t interval_steps = 0, interval_tokens = 0;
+  double seconds_per_step = 0;
+  auto last_draw = Clock::now() - std::chrono::seconds(1);
+
+  auto progress_text = [&](const StepResult& r, double tokens_per_s) {
+    char buffer[256];
+    std::snprintf(buffer, sizeof buffer, "step %lld/%lld | loss %.4f | lr %.3g | %s tok/s",
+                  (long long)step_, (long long)total, r.loss, r.lr, rate_text(tokens_per_s).c_str());
+    std::string line = buffer;
+    if (options.peak_gflops > 0) {
+      std::snprintf(buffer, sizeof buffer, " | MFU %.1f%%",
+                    100.0 * flops_per_token * tokens_per_s / (options.peak_gflops * 1e9));
+      line += buffer;
+    }
+    line += " | " + duration_text(elapsed_) + " elapsed, ETA " + duration_text(seconds_per_step * (total - step_));
+    return line;
+  };
+  auto clear_line = [&] {
+    if (tty) std::fputs("\r\033[K", stderr);
+  };
+
+  if (options.progress && step_ >= total)
+    std::fprintf(stderr, "already at step %lld of %lld: nothing to do\n", (long long)step_, (long long)total);
+  while (step_ < total) {
+    const auto start = Clock::now();
+    const StepResult r = train_step();
+    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    elapsed_ += seconds;
+    interval_loss += r.loss;
+    interval_seconds += seconds;
+    interval_steps += 1;
+    interval_tokens += r.tokens;
+    seconds_per_step = interval_seconds / interval_steps;
+    const double tokens_per_s = interval_tokens / std::max(interval_seconds, 1e-9);
+
+    if (tty && Clock::now() - last_draw > std::chrono::milliseconds(100)) {
+      std::fprintf(stderr, "\r\033[K%s", progress_text(r, tokens_per_s).c_str());
+      std::fflush(stderr);
+      last_draw = Clock::now();
+    }
+
+    const bool last = step_ == total;
+    if (step_ % t.log_interval == 0 || last) {
+      StepResult mean = r;
+      mean.loss = interval_loss / interval_steps;
+      if (options.progress && !tty) std::fprintf(stderr, "%s\n", progress_text(mean, tokens_per_s).c_str());
+      Json entry = {{"step", step_}, {"loss", mean.loss}, {"lr", r.lr}, {"grad_norm", r.grad_norm},
+                    {"tokens_per_s", tokens_per_s}, {"elapsed", elapsed_}};
+      if (options.peak_gflops > 0) entry["mfu"] = flops_per_token * tokens_per_s / (options.peak_gflops * 1e9);
+      write_metrics(entry);
+      interval_loss = interval_seconds = 0;
+      interval_steps = interval_tokens = 0;
+    }
+
+    if ((t.eval_interval > 0 && step_ % t.eval_interval == 0) || last) {
+      const auto eval_start = Clock::now();
+      const EvalResult e = evaluate();
+      elapsed_ += std::chrono::duration<double>(Clock::now() - eval_start).count();
+      if (options.progress) {
+        clear_line();
+        std::printf("step %lld | valid loss %.4f | valid acc %.4f", (long long)step_, e.loss, e.accuracy);
+        if (config_.sample.length > 0) std::printf(" | %s", one_line(config_.sample.prompt + e.sample).c_str());
+        std::printf("\n");
+        std::fflush(stdout);
+      }
+      write_metrics(Json{{"step", step_},
+                         {"valid_loss", e.loss},
+                         {"valid_acc", e.accuracy},
+                         {"sample", config_.sample.prompt + e.sample}});
+    }
+
+    if ((t.checkpoint_interval > 0 && step_ % t.checkpoint_interval == 0) || last) {
+      save(checkpoint_path());
+      if (options.progress) {
+        clear_line();
+        std::fprintf(stderr, "step %lld: saved %s\n", (long long)step_, checkpoint_path().c_str());
+      }
+    }
+  }
+  clear_line();
+}
+
+}  // namespace loom::models

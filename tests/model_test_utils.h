@@ -1,0 +1,72 @@
+// model_test_utils.h: helpers shared by the optimizer, config, checkpoint and
+// training tests: a temporary directory, error capture, and a tiny Module.
+#pragma once
+
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+
+#include "engine/error.h"
+#include "engine/ops.h"
+#include "models/module.h"
+
+namespace loom::test {
+
+// A fresh directory under the system temp directory, removed with its contents.
+struct TempDir {
+  std::filesystem::path path;
+  explicit TempDir(const std::string& tag) {
+    path = std::filesystem::temp_directory_path() / ("loom-test-" + tag + "-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  std::string file(const std::string& name) const { return (path / name).string(); }
+};
+
+// The message of the loom::Error fn throws, or "" when it throws nothing.
+template <class Fn>
+std::string error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// A purely relative comparison. doctest's Approx adds 1 to the magnitude it
+// scales epsilon by, which makes it absolute for small values (a learning
+// rate of 5e-7 would match 0); the tiny scale here only lets 0 == 0 pass.
+inline doctest::Approx relative(double value, double epsilon = 1e-6) {
+  return doctest::Approx(value).epsilon(epsilon).scale(1e-300);
+}
+
+inline bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+// A two-level module with parameters of several shapes and a buffer, named like
+// a state_dict: "weight", "bias", "inner.scale", "inner.table" (buffer).
+struct TinyModule : models::Module {
+  struct Inner : models::Module {
+    Tensor scale, table;
+    explicit Inner(Generator& gen) {
+      scale = register_parameter("scale", normal({4}, 0, 1, gen));
+      table = register_buffer("table", normal({2, 2}, 0, 1, gen));
+    }
+  };
+  Tensor weight, bias;
+  Inner inner;
+  explicit TinyModule(Generator&& gen) : TinyModule(gen) {}
+  explicit TinyModule(Generator& gen) : inner(gen) {
+    weight = register_parameter("weight", normal({3, 4}, 0, 1, gen));
+    bias = register_parameter("bias", normal({3}, 0, 1, gen));
+    register_module("inner", inner);
+  }
+};
+
+}  // namespace loom::test

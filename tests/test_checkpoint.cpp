@@ -1,0 +1,118 @@
+// test_checkpoint.cpp: model files under state_dict names, loading in place,
+// the list of mismatches, and the optimizer/training-state file.
+#include <doctest/doctest.h>
+
+#include "engine/safetensors.h"
+#include "model_test_utils.h"
+#include "models/checkpoint.h"
+
+namespace loom::test {
+
+using models::TrainingState;
+
+namespace {
+
+std::vector<float> values(const Tensor& t) { return t.to_vector<float>(); }
+
+}  // namespace
+
+TEST_CASE("checkpoint: a model round trips under its exact names, loaded in place") {
+  TempDir dir("checkpoint-model");
+  const std::string path = dir.file("model.safetensors");
+  TinyModule saved(Generator(1));
+  models::save_model(path, saved, {{"note", "hello"}});
+
+  // The file is plain safetensors with the state_dict names, parameters then buffers.
+  const NamedTensors raw = load_safetensors(path);
+  REQUIRE(raw.size() == 4);
+  CHECK(raw[0].first == "weight");
+  CHECK(raw[1].first == "bias");
+  CHECK(raw[2].first == "inner.scale");
+  CHECK(raw[3].first == "inner.table");
+
+  TinyModule loaded(Generator(2));
+  const Tensor weight_handle = loaded.weight;  // a second holder of the same tensor
+  REQUIRE(values(loaded.weight) != values(saved.weight));
+  const auto metadata = models::load_model(path, loaded);
+  CHECK(metadata.at("note") == "hello");
+  CHECK(values(loaded.weight) == values(saved.weight));
+  CHECK(values(loaded.bias) == values(saved.bias));
+  CHECK(values(loaded.inner.scale) == values(saved.inner.scale));
+  CHECK(values(loaded.inner.table) == values(saved.inner.table));
+  CHECK(values(weight_handle) == values(saved.weight));  // in place: every holder sees it
+  CHECK(loaded.weight.requires_grad());
+}
+
+TEST_CASE("checkpoint: a mismatched file lists every missing, unexpected and wrong-shaped tensor") {
+  TempDir dir("checkpoint-mismatch");
+  const std::string path = dir.file("bad.safetensors");
+  Generator gen(3);
+  save_safetensors(path, {{"weight", normal({3, 5}, 0, 1, gen)},             // wrong shape
+                          {"inner.scale", normal({4}, 0, 1, gen)},           // fine
+                          {"inner.table", Tensor::zeros({2, 2}, DType::f64)},  // wrong dtype
+                          {"extra.weight", Tensor::zeros({1})}});            // unexpected; "bias" is missing
+  TinyModule model(Generator(4));
+  const std::vector<float> before = values(model.inner.scale);
+  const std::string message = error_of([&] { models::load_model(path, model); });
+  CHECK(contains(message, "checkpoint " + path + " does not match the model (4 problems):"));
+  CHECK(contains(message, "missing: bias float32[3]"));
+  CHECK(contains(message, "unexpected: extra.weight float32[1]"));
+  CHECK(contains(message, "wrong shape or dtype: weight is float32[3, 5] in the file, the model has float32[3, 4]"));
+  CHECK(contains(message, "wrong shape or dtype: inner.table is float64[2, 2] in the file, the model has float32[2, 2]"));
+  CHECK(values(model.inner.scale) == before);  // nothing was loaded
+}
+
+TEST_CASE("checkpoint: the optimizer and training state resume exactly") {
+  TempDir dir("checkpoint-full");
+  const std::string path = dir.file("run/model.safetensors");
+  CHECK(models::optimizer_state_path(path) == dir.file("run/model.optim.safetensors"));
+
+  TinyModule model(Generator(5));
+  models::Adam adam(model.named_parameters(), models::AdamOptions{}, models::LrSchedule::noam(1.0, 8, 4));
+  for (int step = 0; step < 3; ++step) {
+    for (const Tensor& p : model.parameters()) p.set_grad(Tensor::full(p.shape(), 0.1 * (step + 1)));
+    adam.step();
+    adam.zero_grad();
+  }
+  TrainingState state;
+  state.step = 3;
+  state.elapsed_seconds = 1.0 / 3.0;
+  state.config_json = R"({"model": {"family": "bigram"}})";
+  state.train_batcher = {7, 2, 11};
+  state.dropout_seed = 18446744073709551615ull;
+  state.dropout_offset = 123456789;
+  models::save_checkpoint(path, model, adam, state);
+  CHECK(load_safetensors_metadata(path).at("config") == state.config_json);
+  CHECK(load_safetensors_metadata(path).at("step") == "3");
+
+  TinyModule fresh(Generator(6));
+  models::Adam fresh_adam(fresh.named_parameters(), models::AdamOptions{}, models::LrSchedule::noam(1.0, 8, 4));
+  const TrainingState back = models::load_checkpoint(path, fresh, fresh_adam);
+  CHECK(back.step == 3);
+  CHECK(back.elapsed_seconds == state.elapsed_seconds);
+  CHECK(back.config_json == state.config_json);
+  CHECK(back.train_batcher == state.train_batcher);
+  CHECK(back.dropout_seed == state.dropout_seed);
+  CHECK(back.dropout_offset == state.dropout_offset);
+  CHECK(fresh_adam.steps_taken() == 3);
+  CHECK(values(fresh.weight) == values(model.weight));
+
+  // One more identical step on both gives identical parameters.
+  for (const Tensor& p : model.parameters()) p.set_grad(Tensor::full(p.shape(), -0.2));
+  for (const Tensor& p : fresh.parameters()) p.set_grad(Tensor::full(p.shape(), -0.2));
+  adam.step();
+  fresh_adam.step();
+  CHECK(values(fresh.weight) == values(model.weight));
+  CHECK(values(fresh.inner.scale) == values(model.inner.scale));
+
+  // A model file from another step than its optimizer file is refused.
+  models::save_model(path, model, {{"step", "4"}, {"config", "{}"}});
+  CHECK(contains(error_of([&] { models::load_checkpoint(path, fresh, fresh_adam); }),
+                 "is at step 4 but " + models::optimizer_state_path(path) + " is at step 3"));
+  // And a missing optimizer file is named.
+  std::filesystem::remove(models::optimizer_state_path(path));
+  CHECK(contains(error_of([&] { models::load_checkpoint(path, fresh, fresh_adam); }),
+                 "the optimizer state " + models::optimizer_state_path(path) + " is missing"));
+}
+
+}  // namespace loom::test

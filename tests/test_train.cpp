@@ -1,0 +1,242 @@
+// test_train.cpp: the training loop (models/trainer.h): it learns, an
+// interrupted and resumed run retraces the uninterrupted one, sampling feeds
+// each token once, and bad settings are refused with a clear message.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "autodiff/grad_mode.h"
+#include "model_test_utils.h"
+#include "models/checkpoint.h"
+#include "models/generate.h"
+#include "models/layers.h"
+#include "models/trainer.h"
+
+namespace loom::test {
+
+using models::ModelConfig;
+using models::TrainConfig;
+
+namespace {
+
+// A deterministic text with structure to learn: words from a small list,
+// picked by a linear congruential generator, with line breaks.
+std::string synthetic_text(size_t length) {
+  const char* words[] = {"the", "king", "is", "dead", "long", "live", "queen", "and", "her", "court"};
+  std::string text;
+  uint64_t state = 12345;
+  int on_line = 0;
+  while (text.size() < length) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    text += words[(state >> 33) % 10];
+    text += ++on_line % 8 == 0 ? "\n" : " ";
+  }
+  text.resize(length);
+  return text;
+}
+
+// A small model with dropout (so the dropout RNG must be restored on resume)
+// that counts what decode() is fed: logits = head(dropout(tanh(embed(token)))).
+struct TestLM : models::LanguageModel {
+  Generator init;
+  models::Embedding embed;
+  models::Linear head;
+  int64_t decode_calls = 0, decoded_tokens = 0;
+
+  explicit TestLM(const ModelConfig& c)
+      : LanguageModel(c), init(c.seed), embed(c.vocab, c.d_model, init), head(c.d_model, c.vocab, true, init) {
+    register_module("embed", embed);
+    register_module("head", head);
+  }
+  Tensor forward(const Tensor& tokens) override {
+    return head.forward(dropout(tanh(embed.forward(tokens)), config_.dropout, dropout_gen_, training()));
+  }
+  std::unique_ptr<models::DecodeState> start_decoding(int64_t) const override {
+    return std::make_unique<models::DecodeState>();
+  }
+  Tensor decode(models::DecodeState&, const Tensor& tokens) override {
+    decode_calls += 1;
+    decoded_tokens += tokens.numel();
+    return forward(tokens);
+  }
+  double training_flops_per_token(int64_t) const override { return 6.0 * config_.d_model * config_.vocab; }
+};
+
+TrainConfig small_config(const std::string& out_dir, int64_t steps) {
+  TrainConfig c = models::parse_train_config(R"({
+    "model": {"family": "bigram", "d_model": 16, "dropout": 0.2, "seed": 3},
+    "data": {"seq_len": 16, "batch_size": 4, "seed": 5},
+    "optimizer": {"kind": "noam", "lr": 1.0, "warmup": 10},
+    "training": {"log_interval": 1, "eval_interval": 10, "eval_batches": 2, "checkpoint_interval": 0},
+    "sample": {"prompt": "the ", "length": 8}
+  })");
+  c.training.steps = steps;
+  c.training.out_dir = out_dir;
+  return c;
+}
+
+// The metrics log as (step, key) -> value for the numeric entries.
+std::map<std::pair<int64_t, std::string>, double> read_metrics(const std::string& path) {
+  std::map<std::pair<int64_t, std::string>, double> out;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) {
+    const nlohmann::json entry = nlohmann::json::parse(line);
+    for (const char* key : {"loss", "grad_norm", "lr", "valid_loss", "valid_acc"})
+      if (entry.contains(key)) out[{entry["step"].get<int64_t>(), key}] = entry[key].get<double>();
+  }
+  return out;
+}
+
+// Runs `steps` steps of a fresh TestLM (resuming from `resume` when given).
+void train_test_model(TrainConfig config, const std::string& text, const std::string& resume = "") {
+  datasets::TextDataset data = datasets::TextDataset::from_text(text);
+  models::resolve_vocab(config, data.tokenizer);
+  TestLM model(config.model);
+  models::Trainer trainer(config, model, std::move(data));
+  if (!resume.empty()) trainer.resume(resume);
+  models::RunOptions quiet;
+  quiet.progress = false;
+  trainer.run(quiet);
+}
+
+}  // namespace
+
+TEST_CASE("train: the bigram family learns a structured text") {
+  TempDir dir("train-learns");
+  TrainConfig config = models::parse_train_config(R"({"model": {"family": "bigram"},
+      "data": {"seq_len": 32, "batch_size": 8}, "training": {"steps": 150}, "sample": {"prompt": "the "}})");
+  config.training.out_dir = dir.file("run");
+  datasets::TextDataset data = datasets::TextDataset::from_text(synthetic_text(20000));
+  models::resolve_vocab(config, data.tokenizer);
+  CHECK(config.model.vocab == data.tokenizer.vocab_size());
+  std::unique_ptr<models::LanguageModel> model = models::make_model(config.model);
+  models::Trainer trainer(config, *model, std::move(data));
+
+  const double first = trainer.train_step().loss;
+  double last = 0;
+  for (int i = 1; i < 150; ++i) last = trainer.train_step().loss;
+  // Uniform guessing over the vocabulary costs log(V), about where a fresh model
+  // starts; the text's bigram structure allows much less.
+  const double uniform = std::log(static_cast<double>(config.model.vocab));
+  CHECK(first == relative(uniform, 0.25));
+  CHECK(last < 0.6 * uniform);
+  const models::EvalResult e = trainer.evaluate();
+  CHECK(e.loss < 0.6 * uniform);
+  CHECK(e.accuracy > 0.3);
+  CHECK(e.sample.size() == 25);
+  CHECK(trainer.step() == 150);
+}
+
+TEST_CASE("train: k steps, save, load into a fresh model, k more steps == 2k uninterrupted steps") {
+  TempDir dir("train-resume");
+  const std::string text = synthetic_text(30000);
+  const int64_t k = 20;
+
+  train_test_model(small_config(dir.file("whole"), 2 * k), text);
+  train_test_model(small_config(dir.file("split"), k), text);
+  // A fresh process would start here: a new model with other initial weights.
+  TrainConfig resumed = small_config(dir.file("split"), 2 * k);
+  resumed.model.seed = 99;  // the checkpoint must overwrite everything...
+  CHECK(contains(error_of([&] { train_test_model(resumed, text, dir.file("split/model.safetensors")); }),
+                 "model.seed is 3 there, 99 here"));  // ...but a different model config is refused
+  train_test_model(small_config(dir.file("split"), 2 * k), text, dir.file("split/model.safetensors"));
+
+  const auto whole = read_metrics(dir.file("whole/metrics.jsonl"));
+  const auto split = read_metrics(dir.file("split/metrics.jsonl"));
+  int64_t losses = 0;
+  for (const auto& [key, value] : whole) {
+    INFO("step ", key.first, " ", key.second);
+    REQUIRE(split.count(key));
+    CHECK(split.at(key) == relative(value, 1e-6));
+    losses += key.second == "loss";
+  }
+  CHECK(losses == 2 * k);
+  CHECK(split.size() == whole.size());  // the resumed log holds each step once
+  // Dropout was on, so the runs also agree on the RNG; the final weights agree too.
+  const NamedTensors a = load_safetensors(dir.file("whole/model.safetensors"));
+  const NamedTensors b = load_safetensors(dir.file("split/model.safetensors"));
+  REQUIRE(a.size() == b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    INFO(a[i].first);
+    const std::vector<float> va = a[i].second.to_vector<float>(), vb = b[i].second.to_vector<float>();
+    for (size_t j = 0; j < va.size(); ++j) CHECK(vb[j] == relative(va[j], 1e-6));
+  }
+  CHECK(load_safetensors_metadata(dir.file("split/model.safetensors")).at("step") == std::to_string(2 * k));
+}
+
+TEST_CASE("generate: the prompt is fed once, then one token per call") {
+  ModelConfig c;
+  c.vocab = 5;
+  c.d_model = 4;
+  TestLM model(c);
+  model.eval();
+  Generator gen(1);
+  const std::vector<int64_t> out = models::generate_tokens(model, {1, 2, 3, 4, 0}, 25, {}, gen);
+  CHECK(out.size() == 25);
+  CHECK(model.decode_calls == 25);          // 1 for the prompt + 24 single tokens
+  CHECK(model.decoded_tokens == 5 + 24);    // nothing fed twice
+  // Greedy: each token is the argmax after the previous one (a bigram model's
+  // next token depends on the current one only), independently recomputed here.
+  NoGradGuard no_grad;
+  int64_t current = 0;
+  for (int64_t id : out) {
+    const std::vector<float> logits =
+        model.forward(Tensor::from_vector<int64_t>({current}, {1, 1})).reshape({-1}).to_vector<float>();
+    CHECK(id == std::max_element(logits.begin(), logits.end()) - logits.begin());
+    current = id;
+  }
+}
+
+TEST_CASE("sample_token: greedy, top-k and temperature") {
+  const Tensor logits = Tensor::from_vector<float>({1.0f, 3.0f, 2.0f, 3.0f, -1.0f}, {5});
+  Generator gen(7);
+  CHECK(models::sample_token(logits, {}, gen) == 1);            // argmax, first of the ties
+  CHECK(models::sample_token(logits, {5.0, 1}, gen) == 1);      // top-1 is greedy at any temperature
+  // Top-2 keeps ids 1 and 3 (equal logits): each about half the time, nothing else.
+  // Temperature 1 over all five: frequencies follow softmax(logits).
+  std::map<int64_t, int> top2, full;
+  const int draws = 4000;
+  for (int i = 0; i < draws; ++i) {
+    top2[models::sample_token(logits, {1.0, 2}, gen)]++;
+    full[models::sample_token(logits, {1.0, 0}, gen)]++;
+  }
+  // Counts within 4 binomial standard deviations of n·p.
+  auto plausible = [&](int count, double p) { return std::abs(count - draws * p) < 4 * std::sqrt(draws * p * (1 - p)); };
+  CHECK(top2.size() == 2);
+  CHECK(plausible(top2[1], 0.5));
+  const std::vector<double> x = {1, 3, 2, 3, -1};
+  double z = 0;
+  for (double v : x) z += std::exp(v);
+  for (int64_t id = 0; id < 5; ++id) {
+    INFO("id ", id);
+    CHECK(plausible(full[id], std::exp(x[id]) / z));
+  }
+  // The same seed gives the same draws.
+  Generator g1(11), g2(11);
+  for (int i = 0; i < 20; ++i) CHECK(models::sample_token(logits, {0.8, 3}, g1) == models::sample_token(logits, {0.8, 3}, g2));
+}
+
+TEST_CASE("train: vocabulary, prompt and device problems are refused with a message") {
+  const datasets::TextDataset data = datasets::TextDataset::from_text(synthetic_text(5000));
+  TrainConfig c = models::parse_train_config(R"({"model": {"family": "bigram", "vocab": 40}})");
+  CHECK(contains(error_of([&] { models::resolve_vocab(c, data.tokenizer); }),
+                 "model.vocab: the config says 40 but the text has " + std::to_string(data.tokenizer.vocab_size()) +
+                     " distinct characters"));
+
+  TrainConfig q = models::parse_train_config(R"({"model": {"family": "bigram"}, "sample": {"prompt": "It is"}})");
+  models::resolve_vocab(q, data.tokenizer);
+  TestLM model(q.model);
+  models::Trainer trainer(q, model, data);
+  CHECK(contains(error_of([&] { trainer.sample(); }), "the prompt's character 'I' (byte 73 at position 0) is not in the vocabulary"));
+
+  if (!cuda_available()) {
+    TrainConfig g = q;
+    g.training.device = "cuda";
+    CHECK(contains(error_of([&] { models::Trainer t(g, model, data); }), "training.device is \"cuda\" but"));
+  }
+}
+
+}  // namespace loom::test
