@@ -11,6 +11,8 @@
 #include "autodiff/grad_mode.h"
 #include "engine/ops.h"
 #include "models/fast_weights.h"
+#include "models/generate.h"
+#include "models/optim.h"
 #include "tests/fused_check.h"
 
 namespace loom::test {
@@ -31,21 +33,6 @@ ModelConfig tiny_config() {
   c.dpfp_nu = 2;
   c.seed = 3;
   return c;
-}
-
-// Converts every parameter to `dtype` in place: each handle onto a parameter
-// shares its TensorImpl, so pointing the impl at converted data is seen by the
-// modules that hold it.
-void convert_parameters(const models::Module& m, DType dtype) {
-  for (auto& [name, t] : m.named_parameters()) {
-    const Tensor converted = contiguous(t.detach().to(dtype));
-    TensorImpl& impl = t.impl();
-    impl.storage = converted.storage();
-    impl.offset = converted.offset();
-    impl.strides = converted.strides();
-    impl.dtype = dtype;
-    impl.grad = nullptr;
-  }
 }
 
 // Replaces every parameter by random values (so the layers differ, and the
@@ -152,7 +139,7 @@ Tensor naive_logits(const ModelConfig& c, const NamedTensors& ps, const Tensor& 
 
 std::unique_ptr<models::LanguageModel> tiny_model(const ModelConfig& c, DType dtype, uint64_t seed = 17) {
   auto model = models::make_model(c);
-  if (dtype != DType::f32) convert_parameters(*model, dtype);
+  if (dtype != DType::f32) model->to(dtype);
   randomise_parameters(*model, seed);
   return model;
 }
@@ -266,41 +253,6 @@ TEST_CASE("fast_weights: float64 gradients of the loss match central differences
 
 // ---- (c) training --------------------------------------------------------------------------
 
-namespace {
-
-// labml's Adam (MODELS.md §1.6): eps on the un-corrected √v.
-struct TestAdam {
-  std::vector<Tensor> params;
-  std::vector<std::vector<float>> m, v;
-  double lr, b1 = 0.9, b2 = 0.999, eps = 1e-8;
-  int64_t t = 0;
-
-  TestAdam(std::vector<Tensor> ps, double lr_) : params(std::move(ps)), lr(lr_) {
-    for (const Tensor& p : params) {
-      m.emplace_back(p.numel(), 0.0f);
-      v.emplace_back(p.numel(), 0.0f);
-    }
-  }
-  void step() {
-    ++t;
-    const double scale = lr * std::sqrt(1 - std::pow(b2, t)) / (1 - std::pow(b1, t));
-    for (size_t k = 0; k < params.size(); ++k) {
-      if (!params[k].grad().defined()) continue;
-      const Tensor g = contiguous(params[k].grad());
-      float* p = params[k].data<float>();
-      const float* gp = g.data<float>();
-      for (int64_t i = 0; i < params[k].numel(); ++i) {
-        m[k][i] = static_cast<float>(b1 * m[k][i] + (1 - b1) * gp[i]);
-        v[k][i] = static_cast<float>(b2 * v[k][i] + (1 - b2) * gp[i] * gp[i]);
-        p[i] -= static_cast<float>(scale * m[k][i] / (std::sqrt(v[k][i]) + eps));
-      }
-      params[k].zero_grad();
-    }
-  }
-};
-
-}  // namespace
-
 TEST_CASE("fast_weights: a tiny model overfits one batch") {
   ModelConfig c = tiny_config();
   c.d_model = 32;
@@ -310,7 +262,7 @@ TEST_CASE("fast_weights: a tiny model overfits one batch") {
   auto model = models::make_model(c);
   const Tensor tokens = random_tokens(16, 4, c.vocab, 1);
   const Tensor targets = random_tokens(16, 4, c.vocab, 2).reshape({64});
-  TestAdam adam(model->parameters(), 1e-2);
+  models::Adam adam(model->named_parameters(), models::AdamOptions{}, models::LrSchedule::constant(1e-2));
   double first = 0.0, last = 0.0;
   for (int step = 0; step < 150; ++step) {
     const Tensor loss = cross_entropy(model->forward(tokens).reshape({64, c.vocab}), targets);
@@ -318,6 +270,7 @@ TEST_CASE("fast_weights: a tiny model overfits one batch") {
     last = loss.item();
     loss.backward();
     adam.step();
+    adam.zero_grad();
   }
   INFO("loss: first ", first, ", last ", last);
   CHECK(first > 2.0);  // about log(11) = 2.4 at the start
@@ -351,6 +304,26 @@ TEST_CASE("fast_weights: incremental decoding equals the full forward, token by 
       REQUIRE(decoded.shape() == full.shape());
       CHECK(max_abs_relative(decoded, full) < 1e-5);
     }
+  }
+}
+
+TEST_CASE("fast_weights: greedy generation with the carried W equals recomputing the whole text each step") {
+  ModelConfig c = tiny_config();
+  auto model = tiny_model(c, DType::f32, 23);
+  model->eval();
+  const std::vector<int64_t> prompt = {1, 4, 2};
+  Generator gen(0);
+  const std::vector<int64_t> generated = models::generate_tokens(*model, prompt, 12, {}, gen);
+  // labml's sampling: run the whole text so far, take the argmax at the last position.
+  std::vector<int64_t> text = prompt;
+  NoGradGuard no_grad;
+  for (size_t n = 0; n < generated.size(); ++n) {
+    const int64_t L = static_cast<int64_t>(text.size());
+    const Tensor logits = model->forward(Tensor::from_vector(text, {L, 1}));
+    const int64_t next = argmax(narrow(logits, 0, L - 1, 1).reshape({c.vocab}), 0).to_vector<int64_t>()[0];
+    INFO("token ", n);
+    CHECK(generated[n] == next);
+    text.push_back(next);
   }
 }
 
