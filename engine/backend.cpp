@@ -98,6 +98,15 @@ void Backend::feedback_attention_backward(const Tensor&, const Tensor&, const Te
                                           const Tensor&, const Tensor&, const Tensor&) {
   missing("feedback_attention_backward");
 }
+void Backend::delta_rule(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                         const Tensor&, const Tensor&) {
+  missing("delta_rule");
+}
+void Backend::delta_rule_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                  const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                  const Tensor&) {
+  missing("delta_rule_backward");
+}
 void Backend::random(RandomKind, const Tensor&, double, double, uint64_t, uint64_t) { missing("random"); }
 
 Backend& backend_for(Device device) {

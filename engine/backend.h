@@ -120,7 +120,20 @@ class Backend {
                                   const Tensor& grad_k, const Tensor& grad_v);
 
   // ---- delta_rule (engine/cpu/delta_rule.cpp) -----------------------------------------------
-  // (kernels declared with the delta_rule stem)
+  // The fast-weight recurrence (ops.h) over contiguous q, k [L, B, H, Dk], v [L, B, H, Dv],
+  // beta [L, B, H, 1] (undefined: the sum rule) and initial_state [B, H, Dv, Dk]
+  // (undefined: zeros). Writes out [L, B, H, Dv]; final_state [B, H, Dv, Dk] (W_L) and
+  // vbar [L, B, H, Dv] (W_{t-1} k_t, delta rule only) when defined.
+  virtual void delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta,
+                          const Tensor& initial_state, const Tensor& out, const Tensor& final_state,
+                          const Tensor& vbar);
+  // Gradients of q, k, v, beta (all contiguous, grad_beta undefined for the sum rule)
+  // from grad_out, the inputs, and what the forward saved: vbar and final_state = W_L,
+  // from which the kernel rebuilds every W_t backwards.
+  virtual void delta_rule_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v,
+                                   const Tensor& beta, const Tensor& vbar, const Tensor& final_state,
+                                   const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v,
+                                   const Tensor& grad_beta);
 
   // ---- feedback (engine/cpu/feedback.cpp) ---------------------------------------------------
   // One step of attention over the memory (see feedback_attention in ops.h). q, P, s, u

@@ -52,6 +52,11 @@ class CpuBackend final : public Backend {
                           const Tensor& grad_v) override;
 
   // delta_rule (delta_rule.cpp)
+  void delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta, const Tensor& initial_state,
+                  const Tensor& out, const Tensor& final_state, const Tensor& vbar) override;
+  void delta_rule_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v,
+                           const Tensor& beta, const Tensor& vbar, const Tensor& final_state, const Tensor& grad_q,
+                           const Tensor& grad_k, const Tensor& grad_v, const Tensor& grad_beta) override;
 
   // feedback (feedback.cpp)
   void feedback_attention(const Tensor& q, const Tensor& keys, const Tensor& values, const Tensor& P,

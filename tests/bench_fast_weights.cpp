@@ -1,0 +1,201 @@
+// bench_fast_weights: timings of the fused delta-rule kernels and of whole
+// training steps of the fast-weights model (not a test: nothing is asserted).
+//
+//   bench_fast_weights            kernel at labml's size, DPFP, small-model step
+//   bench_fast_weights --default  also a training step of the default 19M model
+//   bench_fast_weights --composed also the step-by-step composition of the recurrence
+//
+// Every timing is taken for 1 and 2 threads and reported as the median and the
+// minimum wall time over the runs (after one warm-up run), and as the minimum
+// process CPU time (summed over threads). On a machine shared with other jobs the
+// wall times spread widely; the CPU time shows what the code itself costs.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "autodiff/grad_mode.h"
+#include "engine/backend.h"
+#include "engine/device.h"
+#include "engine/ops.h"
+#include "models/fast_weights.h"
+
+namespace {
+
+using namespace loom;
+
+struct Timing {
+  double wall_median = 0, wall_min = 0, cpu_min = 0;  // seconds
+};
+
+double cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + ts.tv_nsec * 1e-9;
+}
+
+Timing measure(int runs, const std::function<void()>& f) {
+  f();  // warm-up: the allocator's cache, page faults
+  std::vector<double> wall, cpu;
+  for (int r = 0; r < runs; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const double c0 = cpu_seconds();
+    f();
+    cpu.push_back(cpu_seconds() - c0);
+    wall.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(wall.begin(), wall.end());
+  return {wall[wall.size() / 2], wall.front(), *std::min_element(cpu.begin(), cpu.end())};
+}
+
+void print(const char* what, int threads, const Timing& t, double flops, double tokens = 0) {
+  std::printf("  %-34s %d thr  wall median %8.2f ms (min %8.2f)  cpu min %8.2f ms", what, threads,
+              t.wall_median * 1e3, t.wall_min * 1e3, t.cpu_min * 1e3);
+  if (flops > 0) std::printf("  %6.1f GFLOP/s (median wall)", flops / t.wall_median * 1e-9);
+  if (tokens > 0) std::printf("  %8.0f tokens/s", tokens / t.wall_median);
+  std::printf("\n");
+}
+
+Tensor rand(const Shape& s, double lo, double hi, Generator& g) { return uniform(s, lo, hi, g); }
+
+// The recurrence written with engine ops, one step at a time (what autograd
+// through labml's Python loop does: every W_t is kept for the backward).
+Tensor composed(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta) {
+  const int64_t L = q.size(0), B = q.size(1), H = q.size(2), Dk = q.size(3), Dv = v.size(3);
+  Tensor W = Tensor::zeros({B, H, Dv, Dk});
+  std::vector<Tensor> ys;
+  for (int64_t t = 0; t < L; ++t) {
+    const Tensor kt = narrow(k, 0, t, 1).reshape({B, H, Dk, 1});
+    const Tensor vt = narrow(v, 0, t, 1).reshape({B, H, Dv, 1});
+    const Tensor u = narrow(beta, 0, t, 1).reshape({B, H, 1, 1}) * (vt - matmul(W, kt));
+    W = W + matmul(u, transpose(kt, 2, 3));
+    ys.push_back(matmul(W, narrow(q, 0, t, 1).reshape({B, H, Dk, 1})).reshape({1, B, H, Dv}));
+  }
+  return concat(ys, 0);
+}
+
+void bench_kernel(bool with_composed) {
+  const int64_t L = 128, B = 16, H = 8, Dk = 128, Dv = 64;
+  std::printf("delta_rule, L=%ld B=%ld H=%ld Dk=%ld Dv=%ld, float32 (forward 6, backward 14 FLOPs per W element "
+              "per step)\n",
+              L, B, H, Dk, Dv);
+  Generator gen(1);
+  // Keys and queries like DPFP's: non-negative, summing to about 1.
+  const Tensor q = rand({L, B, H, Dk}, 0, 2.0 / Dk, gen), k = rand({L, B, H, Dk}, 0, 2.0 / Dk, gen);
+  const Tensor v = rand({L, B, H, Dv}, -1, 1, gen), beta = rand({L, B, H, 1}, 0, 1, gen);
+  const Tensor g = rand({L, B, H, Dv}, -1, 1, gen);
+  const double elements = static_cast<double>(L * B * H * Dk * Dv);
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    {
+      NoGradGuard no_grad;
+      print("forward (no grad)", threads, measure(10, [&] { delta_rule(q, k, v, beta); }), 6 * elements);
+    }
+    // The backward kernel alone, on what a recorded forward saves.
+    Tensor y = Tensor::empty({L, B, H, Dv}), last = Tensor::empty({B, H, Dv, Dk}), vbar = Tensor::empty({L, B, H, Dv});
+    backend_for(q).delta_rule(q, k, v, beta, Tensor(), y, last, vbar);
+    Tensor gq = Tensor::empty(q.shape()), gk = Tensor::empty(k.shape()), gv = Tensor::empty(v.shape()),
+           gb = Tensor::empty(beta.shape());
+    print("backward kernel", threads,
+          measure(10, [&] { backend_for(q).delta_rule_backward(g, q, k, v, beta, vbar, last, gq, gk, gv, gb); }),
+          14 * elements);
+    Tensor lq = q.detach().requires_grad_(), lk = k.detach().requires_grad_(), lv = v.detach().requires_grad_(),
+           lb = beta.detach().requires_grad_();
+    print("forward + backward (autograd)", threads, measure(10, [&] {
+            delta_rule(lq, lk, lv, lb).backward(g);
+            for (Tensor* t : {&lq, &lk, &lv, &lb}) t->zero_grad();
+          }),
+          20 * elements);
+    if (with_composed) {
+      print("composed ops, forward + backward", threads, measure(2, [&] {
+              composed(lq, lk, lv, lb).backward(g);
+              for (Tensor* t : {&lq, &lk, &lv, &lb}) t->zero_grad();
+            }),
+            20 * elements);
+    }
+  }
+}
+
+void bench_features() {
+  const int64_t L = 128, B = 16, H = 8, D = 64;
+  std::printf("DPFP nu=1 + sum normalisation (engine ops), x [%ld, %ld, %ld, %ld] -> [.., %ld], float32\n", L, B, H,
+              D, 2 * D);
+  Generator gen(2);
+  Tensor x = rand({L, B, H, D}, -1, 1, gen).requires_grad_();
+  const Tensor g = rand({L, B, H, 2 * D}, -1, 1, gen);
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    {
+      NoGradGuard no_grad;
+      print("forward", threads, measure(10, [&] { models::dpfp_features(x, 1); }), 0);
+    }
+    print("forward + backward", threads, measure(10, [&] {
+            models::dpfp_features(x, 1).backward(g);
+            x.zero_grad();
+          }),
+          0);
+  }
+}
+
+// forward, cross-entropy, backward, and a plain SGD update (the optimizer's cost
+// is one pass over the parameters either way).
+void bench_step(const char* name, models::ModelConfig c, int64_t L, int64_t B, int runs) {
+  auto model = models::make_model(c);
+  Generator gen(3);
+  std::vector<int64_t> ids(L * B), next(L * B);
+  for (int64_t i = 0; i < L * B; ++i) {
+    ids[i] = static_cast<int64_t>((i * 7919) % c.vocab);
+    next[i] = static_cast<int64_t>((i * 104729 + 3) % c.vocab);
+  }
+  const Tensor tokens = Tensor::from_vector(ids, {L, B}), targets = Tensor::from_vector(next, {L * B});
+  const auto params = model->parameters();
+  std::printf("training step, %s: d_model %ld, heads %ld, d_ff %ld, layers %ld, %ld parameters, L=%ld B=%ld\n", name,
+              c.d_model, c.heads, c.d_ff, c.layers, model->parameter_count(), L, B);
+  const double tokens_per_step = static_cast<double>(L * B);
+  const double flops = model->training_flops_per_token(L) * tokens_per_step;
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    print("step", threads, measure(runs, [&] {
+            const Tensor loss = cross_entropy(model->forward(tokens).reshape({L * B, c.vocab}), targets);
+            loss.backward();
+            NoGradGuard no_grad;
+            for (const Tensor& p : params)
+              if (p.grad().defined()) add_(p, p.grad(), -1e-3);
+            for (const Tensor& p : params) p.zero_grad();
+          }),
+          flops, tokens_per_step);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool with_default = false, with_composed = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--default") == 0) with_default = true;
+    else if (std::strcmp(argv[i], "--composed") == 0) with_composed = true;
+    else {
+      std::fprintf(stderr, "usage: bench_fast_weights [--default] [--composed]\n");
+      return 2;
+    }
+  }
+  bench_kernel(with_composed);
+  bench_features();
+  models::ModelConfig small;
+  small.family = "fast_weights";
+  small.d_model = 256;
+  small.heads = 4;
+  small.d_ff = 1024;
+  small.layers = 4;
+  bench_step("small", small, 128, 16, 5);
+  if (with_default) {
+    models::ModelConfig labml;
+    labml.family = "fast_weights";
+    bench_step("default (labml)", labml, 128, 16, 3);
+  }
+  return 0;
+}

@@ -1,0 +1,473 @@
+// test_fast_weights.cpp: the Fast Weights Transformer against an independent
+// composition, its gradients, training, incremental decoding, names and config errors.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <random>
+#include <string>
+
+#include "autodiff/grad_mode.h"
+#include "engine/ops.h"
+#include "models/fast_weights.h"
+#include "models/generate.h"
+#include "models/optim.h"
+#include "tests/fused_check.h"
+
+namespace loom::test {
+
+namespace {
+
+using models::ModelConfig;
+using models::NamedTensors;
+
+ModelConfig tiny_config() {
+  ModelConfig c;
+  c.family = "fast_weights";
+  c.vocab = 11;
+  c.d_model = 16;
+  c.heads = 2;
+  c.d_ff = 24;
+  c.layers = 2;
+  c.dpfp_nu = 2;
+  c.seed = 3;
+  return c;
+}
+
+// Replaces every parameter by random values (so the layers differ, and the
+// LayerNorms are not the identity), in the parameter's dtype.
+void randomise_parameters(const models::Module& m, uint64_t seed, double scale = 0.5) {
+  NoGradGuard no_grad;
+  uint64_t k = 0;
+  for (auto& [name, t] : m.named_parameters()) {
+    Tensor r = random_f64(t.shape(), seed + k++, -scale, scale);
+    if (contains(name, "norm") && contains(name, "weight")) r = r + 1.0;  // LayerNorm gains near 1
+    copy_(t, r);
+  }
+}
+
+Tensor param(const NamedTensors& ps, const std::string& name) {
+  for (const auto& [n, t] : ps)
+    if (n == name) return t;
+  FAIL("no parameter named ", name);
+  return Tensor();
+}
+
+Tensor random_tokens(int64_t L, int64_t B, int64_t vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int64_t> ids(L * B);
+  for (auto& id : ids) id = static_cast<int64_t>(rng() % vocab);
+  return Tensor::from_vector(ids, {L, B});
+}
+
+// ---- the model written out independently, from MODELS.md §2 ------------------------
+
+// DPFP from the formula: feature (i-1)·2d + j = r[j] · r[(j - i) mod 2d], r = ReLU([x; -x]),
+// gathered with index_select; then φ / (Σ φ + 1e-6).
+Tensor naive_dpfp(const Tensor& x, int64_t nu) {
+  const int64_t d = x.size(-1), n = 2 * d;
+  const Tensor r = maximum(concat({x, mul(x, -1.0)}, -1), Tensor::scalar(0.0, x.dtype()));
+  std::vector<int64_t> left, right;
+  for (int64_t i = 1; i <= nu; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      left.push_back(j);
+      right.push_back(((j - i) % n + n) % n);
+    }
+  const int64_t m = static_cast<int64_t>(left.size());
+  const Tensor phi = index_select(r, -1, Tensor::from_vector(left, {m})) *
+                     index_select(r, -1, Tensor::from_vector(right, {m}));
+  return phi / (sum(phi, {-1}, true) + 1e-6);
+}
+
+// ELU+1 = x + 1 for x > 0, exp(x) otherwise; then sum normalisation.
+Tensor naive_elu_plus_one(const Tensor& x) {
+  const Tensor phi = where(gt(x, 0.0), x + 1.0, exp(x));
+  return phi / (sum(phi, {-1}, true) + 1e-6);
+}
+
+// The recurrence one step at a time: vbar = W k, W += beta (v - vbar) kᵀ (or v kᵀ), y = W q.
+Tensor naive_recurrence(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta) {
+  const int64_t L = q.size(0), B = q.size(1), H = q.size(2), Dk = q.size(3), Dv = v.size(3);
+  Tensor W = Tensor::zeros({B, H, Dv, Dk}, q.dtype());
+  std::vector<Tensor> ys;
+  for (int64_t t = 0; t < L; ++t) {
+    const Tensor qt = narrow(q, 0, t, 1).reshape({B, H, Dk, 1});
+    const Tensor kt = narrow(k, 0, t, 1).reshape({B, H, Dk, 1});
+    const Tensor vt = narrow(v, 0, t, 1).reshape({B, H, Dv, 1});
+    Tensor u = vt;
+    if (beta.defined()) u = narrow(beta, 0, t, 1).reshape({B, H, 1, 1}) * (vt - matmul(W, kt));
+    W = W + matmul(u, transpose(kt, 2, 3));
+    ys.push_back(matmul(W, qt).reshape({1, B, H, Dv}));
+  }
+  return concat(ys, 0);
+}
+
+Tensor naive_linear(const NamedTensors& ps, const Tensor& x, const std::string& prefix, bool bias) {
+  Tensor y = matmul(x, transpose(param(ps, prefix + ".weight"), 0, 1));
+  return bias ? y + param(ps, prefix + ".bias") : y;
+}
+
+Tensor naive_layer_norm(const NamedTensors& ps, const Tensor& x, const std::string& prefix) {
+  const Tensor centred = x - mean(x, {-1}, true);
+  const Tensor var = mean(centred * centred, {-1}, true);
+  return centred / sqrt(var + 1e-5) * param(ps, prefix + ".weight") + param(ps, prefix + ".bias");
+}
+
+Tensor naive_logits(const ModelConfig& c, const NamedTensors& ps, const Tensor& tokens) {
+  const int64_t L = tokens.size(0), B = tokens.size(1), H = c.heads, dk = c.d_model / c.heads;
+  Tensor x = index_select(param(ps, "src_embed.weight"), 0, tokens.reshape({L * B})).reshape({L, B, c.d_model});
+  for (int64_t l = 0; l < c.layers; ++l) {
+    const std::string p = "transformer.layers." + std::to_string(l) + ".";
+    const Tensor a_in = c.attention_layer_norm ? naive_layer_norm(ps, x, p + "norm_self_attn") : x;
+    auto heads = [&](const std::string& name, int64_t size) {
+      return naive_linear(ps, a_in, p + "attn." + name, false).reshape({L, B, H, size});
+    };
+    auto phi = [&](const Tensor& t) {
+      return c.feature_map == "dpfp" ? naive_dpfp(t, c.dpfp_nu) : naive_elu_plus_one(t);
+    };
+    const Tensor beta = c.update_rule == "delta" ? sigmoid(heads("interpolation_weight.0.linear", 1)) : Tensor();
+    const Tensor y = naive_recurrence(phi(heads("query.linear", dk)), phi(heads("key.linear", dk)),
+                                      heads("value.linear", dk), beta);
+    x = x + naive_linear(ps, y.reshape({L, B, c.d_model}), p + "attn.output", true);
+    const Tensor z = naive_layer_norm(ps, x, p + "norm_ff");
+    x = x + naive_linear(ps, relu(naive_linear(ps, z, p + "feed_forward.layer1", true)), p + "feed_forward.layer2",
+                         true);
+  }
+  return naive_linear(ps, naive_layer_norm(ps, x, "transformer.norm"), "generator", true);
+}
+
+std::unique_ptr<models::LanguageModel> tiny_model(const ModelConfig& c, DType dtype, uint64_t seed = 17) {
+  auto model = models::make_model(c);
+  if (dtype != DType::f32) model->to(dtype);
+  randomise_parameters(*model, seed);
+  return model;
+}
+
+double max_abs_relative(const Tensor& a, const Tensor& b) {
+  return relative_difference(cast(a, DType::f64).to_vector<double>(), cast(b, DType::f64).to_vector<double>());
+}
+
+}  // namespace
+
+// ---- (a) forward against the independent composition ----------------------------------
+
+TEST_CASE("fast_weights: logits equal an independent step-by-step composition (float64)") {
+  struct Variant {
+    const char* name;
+    std::string feature_map, update_rule;
+    int64_t nu;
+    bool attention_layer_norm;
+  };
+  const Variant variants[] = {
+      {"labml default (DPFP nu=1, delta)", "dpfp", "delta", 1, false},
+      {"DPFP nu=2", "dpfp", "delta", 2, false},
+      {"DPFP nu=3, attention layer norm", "dpfp", "delta", 3, true},
+      {"ELU+1, delta", "elu_plus_one", "delta", 1, false},
+      {"DPFP, sum rule", "dpfp", "sum", 1, false},
+      {"ELU+1, sum rule (linear transformer), attention layer norm", "elu_plus_one", "sum", 1, true},
+  };
+  for (const Variant& v : variants) {
+    INFO("variant: ", std::string(v.name));
+    ModelConfig c = tiny_config();
+    c.feature_map = v.feature_map;
+    c.update_rule = v.update_rule;
+    c.dpfp_nu = v.nu;
+    c.attention_layer_norm = v.attention_layer_norm;
+    auto model = tiny_model(c, DType::f64);
+    const Tensor tokens = random_tokens(9, 3, c.vocab, 5);
+    NoGradGuard no_grad;
+    const Tensor logits = model->forward(tokens);
+    CHECK(logits.shape() == (Shape{9, 3, c.vocab}));
+    CHECK(logits.dtype() == DType::f64);
+    const Tensor expected = naive_logits(c, model->named_parameters(), tokens);
+    CHECK(max_abs_relative(logits, expected) < 1e-10);
+  }
+}
+
+TEST_CASE("fast_weights: DPFP follows labml's roll order and sums to 1") {
+  // d = 2: r = (r0, r1, r2, r3) = ReLU(x0, x1, -x0, -x1); nu = 1 pairs r[j] with r[j-1 mod 4].
+  const Tensor x = Tensor::from_vector<double>({0.5, -2.0}, {2});
+  const std::vector<double> phi = models::dpfp_features(x, 1, 0.0).to_vector<double>();
+  // r = (0.5, 0, 0, 2): products r0·r3, r1·r0, r2·r1, r3·r2 = (1, 0, 0, 0), normalised.
+  REQUIRE(phi.size() == 4);
+  CHECK(phi[0] == doctest::Approx(1.0));
+  CHECK(phi[1] == 0.0);
+  CHECK(phi[2] == 0.0);
+  CHECK(phi[3] == 0.0);
+  const Tensor y = Tensor::from_vector<double>({0.3, 0.7, -0.2}, {3});
+  const std::vector<double> p = models::dpfp_features(y, 2, 0.0).to_vector<double>();
+  // r = (0.3, 0.7, 0, 0, 0, 0.2); nu = 2 block 2 pairs r[j] with r[j-2 mod 6].
+  const double r[6] = {0.3, 0.7, 0.0, 0.0, 0.0, 0.2};
+  std::vector<double> raw;
+  for (int i = 1; i <= 2; ++i)
+    for (int j = 0; j < 6; ++j) raw.push_back(r[j] * r[(j - i + 6) % 6]);
+  double s = 0.0;
+  for (double e : raw) s += e;
+  REQUIRE(p.size() == 12);
+  for (size_t j = 0; j < raw.size(); ++j) CHECK(p[j] == doctest::Approx(raw[j] / s));
+}
+
+// ---- (b) gradients ---------------------------------------------------------------------
+
+TEST_CASE("fast_weights: float64 gradients of the loss match central differences") {
+  ModelConfig c = tiny_config();
+  auto model = tiny_model(c, DType::f64);
+  const Tensor tokens = random_tokens(7, 2, c.vocab, 9);
+  const Tensor targets = random_tokens(7, 2, c.vocab, 10).reshape({14});
+  auto loss = [&] { return cross_entropy(model->forward(tokens).reshape({14, c.vocab}), targets); };
+  loss().backward();
+
+  std::mt19937_64 rng(4);
+  int checked = 0;
+  for (const auto& [name, t] : model->named_parameters()) {
+    INFO("parameter: ", name);
+    // labml's layers own norm_self_attn but never use it: no gradient reaches it.
+    if (contains(name, "norm_self_attn")) {
+      CHECK(!t.grad().defined());
+      continue;
+    }
+    REQUIRE(t.grad().defined());
+    const std::vector<double> grad = t.grad().to_vector<double>();
+    for (int sample = 0; sample < 3; ++sample) {
+      const int64_t i = static_cast<int64_t>(rng() % t.numel());
+      double* element = t.data<double>() + i;
+      const double saved = *element, eps = 1e-6;
+      double up, down;
+      {
+        NoGradGuard no_grad;
+        *element = saved + eps;
+        up = loss().item();
+        *element = saved - eps;
+        down = loss().item();
+        *element = saved;
+      }
+      const double numeric = (up - down) / (2 * eps);
+      INFO("element ", i, ": analytic ", grad[i], ", numeric ", numeric);
+      CHECK(std::abs(grad[i] - numeric) <= 1e-8 + 1e-5 * std::abs(numeric));
+      ++checked;
+    }
+  }
+  CHECK(checked >= 3 * 20);
+}
+
+// ---- (c) training --------------------------------------------------------------------------
+
+TEST_CASE("fast_weights: a tiny model overfits one batch") {
+  ModelConfig c = tiny_config();
+  c.d_model = 32;
+  c.heads = 4;
+  c.d_ff = 64;
+  c.dpfp_nu = 1;
+  auto model = models::make_model(c);
+  const Tensor tokens = random_tokens(16, 4, c.vocab, 1);
+  const Tensor targets = random_tokens(16, 4, c.vocab, 2).reshape({64});
+  models::Adam adam(model->named_parameters(), models::AdamOptions{}, models::LrSchedule::constant(1e-2));
+  double first = 0.0, last = 0.0;
+  for (int step = 0; step < 150; ++step) {
+    const Tensor loss = cross_entropy(model->forward(tokens).reshape({64, c.vocab}), targets);
+    if (step == 0) first = loss.item();
+    last = loss.item();
+    loss.backward();
+    adam.step();
+    adam.zero_grad();
+  }
+  INFO("loss: first ", first, ", last ", last);
+  CHECK(first > 2.0);  // about log(11) = 2.4 at the start
+  CHECK(last < 0.05);
+}
+
+// ---- (d) incremental decoding ---------------------------------------------------------------
+
+TEST_CASE("fast_weights: incremental decoding equals the full forward, token by token and in chunks") {
+  for (const std::string rule : {"delta", "sum"}) {
+    INFO("update rule: ", rule);
+    ModelConfig c = tiny_config();
+    c.update_rule = rule;
+    auto model = tiny_model(c, DType::f32);
+    model->eval();
+    const int64_t L = 13, B = 3;
+    const Tensor tokens = random_tokens(L, B, c.vocab, 7);
+    NoGradGuard no_grad;
+    const Tensor full = model->forward(tokens);
+    for (const std::vector<int64_t>& chunks : {std::vector<int64_t>(L, 1), std::vector<int64_t>{3, 1, 5, 4}}) {
+      INFO("chunks of ", chunks.size() == static_cast<size_t>(L) ? "1" : "3, 1, 5, 4");
+      auto state = model->start_decoding(B);
+      std::vector<Tensor> parts;
+      int64_t start = 0;
+      for (int64_t n : chunks) {
+        parts.push_back(model->decode(*state, narrow(tokens, 0, start, n)));
+        start += n;
+      }
+      REQUIRE(start == L);
+      const Tensor decoded = concat(parts, 0);
+      REQUIRE(decoded.shape() == full.shape());
+      CHECK(max_abs_relative(decoded, full) < 1e-5);
+    }
+  }
+}
+
+TEST_CASE("fast_weights: greedy generation with the carried W equals recomputing the whole text each step") {
+  ModelConfig c = tiny_config();
+  auto model = tiny_model(c, DType::f32, 23);
+  model->eval();
+  const std::vector<int64_t> prompt = {1, 4, 2};
+  Generator gen(0);
+  const std::vector<int64_t> generated = models::generate_tokens(*model, prompt, 12, {}, gen);
+  // labml's sampling: run the whole text so far, take the argmax at the last position.
+  std::vector<int64_t> text = prompt;
+  NoGradGuard no_grad;
+  for (size_t n = 0; n < generated.size(); ++n) {
+    const int64_t L = static_cast<int64_t>(text.size());
+    const Tensor logits = model->forward(Tensor::from_vector(text, {L, 1}));
+    const int64_t next = argmax(narrow(logits, 0, L - 1, 1).reshape({c.vocab}), 0).to_vector<int64_t>()[0];
+    INFO("token ", n);
+    CHECK(generated[n] == next);
+    text.push_back(next);
+  }
+}
+
+TEST_CASE("fast_weights: decoding carries one W per layer and refuses a mismatched batch") {
+  ModelConfig c = tiny_config();
+  auto model = models::make_model(c);
+  NoGradGuard no_grad;
+  auto state = model->start_decoding(2);
+  model->decode(*state, random_tokens(4, 2, c.vocab, 1));
+  auto& s = dynamic_cast<models::FastWeightsState&>(*state);
+  REQUIRE(s.weights.size() == 2);
+  // [B, H, d_k, d_dot] with d_dot = 2·d_k·nu = 2·8·2.
+  CHECK(s.weights[0].shape() == (Shape{2, 2, 8, 32}));
+  const std::string msg = error_of([&] { model->decode(*state, random_tokens(1, 3, c.vocab, 1)); });
+  CHECK(contains(msg, "fast_weights"));
+  CHECK(contains(msg, "[1, 3]"));
+  CHECK(contains(msg, "batch of 2"));
+}
+
+TEST_CASE("fast_weights: dropout draws from the model's generator in training mode only") {
+  ModelConfig c = tiny_config();
+  c.dropout = 0.3;
+  auto model = models::make_model(c);
+  const Tensor tokens = random_tokens(6, 2, c.vocab, 3);
+  NoGradGuard no_grad;
+  const Tensor a = model->forward(tokens), b = model->forward(tokens);
+  CHECK(max_abs_relative(a, b) > 1e-3);  // fresh masks each call
+  model->eval();
+  const Tensor e1 = model->forward(tokens), e2 = model->forward(tokens);
+  CHECK(max_abs_relative(e1, e2) == 0.0);
+  // A model with the same seed draws the same masks.
+  auto twin = models::make_model(c);
+  CHECK(max_abs_relative(twin->forward(tokens), a) == 0.0);
+}
+
+// ---- (e) names and shapes -----------------------------------------------------------------------
+
+TEST_CASE("fast_weights: the default config has labml's 89 state_dict entries and 18,997,313 parameters") {
+  ModelConfig c;
+  c.family = "fast_weights";
+  auto model = models::make_model(c);
+  // MODELS.md §2.5, in state_dict order.
+  std::vector<std::pair<std::string, Shape>> expected = {{"src_embed.weight", {65, 512}}};
+  for (int l = 0; l < 6; ++l) {
+    const std::string p = "transformer.layers." + std::to_string(l) + ".";
+    const std::vector<std::pair<std::string, Shape>> layer = {
+        {"attn.query.linear.weight", {512, 512}},
+        {"attn.key.linear.weight", {512, 512}},
+        {"attn.value.linear.weight", {512, 512}},
+        {"attn.interpolation_weight.0.linear.weight", {8, 512}},
+        {"attn.output.weight", {512, 512}},
+        {"attn.output.bias", {512}},
+        {"feed_forward.layer1.weight", {2048, 512}},
+        {"feed_forward.layer1.bias", {2048}},
+        {"feed_forward.layer2.weight", {512, 2048}},
+        {"feed_forward.layer2.bias", {512}},
+        {"norm_self_attn.weight", {512}},
+        {"norm_self_attn.bias", {512}},
+        {"norm_ff.weight", {512}},
+        {"norm_ff.bias", {512}},
+    };
+    for (const auto& [name, shape] : layer) expected.push_back({p + name, shape});
+  }
+  expected.push_back({"transformer.norm.weight", {512}});
+  expected.push_back({"transformer.norm.bias", {512}});
+  expected.push_back({"generator.weight", {65, 512}});
+  expected.push_back({"generator.bias", {65}});
+
+  const NamedTensors got = model->named_parameters();
+  REQUIRE(got.size() == 89);
+  REQUIRE(expected.size() == 89);
+  for (size_t i = 0; i < got.size(); ++i) {
+    INFO("entry ", i);
+    CHECK(got[i].first == expected[i].first);
+    CHECK(got[i].second.shape() == expected[i].second);
+    CHECK(got[i].second.dtype() == DType::f32);
+  }
+  CHECK(model->parameter_count() == 18997313);
+  CHECK(model->named_buffers().empty());
+}
+
+TEST_CASE("fast_weights: layers start identical; the sum rule has no interpolation_weight") {
+  ModelConfig c = tiny_config();
+  auto model = models::make_model(c);
+  std::map<std::string, std::vector<float>> layer0;
+  for (const auto& [name, t] : model->named_parameters())
+    if (name.rfind("transformer.layers.0.", 0) == 0) layer0[name.substr(21)] = t.to_vector<float>();
+  int compared = 0;
+  for (const auto& [name, t] : model->named_parameters())
+    if (name.rfind("transformer.layers.1.", 0) == 0) {
+      INFO(name);
+      CHECK(t.to_vector<float>() == layer0.at(name.substr(21)));
+      ++compared;
+    }
+  CHECK(compared == 14);
+  // ...but a layer's projections differ from one another.
+  CHECK(layer0.at("attn.query.linear.weight") != layer0.at("attn.key.linear.weight"));
+
+  c.update_rule = "sum";
+  for (const auto& [name, t] : models::make_model(c)->named_parameters())
+    CHECK_MESSAGE(!contains(name, "interpolation_weight"), name);
+}
+
+TEST_CASE("fast_weights: training_flops_per_token counts the products and the recurrence") {
+  ModelConfig c;
+  c.family = "fast_weights";
+  auto model = models::make_model(c);
+  // 6 per matrix weight (the embedding table is only looked up) + per layer and head
+  // 3 passes (read, write, read out) over W [64, 128] at 2 FLOPs, x3 with the backward.
+  double matrix_weights = 0;
+  for (const auto& [name, t] : model->named_parameters())
+    if (t.dim() == 2 && name != "src_embed.weight") matrix_weights += static_cast<double>(t.numel());
+  const double recurrence = 6.0 * 8 * 64 * 128 * 3 * 2 * 3;
+  CHECK(model->training_flops_per_token(128) == doctest::Approx(6.0 * matrix_weights + recurrence));
+  CHECK(model->training_flops_per_token(1024) == model->training_flops_per_token(128));
+}
+
+// ---- (f) config errors -------------------------------------------------------------------------------
+
+TEST_CASE("fast_weights: config errors name the key") {
+  auto error_for = [](auto change) {
+    ModelConfig c = tiny_config();
+    change(c);
+    return error_of([&] { models::make_model(c); });
+  };
+  std::string msg = error_for([](ModelConfig& c) { c.feature_map = "relu"; });
+  CHECK(contains(msg, "model.feature_map"));
+  CHECK(contains(msg, "'relu'"));
+  msg = error_for([](ModelConfig& c) { c.dpfp_nu = 0; });
+  CHECK(contains(msg, "model.dpfp_nu"));
+  CHECK(contains(msg, "got 0"));
+  msg = error_for([](ModelConfig& c) { c.dpfp_nu = 16; });  // d_k = 8: at most 15
+  CHECK(contains(msg, "model.dpfp_nu"));
+  CHECK(contains(msg, "[1, 15]"));
+  msg = error_for([](ModelConfig& c) { c.update_rule = "hebb"; });
+  CHECK(contains(msg, "model.update_rule"));
+  CHECK(contains(msg, "'hebb'"));
+  msg = error_for([](ModelConfig& c) { c.heads = 3; });
+  CHECK(contains(msg, "model.heads"));
+  // dpfp_nu only matters with DPFP features.
+  CHECK(error_for([](ModelConfig& c) {
+          c.feature_map = "elu_plus_one";
+          c.dpfp_nu = 0;
+        }) == "(no error)");
+}
+
+}  // namespace loom::test
