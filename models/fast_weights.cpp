@@ -60,20 +60,6 @@ Tensor elu_plus_one_features(const Tensor& x, double eps) { return sum_normalise
 
 // ---- modules --------------------------------------------------------------------------
 
-void ModuleList::append(Module& child) { register_module(std::to_string(count_++), child); }
-
-HeadProjection::HeadProjection(int64_t d_model, int64_t heads_, int64_t d_k_, bool bias, Generator& gen)
-    : linear(d_model, heads_ * d_k_, bias, gen), heads(heads_), d_k(d_k_) {
-  register_module("linear", linear);
-}
-
-Tensor HeadProjection::forward(const Tensor& x) const {
-  Shape shape = x.shape();
-  shape.back() = heads;
-  shape.push_back(d_k);
-  return reshape(linear.forward(x), shape);
-}
-
 FastWeightAttention::FastWeightAttention(const ModelConfig& c, Generator& gen)
     : feature_map(c.feature_map == "dpfp" ? FeatureMap::dpfp : FeatureMap::elu_plus_one),
       nu(c.dpfp_nu),

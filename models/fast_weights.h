@@ -48,26 +48,6 @@ Tensor elu_plus_one_features(const Tensor& x, double eps = 1e-6);
 
 // ---- modules ------------------------------------------------------------------------
 
-// Children named "0", "1", ...: labml's nn.ModuleList and nn.Sequential.
-class ModuleList : public Module {
- public:
-  void append(Module& child);
-  int64_t size() const { return count_; }
-
- private:
-  int64_t count_ = 0;
-};
-
-// Linear d_model -> heads·d_k (child "linear"), reshaped to [..., heads, d_k]
-// (labml's PrepareForMultiHeadAttention).
-class HeadProjection : public Module {
- public:
-  HeadProjection(int64_t d_model, int64_t heads, int64_t d_k, bool bias, Generator& gen);
-  Tensor forward(const Tensor& x) const;  // [..., d_model] -> [..., heads, d_k]
-  Linear linear;
-  int64_t heads, d_k;
-};
-
 enum class FeatureMap { dpfp, elu_plus_one };
 
 class FastWeightAttention : public Module {

@@ -50,11 +50,6 @@ namespace loom::models {
 
 // ---- modules (construction and state_dict names) ------------------------------------------
 
-FeedbackHeadProjection::FeedbackHeadProjection(int64_t d_model, int64_t heads_, int64_t d_k_, bool bias, Generator& gen)
-    : linear(d_model, heads_ * d_k_, bias, gen), heads(heads_), d_k(d_k_) {
-  register_module("linear", linear);
-}
-
 FeedbackAttention::FeedbackAttention(const ModelConfig& c, bool own_key_value, Generator& gen)
     : query(c.d_model, c.heads, c.d_model / c.heads, false, gen), output(c.d_model, c.d_model, true, gen) {
   const int64_t d_k = c.d_model / c.heads;
@@ -64,8 +59,8 @@ FeedbackAttention::FeedbackAttention(const ModelConfig& c, bool own_key_value, G
   query_pos_bias = register_parameter("query_pos_bias", Tensor::zeros({c.heads, d_k}));
   register_module("query", query);
   if (own_key_value) {
-    key = std::make_unique<FeedbackHeadProjection>(c.d_model, c.heads, d_k, false, gen);
-    value = std::make_unique<FeedbackHeadProjection>(c.d_model, c.heads, d_k, true, gen);
+    key = std::make_unique<HeadProjection>(c.d_model, c.heads, d_k, false, gen);
+    value = std::make_unique<HeadProjection>(c.d_model, c.heads, d_k, true, gen);
     register_module("key", *key);
     register_module("value", *value);
   }
@@ -101,8 +96,8 @@ FeedbackStack::FeedbackStack(const ModelConfig& c, Generator& gen) : norm(c.d_mo
   register_module("norm", norm);
   if (c.shared_kv) {
     const int64_t d_k = c.d_model / c.heads;
-    key = std::make_unique<FeedbackHeadProjection>(c.d_model, c.heads, d_k, false, gen);
-    value = std::make_unique<FeedbackHeadProjection>(c.d_model, c.heads, d_k, false, gen);
+    key = std::make_unique<HeadProjection>(c.d_model, c.heads, d_k, false, gen);
+    value = std::make_unique<HeadProjection>(c.d_model, c.heads, d_k, false, gen);
     register_module("key", *key);
     register_module("value", *value);
   }

@@ -20,15 +20,6 @@
 
 namespace loom::models {
 
-// labml's PrepareForMultiHeadAttention: a Linear named "linear" whose output
-// [..., heads·d_k] is split head-major into [..., heads, d_k] (the steps apply it).
-class FeedbackHeadProjection : public Module {
- public:
-  FeedbackHeadProjection(int64_t d_model, int64_t heads, int64_t d_k, bool bias, Generator& gen);
-  Linear linear;
-  int64_t heads, d_k;
-};
-
 // One layer's attention over the memory: its own query projection, relative-position
 // tables and output projection; its own key/value projections in the original variant.
 class FeedbackAttention : public Module {
@@ -38,8 +29,8 @@ class FeedbackAttention : public Module {
   Tensor key_pos_embeddings;  // P [4096, H, d_k], row 4096 − distance
   Tensor key_pos_bias;        // s [4096, H]
   Tensor query_pos_bias;      // u [H, d_k]
-  FeedbackHeadProjection query;
-  std::unique_ptr<FeedbackHeadProjection> key, value;  // original variant only
+  HeadProjection query;
+  std::unique_ptr<HeadProjection> key, value;  // original variant only
   Linear output;
 };
 
@@ -59,7 +50,7 @@ class FeedbackStack : public Module {
   Tensor weights;  // [layers + 1]: the memory's mix of the embedding and each layer's output
   std::vector<std::unique_ptr<FeedbackLayer>> layers;
   LayerNorm norm;
-  std::unique_ptr<FeedbackHeadProjection> key, value;  // shared-KV variant only
+  std::unique_ptr<HeadProjection> key, value;  // shared-KV variant only
 };
 
 struct FeedbackState;

@@ -50,6 +50,20 @@ Tensor FeedForward::forward(const Tensor& x, Generator& dropout_gen) const {
   return layer2.forward(loom::dropout(h, dropout, dropout_gen, training()));
 }
 
+void ModuleList::append(Module& child) { register_module(std::to_string(count_++), child); }
+
+HeadProjection::HeadProjection(int64_t d_model, int64_t heads_, int64_t d_k_, bool bias, Generator& gen)
+    : linear(d_model, heads_ * d_k_, bias, gen), heads(heads_), d_k(d_k_) {
+  register_module("linear", linear);
+}
+
+Tensor HeadProjection::forward(const Tensor& x) const {
+  Shape shape = x.shape();
+  shape.back() = heads;
+  shape.push_back(d_k);
+  return reshape(linear.forward(x), shape);
+}
+
 Tensor sinusoidal_positional_encoding(int64_t max_len, int64_t d) {
   std::vector<float> pe(max_len * d);
   for (int64_t p = 0; p < max_len; ++p)

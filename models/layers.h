@@ -48,6 +48,26 @@ class FeedForward : public Module {
   double dropout;
 };
 
+// Children named "0", "1", ...: labml's nn.ModuleList and nn.Sequential.
+class ModuleList : public Module {
+ public:
+  void append(Module& child);
+  int64_t size() const { return count_; }
+
+ private:
+  int64_t count_ = 0;
+};
+
+// Linear d_model -> heads·d_k (child "linear"), reshaped to [..., heads, d_k]
+// (labml's PrepareForMultiHeadAttention).
+class HeadProjection : public Module {
+ public:
+  HeadProjection(int64_t d_model, int64_t heads, int64_t d_k, bool bias, Generator& gen);
+  Tensor forward(const Tensor& x) const;  // [..., d_model] -> [..., heads, d_k]
+  Linear linear;
+  int64_t heads, d_k;
+};
+
 // Interleaved sinusoids, PE[p, 2i] = sin(p·10000^(-2i/d)), PE[p, 2i+1] = cos(...):
 // a [max_len, 1, d] float32 tensor (labml's buffer layout).
 Tensor sinusoidal_positional_encoding(int64_t max_len, int64_t d);

@@ -59,7 +59,7 @@ Tensor DepthWiseConv::forward(const Tensor& x) const {
 
 // ---- Q/K/V projections ----------------------------------------------------------------------
 
-HeadProjection::HeadProjection(int64_t d_model, int64_t heads_, int64_t d_k_, ConvKernels conv_, int64_t conv_width,
+QkvProjection::QkvProjection(int64_t d_model, int64_t heads_, int64_t d_k_, ConvKernels conv_, int64_t conv_width,
                                Generator& gen)
     : linear(d_model, heads_ * d_k_, true, gen), heads(heads_), d_k(d_k_), conv_kernels(conv_) {
   if (conv_ == ConvKernels::none) {
@@ -72,7 +72,7 @@ HeadProjection::HeadProjection(int64_t d_model, int64_t heads_, int64_t d_k_, Co
   register_module("1.conv", *conv);
 }
 
-Tensor HeadProjection::convolve(const Tensor& projected) const {
+Tensor QkvProjection::convolve(const Tensor& projected) const {
   const Shape heads_shape = {projected.size(0), projected.size(1), heads, d_k};
   switch (conv_kernels) {
     case ConvKernels::none: return reshape(projected, heads_shape);
@@ -85,9 +85,9 @@ Tensor HeadProjection::convolve(const Tensor& projected) const {
   return Tensor();
 }
 
-Tensor HeadProjection::forward(const Tensor& x) const { return convolve(linear.forward(x)); }
+Tensor QkvProjection::forward(const Tensor& x) const { return convolve(linear.forward(x)); }
 
-Tensor HeadProjection::forward_after(const Tensor& x, Tensor& history) const {
+Tensor QkvProjection::forward_after(const Tensor& x, Tensor& history) const {
   const Tensor projected = linear.forward(x);
   if (!conv) return convolve(projected);
   // The convolution of the new positions reads the K-1 before them: run it over

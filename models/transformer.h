@@ -41,9 +41,9 @@ class DepthWiseConv : public Module {
 // convolution. labml's PrepareForMultiHeadAttention names the Linear "linear";
 // Primer wraps it in an nn.Sequential with the convolution, hence "0.linear"
 // and "1.conv".
-class HeadProjection : public Module {
+class QkvProjection : public Module {
  public:
-  HeadProjection(int64_t d_model, int64_t heads, int64_t d_k, ConvKernels conv, int64_t conv_width, Generator& gen);
+  QkvProjection(int64_t d_model, int64_t heads, int64_t d_k, ConvKernels conv, int64_t conv_width, Generator& gen);
   // x [L, B, d_model] -> [L, B, H, d_k].
   Tensor forward(const Tensor& x) const;
   // The same for tokens following earlier ones: `history` holds the projections of
@@ -78,7 +78,7 @@ class MultiHeadAttention : public Module {
   Tensor forward(const Tensor& x, Generator& dropout_gen, AttentionCache* cache = nullptr) const;
   AttentionCache start_cache(int64_t batch, DType dtype, Device device) const;
 
-  HeadProjection query, key, value;
+  QkvProjection query, key, value;
   Linear output;
   int64_t heads, d_k;
   double dropout;
