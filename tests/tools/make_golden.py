@@ -27,10 +27,15 @@ zero tables would hide a mix-up of layers or a missing term. The noise is drawn
 in float32, so the stored float32 parameters are exactly the values the float64
 model computes with. Dropout is 0 and the models are in eval mode.
 
-The tests need only the files, not this script. To regenerate them (torch 1.13 or
-later, labml-nn 0.5, safetensors):
+The tests need only the files, not this script. To regenerate them, with torch
+1.13 and torchvision 0.14 (Debian's python3-torch, python3-torchvision), and
+labml-nn 0.5.1, labml 0.4.168, einops, gitpython and safetensors from PyPI
+(labml 0.5 lacks tracker.debug, which labml_nn's MultiHeadAttention calls;
+labml_nn's experiment modules import torchvision):
 
     python3 tests/tools/make_golden.py            # writes tests/golden/
+
+The tensors come out the same on every run (the metadata's key order may not).
 """
 
 import argparse
