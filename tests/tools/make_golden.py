@@ -46,20 +46,8 @@ import os
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from torch import nn
 
-from labml_nn.transformers.basic.autoregressive_experiment import AutoregressiveTransformer
-from labml_nn.transformers.fast_weights import (DPFP, FastWeightsAttention, FastWeightsAttentionTransformer,
-                                                FastWeightsAttentionTransformerLayer)
-from labml_nn.transformers.fast_weights.experiment import AutoregressiveModel as FastWeightsModel
-from labml_nn.transformers.feed_forward import FeedForward
-from labml_nn.transformers.feedback import (FeedbackAttention, FeedbackTransformer, FeedbackTransformerKV,
-                                            FeedbackTransformerLayer)
-from labml_nn.transformers.feedback.experiment import AutoregressiveModel as FeedbackModel
-from labml_nn.transformers.mha import MultiHeadAttention
-from labml_nn.transformers.models import EmbeddingsWithPositionalEncoding, Encoder, Generator, TransformerLayer
-from labml_nn.transformers.primer_ez import MultiDConvHeadAttention, SquaredReLU
-from labml_nn.transformers.primer_ez.variations import MultiDPHConvHeadAttention, MultiDSharedConvHeadAttention
+from labml_models import build
 
 # The tiny size every case shares (loom's tests use the same).
 VOCAB, D_MODEL, HEADS, D_FF, LAYERS = 11, 16, 2, 32, 2
@@ -68,71 +56,32 @@ DROPOUT = 0.0
 NOISE = 0.2  # parameters get U(-NOISE, NOISE) added to their initial values
 
 
-# ---- the labml models, built as their experiments build them ------------------------------------
-
-def transformer(attention, activation):
-    """The vanilla transformer and Primer EZ: labml's AutoregressiveTransformer with
-    TransformerConfigs' encoder ('default'), src_embed ('fixed_pos') and generator."""
-    layer = TransformerLayer(d_model=D_MODEL,
-                             self_attn=attention(HEADS, D_MODEL, dropout_prob=DROPOUT),
-                             src_attn=None,
-                             feed_forward=FeedForward(D_MODEL, D_FF, dropout=DROPOUT, activation=activation,
-                                                      is_gated=False, bias1=True, bias2=True, bias_gate=False),
-                             dropout_prob=DROPOUT)
-    return AutoregressiveTransformer(Encoder(layer, LAYERS), EmbeddingsWithPositionalEncoding(D_MODEL, VOCAB),
-                                     Generator(VOCAB, D_MODEL))
-
-
-def fast_weights(nu):
-    """fast_weights/experiment.py: fast_weights_transformer."""
-    layer = FastWeightsAttentionTransformerLayer(d_model=D_MODEL,
-                                                 attn=FastWeightsAttention(HEADS, D_MODEL, DROPOUT, DPFP(nu=nu)),
-                                                 feed_forward=FeedForward(D_MODEL, D_FF, DROPOUT),
-                                                 dropout_prob=DROPOUT)
-    return FastWeightsModel(VOCAB, D_MODEL, FastWeightsAttentionTransformer(layer, LAYERS))
-
-
-def feedback(shared_kv):
-    """feedback/experiment.py: feedback_transformer_kv (shared) and feedback_transformer."""
-    layer = FeedbackTransformerLayer(d_model=D_MODEL,
-                                     attn=FeedbackAttention(HEADS, D_MODEL, DROPOUT, is_kv_precomputed=shared_kv),
-                                     feed_forward=FeedForward(D_MODEL, D_FF, DROPOUT),
-                                     dropout_prob=DROPOUT)
-    stack = FeedbackTransformerKV(layer, LAYERS, D_MODEL, HEADS) if shared_kv else FeedbackTransformer(layer, LAYERS)
-    return FeedbackModel(VOCAB, D_MODEL, stack)
-
-
 def loom_config(family, **options):
-    """The loom config ("model" object of a training config) of the same model."""
+    """A loom config ({"model": {...}}) at the tiny size; labml_models.build makes its labml model."""
     model = {"family": family, "vocab": VOCAB, "d_model": D_MODEL, "heads": HEADS, "d_ff": D_FF,
              "layers": LAYERS, "dropout": DROPOUT}
     model.update(options)
     return {"model": model}
 
 
-# name -> (labml model builder, loom config)
+# case name -> loom config
 CASES = {
-    "transformer": (lambda: transformer(MultiHeadAttention, nn.ReLU()), loom_config("transformer")),
-    "primer_ez_per_channel": (lambda: transformer(MultiDConvHeadAttention, SquaredReLU()),
-                              loom_config("primer_ez", conv_kernels="per_channel")),
-    "primer_ez_shared": (lambda: transformer(MultiDSharedConvHeadAttention, SquaredReLU()),
-                         loom_config("primer_ez", conv_kernels="shared")),
-    "primer_ez_per_head": (lambda: transformer(MultiDPHConvHeadAttention, SquaredReLU()),
-                           loom_config("primer_ez", conv_kernels="per_head")),
-    "fast_weights_dpfp1": (lambda: fast_weights(nu=1),
-                           loom_config("fast_weights", feature_map="dpfp", dpfp_nu=1, update_rule="delta")),
-    "fast_weights_dpfp2": (lambda: fast_weights(nu=2),
-                           loom_config("fast_weights", feature_map="dpfp", dpfp_nu=2, update_rule="delta")),
-    "feedback_kv": (lambda: feedback(shared_kv=True), loom_config("feedback", shared_kv=True)),
-    "feedback": (lambda: feedback(shared_kv=False), loom_config("feedback", shared_kv=False)),
+    "transformer": loom_config("transformer"),
+    "primer_ez_per_channel": loom_config("primer_ez", conv_kernels="per_channel"),
+    "primer_ez_shared": loom_config("primer_ez", conv_kernels="shared"),
+    "primer_ez_per_head": loom_config("primer_ez", conv_kernels="per_head"),
+    "fast_weights_dpfp1": loom_config("fast_weights", feature_map="dpfp", dpfp_nu=1, update_rule="delta"),
+    "fast_weights_dpfp2": loom_config("fast_weights", feature_map="dpfp", dpfp_nu=2, update_rule="delta"),
+    "feedback_kv": loom_config("feedback", shared_kv=True),
+    "feedback": loom_config("feedback", shared_kv=False),
 }
 
 
 # ---- one case -----------------------------------------------------------------------------------
 
-def make_case(name, build, config, out_dir, seed):
+def make_case(name, config, out_dir, seed):
     torch.manual_seed(seed)
-    model = build()
+    model = build(config["model"])
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.empty_like(p).uniform_(-NOISE, NOISE))
@@ -168,8 +117,8 @@ def main():
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     torch.use_deterministic_algorithms(True)
-    for seed, (name, (build, config)) in enumerate(CASES.items()):
-        make_case(name, build, config, args.out, seed=1000 + seed)
+    for seed, (name, config) in enumerate(CASES.items()):
+        make_case(name, config, args.out, seed=1000 + seed)
 
 
 if __name__ == "__main__":
