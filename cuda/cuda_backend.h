@@ -31,6 +31,12 @@ class CudaBackend final : public Backend {
 
   void matmul(const Tensor& a, const Tensor& b, const Tensor& out) override;
 
+  void softmax(const Tensor& x, const Tensor& out, bool log) override;
+  void softmax_backward(const Tensor& y, const Tensor& grad_y, const Tensor& grad_x, bool log) override;
+  void cross_entropy(const Tensor& logits, const Tensor& targets, const Tensor& losses) override;
+  void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& grad_losses,
+                              const Tensor& grad_logits) override;
+
   void random(RandomKind kind, const Tensor& out, double a, double b, uint64_t seed, uint64_t offset) override;
 };
 
