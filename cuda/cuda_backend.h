@@ -36,6 +36,11 @@ class CudaBackend final : public Backend {
   void cross_entropy(const Tensor& logits, const Tensor& targets, const Tensor& losses) override;
   void cross_entropy_backward(const Tensor& logits, const Tensor& targets, const Tensor& grad_losses,
                               const Tensor& grad_logits) override;
+  void layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, const Tensor& out,
+                  const Tensor& mean, const Tensor& rstd) override;
+  void layer_norm_backward(const Tensor& grad_out, const Tensor& x, const Tensor& weight, const Tensor& mean,
+                           const Tensor& rstd, const Tensor& grad_x, const Tensor& grad_weight,
+                           const Tensor& grad_bias) override;
 
   void random(RandomKind kind, const Tensor& out, double a, double b, uint64_t seed, uint64_t offset) override;
 };
