@@ -42,6 +42,11 @@ class CudaBackend final : public Backend {
                            const Tensor& rstd, const Tensor& grad_x, const Tensor& grad_weight,
                            const Tensor& grad_bias) override;
 
+  void index_select(const Tensor& x, int axis, const Tensor& ids, const Tensor& out) override;
+  void index_add(const Tensor& target, int axis, const Tensor& ids, const Tensor& src) override;
+  void gather(const Tensor& x, int axis, const Tensor& ids, const Tensor& out) override;
+  void scatter_add(const Tensor& target, int axis, const Tensor& ids, const Tensor& src) override;
+
   void random(RandomKind kind, const Tensor& out, double a, double b, uint64_t seed, uint64_t offset) override;
 };
 
