@@ -47,6 +47,10 @@ class CudaBackend final : public Backend {
   void gather(const Tensor& x, int axis, const Tensor& ids, const Tensor& out) override;
   void scatter_add(const Tensor& target, int axis, const Tensor& ids, const Tensor& src) override;
 
+  void causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out) override;
+  void causal_conv1d_backward(const Tensor& grad_out, const Tensor& x, const Tensor& weight, const Tensor& grad_x,
+                              const Tensor& grad_weight, const Tensor& grad_bias) override;
+
   void random(RandomKind kind, const Tensor& out, double a, double b, uint64_t seed, uint64_t offset) override;
 };
 
