@@ -57,6 +57,13 @@ class CudaBackend final : public Backend {
                           const Tensor& lse, const AttentionArgs& args, const Tensor& grad_q, const Tensor& grad_k,
                           const Tensor& grad_v) override;
 
+  void delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta,
+                  const Tensor& initial_state, const Tensor& out, const Tensor& final_state,
+                  const Tensor& vbar) override;
+  void delta_rule_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v,
+                           const Tensor& beta, const Tensor& vbar, const Tensor& final_state, const Tensor& grad_q,
+                           const Tensor& grad_k, const Tensor& grad_v, const Tensor& grad_beta) override;
+
   void random(RandomKind kind, const Tensor& out, double a, double b, uint64_t seed, uint64_t offset) override;
 };
 
