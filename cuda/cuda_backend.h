@@ -4,9 +4,10 @@
 // methods are defined in the stem files beside this header, named as in
 // engine/cpu/ so the two implementations can be read side by side:
 // backend.cu (memory, copies to and from the host), elementwise.cu, reduce.cu,
-// linalg.cu, random.cu. A kernel not overridden here keeps the base class's
-// version, which throws "kernel 'X' has no cuda implementation"; README.md
-// lists those kernels in one place ("not yet on CUDA").
+// linalg.cu, softmax.cu, norm.cu, index.cu, conv.cu, attention.cu,
+// delta_rule.cu, feedback.cu, random.cu. A kernel not overridden here would keep
+// the base class's version, which throws "kernel 'X' has no cuda
+// implementation"; README.md lists such kernels in one place ("not yet on CUDA").
 #pragma once
 
 #include "engine/backend.h"
@@ -63,6 +64,15 @@ class CudaBackend final : public Backend {
   void delta_rule_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v,
                            const Tensor& beta, const Tensor& vbar, const Tensor& final_state, const Tensor& grad_q,
                            const Tensor& grad_k, const Tensor& grad_v, const Tensor& grad_beta) override;
+
+  void feedback_attention(const Tensor& q, const Tensor& keys, const Tensor& values, const Tensor& P,
+                          const Tensor& s, const Tensor& u, double scale, const Tensor& out,
+                          const Tensor& lse) override;
+  void feedback_attention_backward(const Tensor& grad_out, const Tensor& q, const Tensor& keys,
+                                   const Tensor& values, const Tensor& P, const Tensor& s, const Tensor& u,
+                                   const Tensor& out, const Tensor& lse, double scale, const Tensor& grad_q,
+                                   const Tensor& grad_keys, const Tensor& grad_values, const Tensor& grad_P,
+                                   const Tensor& grad_s, const Tensor& grad_u) override;
 
   void random(RandomKind kind, const Tensor& out, double a, double b, uint64_t seed, uint64_t offset) override;
 };
