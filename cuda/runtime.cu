@@ -65,11 +65,14 @@ int grid_for(int64_t n) {
 }
 
 void reserve_shared_memory(const void* kernel, size_t bytes, const char* op, const std::string& what) {
+  // The limits cover the kernel's static shared memory (block reductions) too.
+  cudaFuncAttributes attributes{};
+  LOOM_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel), op);
   constexpr size_t kDefault = 48 * 1024;  // available to every kernel without opting in
-  const size_t limit = static_cast<size_t>(runtime().shared_optin);
-  LOOM_CHECK(bytes <= limit, op, " on cuda: ", what, " needs ", bytes,
+  const size_t limit = static_cast<size_t>(runtime().shared_optin), total = bytes + attributes.sharedSizeBytes;
+  LOOM_CHECK(total <= limit, op, " on cuda: ", what, " needs ", total,
              " bytes of shared memory per thread block, more than this GPU allows (", limit, " bytes)");
-  if (bytes > kDefault)
+  if (total > kDefault)
     LOOM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
                     op);
 }
