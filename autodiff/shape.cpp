@@ -12,9 +12,7 @@ Grads reshape_rule(const Node& n, const Tensor& g) { return {reshape(g, n.edges[
 
 // Undo the permutation: out axis i came from input axis perm[i].
 Grads permute_rule(const Node& n, const Tensor& g) {
-  std::vector<int64_t> inverse(n.ints.size());
-  for (size_t i = 0; i < n.ints.size(); ++i) inverse[n.ints[i]] = static_cast<int64_t>(i);
-  return {permute(g, inverse)};
+  return {permute(g, inverse_permutation(n.ints))};
 }
 
 // The slice's gradient lands in its window of a zero tensor.

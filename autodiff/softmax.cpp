@@ -15,18 +15,6 @@ namespace {
 
 using Grads = std::vector<Tensor>;
 
-// The permutation that moves `axis` to the end, or its inverse.
-std::vector<int64_t> axis_last_perm(int64_t ndim, int64_t axis, bool inverse) {
-  std::vector<int64_t> perm;
-  for (int64_t d = 0; d < ndim; ++d)
-    if (d != axis) perm.push_back(d);
-  perm.push_back(axis);
-  if (!inverse) return perm;
-  std::vector<int64_t> inv(ndim);
-  for (int64_t i = 0; i < ndim; ++i) inv[perm[i]] = i;
-  return inv;
-}
-
 // ints = {axis}. The output was written with the axis innermost, so moving it
 // last again makes y contiguous without a copy; only g may need one.
 Grads softmax_rule(const Node& n, const Tensor& g) {
@@ -34,12 +22,12 @@ Grads softmax_rule(const Node& n, const Tensor& g) {
   const int64_t axis = n.ints[0];
   const bool last = axis == y.dim() - 1;
   auto axis_last = [&](const Tensor& t) {
-    return contiguous(last ? t : permute(t, axis_last_perm(t.dim(), axis, false)));
+    return contiguous(last ? t : permute(t, axis_last_permutation(t.dim(), axis)));
   };
   const Tensor y_rows = axis_last(y), g_rows = axis_last(g);
   Tensor gx = Tensor::empty(y_rows.shape(), y.dtype(), y.device());
   backend_for(y).softmax_backward(y_rows, g_rows, gx, n.op == OpId::log_softmax);
-  return {last ? gx : permute(gx, axis_last_perm(y.dim(), axis, true))};
+  return {last ? gx : permute(gx, inverse_permutation(axis_last_permutation(y.dim(), axis)))};
 }
 
 // g is the gradient of the mean loss: each row's loss gets g / N.

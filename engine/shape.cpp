@@ -62,4 +62,18 @@ std::vector<int> normalize_axes(const std::vector<int64_t>& axes, int64_t ndim, 
   return out;
 }
 
+std::vector<int64_t> axis_last_permutation(int64_t ndim, int64_t axis) {
+  std::vector<int64_t> perm;
+  for (int64_t d = 0; d < ndim; ++d)
+    if (d != axis) perm.push_back(d);
+  perm.push_back(axis);
+  return perm;
+}
+
+std::vector<int64_t> inverse_permutation(const std::vector<int64_t>& perm) {
+  std::vector<int64_t> inverse(perm.size());
+  for (size_t i = 0; i < perm.size(); ++i) inverse[perm[i]] = static_cast<int64_t>(i);
+  return inverse;
+}
+
 }  // namespace loom

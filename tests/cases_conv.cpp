@@ -8,6 +8,7 @@
 #include <random>
 #include <string>
 
+#include "tests/test_util.h"
 #include "engine/ops.h"
 #include "tests/op_table.h"
 
@@ -82,22 +83,6 @@ static CaseRegistrar conv_cases([](std::vector<OpCase>& c) {
 // ---- errors ------------------------------------------------------------------------------
 
 namespace {
-
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-void check_mentions(const std::string& message, std::initializer_list<const char*> parts) {
-  INFO("message: ", message);
-  REQUIRE(!message.empty());
-  for (const char* p : parts) CHECK_MESSAGE(message.find(p) != std::string::npos, "missing '", std::string(p), "'");
-}
 
 }  // namespace
 

@@ -10,6 +10,7 @@
 #include <random>
 #include <string>
 
+#include "tests/test_util.h"
 #include "engine/ops.h"
 #include "tests/op_table.h"
 
@@ -123,23 +124,6 @@ static CaseRegistrar gather_cases([](std::vector<OpCase>& c) {
 // ---- errors ------------------------------------------------------------------------------
 
 namespace {
-
-// The message of the loom::Error that f throws ("" when it throws none).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-void check_mentions(const std::string& message, std::initializer_list<const char*> parts) {
-  INFO("message: ", message);
-  REQUIRE(!message.empty());
-  for (const char* p : parts) CHECK_MESSAGE(message.find(p) != std::string::npos, "missing '", std::string(p), "'");
-}
 
 Tensor ids_of(std::vector<int64_t> v, Shape shape) { return Tensor::from_vector(v, shape); }
 Tensor ids_of(std::vector<int64_t> v) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/ops.h"
+#include "tests/test_util.h"
 
 namespace loom::test {
 
@@ -69,16 +70,5 @@ inline void check_same(const Evaluated& got, const Evaluated& expected, double t
   }
 }
 
-// The message of the loom::Error f throws, or "(no error)".
-inline std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
-inline bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 }  // namespace loom::test

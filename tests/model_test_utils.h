@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <string>
 
+#include "tests/test_util.h"
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "models/module.h"
@@ -29,25 +30,12 @@ struct TempDir {
   std::string file(const std::string& name) const { return (path / name).string(); }
 };
 
-// The message of the loom::Error fn throws, or "" when it throws nothing.
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 // A purely relative comparison. doctest's Approx adds 1 to the magnitude it
 // scales epsilon by, which makes it absolute for small values (a learning
 // rate of 5e-7 would match 0); the tiny scale here only lets 0 == 0 pass.
 inline doctest::Approx relative(double value, double epsilon = 1e-6) {
   return doctest::Approx(value).epsilon(epsilon).scale(1e-300);
 }
-
-inline bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 // A two-level module with parameters of several shapes and a buffer, named like
 // a state_dict: "weight", "bias", "inner.scale", "inner.table" (buffer).

@@ -13,6 +13,7 @@
 #include "datasets/batcher.h"
 #include "datasets/char_tokenizer.h"
 #include "datasets/text_dataset.h"
+#include "tests/test_util.h"
 #include "engine/error.h"
 
 namespace loom::test {
@@ -46,18 +47,6 @@ struct TempDir {
     return names;
   }
 };
-
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 std::vector<int64_t> iota_ids(int64_t n) {
   std::vector<int64_t> ids(static_cast<size_t>(n));

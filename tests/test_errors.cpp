@@ -3,23 +3,13 @@
 // beside their cases).
 #include <doctest/doctest.h>
 
+#include "tests/test_util.h"
 #include "engine/ops.h"
 
 namespace loom {
 
-namespace {
-// The message of the Error thrown by fn, or "" when nothing is thrown.
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-}  // namespace
+using test::contains;
+using test::error_of;
 
 TEST_CASE("errors: shape mismatches name the op and both shapes") {
   const Tensor a = Tensor::zeros({2, 3}), b = Tensor::zeros({4});

@@ -12,6 +12,7 @@
 #include <map>
 #include <sstream>
 
+#include "tests/test_util.h"
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "engine/safetensors.h"
@@ -64,19 +65,6 @@ std::string le64(uint64_t v) {
 
 // A safetensors file from a header text and raw data, with the true header length.
 std::string st_file(const std::string& header, const std::string& data) { return le64(header.size()) + header + data; }
-
-// The message of the loom::Error that fn throws ("" if it throws nothing).
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 }  // namespace
 

@@ -17,10 +17,7 @@
 // With the causal mask, a block of queries only reaches the keys up to its last
 // row's position, so the GEMMs skip the keys no row of the block can see: for
 // Lq = Lk that is close to half the work.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <Eigen/Core>
-#pragma GCC diagnostic pop
+#include "engine/cpu/eigen.h"
 
 #include <algorithm>
 #include <array>

@@ -21,10 +21,7 @@
 // One pass over j recomputes α_j from the saved log-sum-exp and produces every
 // gradient, reading each k_j, v_j and P row once. P, s and u are shared by the
 // batch, so threads split the heads (each owns its heads' slices: no races).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <Eigen/Core>
-#pragma GCC diagnostic pop
+#include "engine/cpu/eigen.h"
 
 #include <cmath>
 #include <limits>

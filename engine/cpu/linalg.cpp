@@ -5,11 +5,7 @@
 // way Eigen reads it without a copy; only other layouts are copied first.
 // Large single products let Eigen use all OpenMP threads; many small ones
 // (batched attention) are spread over threads one product each.
-// GCC 12 warns inside its own AVX-512 intrinsics as Eigen uses them; not our code.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <Eigen/Core>
-#pragma GCC diagnostic pop
+#include "engine/cpu/eigen.h"
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/loops.h"

@@ -16,6 +16,7 @@
 namespace loom {
 
 using cpu::parallel_for;
+using cpu::sum_of;
 
 namespace {
 
@@ -25,23 +26,6 @@ int64_t row_count(const Tensor& x, int64_t D) { return D == 0 ? 0 : x.numel() / 
 template <class T>
 T* data_or_null(const Tensor& t) {
   return t.defined() ? t.data<T>() : nullptr;
-}
-
-// The sum over i < n of term(i), in double. Independent partial sums let the
-// compiler vectorise the loop (it may not reorder one running sum without
-// -ffast-math); `#pragma omp simd reduction` does not always get vectorised
-// inside the parallel lambdas (see engine/cpu/softmax.cpp).
-template <class Term>
-double sum_of(int64_t n, Term term) {
-  constexpr int kLanes = 16;
-  double acc[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int k = 0; k < kLanes; ++k) acc[k] += term(i + k);
-  for (; i < n; ++i) acc[0] += term(i);
-  double s = 0.0;
-  for (int k = 0; k < kLanes; ++k) s += acc[k];
-  return s;
 }
 
 // The output loop, compiled once per affine variant so that the inner loop has

@@ -9,11 +9,7 @@
 // small terms). exp goes through Eigen's vectorised array exp: glibc's exp is
 // not vectorised without -ffast-math, which loom does not use; Eigen's measured
 // about 10x faster in float32 and 4x in float64 (rows of 65 to 50000).
-// GCC 12 warns inside its own AVX-512 intrinsics as Eigen uses them; not our code.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <Eigen/Core>
-#pragma GCC diagnostic pop
+#include "engine/cpu/eigen.h"
 
 #include <cmath>
 #include <limits>
@@ -25,6 +21,7 @@
 namespace loom {
 
 using cpu::parallel_for;
+using cpu::sum_of;
 
 namespace {
 
@@ -47,24 +44,6 @@ T row_max(const T* x, int64_t n) {
 #pragma omp simd reduction(max : m)
   for (int64_t i = 0; i < n; ++i) m = x[i] > m ? x[i] : m;
   return m;
-}
-
-// The sum over i < n of term(i), in double. Independent partial sums let the
-// compiler vectorise the loop (it may not reorder one running sum without
-// -ffast-math). `#pragma omp simd reduction` says the same, but GCC 12 left one
-// such loop here scalar inside the parallel lambda (4x slower, measured); the
-// explicit lanes vectorise every time.
-template <class Term>
-double sum_of(int64_t n, Term term) {
-  constexpr int kLanes = 16;
-  double acc[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int k = 0; k < kLanes; ++k) acc[k] += term(i + k);
-  for (; i < n; ++i) acc[0] += term(i);
-  double s = 0.0;
-  for (int k = 0; k < kLanes; ++k) s += acc[k];
-  return s;
 }
 
 template <class T>

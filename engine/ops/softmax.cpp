@@ -11,18 +11,6 @@ namespace loom {
 
 namespace {
 
-// The permutation that moves `axis` to the end, or its inverse.
-std::vector<int64_t> axis_last_perm(int64_t ndim, int axis, bool inverse) {
-  std::vector<int64_t> perm;
-  for (int64_t d = 0; d < ndim; ++d)
-    if (d != axis) perm.push_back(d);
-  perm.push_back(axis);
-  if (!inverse) return perm;
-  std::vector<int64_t> inv(ndim);
-  for (int64_t i = 0; i < ndim; ++i) inv[perm[i]] = i;
-  return inv;
-}
-
 Tensor softmax_op(OpId id, const Tensor& x, int64_t axis, bool log) {
   const char* name = op_name(id);
   detail::check_float(name, x);
@@ -33,10 +21,10 @@ Tensor softmax_op(OpId id, const Tensor& x, int64_t axis, bool log) {
   Tensor out;
   {
     GradModeGuard no_grad(false);  // the views and the copy around the kernel are not part of the graph
-    const Tensor rows = contiguous(last ? x : permute(x, axis_last_perm(x.dim(), a, false)));
+    const Tensor rows = contiguous(last ? x : permute(x, axis_last_permutation(x.dim(), a)));
     Tensor y = Tensor::empty(rows.shape(), x.dtype(), x.device());
     backend_for(x).softmax(rows, y, log);
-    out = last ? y : permute(y, axis_last_perm(x.dim(), a, true));
+    out = last ? y : permute(y, inverse_permutation(axis_last_permutation(x.dim(), a)));
   }
   if (needs_grad({&x})) record({id, {x}, {}, {a}}, out);
   return out;
