@@ -30,6 +30,7 @@ namespace {
 struct Runtime {
   cudaStream_t stream = nullptr;
   int sm_count = 1;
+  int shared_optin = 48 * 1024;  // the most dynamic shared memory a block may opt in to
 };
 
 Runtime& runtime() {
@@ -42,6 +43,8 @@ Runtime& runtime() {
     int device = 0;
     LOOM_CUDA_CHECK(cudaGetDevice(&device), "cuda runtime");
     LOOM_CUDA_CHECK(cudaDeviceGetAttribute(&r->sm_count, cudaDevAttrMultiProcessorCount, device), "cuda runtime");
+    LOOM_CUDA_CHECK(cudaDeviceGetAttribute(&r->shared_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+                    "cuda runtime");
     // Non-blocking: the legacy default stream (used by other libraries) does not
     // serialise against ours.
     LOOM_CUDA_CHECK(cudaStreamCreateWithFlags(&r->stream, cudaStreamNonBlocking), "cuda runtime");
@@ -59,6 +62,19 @@ int grid_for(int64_t n) {
   const int64_t full = static_cast<int64_t>(runtime().sm_count) * 8;  // 8 resident blocks of 256 per SM
   const int64_t blocks = needed < full ? needed : full;
   return static_cast<int>(blocks > 0 ? blocks : 1);
+}
+
+void reserve_shared_memory(const void* kernel, size_t bytes, const char* op, const std::string& what) {
+  // The limits cover the kernel's static shared memory (block reductions) too.
+  cudaFuncAttributes attributes{};
+  LOOM_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel), op);
+  constexpr size_t kDefault = 48 * 1024;  // available to every kernel without opting in
+  const size_t limit = static_cast<size_t>(runtime().shared_optin), total = bytes + attributes.sharedSizeBytes;
+  LOOM_CHECK(total <= limit, op, " on cuda: ", what, " needs ", total,
+             " bytes of shared memory per thread block, more than this GPU allows (", limit, " bytes)");
+  if (total > kDefault)
+    LOOM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
+                    op);
 }
 
 }  // namespace cuda

@@ -8,7 +8,9 @@
 
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "engine/error.h"
 
@@ -44,5 +46,12 @@ constexpr int kBlockThreads = 256;
 // Blocks for a grid-stride loop over n items: enough to fill the GPU, never
 // more than needed (the loop covers the rest).
 int grid_for(int64_t n);
+
+// Lets `kernel` start with `bytes` of dynamic shared memory. Above 48 KiB (static
+// and dynamic together) a kernel must opt in, up to the device's limit (227 KiB
+// per block on H100, 163 KiB on A100); past that limit this throws, naming the
+// op and `what` needs the space, rather than letting the launch fail with
+// "invalid argument".
+void reserve_shared_memory(const void* kernel, size_t bytes, const char* op, const std::string& what);
 
 }  // namespace loom::cuda

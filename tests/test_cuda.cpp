@@ -5,7 +5,9 @@
 // every input under the same random upstream gradient (the backward rules are
 // engine ops, so they run on CUDA too). float32 results must agree to 1e-5
 // relative to the largest value of the CPU result (float64: 1e-12); copies,
-// comparisons, argmax and random fills must agree exactly.
+// comparisons, argmax and random fills must agree exactly. Whole models (every
+// family at a tiny size) must give the CPU's logits, loss and parameter
+// gradients to 1e-5 too, and the CPU's losses over five training steps to 1e-4.
 //
 // A separate executable (suite "cuda"): with no usable GPU it prints why and
 // exits with 77, which meson reports as SKIP, never as a pass.
@@ -16,6 +18,7 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <random>
 #include <string>
 #include <tuple>
@@ -24,6 +27,8 @@
 
 #include "engine/backend.h"
 #include "engine/ops.h"
+#include "models/language_model.h"
+#include "models/optim.h"
 
 namespace loom {
 namespace {
@@ -65,8 +70,10 @@ std::vector<double> values(const Tensor& t) {
 
 // Checks that `got` (computed on CUDA) matches `want` (computed on the CPU):
 // same shape and dtype, NaN and inf in the same places, and
-// max |got - want| <= tol * max |want|.
-void check_close(const Tensor& got, const Tensor& want, double tol, const std::string& what) {
+// max |got - want| <= tol * max(max |want|, floor). The floor is for tensors
+// that are zero up to rounding (a gradient that vanishes mathematically), which
+// are compared against a scale the caller knows instead.
+void check_close(const Tensor& got, const Tensor& want, double tol, const std::string& what, double floor = 0.0) {
   INFO(what);
   REQUIRE(got.defined());
   REQUIRE(want.defined());
@@ -87,6 +94,7 @@ void check_close(const Tensor& got, const Tensor& want, double tol, const std::s
     scale = std::max(scale, std::abs(w[i]));
   }
   CHECK_MESSAGE(special_mismatches == 0, special_mismatches, " NaN/inf elements differ");
+  scale = std::max(scale, floor);
   const double error = scale > 0 ? max_diff / scale : max_diff;
   CHECK_MESSAGE(error <= tol, "max |cuda - cpu| = ", max_diff, ", max |cpu| = ", scale, ", relative error ",
                 error, " > ", tol);
@@ -531,16 +539,419 @@ TEST_CASE("cuda: random fills give the CPU's numbers") {
   check_close(xg.grad(), xc.grad(), 1e-6, "dropout gradient");
 }
 
-// ---- kernels not yet on CUDA ------------------------------------------------------------------
+// ---- softmax, log_softmax, cross-entropy --------------------------------------------------
 
-TEST_CASE("cuda: a kernel not yet on CUDA fails with an error naming it") {
-  // cuda/README.md lists these; when one is ported, move its check into a parity test.
-  const Tensor x = Tensor::zeros({2, 3}, DType::f32, kCuda);
-  Backend& be = backend_for(kCuda);
-  CHECK_THROWS_WITH_AS(be.softmax(x, Tensor::empty({2, 3}, DType::f32, kCuda), false),
-                       doctest::Contains("'softmax' has no cuda implementation"), Error);
-  CHECK_THROWS_WITH_AS(be.causal_conv1d(x, x, Tensor(), Tensor::empty({2, 3}, DType::f32, kCuda)),
-                       doctest::Contains("'causal_conv1d' has no cuda implementation"), Error);
+// A [rows, n] tensor of values around `offset`: large offsets check that the
+// kernels subtract the row maximum before exp.
+Tensor rows_around(const Shape& shape, uint64_t seed, double offset) {
+  return random_cpu(shape, seed, offset - 4, offset + 4);
+}
+
+TEST_CASE("cuda: softmax and log_softmax, forward and gradient") {
+  for (bool log : {false, true}) {
+    const std::string op = log ? "log_softmax" : "softmax";
+    const auto f = [log](const Tensor& x, int64_t axis) { return log ? log_softmax(x, axis) : softmax(x, axis); };
+    check_op_both(op + " [5,37] last axis", {random_cpu({5, 37}, 130, -3, 3)},
+                  [f](const auto& v) { return f(x0(v), -1); });
+    check_op_both(op + " [4,6,9] axis 1 (moved last)", {random_cpu({4, 6, 9}, 131, -3, 3)},
+                  [f](const auto& v) { return f(x0(v), 1); });
+    check_op(op + " of a transposed view", {random_cpu({9, 5}, 132, -3, 3)},
+             [f](const auto& v) { return f(x0(v).transpose(0, 1), -1); });
+    // Rows longer than a block (a vocabulary), a row of one, many short rows.
+    check_op_both(op + " long rows [3,5000]", {random_cpu({3, 5000}, 133, -5, 5)},
+                  [f](const auto& v) { return f(x0(v), -1); });
+    check_op(op + " rows of one [7,1]", {random_cpu({7, 1}, 134)}, [f](const auto& v) { return f(x0(v), -1); });
+    check_op(op + " many short rows [3000,3]", {random_cpu({3000, 3}, 135)},
+             [f](const auto& v) { return f(x0(v), -1); });
+    check_op_both(op + " of large values (max subtraction)", {rows_around({4, 50}, 136, 1000)},
+                  [f](const auto& v) { return f(x0(v), -1); });
+    check_op(op + " of an empty tensor", {random_cpu({0, 5}, 137)}, [f](const auto& v) { return f(x0(v), -1); },
+             false);
+  }
+  // -inf entries (masked scores) give probability 0 and log-probability -inf.
+  const float inf = std::numeric_limits<float>::infinity();
+  const Tensor masked = Tensor::from_vector(std::vector<float>{0.5f, -inf, 1.5f, -inf, -0.25f, 2.0f, 1.0f, -inf}, {2, 4});
+  check_op("softmax with -inf entries", {masked}, [](const auto& v) { return softmax(x0(v), -1); });
+  check_op("log_softmax with -inf entries", {masked}, [](const auto& v) { return log_softmax(x0(v), -1); });
+}
+
+TEST_CASE("cuda: cross_entropy, forward and gradient") {
+  const auto ce = [](const auto& v) { return cross_entropy(v[0], v[1]); };
+  check_op_both("[6,11]", {random_cpu({6, 11}, 140, -3, 3), random_ids({6}, 11, 141)}, ce);
+  check_op_both("large vocabulary [5,5000]", {random_cpu({5, 5000}, 142, -5, 5), random_ids({5}, 5000, 143)}, ce);
+  check_op("many rows [4000,7]", {random_cpu({4000, 7}, 144, -3, 3), random_ids({4000}, 7, 145)}, ce);
+  check_op_both("large logits (max subtraction)", {rows_around({6, 40}, 146, 500), random_ids({6}, 40, 147)}, ce);
+  check_op("one class [5,1]", {random_cpu({5, 1}, 148), random_ids({5}, 1, 149)}, ce);
+  check_op("transposed logits, strided targets", {random_cpu({9, 6}, 150, -3, 3), random_ids({6, 2}, 9, 151)},
+           [](const auto& v) { return cross_entropy(v[0].transpose(0, 1), v[1].narrow(1, 1, 1).reshape({6})); });
+}
+
+// ---- layer_norm ------------------------------------------------------------------------------
+
+TEST_CASE("cuda: layer_norm, forward and gradients of x, weight and bias") {
+  const Tensor x = random_cpu({6, 33}, 160, -2, 2), w = random_cpu({33}, 161, 0.5, 1.5), b = random_cpu({33}, 162);
+  check_op_both("affine", {x, w, b}, [](const auto& v) { return layer_norm(v[0], v[1], v[2], 1e-5); });
+  check_op_both("no affine", {x}, [](const auto& v) { return layer_norm(x0(v), Tensor(), Tensor(), 1e-5); });
+  check_op("weight only", {x, w}, [](const auto& v) { return layer_norm(v[0], v[1], Tensor(), 1e-5); });
+  check_op("bias only", {x, b}, [](const auto& v) { return layer_norm(v[0], Tensor(), v[1], 1e-5); });
+  check_op("D = 1", {random_cpu({5, 1}, 163), random_cpu({1}, 164), random_cpu({1}, 165)},
+           [](const auto& v) { return layer_norm(v[0], v[1], v[2], 1e-5); });
+  // A mean large against the spread: the head-and-tail mean keeps the precision.
+  check_op_both("large mean", {random_cpu({4, 64}, 166, 1000, 1001), random_cpu({64}, 167), random_cpu({64}, 168)},
+                [](const auto& v) { return layer_norm(v[0], v[1], v[2], 1e-5); });
+  // Long rows (threads stride), many rows (many chunks in the parameter sums), a 3-D
+  // input, a transposed view.
+  check_op("long rows [3,1500]", {random_cpu({3, 1500}, 169), random_cpu({1500}, 170), random_cpu({1500}, 171)},
+           [](const auto& v) { return layer_norm(v[0], v[1], v[2], 1e-5); });
+  check_op("many rows [20000,8]", {random_cpu({20000, 8}, 172), random_cpu({8}, 173), random_cpu({8}, 174)},
+           [](const auto& v) { return layer_norm(v[0], v[1], v[2], 1e-5); });
+  check_op_both("[4,7,40], 300 columns of parameters", {random_cpu({4, 7, 300}, 175), random_cpu({300}, 176),
+                                                         random_cpu({300}, 177)},
+                [](const auto& v) { return layer_norm(v[0], v[1], v[2], 1e-5); });
+  check_op("transposed x", {random_cpu({12, 5}, 178), random_cpu({12}, 179), random_cpu({12}, 180)},
+           [](const auto& v) { return layer_norm(v[0].transpose(0, 1), v[1], v[2], 1e-3); });
+}
+
+// ---- index ------------------------------------------------------------------------------------
+
+TEST_CASE("cuda: embedding, index_select and gather, forward and gradient") {
+  // Repeated ids: the gradients accumulate duplicates with atomicAdd, in another
+  // order than the CPU's, so float32 sums differ in the last bits only.
+  check_op_both("embedding, repeated ids", {random_cpu({7, 12}, 190), random_ids({5, 9}, 7, 191)},
+                [](const auto& v) { return embedding(v[0], v[1]); });
+  check_op("embedding of a transposed weight", {random_cpu({12, 7}, 192), random_ids({20}, 7, 193)},
+           [](const auto& v) { return embedding(v[0].transpose(0, 1), v[1]); });
+  for (int axis : {0, 1, 2, -1}) {
+    const std::string a = " axis " + std::to_string(axis);
+    const Tensor x = random_cpu({5, 6, 7}, 194);
+    const int64_t size = x.shape()[axis < 0 ? axis + 3 : axis];
+    check_op_both("index_select" + a, {x, random_ids({9}, size, 195 + axis)},
+                  [axis](const auto& v) { return index_select(v[0], axis, v[1]); });
+    check_op_both("gather" + a, {x, random_ids({4, 5, 6}, size, 200 + axis)},
+                  [axis](const auto& v) {
+                    // ids smaller than x in the other dims, larger along the axis is allowed too.
+                    return gather(v[0], axis, v[1]);
+                  });
+  }
+  check_op("index_select of a permuted view", {random_cpu({6, 5, 4}, 205), random_ids({8}, 5, 206)},
+           [](const auto& v) { return index_select(v[0].permute({2, 1, 0}), 1, v[1]); });
+  check_op("gather of a narrowed view, ids longer along the axis", {random_cpu({5, 9}, 207), random_ids({11, 4}, 5, 208)},
+           [](const auto& v) { return gather(v[0].narrow(1, 2, 6), 0, v[1]); });
+  check_op("index_select of int64 values", {random_ids({6, 4}, 1000, 209), random_ids({10}, 6, 210)},
+           [](const auto& v) { return index_select(v[0], 0, v[1]); }, false);
+  check_op("gather of int64 values", {random_ids({6, 4}, 1000, 211), random_ids({3, 4}, 6, 212)},
+           [](const auto& v) { return gather(v[0], 0, v[1]); }, false);
+  check_op("embedding with many repeats", {random_cpu({3, 64}, 213), random_ids({4000}, 3, 214)},
+           [](const auto& v) { return embedding(v[0], v[1]); });
+}
+
+// ---- conv -------------------------------------------------------------------------------------
+
+TEST_CASE("cuda: causal_conv1d, forward and gradients of x, weight and bias") {
+  const auto conv = [](const auto& v) { return causal_conv1d(v[0], v[1], v.size() > 2 ? v[2] : Tensor()); };
+  check_op_both("[9,2,6], per-channel kernels, bias", {random_cpu({9, 2, 6}, 220), random_cpu({6, 3}, 221),
+                                                       random_cpu({6}, 222)}, conv);
+  check_op_both("shared kernel [1,3], bias [1]", {random_cpu({9, 2, 6}, 223), random_cpu({1, 3}, 224),
+                                                  random_cpu({1}, 225)}, conv);
+  check_op("no bias", {random_cpu({9, 2, 6}, 226), random_cpu({6, 3}, 227)}, conv);
+  check_op("2-D x [12,5]", {random_cpu({12, 5}, 228), random_cpu({5, 4}, 229), random_cpu({5}, 230)}, conv);
+  check_op("4-D x [7,2,3,4]", {random_cpu({7, 2, 3, 4}, 231), random_cpu({4, 2}, 232), random_cpu({4}, 233)}, conv);
+  check_op("K > L", {random_cpu({3, 2, 4}, 234), random_cpu({4, 5}, 235), random_cpu({4}, 236)}, conv);
+  check_op("K = 1", {random_cpu({6, 3, 4}, 237), random_cpu({4, 1}, 238), random_cpu({4}, 239)}, conv);
+  check_op("one channel", {random_cpu({8, 3, 1}, 240), random_cpu({1, 3}, 241), random_cpu({1}, 242)}, conv);
+  // Many rows: the parameter sums run over many chunks.
+  check_op_both("long [300,3,16], K = 4", {random_cpu({300, 3, 16}, 243), random_cpu({16, 4}, 244),
+                                          random_cpu({16}, 245)}, conv);
+  check_op("shared kernel over many rows", {random_cpu({200, 4, 8}, 246), random_cpu({1, 3}, 247),
+                                            random_cpu({1}, 248)}, conv);
+  check_op("transposed x", {random_cpu({6, 10, 2}, 249), random_cpu({6, 3}, 250), random_cpu({6}, 251)},
+           [](const auto& v) { return causal_conv1d(v[0].permute({1, 2, 0}), v[1], v[2]); });
+}
+
+// ---- attention ---------------------------------------------------------------------------------
+
+TEST_CASE("cuda: attention, forward and gradients of q, k and v") {
+  struct Case {
+    std::string name;
+    int64_t Lq, Lk, B, H, D, Dv;
+    bool causal;
+    double p;
+  };
+  const std::vector<Case> cases{
+      {"full", 7, 7, 2, 3, 8, 8, false, 0.0},
+      {"causal", 9, 9, 2, 2, 8, 6, true, 0.0},
+      {"causal over a KV cache (Lq < Lk)", 3, 10, 1, 2, 5, 7, true, 0.0},
+      {"cross attention (Lq > Lk)", 11, 4, 2, 1, 6, 3, false, 0.0},
+      {"dropout", 6, 6, 2, 2, 4, 4, false, 0.3},
+      {"causal with dropout", 8, 8, 1, 3, 4, 5, true, 0.25},
+      {"one query, one key", 1, 1, 1, 1, 3, 2, true, 0.0},
+      {"long rows (Lk > threads)", 5, 300, 1, 2, 16, 8, false, 0.1},
+      {"many queries", 300, 300, 1, 1, 8, 8, true, 0.0},
+  };
+  for (const Case& c : cases) {
+    const double scale = 1.0 / std::sqrt(static_cast<double>(c.D));
+    const bool causal = c.causal;
+    const double p = c.p;
+    // A fresh generator with the same seed on both devices: the same Philox counters.
+    const auto f = [scale, causal, p](const auto& v) {
+      Generator gen(31);
+      gen.advance(5);
+      return attention(v[0], v[1], v[2], scale, causal, p, &gen);
+    };
+    const std::vector<Tensor> inputs{random_cpu({c.Lq, c.B, c.H, c.D}, 260, -2, 2),
+                                      random_cpu({c.Lk, c.B, c.H, c.D}, 261, -2, 2),
+                                      random_cpu({c.Lk, c.B, c.H, c.Dv}, 262)};
+    check_op_both("attention " + c.name, inputs, f);
+  }
+  // Strided q, k, v (views of a packed projection) are read in place.
+  check_op("q, k, v as views of one packed tensor", {random_cpu({6, 2, 3, 24}, 263, -2, 2)}, [](const auto& v) {
+    const Tensor& qkv = x0(v);
+    return attention(qkv.narrow(3, 0, 8), qkv.narrow(3, 8, 8), qkv.narrow(3, 16, 8), 0.35, true);
+  });
+  check_op("q as a permuted view", {random_cpu({2, 5, 3, 4}, 264), random_cpu({5, 2, 3, 4}, 265),
+                                    random_cpu({5, 2, 3, 4}, 266)},
+           [](const auto& v) { return attention(v[0].permute({1, 0, 2, 3}), v[1], v[2], 0.5, false); });
+}
+
+TEST_CASE("cuda: attention's dropout keeps exactly the CPU's probabilities") {
+  // With v the identity (Lk = Dv), the output is the dropped probability matrix itself.
+  const int64_t L = 12;
+  Tensor eye = Tensor::zeros({L, 1, 1, L});
+  for (int64_t i = 0; i < L; ++i) fill_(eye.narrow(0, i, 1).narrow(3, i, 1), 1.0);
+  const Tensor q = random_cpu({L, 1, 1, 4}, 267), k = random_cpu({L, 1, 1, 4}, 268);
+  Generator gc(77), gg(77);
+  const Tensor want = attention(q, k, eye, 0.5, true, 0.4, &gc);
+  const Tensor got = attention(q.to(kCuda), k.to(kCuda), eye.to(kCuda), 0.5, true, 0.4, &gg);
+  check_close(got, want, 1e-6, "dropped probabilities");
+  const std::vector<double> g = values(got), w = values(want);
+  int64_t dropped = 0, differ = 0;
+  for (size_t i = 0; i < w.size(); ++i) {
+    dropped += w[i] == 0.0;
+    differ += (g[i] == 0.0) != (w[i] == 0.0);
+  }
+  CHECK(differ == 0);
+  CHECK(dropped > static_cast<int64_t>(L * (L - 1) / 2));  // the masked upper triangle and some dropped ones
+}
+
+TEST_CASE("cuda: attention refuses lengths whose scores do not fit in shared memory") {
+  // 100000 keys of float32 scores = 400 KB per block, more than any GPU's shared memory.
+  const Tensor q = Tensor::zeros({1, 1, 1, 4}, DType::f32, kCuda), k = Tensor::zeros({100000, 1, 1, 4}, DType::f32, kCuda);
+  CHECK_THROWS_WITH_AS(attention(q, k, k, 1.0, false), doctest::Contains("shared memory"), Error);
+}
+
+// ---- delta_rule ---------------------------------------------------------------------------------
+
+// The delta rule on keys of unit norm and beta in (0, 1): W stays bounded, so
+// rounding differences are not amplified over the steps.
+Tensor delta_rule_of(const std::vector<Tensor>& v, bool delta, const Tensor& w0 = Tensor(),
+                     Tensor* final_state = nullptr) {
+  const Tensor k = v[1] / sqrt(sum(v[1] * v[1], {-1}, true));
+  const Tensor w = w0.defined() ? w0.to(v[0].device()).to(v[0].dtype()) : Tensor();
+  return delta_rule(v[0], k, v[2], delta ? sigmoid(v[3]) : Tensor(), w, final_state);
+}
+
+TEST_CASE("cuda: delta_rule, forward and gradients of q, k, v and beta") {
+  struct Case {
+    std::string name;
+    int64_t L, B, H, Dk, Dv;
+    bool f64;  // also in float64 (W and its gradient fit in a block's shared memory)
+  };
+  const std::vector<Case> cases{
+      {"small", 7, 2, 2, 12, 10, true},
+      {"one step", 1, 1, 3, 5, 4, true},
+      {"Dv not a multiple of the warps", 4, 1, 1, 33, 13, true},
+      // 64 x 128: W is 32 KiB, W and its gradient 64 KiB (above the 48 KiB default).
+      {"64 x 128", 5, 1, 2, 128, 64, true},
+      // DPFP features of 64-wide heads: 256 keys; 128 KiB for the backward in
+      // float32, 256 KiB in float64 (too much for a block).
+      {"64 x 256", 3, 1, 1, 256, 64, false},
+  };
+  for (const Case& c : cases) {
+    const std::vector<Tensor> inputs{random_cpu({c.L, c.B, c.H, c.Dk}, 280), random_cpu({c.L, c.B, c.H, c.Dk}, 281),
+                                     random_cpu({c.L, c.B, c.H, c.Dv}, 282), random_cpu({c.L, c.B, c.H, 1}, 283)};
+    const auto delta = [](const auto& v) { return delta_rule_of(v, true); };
+    if (c.f64) check_op_both("delta rule " + c.name, inputs, delta);
+    else check_op("delta rule " + c.name, inputs, delta);
+    check_op("sum rule " + c.name, {inputs[0], inputs[1], inputs[2]},
+             [](const auto& v) { return delta_rule_of(v, false); });
+  }
+  // A given initial state (no gradient flows to it) and the final state.
+  const Tensor w0 = random_cpu({2, 2, 10, 12}, 284, -0.3, 0.3);
+  const std::vector<Tensor> inputs{random_cpu({6, 2, 2, 12}, 285), random_cpu({6, 2, 2, 12}, 286),
+                                   random_cpu({6, 2, 2, 10}, 287), random_cpu({6, 2, 2, 1}, 288)};
+  check_op_both("delta rule from an initial state", inputs, [w0](const auto& v) { return delta_rule_of(v, true, w0); });
+  for (bool delta : {true, false}) {
+    std::vector<Tensor> cpu, gpu;
+    for (const Tensor& t : inputs) {
+      cpu.push_back(t);
+      gpu.push_back(t.to(kCuda));
+    }
+    Tensor wc, wg;
+    GradModeGuard no_grad(false);
+    const Tensor yc = delta_rule_of(cpu, delta, w0, &wc), yg = delta_rule_of(gpu, delta, w0, &wg);
+    check_close(yg, yc, 1e-5, std::string(delta ? "delta" : "sum") + " rule output");
+    check_close(wg, wc, 1e-5, std::string(delta ? "delta" : "sum") + " rule final state");
+  }
+}
+
+TEST_CASE("cuda: delta_rule refuses a fast weight larger than a block's shared memory") {
+  // W [64, 512] in float32 is 128 KiB, which the forward may use; W and its
+  // gradient need 256 KiB per block, more than any GPU's shared memory.
+  Tensor q = Tensor::zeros({2, 1, 1, 512}, DType::f32, kCuda), v = Tensor::zeros({2, 1, 1, 64}, DType::f32, kCuda);
+  Tensor beta = Tensor::zeros({2, 1, 1, 1}, DType::f32, kCuda);
+  q.requires_grad_();
+  const Tensor y = delta_rule(q, q, v, beta);
+  CHECK_THROWS_WITH_AS(y.backward(Tensor::ones(y.shape(), DType::f32, kCuda)), doctest::Contains("shared memory"),
+                       Error);
+}
+
+// ---- feedback -----------------------------------------------------------------------------------
+
+TEST_CASE("cuda: feedback_attention, forward and gradients of every input") {
+  struct Case {
+    std::string name;
+    int64_t n, R, B, H, D, Dv;
+  };
+  const std::vector<Case> cases{
+      {"small", 5, 8, 2, 3, 4, 6},
+      {"one slot", 1, 4, 2, 2, 4, 4},
+      {"the whole table (n = R)", 6, 6, 1, 2, 5, 3},
+      {"long memory (n > threads)", 300, 320, 2, 2, 8, 8},
+  };
+  for (const Case& c : cases) {
+    const std::vector<Tensor> inputs{
+        random_cpu({c.B, c.H, c.D}, 300),       random_cpu({c.n, c.B, c.H, c.D}, 301),
+        random_cpu({c.n, c.B, c.H, c.Dv}, 302), random_cpu({c.R, c.H, c.D}, 303),
+        random_cpu({c.R, c.H}, 304),            random_cpu({c.H, c.D}, 305)};
+    const double scale = 1.0 / std::sqrt(static_cast<double>(c.D));
+    check_op_both("feedback " + c.name, inputs,
+                  [scale](const auto& v) { return feedback_attention(v[0], v[1], v[2], v[3], v[4], v[5], scale); });
+  }
+  // Keys and values as views of one packed [n, B, H, 2D] memory.
+  check_op("keys and values as views of one packed memory",
+           {random_cpu({2, 3, 4}, 306), random_cpu({5, 2, 3, 8}, 307), random_cpu({7, 3, 4}, 308),
+            random_cpu({7, 3}, 309), random_cpu({3, 4}, 310)},
+           [](const auto& v) {
+             return feedback_attention(v[0], v[1].narrow(3, 0, 4), v[1].narrow(3, 4, 4), v[2], v[3], v[4], 0.5);
+           });
+}
+
+// ---- whole models ------------------------------------------------------------------------------------
+
+// A tiny config of each family; dropout is on (but for the feedback family, which
+// has none), so the dropout masks, elementwise and inside attention, must be the
+// same on both devices too.
+models::ModelConfig tiny_config(const std::string& family) {
+  models::ModelConfig c;
+  c.family = family;
+  c.vocab = 13;
+  c.d_model = 16;
+  c.heads = 2;
+  c.d_ff = 32;
+  c.layers = 2;
+  c.dropout = 0.1;
+  c.seed = 11;
+  c.max_seq_len = 16;
+  return c;
+}
+
+struct ModelCase {
+  std::string name;
+  models::ModelConfig config;
+};
+
+std::vector<ModelCase> model_cases() {
+  std::vector<ModelCase> cases;
+  for (const char* family : {"bigram", "transformer", "primer_ez", "fast_weights", "feedback"})
+    cases.push_back({family, tiny_config(family)});
+  cases.back().config.dropout = 0.0;  // the feedback family has no dropout
+  models::ModelConfig sum_rule = tiny_config("fast_weights");
+  sum_rule.update_rule = "sum";
+  sum_rule.feature_map = "elu_plus_one";
+  sum_rule.attention_layer_norm = true;
+  cases.push_back({"fast_weights (sum rule, elu+1, layer norm)", sum_rule});
+  models::ModelConfig per_head = tiny_config("primer_ez");
+  per_head.conv_kernels = "per_head";
+  cases.push_back({"primer_ez (per-head kernels)", per_head});
+  return cases;
+}
+
+// Mean cross-entropy of logits [L, B, V] against targets [L, B].
+Tensor lm_loss(const Tensor& logits, const Tensor& targets) {
+  const int64_t V = logits.size(-1);
+  return cross_entropy(reshape(logits, {targets.numel(), V}), reshape(targets, {targets.numel()}));
+}
+
+// Whole models run dozens of float32 ops in sequence, each rounding a little
+// differently on the two devices (cuBLAS and Eigen sum in other orders, CUDA's
+// and Eigen's exp differ in the last bit). Measured on the CPU, float32 against
+// float64 for these configs, logits, loss and gradients differ by at most 6e-7
+// relative to each tensor's largest value; two float32 runs should differ by at
+// most about twice that, so the per-op bound of 1e-5 holds for whole models too.
+constexpr double kModelTolerance = 1e-5;
+
+TEST_CASE("cuda: every family's logits, loss and parameter gradients match the CPU") {
+  const int64_t L = 8, B = 3;
+  for (const ModelCase& mc : model_cases()) {
+    INFO(mc.name);
+    auto cpu = models::make_model(mc.config);
+    auto gpu = models::make_model(mc.config);
+    gpu->to(kCuda);
+    const Tensor tokens = random_ids({L, B}, mc.config.vocab, 320), targets = random_ids({L, B}, mc.config.vocab, 321);
+    const Tensor lc = cpu->forward(tokens), lg = gpu->forward(tokens.to(kCuda));
+    check_close(lg, lc, kModelTolerance, mc.name + ": logits");
+    const Tensor loss_c = lm_loss(lc, targets), loss_g = lm_loss(lg, targets.to(kCuda));
+    check_close(loss_g, loss_c, kModelTolerance, mc.name + ": loss");
+    loss_c.backward();
+    loss_g.backward();
+    const models::NamedTensors pc = cpu->named_parameters(), pg = gpu->named_parameters();
+    REQUIRE(pc.size() == pg.size());
+    // Some gradients vanish mathematically (a key projection's bias shifts every
+    // score of a row equally, which softmax ignores) and hold rounding noise only:
+    // they are compared against a thousandth of the model's largest gradient.
+    double largest = 0.0;
+    for (const auto& [name, t] : pc)
+      if (t.grad().defined())
+        for (double x : values(t.grad())) largest = std::max(largest, std::abs(x));
+    for (size_t i = 0; i < pc.size(); ++i) {
+      const std::string what = mc.name + ": gradient of " + pc[i].first;
+      INFO(what);
+      CHECK(pg[i].first == pc[i].first);
+      // Parameters no path reaches (the fast weights' unused norms) have no grad on either device.
+      CHECK(pg[i].second.grad().defined() == pc[i].second.grad().defined());
+      if (pc[i].second.grad().defined() && pg[i].second.grad().defined())
+        check_close(pg[i].second.grad(), pc[i].second.grad(), kModelTolerance, what, 1e-3 * largest);
+    }
+  }
+}
+
+TEST_CASE("cuda: five training steps of every family give the CPU's losses") {
+  const int64_t L = 8, B = 3, kSteps = 5;
+  for (const ModelCase& mc : model_cases()) {
+    INFO(mc.name);
+    std::vector<double> losses[2];
+    for (Device device : {kCpu, kCuda}) {
+      auto model = models::make_model(mc.config);
+      if (device == kCuda) model->to(kCuda);
+      models::AdamOptions options;
+      options.fused_cpu = false;  // the same composition of engine ops on both devices
+      models::Adam adam(model->named_parameters(), options, models::LrSchedule::constant(3e-3));
+      for (int64_t step = 0; step < kSteps; ++step) {
+        const Tensor tokens = random_ids({L, B}, mc.config.vocab, 330 + step);
+        const Tensor targets = random_ids({L, B}, mc.config.vocab, 340 + step);
+        const Tensor loss = lm_loss(model->forward(tokens.to(device)), targets.to(device));
+        loss.backward();
+        models::clip_grad_norm(model->parameters(), 1.0);
+        adam.step();
+        adam.zero_grad();
+        losses[device == kCuda].push_back(loss.item());
+      }
+    }
+    for (int64_t step = 0; step < kSteps; ++step) {
+      INFO("step ", step, ": cpu ", losses[0][step], ", cuda ", losses[1][step]);
+      CHECK(std::abs(losses[1][step] - losses[0][step]) <= 1e-4);
+    }
+  }
 }
 
 }  // namespace
