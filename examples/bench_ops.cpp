@@ -11,17 +11,19 @@
 //
 //   bench_ops           full run (a few seconds)
 //   bench_ops --quick   small shapes, few runs: a smoke test for the build
-#include <immintrin.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <functional>
 #include <string>
 #include <vector>
 
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -59,17 +61,35 @@ double median(std::vector<double> v) {
 // cache should serve every tensor, so this stays 0.
 size_t g_timed_allocations = 0;
 
+// CPU time this process got during timed runs, against wall time x threads: well
+// below 100% means other processes took cores from us and the numbers are low.
+struct CpuShare {
+  int threads = 1;
+  double cpu_seconds = 0, wall_seconds = 0;
+  double percent() const { return 100.0 * cpu_seconds / (wall_seconds * threads); }
+};
+CpuShare g_share;
+
+double process_cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
 // Median wall-clock seconds of fn() over cfg.reps runs, after cfg.warmup untimed
 // runs (they fault in pages and fill the allocator's cache).
 double time_median(const Config& cfg, const std::function<void()>& fn) {
   for (int i = 0; i < cfg.warmup; ++i) fn();
   const size_t allocations = loom::cpu_allocator().stats().system_allocations;
+  const double cpu0 = process_cpu_seconds();
   std::vector<double> secs;
   for (int i = 0; i < cfg.reps; ++i) {
     const auto t0 = Clock::now();
     fn();
     secs.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
   }
+  g_share.cpu_seconds += process_cpu_seconds() - cpu0;
+  for (double t : secs) g_share.wall_seconds += t;
   g_timed_allocations += loom::cpu_allocator().stats().system_allocations - allocations;
   return median(secs);
 }
@@ -277,6 +297,7 @@ int main(int argc, char** argv) {
 
   for (int threads : thread_counts) {
     loom::set_num_threads(threads);
+    g_share = CpuShare{threads};
     row("threads (loom / Eigen)")
         .cells.push_back(std::to_string(loom::num_threads()) + " / " + std::to_string(Eigen::nbThreads()));
 
@@ -327,6 +348,7 @@ int main(int argc, char** argv) {
       softmax_cell = "n/a";
     }
     row("softmax " + shape_text(logits) + " GB/s (read+write)").cells.push_back(softmax_cell);
+    row("CPU share of timed runs (100% = no contention)").cells.push_back(fmt("%.0f%%", g_share.percent()));
   }
 
   // ---- print -------------------------------------------------------------------------
