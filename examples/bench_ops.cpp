@@ -311,8 +311,8 @@ int main(int argc, char** argv) {
     };
     const Case cases[] = {
         {"matmul C=A·B     " + shape_text(A) + "·" + shape_text(B), A, B},
-        {"matmul dA=dC·Bᵀ  " + shape_text(dC) + "·" + shape_text(Bt) + "ᵀview", dC, Bt},
-        {"matmul dB=Aᵀ·dC  " + shape_text(At) + "ᵀview·" + shape_text(dC), At, dC},
+        {"matmul dA=dC·Bᵀ  " + shape_text(dC) + "·" + shape_text(Bt) + "*", dC, Bt},
+        {"matmul dB=Aᵀ·dC  " + shape_text(At) + "*·" + shape_text(dC), At, dC},
     };
     for (const Case& c : cases) {
       const MatmulResult r = bench_matmul(cfg, c.a, c.b);
@@ -355,6 +355,7 @@ int main(int argc, char** argv) {
   std::printf("loom bench_ops%s: median of %d timed runs after %d warm-up runs (wall clock;\n"
               "other processes on this machine add noise: compare medians, not digits)\n",
               cfg.quick ? " --quick" : "", cfg.reps, cfg.warmup);
+  std::printf("matmul: * marks a transposed view (no copy), as the backward rule passes it\n");
   std::printf("build: %s, __AVX512F__ %s, __AVX2__ %s, __FMA__ %s, OpenMP %s, Eigen %d.%d.%d (%s)\n",
 #ifdef NDEBUG
               "NDEBUG",
