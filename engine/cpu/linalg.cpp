@@ -119,7 +119,9 @@ void matmul_typed(Tensor a, Tensor b, const Tensor& out) {
   // more) with single-threaded Eigen (it does not thread inside a parallel region).
   // Unlike Eigen's own threaded GEMM, the threads never wait on each other while
   // packing, and each clears its own block of out (Eigen zero-fills before it
-  // accumulates) instead of one thread clearing all of it.
+  // accumulates) instead of one thread clearing all of it. On an idle machine
+  // both reach about the same share of the FMA peak (Eigen's kernel is the
+  // limit); when other processes take cores, Eigen's spinning threads lose far more.
   const bool split_rows = M >= N;
   const int64_t units = ((split_rows ? M : N) + kSplitAlign - 1) / kSplitAlign;
   const int64_t unit_flops = kSplitAlign * (split_rows ? N : M) * K;
