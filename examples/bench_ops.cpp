@@ -1,0 +1,402 @@
+// bench_ops: how close loom's CPU kernels come to what the machine can do.
+//
+// For 1 and 2 threads it prints one table:
+//   - the float32 FMA peak, measured with a hand-written register-only kernel,
+//   - matmul GFLOP/s for a [2048x512]·[512x2048] product and the two products
+//     its backward rule issues (with the same transposed views autodiff uses),
+//     and their share of that peak,
+//   - GB/s of a large elementwise add and of softmax, beside a memcpy baseline.
+// Every number is the median of several timed runs after warm-up runs; on a
+// shared machine the spread is still large, so compare medians, not digits.
+//
+//   bench_ops           full run (a few seconds)
+//   bench_ops --quick   small shapes, few runs: a smoke test for the build
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <functional>
+#include <string>
+#include <vector>
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <Eigen/Core>
+#pragma GCC diagnostic pop
+
+#include "engine/backend.h"
+#include "engine/ops.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Config {
+  bool quick = false;
+  int warmup = 2;
+  int reps = 7;
+  // matmul: [m x k]·[k x n]
+  int64_t m = 2048, k = 512, n = 2048;
+  int64_t add_numel = int64_t{16} << 20;
+  int64_t softmax_rows = 4096, softmax_cols = 4096;
+  int64_t fma_iters = int64_t{1} << 25;  // per thread
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t h = v.size() / 2;
+  return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
+}
+
+// System allocations made inside timed runs: in steady state the allocator's
+// cache should serve every tensor, so this stays 0.
+size_t g_timed_allocations = 0;
+
+// CPU time this process got during timed runs, against wall time x threads: well
+// below 100% means other processes took cores from us and the numbers are low.
+struct CpuShare {
+  int threads = 1;
+  double cpu_seconds = 0, wall_seconds = 0;
+  double percent() const { return 100.0 * cpu_seconds / (wall_seconds * threads); }
+};
+CpuShare g_share;
+
+double process_cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+// Median wall-clock seconds of fn() over cfg.reps runs, after cfg.warmup untimed
+// runs (they fault in pages and fill the allocator's cache).
+double time_median(const Config& cfg, const std::function<void()>& fn) {
+  for (int i = 0; i < cfg.warmup; ++i) fn();
+  const size_t allocations = loom::cpu_allocator().stats().system_allocations;
+  const double cpu0 = process_cpu_seconds();
+  std::vector<double> secs;
+  for (int i = 0; i < cfg.reps; ++i) {
+    const auto t0 = Clock::now();
+    fn();
+    secs.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  g_share.cpu_seconds += process_cpu_seconds() - cpu0;
+  for (double t : secs) g_share.wall_seconds += t;
+  g_timed_allocations += loom::cpu_allocator().stats().system_allocations - allocations;
+  return median(secs);
+}
+
+// ---- FMA peak ------------------------------------------------------------------------
+// kChains independent accumulator chains: enough to cover FMA latency times the
+// number of FMA pipes, few enough to stay in registers. acc = acc * a + b with
+// a just below 1 keeps the values finite for any iteration count.
+constexpr int kChains = 16;
+
+#if defined(__AVX512F__)
+constexpr const char* kFmaIsa = "AVX-512";
+constexpr int kLanes = 16;
+float fma_chains(int64_t iters) {
+  __m512 acc[kChains];
+  for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(1.0f + 0.01f * c);
+  const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-6f);
+  for (int64_t i = 0; i < iters; ++i) {
+#pragma GCC unroll 16
+    for (int c = 0; c < kChains; ++c) acc[c] = _mm512_fmadd_ps(acc[c], a, b);
+  }
+  alignas(64) float lanes[16];
+  __m512 sum = acc[0];
+  for (int c = 1; c < kChains; ++c) sum = _mm512_add_ps(sum, acc[c]);
+  _mm512_store_ps(lanes, sum);
+  float s = 0;
+  for (float x : lanes) s += x;
+  return s;
+}
+#elif defined(__AVX2__) && defined(__FMA__)
+constexpr const char* kFmaIsa = "AVX2";
+constexpr int kLanes = 8;
+float fma_chains(int64_t iters) {
+  __m256 acc[kChains];
+  for (int c = 0; c < kChains; ++c) acc[c] = _mm256_set1_ps(1.0f + 0.01f * c);
+  const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-6f);
+  for (int64_t i = 0; i < iters; ++i) {
+#pragma GCC unroll 16
+    for (int c = 0; c < kChains; ++c) acc[c] = _mm256_fmadd_ps(acc[c], a, b);
+  }
+  alignas(32) float lanes[8];
+  __m256 sum = acc[0];
+  for (int c = 1; c < kChains; ++c) sum = _mm256_add_ps(sum, acc[c]);
+  _mm256_store_ps(lanes, sum);
+  float s = 0;
+  for (float x : lanes) s += x;
+  return s;
+}
+#else
+constexpr const char* kFmaIsa = "scalar";
+constexpr int kLanes = 1;
+float fma_chains(int64_t iters) {
+  float acc[kChains];
+  for (int c = 0; c < kChains; ++c) acc[c] = 1.0f + 0.01f * c;
+  for (int64_t i = 0; i < iters; ++i)
+    for (int c = 0; c < kChains; ++c) acc[c] = std::fma(acc[c], 0.999999f, 1e-6f);
+  float s = 0;
+  for (float x : acc) s += x;
+  return s;
+}
+#endif
+
+volatile float g_sink;  // keeps the FMA results alive
+
+double fma_peak_gflops(const Config& cfg, int threads) {
+  const double secs = time_median(cfg, [&] {
+#pragma omp parallel num_threads(threads)
+    {
+      const float r = fma_chains(cfg.fma_iters);
+#pragma omp critical
+      g_sink = g_sink + r;
+    }
+  });
+  const double flops = 2.0 * kChains * kLanes * double(cfg.fma_iters) * threads;
+  return flops / secs * 1e-9;
+}
+
+// ---- matmul --------------------------------------------------------------------------
+
+// Largest error of a few sampled entries of c = a·b against a float64 dot
+// product, relative to sum |a_ik b_kj| (the scale of fp32 rounding). Catches a
+// fast but wrong kernel; it is not a timing check.
+double matmul_sample_error(const loom::Tensor& a, const loom::Tensor& b, const loom::Tensor& c) {
+  const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
+  const float* pa = a.data<float>();
+  const float* pb = b.data<float>();
+  const float* pc = c.data<float>();
+  const int64_t as0 = a.strides()[0], as1 = a.strides()[1];
+  const int64_t bs0 = b.strides()[0], bs1 = b.strides()[1];
+  double worst = 0;
+  for (int s = 0; s < 64; ++s) {
+    const int64_t i = (s * 7919) % M, j = (s * 104729 + 13) % N;
+    double dot = 0, scale = 0;
+    for (int64_t kk = 0; kk < K; ++kk) {
+      const double x = pa[i * as0 + kk * as1], y = pb[kk * bs0 + j * bs1];
+      dot += x * y;
+      scale += std::abs(x * y);
+    }
+    worst = std::max(worst, std::abs(pc[i * N + j] - dot) / std::max(scale, 1e-30));
+  }
+  return worst;
+}
+
+struct MatmulResult {
+  double gflops = 0;
+  double error = 0;
+};
+
+MatmulResult bench_matmul(const Config& cfg, const loom::Tensor& a, const loom::Tensor& b) {
+  MatmulResult r;
+  loom::Tensor c;
+  // The old result is dropped first, so its block is reused as in a training step.
+  const double secs = time_median(cfg, [&] {
+    c = loom::Tensor();
+    c = loom::matmul(a, b);
+  });
+  r.gflops = 2.0 * double(a.size(0)) * double(a.size(1)) * double(b.size(1)) / secs * 1e-9;
+  r.error = matmul_sample_error(a, b, c);
+  return r;
+}
+
+// ---- memory-bound ops ---------------------------------------------------------------
+
+// memcpy split over the threads: the bandwidth a streaming kernel can hope for.
+double memcpy_gbps(const Config& cfg, int threads, float* dst, const float* src, int64_t numel) {
+  const double secs = time_median(cfg, [&] {
+#pragma omp parallel num_threads(threads)
+    {
+#ifdef _OPENMP
+      const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+#else
+      const int64_t nt = 1, t = 0;
+#endif
+      const int64_t chunk = (numel + nt - 1) / nt;
+      const int64_t begin = std::min(numel, t * chunk), end = std::min(numel, begin + chunk);
+      std::memcpy(dst + begin, src + begin, (end - begin) * sizeof(float));
+    }
+  });
+  return 2.0 * numel * sizeof(float) / secs * 1e-9;  // read + write
+}
+
+// ---- the table ------------------------------------------------------------------------
+
+struct Row {
+  std::string label;
+  std::vector<std::string> cells;  // one per thread count
+};
+
+std::string fmt(const char* f, double x) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, x);
+  return buf;
+}
+
+std::string shape_text(const loom::Tensor& t) { return loom::shape_str(t.shape()); }
+
+// Columns on a terminal: UTF-8 continuation bytes take none (labels use · and ᵀ).
+int display_width(const std::string& s) {
+  return int(std::count_if(s.begin(), s.end(), [](char ch) { return (ch & 0xC0) != 0x80; }));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Config cfg;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) {
+      cfg.quick = true;
+    } else {
+      std::fprintf(stderr, "usage: %s [--quick]\n", argv[0]);
+      return 2;
+    }
+  }
+  if (cfg.quick) {
+    cfg.warmup = 1;
+    cfg.reps = 3;
+    cfg.m = 256, cfg.k = 64, cfg.n = 256;
+    cfg.add_numel = int64_t{1} << 18;
+    cfg.softmax_rows = 256, cfg.softmax_cols = 256;
+    cfg.fma_iters = int64_t{1} << 16;
+  }
+  const std::vector<int> thread_counts = {2, 1};
+
+  loom::Generator gen(42);
+  // The forward product and the tensors its backward rule sees.
+  const loom::Tensor A = loom::uniform({cfg.m, cfg.k}, -1, 1, gen);
+  const loom::Tensor B = loom::uniform({cfg.k, cfg.n}, -1, 1, gen);
+  const loom::Tensor dC = loom::uniform({cfg.m, cfg.n}, -1, 1, gen);
+  const loom::Tensor Bt = loom::transpose(B, -1, -2);  // views, as in autodiff/linalg.cpp
+  const loom::Tensor At = loom::transpose(A, -1, -2);
+  const loom::Tensor x = loom::uniform({cfg.add_numel}, -1, 1, gen);
+  const loom::Tensor y = loom::uniform({cfg.add_numel}, -1, 1, gen);
+  loom::Tensor copy_dst = loom::Tensor::empty({cfg.add_numel});
+  const loom::Tensor logits = loom::uniform({cfg.softmax_rows, cfg.softmax_cols}, -4, 4, gen);
+  loom::Tensor probs = loom::Tensor::empty(logits.shape());
+
+  std::vector<Row> rows;
+  auto row = [&](const std::string& label) -> Row& {
+    for (Row& r : rows)
+      if (r.label == label) return r;
+    rows.push_back({label, {}});
+    return rows.back();
+  };
+  bool ok = true;
+
+  for (int threads : thread_counts) {
+    loom::set_num_threads(threads);
+    g_share = CpuShare{threads};
+    row("threads (loom / Eigen)")
+        .cells.push_back(std::to_string(loom::num_threads()) + " / " + std::to_string(Eigen::nbThreads()));
+
+    const double peak = fma_peak_gflops(cfg, threads);
+    row(std::string("fp32 FMA peak (") + kFmaIsa + ") GFLOP/s").cells.push_back(fmt("%.1f", peak));
+
+    struct Case {
+      std::string label;
+      const loom::Tensor& a;
+      const loom::Tensor& b;
+    };
+    const Case cases[] = {
+        {"matmul C=A·B     " + shape_text(A) + "·" + shape_text(B), A, B},
+        {"matmul dA=dC·Bᵀ  " + shape_text(dC) + "·" + shape_text(Bt) + "*", dC, Bt},
+        {"matmul dB=Aᵀ·dC  " + shape_text(At) + "*·" + shape_text(dC), At, dC},
+    };
+    for (const Case& c : cases) {
+      const MatmulResult r = bench_matmul(cfg, c.a, c.b);
+      if (!(r.error < 1e-4)) {
+        std::fprintf(stderr, "%s: wrong result (sampled relative error %.3g)\n", c.label.c_str(), r.error);
+        ok = false;
+      }
+      row(c.label + " GFLOP/s (% peak)")
+          .cells.push_back(fmt("%.1f", r.gflops) + fmt(" (%.0f%%)", 100.0 * r.gflops / peak));
+    }
+
+    const double copy_bw =
+        memcpy_gbps(cfg, threads, copy_dst.data<float>(), x.data<float>(), cfg.add_numel);
+    row("memcpy " + shape_text(x) + " GB/s (read+write)").cells.push_back(fmt("%.1f", copy_bw));
+
+    loom::Tensor sum;
+    const double add_secs = time_median(cfg, [&] {
+      sum = loom::Tensor();
+      sum = loom::add(x, y);
+    });
+    const double add_bw = 3.0 * cfg.add_numel * sizeof(float) / add_secs * 1e-9;  // 2 reads, 1 write
+    row("add " + shape_text(x) + " GB/s (% memcpy)")
+        .cells.push_back(fmt("%.1f", add_bw) + fmt(" (%.0f%%)", 100.0 * add_bw / copy_bw));
+
+    // The softmax kernel is called directly: it is what loom::softmax runs after its
+    // checks, and it links (and throws "no cpu implementation") before the op exists.
+    std::string softmax_cell;
+    try {
+      const double secs = time_median(cfg, [&] { loom::backend_for(logits).softmax(logits, probs, false); });
+      softmax_cell = fmt("%.1f", 2.0 * logits.numel() * sizeof(float) / secs * 1e-9);  // read + write
+    } catch (const loom::Error& e) {
+      if (std::strstr(e.what(), "has no cpu implementation") == nullptr) throw;
+      softmax_cell = "n/a";
+    }
+    row("softmax " + shape_text(logits) + " GB/s (read+write)").cells.push_back(softmax_cell);
+    row("CPU share of timed runs (100% = no contention)").cells.push_back(fmt("%.0f%%", g_share.percent()));
+  }
+
+  // ---- print -------------------------------------------------------------------------
+  std::printf("loom bench_ops%s: median of %d timed runs after %d warm-up runs (wall clock;\n"
+              "other processes on this machine add noise: compare medians, not digits)\n",
+              cfg.quick ? " --quick" : "", cfg.reps, cfg.warmup);
+  std::printf("matmul: * marks a transposed view (no copy), as the backward rule passes it\n");
+  std::printf("build: %s, __AVX512F__ %s, __AVX2__ %s, __FMA__ %s, OpenMP %s, Eigen %d.%d.%d (%s)\n",
+#ifdef NDEBUG
+              "NDEBUG",
+#else
+              "asserts on",
+#endif
+#ifdef __AVX512F__
+              "defined",
+#else
+              "not defined",
+#endif
+#ifdef __AVX2__
+              "defined",
+#else
+              "not defined",
+#endif
+#ifdef __FMA__
+              "defined",
+#else
+              "not defined",
+#endif
+#ifdef _OPENMP
+              std::to_string(_OPENMP).c_str(),
+#else
+              "off",
+#endif
+              EIGEN_WORLD_VERSION, EIGEN_MAJOR_VERSION, EIGEN_MINOR_VERSION, Eigen::SimdInstructionSetsInUse());
+  int width = 0;
+  for (const Row& r : rows) width = std::max(width, display_width(r.label));
+  std::printf("\n%-*s", width, "");
+  for (int t : thread_counts) std::printf("  %16s", (std::to_string(t) + (t == 1 ? " thread" : " threads")).c_str());
+  std::printf("\n");
+  for (const Row& r : rows) {
+    std::printf("%s%*s", r.label.c_str(), width - display_width(r.label), "");
+    for (const std::string& c : r.cells) std::printf("  %16s", c.c_str());
+    std::printf("\n");
+  }
+  const loom::AllocatorStats st = loom::cpu_allocator().stats();
+  std::printf("\nallocator: active %.1f MiB, peak %.1f MiB, cached %.1f MiB, %zu system allocations"
+              " (%zu in timed runs)\n",
+              st.active_bytes / 1048576.0, st.peak_bytes / 1048576.0, st.cached_bytes / 1048576.0,
+              st.system_allocations, g_timed_allocations);
+  return ok ? 0 : 1;
+}
