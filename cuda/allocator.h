@@ -10,25 +10,17 @@
 // cuda/runtime.h: work that used a block is queued before work that reuses it.
 #pragma once
 
-#include <map>
-#include <mutex>
-
 #include "engine/allocator.h"
 
 namespace loom::cuda {
 
-class CachingCudaAllocator final : public Allocator {
- public:
-  void* allocate(size_t bytes, size_t* capacity) override;
-  void deallocate(void* ptr, size_t capacity) override;
-  AllocatorStats stats() const override;
-  // Frees every cached block (cudaFree; waits for the device).
-  void release_cached() override;
-
- private:
-  mutable std::mutex mutex_;
-  std::multimap<size_t, void*> free_blocks_;  // capacity -> block
-  AllocatorStats stats_;
+class CachingCudaAllocator final : public CachingAllocator {
+ protected:
+  const char* device_label() const override { return "cuda device"; }
+  size_t round_size(size_t bytes) const override;
+  void* system_allocate(size_t bytes) override;  // cudaMalloc
+  // cudaFree waits for the device, so no queued kernel still uses the block.
+  void system_free(void* ptr) override;
 };
 
 // The allocator of Device::cuda tensors.

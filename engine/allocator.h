@@ -29,20 +29,40 @@ class Allocator {
   virtual void release_cached() = 0;  // give cached blocks back to the system
 };
 
-// A size-keyed cache of 64-byte aligned blocks. A cached block is reused for a
-// request when it is no more than twice the requested size.
-class CachingCpuAllocator : public Allocator {
+// A size-keyed cache of freed blocks in front of a device's own allocation
+// calls. A cached block serves a request when it is no more than twice the
+// requested size. Devices supply the system calls and the size rounding.
+class CachingAllocator : public Allocator {
  public:
-  ~CachingCpuAllocator() override;
   void* allocate(size_t bytes, size_t* capacity) override;
+  // Runs in Storage's destructor: never throws, never calls the system.
   void deallocate(void* ptr, size_t capacity) override;
   AllocatorStats stats() const override;
   void release_cached() override;
+
+ protected:
+  virtual const char* device_label() const = 0;
+  virtual size_t round_size(size_t bytes) const = 0;
+  // A block of exactly `bytes`, or nullptr when the device is out of memory.
+  virtual void* system_allocate(size_t bytes) = 0;
+  virtual void system_free(void* ptr) = 0;
 
  private:
   mutable std::mutex mutex_;
   std::multimap<size_t, void*> free_blocks_;  // capacity -> block
   AllocatorStats stats_;
+};
+
+// 64-byte aligned blocks (one cache line, one AVX-512 vector) from the C library.
+class CachingCpuAllocator final : public CachingAllocator {
+ public:
+  ~CachingCpuAllocator() override { release_cached(); }
+
+ protected:
+  const char* device_label() const override { return "cpu"; }
+  size_t round_size(size_t bytes) const override;
+  void* system_allocate(size_t bytes) override;
+  void system_free(void* ptr) override;
 };
 
 Allocator& cpu_allocator();

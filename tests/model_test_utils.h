@@ -15,21 +15,6 @@
 
 namespace loom::test {
 
-// A fresh directory under the system temp directory, removed with its contents.
-struct TempDir {
-  std::filesystem::path path;
-  explicit TempDir(const std::string& tag) {
-    path = std::filesystem::temp_directory_path() / ("loom-test-" + tag + "-" + std::to_string(::getpid()));
-    std::filesystem::remove_all(path);
-    std::filesystem::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
-
 // A purely relative comparison. doctest's Approx adds 1 to the magnitude it
 // scales epsilon by, which makes it absolute for small values (a learning
 // rate of 5e-7 would match 0); the tiny scale here only lets 0 == 0 pass.

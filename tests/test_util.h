@@ -3,8 +3,13 @@
 
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
 #include <initializer_list>
 #include <string>
+#include <vector>
 
 #include "engine/error.h"
 
@@ -29,5 +34,29 @@ inline void check_mentions(const std::string& message, std::initializer_list<con
   REQUIRE(!message.empty());
   for (const char* p : parts) CHECK_MESSAGE(contains(message, p), "missing '", std::string(p), "'");
 }
+
+// A fresh directory under the system temp directory, removed with its contents.
+struct TempDir {
+  std::filesystem::path path;
+  explicit TempDir(const std::string& tag) {
+    path = std::filesystem::temp_directory_path() / ("loom-test-" + tag + "-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string file(const std::string& name) const { return (path / name).string(); }
+  // The names of the files in the directory, sorted.
+  std::vector<std::string> listing() const {
+    std::vector<std::string> names;
+    for (const auto& e : std::filesystem::directory_iterator(path)) names.push_back(e.path().filename().string());
+    std::sort(names.begin(), names.end());
+    return names;
+  }
+};
 
 }  // namespace loom::test
