@@ -19,30 +19,6 @@ namespace loom::cuda {
 
 namespace {
 
-struct ConvDims {
-  int64_t L = 0, B = 1, C = 0, K = 0;
-  bool shared = false;  // weight [1, K]: one kernel for all channels
-};
-
-ConvDims conv_dims(const Tensor& x, const Tensor& weight) {
-  ConvDims d;
-  d.L = x.shape().front();
-  d.C = x.shape().back();
-  for (int64_t i = 1; i + 1 < x.dim(); ++i) d.B *= x.shape()[i];
-  d.K = weight.shape()[1];
-  d.shared = weight.shape()[0] == 1 && d.C != 1;
-  return d;
-}
-
-// The ops pass contiguous tensors; copy anything else, so that the kernels keep
-// backend.h's promise that inputs may be strided views.
-Tensor dense(const Tensor& t) {
-  if (!t.defined() || t.is_contiguous()) return t;
-  Tensor out = Tensor::empty(t.shape(), t.dtype(), t.device());
-  backend().copy(t, out);
-  return out;
-}
-
 template <class T>
 __global__ void conv_forward_kernel(const T* x, const T* w, const T* bias, T* out, ConvDims d) {
   const int64_t C = d.C, K = d.K, B = d.B;

@@ -181,24 +181,6 @@ __global__ void delta_rule_backward_kernel(const T* g, const T* q, const T* k, c
   }
 }
 
-// Copies a strided input (the ops pass contiguous ones), as the CPU kernel does.
-Tensor dense(const Tensor& t) {
-  if (!t.defined() || t.is_contiguous()) return t;
-  Tensor out = Tensor::empty(t.shape(), t.dtype(), t.device());
-  backend().copy(t, out);
-  return out;
-}
-
-template <class T>
-const T* ptr_or_null(const Tensor& t) {
-  return t.defined() ? t.data<T>() : nullptr;
-}
-
-template <class T>
-T* mut_or_null(const Tensor& t) {
-  return t.defined() ? t.data<T>() : nullptr;
-}
-
 template <class K>
 void reserve(K* kernel, size_t bytes, const char* op, const Dims& d, const char* dtype, const char* holds) {
   reserve_shared_memory(reinterpret_cast<const void*>(kernel), bytes, op,
@@ -221,8 +203,8 @@ void CudaBackend::delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, 
     const size_t bytes = sizeof(T) * static_cast<size_t>(d.Dv * d.Dk + 2 * d.Dk + d.Dv);
     reserve(&delta_rule_forward_kernel<T>, bytes, op, d, dtype_name(q.dtype()), "W");
     delta_rule_forward_kernel<T><<<row_blocks(d.S), kThreads, bytes, stream()>>>(
-        qc.data<T>(), kc.data<T>(), vc.data<T>(), ptr_or_null<T>(bc), ptr_or_null<T>(w0), out.data<T>(),
-        mut_or_null<T>(final_state), mut_or_null<T>(vbar), d);
+        qc.data<T>(), kc.data<T>(), vc.data<T>(), data_or_null<const T>(bc), data_or_null<const T>(w0), out.data<T>(),
+        data_or_null<T>(final_state), data_or_null<T>(vbar), d);
     LOOM_CUDA_CHECK_LAUNCH(op);
   });
 }
@@ -247,8 +229,8 @@ void CudaBackend::delta_rule_backward(const Tensor& grad_out, const Tensor& q, c
     const size_t bytes = sizeof(T) * static_cast<size_t>(2 * d.Dv * d.Dk + 2 * d.Dk + 5 * d.Dv + kWarps);
     reserve(&delta_rule_backward_kernel<T>, bytes, op, d, dtype_name(q.dtype()), "W and its gradient");
     delta_rule_backward_kernel<T><<<row_blocks(d.S), kThreads, bytes, stream()>>>(
-        gc.data<T>(), qc.data<T>(), kc.data<T>(), vc.data<T>(), ptr_or_null<T>(bc), ptr_or_null<T>(vb),
-        wl.data<T>(), grad_q.data<T>(), grad_k.data<T>(), grad_v.data<T>(), mut_or_null<T>(grad_beta), d);
+        gc.data<T>(), qc.data<T>(), kc.data<T>(), vc.data<T>(), data_or_null<const T>(bc), data_or_null<const T>(vb),
+        wl.data<T>(), grad_q.data<T>(), grad_k.data<T>(), grad_v.data<T>(), data_or_null<T>(grad_beta), d);
     LOOM_CUDA_CHECK_LAUNCH(op);
   });
 }

@@ -203,11 +203,6 @@ __global__ void feedback_grad_u_kernel(Inputs<T> a, const T* ds, T* gu) {
   }
 }
 
-template <class T>
-T* data_or_null(const Tensor& t) {
-  return t.defined() ? t.data<T>() : nullptr;
-}
-
 template <class K>
 void reserve(K* kernel, size_t bytes, const char* op, int64_t n, const char* dtype) {
   reserve_shared_memory(reinterpret_cast<const void*>(kernel), bytes, op,

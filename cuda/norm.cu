@@ -19,11 +19,6 @@ namespace {
 
 int64_t row_count(const Tensor& x, int64_t D) { return D == 0 ? 0 : x.numel() / D; }
 
-template <class T>
-const T* data_or_null(const Tensor& t) {
-  return t.defined() ? t.data<T>() : nullptr;
-}
-
 // a * b, rounded, never fused with a later addition into an fma: the backward
 // subtracts the mean of these products from each of them, which must give 0
 // exactly where all are equal (D = 1), as on the CPU.

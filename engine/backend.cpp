@@ -109,6 +109,13 @@ void Backend::delta_rule_backward(const Tensor&, const Tensor&, const Tensor&, c
 }
 void Backend::random(RandomKind, const Tensor&, double, double, uint64_t, uint64_t) { missing("random"); }
 
+Tensor dense(const Tensor& t) {
+  if (!t.defined() || t.is_contiguous()) return t;
+  Tensor out = Tensor::empty(t.shape(), t.dtype(), t.device());
+  backend_for(t).copy(t, out);
+  return out;
+}
+
 Backend& backend_for(Device device) {
   if (device == Device::cpu) return cpu_backend();
   Backend* cuda = cuda_backend();

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstddef>
+#include <type_traits>
 #include <vector>
 
 #include "engine/allocator.h"
@@ -160,6 +161,34 @@ class Backend {
  protected:
   [[noreturn]] void missing(const char* kernel) const;
 };
+
+// ---- helpers for ops and kernels of every backend ------------------------------
+
+// t itself when undefined or contiguous, else a contiguous copy made by the
+// backend of t's device. Not recorded: for ops and kernels that need dense memory.
+Tensor dense(const Tensor& t);
+
+// t's elements, or nullptr for an undefined (optional) tensor.
+template <class T>
+T* data_or_null(const Tensor& t) {
+  return t.defined() ? t.data<std::remove_const_t<T>>() : nullptr;
+}
+
+// How the causal_conv1d kernels see their operands: x as [L, B, C] with the
+// middle axes folded into B, weight [C or 1, K].
+struct ConvDims {
+  int64_t L = 0, B = 1, C = 0, K = 0;
+  bool shared = false;  // weight [1, K]: one kernel for all channels
+};
+inline ConvDims conv_dims(const Tensor& x, const Tensor& weight) {
+  ConvDims d;
+  d.L = x.shape().front();
+  d.C = x.shape().back();
+  for (int64_t i = 1; i + 1 < x.dim(); ++i) d.B *= x.shape()[i];
+  d.K = weight.shape()[1];
+  d.shared = weight.shape()[0] == 1 && d.C != 1;
+  return d;
+}
 
 // The backend that owns `device`'s memory and kernels.
 Backend& backend_for(Device device);

@@ -48,18 +48,6 @@ Ref attention_ref(const Ref& q, const Ref& k, const Ref& v, double scale, bool c
   return out;
 }
 
-Ref swap_first_two_axes(const Ref& x) {
-  Shape shape = x.shape;
-  std::swap(shape[0], shape[1]);
-  Ref out(shape);
-  for (int64_t i = 0; i < x.numel(); ++i) {
-    auto index = x.unflat(i);
-    std::swap(index[0], index[1]);
-    out.at(index) = x.v[i];
-  }
-  return out;
-}
-
 void add_attention(std::vector<OpCase>& c, const std::string& variant, InputSpec q, InputSpec k, InputSpec v,
                    double scale, bool causal) {
   c.push_back({"attention " + variant + (causal ? " causal" : ""), OpId::attention,

@@ -38,18 +38,6 @@ Ref conv_ref(const Ref& x, const Ref& w, const Ref* bias) {
   return out;
 }
 
-Ref swap_first_two_axes(const Ref& x) {
-  Shape shape = x.shape;
-  std::swap(shape[0], shape[1]);
-  Ref out(shape);
-  for (int64_t i = 0; i < x.numel(); ++i) {
-    auto index = x.unflat(i);
-    std::swap(index[0], index[1]);
-    out.at(index) = x.v[i];
-  }
-  return out;
-}
-
 void add_conv(std::vector<OpCase>& c, const std::string& name, InputSpec x, InputSpec w, bool with_bias) {
   std::vector<InputSpec> inputs{std::move(x), std::move(w)};
   if (with_bias) inputs.push_back(InputSpec({inputs[1].shape[0]}));

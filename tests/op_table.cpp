@@ -100,6 +100,18 @@ Ref map(const Ref& x, const std::function<double(double)>& f) {
   return out;
 }
 
+Ref swap_first_two_axes(const Ref& r) {
+  Shape shape = r.shape;
+  std::swap(shape[0], shape[1]);
+  Ref out(shape);
+  for (int64_t i = 0; i < r.numel(); ++i) {
+    auto index = r.unflat(i);
+    std::swap(index[0], index[1]);
+    out.at(index) = r.v[i];
+  }
+  return out;
+}
+
 Ref zip(const Ref& a, const Ref& b, const std::function<double(double, double)>& f) {
   const Shape shape = broadcast_shapes(a.shape, b.shape, "zip");
   Ref out(shape);

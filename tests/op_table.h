@@ -91,6 +91,8 @@ std::vector<Tensor> apply_layouts(const OpCase& c, const std::vector<Tensor>& le
 
 // Elementwise reference helpers.
 Ref map(const Ref& x, const std::function<double(double)>& f);
+// r with its first two axes exchanged ([L, B, ...] <-> [B, L, ...]).
+Ref swap_first_two_axes(const Ref& r);
 // numpy broadcasting of two Refs.
 Ref zip(const Ref& a, const Ref& b, const std::function<double(double, double)>& f);
 

@@ -23,30 +23,6 @@ using cpu::parallel_for;
 
 namespace {
 
-struct ConvDims {
-  int64_t L = 0, B = 1, C = 0, K = 0;
-  bool shared = false;  // weight [1, K]: one kernel for all channels
-};
-
-ConvDims conv_dims(const Tensor& x, const Tensor& weight) {
-  ConvDims d;
-  d.L = x.shape().front();
-  d.C = x.shape().back();
-  for (int64_t i = 1; i + 1 < x.dim(); ++i) d.B *= x.shape()[i];
-  d.K = weight.shape()[1];
-  d.shared = weight.shape()[0] == 1 && d.C != 1;
-  return d;
-}
-
-// The ops pass contiguous tensors; copy anything else, so that the kernels keep
-// backend.h's promise that inputs may be strided views.
-Tensor dense(Backend& backend, const Tensor& t) {
-  if (!t.defined() || t.is_contiguous()) return t;
-  Tensor out = Tensor::empty(t.shape(), t.dtype(), t.device());
-  backend.copy(t, out);
-  return out;
-}
-
 // weight [Cw, K] as taps[k * C + c].
 template <class T>
 std::vector<T> taps_of(const T* w, const ConvDims& d) {
@@ -153,7 +129,7 @@ void conv_backward(const T* g, const T* x, const T* w, T* gx, T* gw, T* gb, cons
 
 void CpuBackend::causal_conv1d(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias_in,
                                const Tensor& out) {
-  const Tensor x = dense(*this, x_in), weight = dense(*this, weight_in), bias = dense(*this, bias_in);
+  const Tensor x = dense(x_in), weight = dense(weight_in), bias = dense(bias_in);
   const ConvDims d = conv_dims(x, weight);
   dispatch_float(x.dtype(), "causal_conv1d", [&](auto zero) {
     using T = decltype(zero);
@@ -163,7 +139,7 @@ void CpuBackend::causal_conv1d(const Tensor& x_in, const Tensor& weight_in, cons
 
 void CpuBackend::causal_conv1d_backward(const Tensor& grad_out_in, const Tensor& x_in, const Tensor& weight_in,
                                         const Tensor& grad_x, const Tensor& grad_weight, const Tensor& grad_bias) {
-  const Tensor g = dense(*this, grad_out_in), x = dense(*this, x_in), weight = dense(*this, weight_in);
+  const Tensor g = dense(grad_out_in), x = dense(x_in), weight = dense(weight_in);
   const ConvDims d = conv_dims(x, weight);
   dispatch_float(x.dtype(), "causal_conv1d_backward", [&](auto zero) {
     using T = decltype(zero);

@@ -268,25 +268,6 @@ void backward_sequences(const T* g, const T* q, const T* k, const T* v, const T*
   });
 }
 
-// The ops pass contiguous tensors; copy anything else, so that the kernels keep
-// backend.h's promise that inputs may be strided views.
-Tensor dense(const Tensor& t) {
-  if (!t.defined() || t.is_contiguous()) return t;
-  Tensor out = Tensor::empty(t.shape(), t.dtype(), t.device());
-  cpu_backend().copy(t, out);
-  return out;
-}
-
-template <class T>
-const T* ptr_or_null(const Tensor& t) {
-  return t.defined() ? t.data<T>() : nullptr;
-}
-
-template <class T>
-T* mut_or_null(const Tensor& t) {
-  return t.defined() ? t.data<T>() : nullptr;
-}
-
 }  // namespace
 
 void CpuBackend::delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta,
@@ -295,8 +276,8 @@ void CpuBackend::delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, c
   dispatch_float(q.dtype(), "delta_rule", [&](auto zero) {
     using T = decltype(zero);
     const Tensor qc = dense(q), kc = dense(k), vc = dense(v), bc = dense(beta), w0 = dense(initial_state);
-    forward_sequences<T>(qc.data<T>(), kc.data<T>(), vc.data<T>(), ptr_or_null<T>(bc), ptr_or_null<T>(w0),
-                         out.data<T>(), mut_or_null<T>(final_state), mut_or_null<T>(vbar), dims_of(q, v));
+    forward_sequences<T>(qc.data<T>(), kc.data<T>(), vc.data<T>(), data_or_null<const T>(bc), data_or_null<const T>(w0),
+                         out.data<T>(), data_or_null<T>(final_state), data_or_null<T>(vbar), dims_of(q, v));
   });
 }
 
@@ -308,9 +289,9 @@ void CpuBackend::delta_rule_backward(const Tensor& grad_out, const Tensor& q, co
     using T = decltype(zero);
     const Tensor g = dense(grad_out), qc = dense(q), kc = dense(k), vc = dense(v), bc = dense(beta),
                  vb = dense(vbar), wl = dense(final_state);
-    backward_sequences<T>(g.data<T>(), qc.data<T>(), kc.data<T>(), vc.data<T>(), ptr_or_null<T>(bc),
-                          ptr_or_null<T>(vb), wl.data<T>(), grad_q.data<T>(), grad_k.data<T>(), grad_v.data<T>(),
-                          mut_or_null<T>(grad_beta), dims_of(q, v));
+    backward_sequences<T>(g.data<T>(), qc.data<T>(), kc.data<T>(), vc.data<T>(), data_or_null<const T>(bc),
+                          data_or_null<const T>(vb), wl.data<T>(), grad_q.data<T>(), grad_k.data<T>(), grad_v.data<T>(),
+                          data_or_null<T>(grad_beta), dims_of(q, v));
   });
 }
 

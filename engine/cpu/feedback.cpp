@@ -165,11 +165,6 @@ struct Grads {
 };
 
 template <class T>
-T* data_or_null(const Tensor& t) {
-  return t.defined() ? t.data<T>() : nullptr;
-}
-
-template <class T>
 void backward(const Inputs<T>& a, const T* grad_out, const T* out, const T* lse, const Grads<T>& g) {
   const int64_t n = a.n, B = a.B, H = a.H, D = a.D, Dv = a.Dv, R = a.R;
   // Threads split the heads; slot j outermost, as in the forward, then b, then the

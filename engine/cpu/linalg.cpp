@@ -53,11 +53,6 @@ void with_matrix(const T* ptr, int64_t rows, int64_t cols, Layout layout, int64_
 template <class T>
 void matmul_typed(Tensor a, Tensor b, const Tensor& out) {
   // Operands with a layout Eigen cannot map get copied to row-major first.
-  auto dense = [](const Tensor& t) {
-    Tensor c = Tensor::empty(t.shape(), t.dtype(), t.device());
-    cpu_backend().copy(t, c);
-    return c;
-  };
   if (matrix_layout(a) == Layout::other) a = dense(a);
   if (matrix_layout(b) == Layout::other) b = dense(b);
   const Layout la = matrix_layout(a), lb = matrix_layout(b);

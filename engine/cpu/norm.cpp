@@ -23,11 +23,6 @@ namespace {
 // Rows of length D in x (x may be empty, D may be 0).
 int64_t row_count(const Tensor& x, int64_t D) { return D == 0 ? 0 : x.numel() / D; }
 
-template <class T>
-T* data_or_null(const Tensor& t) {
-  return t.defined() ? t.data<T>() : nullptr;
-}
-
 // The output loop, compiled once per affine variant so that the inner loop has
 // no branches. The mean comes as a head and a tail, mean = hi + lo: x - hi is
 // exact where x is near the mean, so (x - hi) - lo keeps the precision that a

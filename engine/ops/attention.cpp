@@ -17,7 +17,7 @@ namespace {
 // features to be contiguous (unit stride on the last axis).
 Tensor unit_last_stride(const Tensor& t) {
   if (t.numel() == 0 || t.strides().back() == 1 || t.size(-1) == 1) return t;
-  return detail::contiguous_raw(t);
+  return dense(t);
 }
 
 }  // namespace

@@ -25,8 +25,8 @@ Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias) 
                shape_str(weight.shape()), " (expected bias [", Cw, "])");
   }
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
-  backend_for(x).causal_conv1d(detail::contiguous_raw(x), detail::contiguous_raw(weight),
-                               bias.defined() ? detail::contiguous_raw(bias) : Tensor(), out);
+  backend_for(x).causal_conv1d(dense(x), dense(weight),
+                               dense(bias), out);
   if (needs_grad({&x, &weight, &bias})) record({OpId::causal_conv1d, {x, weight, bias}}, out);
   return out;
 }

@@ -59,7 +59,6 @@ Tensor delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
   // W_L is needed by the caller (final_state) or by the backward, which starts from it.
   Tensor last = final_state || grad ? Tensor::empty({B, H, Dv, Dk}, q.dtype(), q.device()) : Tensor();
   Tensor vbar = grad && delta ? Tensor::empty({L, B, H, Dv}, q.dtype(), q.device()) : Tensor();
-  auto dense = [](const Tensor& t) { return t.defined() ? detail::contiguous_raw(t) : t; };
   backend_for(q).delta_rule(dense(q), dense(k), dense(v), dense(beta), dense(initial_state), y, last, vbar);
   if (final_state) *final_state = last;
   if (grad) record({OpId::delta_rule, {q, k, v, beta}, {vbar, last}}, y);

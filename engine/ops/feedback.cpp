@@ -28,7 +28,7 @@ void check_size(const Tensor& t, int64_t axis, int64_t expected, const char* wha
 
 // The kernels read keys/values through their strides but want unit stride on the last axis.
 Tensor unit_last_stride(const Tensor& t) {
-  return t.size(-1) <= 1 || t.strides().back() == 1 ? t : detail::contiguous_raw(t);
+  return t.size(-1) <= 1 || t.strides().back() == 1 ? t : dense(t);
 }
 
 }  // namespace
@@ -66,8 +66,8 @@ Tensor feedback_attention(const Tensor& q, const Tensor& keys, const Tensor& val
   const int64_t Dv = values.size(3);
   Tensor out = Tensor::empty({B, H, Dv}, q.dtype(), q.device());
   Tensor lse = Tensor::empty({B, H}, q.dtype(), q.device());
-  backend_for(q).feedback_attention(detail::contiguous_raw(q), unit_last_stride(keys), unit_last_stride(values),
-                                    detail::contiguous_raw(P), detail::contiguous_raw(s), detail::contiguous_raw(u),
+  backend_for(q).feedback_attention(dense(q), unit_last_stride(keys), unit_last_stride(values),
+                                    dense(P), dense(s), dense(u),
                                     scale, out, lse);
   if (needs_grad({&q, &keys, &values, &P, &s, &u}))
     record({OpId::feedback_attention, {q, keys, values, P, s, u}, {lse}, {}, {scale}}, out);

@@ -49,7 +49,7 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
   LOOM_CHECK(weight.dim() == 2, "embedding: weight must be 2-D [V, D], got ", weight.describe());
   const int64_t V = weight.shape()[0], D = weight.shape()[1];
   // The kernel takes 1-D ids: flatten a contiguous copy (no copy when already contiguous).
-  const Tensor dense_ids = detail::contiguous_raw(ids);
+  const Tensor dense_ids = dense(ids);
   check_ids_in_range("embedding", dense_ids, V, detail::concat("weight ", weight.describe()));
   const int64_t n = ids.numel();
   const Tensor flat_ids = dense_ids.as_strided({n}, {1}, dense_ids.offset());
@@ -67,7 +67,7 @@ Tensor index_select(const Tensor& x, int64_t axis, const Tensor& ids) {
   check_ids("index_select", x, ids);
   const int a = normalize_axis(axis, x.dim(), "index_select");
   LOOM_CHECK(ids.dim() == 1, "index_select: ids must be 1-D, got ", ids.describe());
-  const Tensor dense_ids = detail::contiguous_raw(ids);
+  const Tensor dense_ids = dense(ids);
   check_ids_in_range("index_select", dense_ids, x.shape()[a],
                      detail::concat("axis ", a, " of x ", x.describe()));
 
@@ -90,7 +90,7 @@ Tensor gather(const Tensor& x, int64_t axis, const Tensor& ids) {
                shape_str(x.shape()), " in dim ", d, " (", ids.shape()[d], " > ", x.shape()[d],
                "); only the gather axis ", a, " may be larger");
   }
-  const Tensor dense_ids = detail::contiguous_raw(ids);
+  const Tensor dense_ids = dense(ids);
   check_ids_in_range("gather", dense_ids, x.shape()[a], detail::concat("axis ", a, " of x ", x.describe()));
 
   Tensor out = Tensor::empty(ids.shape(), x.dtype(), x.device());

@@ -32,7 +32,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
 
   const int64_t D = x.size(-1);
   const int64_t rows = D == 0 ? 0 : x.numel() / D;
-  const Tensor xc = detail::contiguous_raw(x);
+  const Tensor xc = dense(x);
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor mean = Tensor::empty({rows}, x.dtype(), x.device());
   Tensor rstd = Tensor::empty({rows}, x.dtype(), x.device());

@@ -40,14 +40,6 @@ inline Tensor broadcast_view(const Tensor& t, const Shape& shape) {
   return t.as_strided(shape, strides, t.offset());
 }
 
-// A contiguous version of t (not recorded; for kernels that need it).
-inline Tensor contiguous_raw(const Tensor& t) {
-  if (t.is_contiguous()) return t;
-  Tensor out = Tensor::empty(t.shape(), t.dtype(), t.device());
-  backend_for(t).copy(t, out);
-  return out;
-}
-
 inline Tensor scalar_like(double v, const Tensor& like) { return Tensor::scalar(v, like.dtype(), like.device()); }
 
 }  // namespace loom::detail

@@ -82,8 +82,8 @@ Tensor reshape(const Tensor& x, const Shape& requested) {
   if (strides) {
     out = x.as_strided(shape, *strides, x.offset());
   } else {  // the layout does not allow a view: copy first
-    const Tensor dense = detail::contiguous_raw(x);
-    out = dense.as_strided(shape, contiguous_strides(shape), dense.offset());
+    const Tensor packed = dense(x);
+    out = packed.as_strided(shape, contiguous_strides(shape), packed.offset());
   }
   return record_view(OpId::reshape, x, out);
 }
@@ -173,7 +173,7 @@ Tensor unsqueeze(const Tensor& x, int64_t axis) {
 Tensor contiguous(const Tensor& x) {
   detail::check_defined("contiguous", x);
   if (x.is_contiguous()) return x;
-  return record_view(OpId::contiguous, x, detail::contiguous_raw(x));
+  return record_view(OpId::contiguous, x, dense(x));
 }
 
 Tensor clone(const Tensor& x) {

@@ -66,7 +66,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets) {
 
   // Kernels get contiguous operands (a copy of N targets at most); the backward
   // reuses the same targets.
-  const Tensor t = detail::contiguous_raw(targets);
+  const Tensor t = dense(targets);
   Tensor out;
   {
     GradModeGuard no_grad(false);
