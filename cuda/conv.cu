@@ -46,7 +46,8 @@ __global__ void conv_grad_x_kernel(const T* g, const T* w, T* gx, ConvDims d) {
 }
 
 // partial[chunk][k][c] = sum over the chunk's rows of g[t] * x[t-(K-1)+k] (k < K)
-// and partial[chunk][K][c] = sum of g[t]: one thread per (chunk, channel), in double.
+// and partial[chunk][K][c] = sum of g[t]: one thread per (chunk, channel), in double;
+// a part that is not wanted is written as zeros.
 template <class T>
 __global__ void conv_param_partial_kernel(const T* g, const T* x, double* partial, ConvDims d, int64_t chunk_rows,
                                           int64_t chunks, bool want_weight, bool want_bias) {
@@ -55,21 +56,23 @@ __global__ void conv_param_partial_kernel(const T* g, const T* x, double* partia
     const int64_t ch = e / C, c = e % C;
     const int64_t r0 = ch * chunk_rows, r1 = r0 + chunk_rows < rows ? r0 + chunk_rows : rows;
     double* p = partial + ch * (K + 1) * C;
-    if (want_weight) {
-      for (int64_t k = 0; k < K; ++k) {
-        double acc = 0.0;
+    // Every entry is written, wanted or not: conv_sum_chunks_kernel adds the
+    // whole row, and a sum over uninitialised scratch is undefined (and what
+    // compute-sanitizer's initcheck reports) even when its result is unused.
+    for (int64_t k = 0; k < K; ++k) {
+      double acc = 0.0;
+      if (want_weight) {
         // Rows at times t < K-1-k read x before time 0: zero, skipped.
         const int64_t first = (K - 1 - k) * B;
         for (int64_t r = r0 > first ? r0 : first; r < r1; ++r)
           acc += static_cast<double>(g[r * C + c]) * x[(r - (K - 1 - k) * B) * C + c];
-        p[k * C + c] = acc;
       }
+      p[k * C + c] = acc;
     }
-    if (want_bias) {
-      double acc = 0.0;
-      for (int64_t r = r0; r < r1; ++r) acc += g[r * C + c];
-      p[K * C + c] = acc;
-    }
+    double bias_acc = 0.0;
+    if (want_bias)
+      for (int64_t r = r0; r < r1; ++r) bias_acc += g[r * C + c];
+    p[K * C + c] = bias_acc;
   }
 }
 
