@@ -46,7 +46,7 @@ TEST_CASE("tokenizer: the vocabulary is the sorted set of characters") {
   CHECK(tok.vocab_size() == 6);
   CHECK(tok.chars() == "\n !abc");
 
-  // All of Tiny Shakespeare's characters, scrambled: labml's ids from MODELS.md.
+  // All of Tiny Shakespeare's characters, scrambled: labml's ids, models/FAMILIES.md §1.4.
   const std::string shakespeare_chars = "zyx?;:3.-,'&$! \nabcdefghijklmnopqrstuvwABCDEFGHIJKLMNOPQRSTUVWXYZ";
   const CharTokenizer s = CharTokenizer::from_text(shakespeare_chars + shakespeare_chars);
   CHECK(s.vocab_size() == 65);
@@ -339,7 +339,7 @@ TEST_CASE("dataset: Tiny Shakespeare sizes match labml's") {
   CHECK(d.valid_ids.size() == 111'540);
   CHECK(d.tokenizer.decode(std::vector<int64_t>(d.train_ids.begin(), d.train_ids.begin() + 13)) == "First Citizen");
 
-  // MODELS.md §1.4: items and batches per epoch for the three experiments.
+  // models/FAMILIES.md §1.4: items and batches per epoch for the three experiments.
   CHECK(ShuffledBatcher(d.train_ids, 128, 16, 0).num_items() == 7'842);
   CHECK(ShuffledBatcher(d.train_ids, 128, 16, 0).batches_per_epoch() == 491);
   CHECK(ShuffledBatcher(d.valid_ids, 128, 16, 0).num_items() == 871);

@@ -4,7 +4,7 @@
 //  - gradients of the loss equal central differences (float64, with dropout);
 //  - a tiny model overfits one batch;
 //  - incremental decoding equals recomputing the whole sequence;
-//  - parameter names and shapes are labml's state_dict (MODELS.md §4.3);
+//  - parameter names and shapes are labml's state_dict (models/FAMILIES.md §4.3);
 //  - bad configurations name the offending key.
 #include <doctest/doctest.h>
 
@@ -355,7 +355,7 @@ Names names_and_shapes(const models::NamedTensors& tensors) {
 }
 
 // labml's state_dict of the default configuration (d_model 512, 8 heads, d_ff 2048,
-// 6 layers, vocab 65), MODELS.md §4.3; conv_shape empty for the vanilla model.
+// 6 layers, vocab 65), models/FAMILIES.md §4.3; conv_shape empty for the vanilla model.
 Names expected_parameters(bool primer, const Shape& conv_weight, const Shape& conv_bias) {
   Names n;
   n.emplace_back("src_embed.linear.weight", Shape{65, 512});
