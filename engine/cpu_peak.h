@@ -34,12 +34,13 @@ struct PeakMeasurement {
   int threads = 0;
   double gflops = 0;  // the best of the repeats: other processes only ever lower it
 };
-// All threads run the kernel at once, `repeats` times; the fastest repeat
-// counts. Many short repeats (a few ms each) rather than a few long ones: on a
-// busy machine a long run is always interrupted, so its rate says more about
-// the other processes than about the CPU. About 0.1 s on an idle machine.
-// `threads` <= 0: loom's thread count.
-PeakMeasurement measure_fp32_peak(int threads = 0, int64_t iterations = int64_t{1} << 19, int repeats = 60);
+// All threads run the kernel at once, `repeats` times, each repeat starting at
+// a barrier and timed from the first thread's start to the last one's end; the
+// fastest repeat counts. Many short repeats (under a millisecond each) rather
+// than a few long ones: on a busy machine a long run is always interrupted, so
+// its rate says more about the other processes than about the CPU. About 0.1 s
+// on an idle machine. `threads` <= 0: loom's thread count.
+PeakMeasurement measure_fp32_peak(int threads = 0, int64_t iterations = int64_t{1} << 18, int repeats = 100);
 
 // "model name" from /proc/cpuinfo, "unknown CPU" when it cannot be read.
 std::string cpu_model_name();

@@ -48,8 +48,8 @@ struct Config {
   int64_t m = 2048, k = 512, n = 2048;
   int64_t add_numel = int64_t{16} << 20;
   int64_t softmax_rows = 4096, softmax_cols = 4096;
-  int64_t fma_iters = int64_t{1} << 19;  // per thread and repeat
-  int fma_repeats = 60;                  // the fastest repeat counts (engine/cpu_peak.h)
+  int64_t fma_iters = int64_t{1} << 18;  // per thread and repeat
+  int fma_repeats = 100;                 // the fastest repeat counts (engine/cpu_peak.h)
 };
 
 double median(std::vector<double> v) {

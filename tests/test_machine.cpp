@@ -35,6 +35,7 @@ TEST_CASE("cpu peak: the probe's ISA is the widest the build targets") {
 #else
   CHECK(isa.lanes == 4);
   CHECK(!isa.fused);
+  CHECK(isa.flops_per_cycle == 16);
   constexpr int kRegisters = 16;
 #endif
   // Enough chains to hide 5 cycles of FMA latency on 2 pipes; few enough to
