@@ -172,6 +172,8 @@ std::string fmt(const char* f, double x) {
   return buf;
 }
 
+std::string thread_text(int threads) { return std::to_string(threads) + (threads == 1 ? " thread" : " threads"); }
+
 std::string shape_text(const loom::Tensor& t) { return loom::shape_str(t.shape()); }
 
 // Columns on a terminal: UTF-8 continuation bytes take none (labels use · and ᵀ).
@@ -246,7 +248,7 @@ int main(int argc, char** argv) {
                                                        loom::share_of_peak(peak, measured_clock_peak) + ")"
                                                  : std::string("n/a"));
     if (loom::exceeds_peak(peak, clock_peak))
-      above_peak.push_back(fmt("the FMA probe on %.0f threads", threads) +
+      above_peak.push_back("the FMA probe on " + thread_text(threads) +
                            fmt(" (%.1f GFLOP/s) beats the clock's peak", peak) +
                            fmt(" (%.1f): the clock read is below the running clock (turbo), or the ISA has more FMA pipes", clock_peak));
 
@@ -269,7 +271,7 @@ int main(int argc, char** argv) {
       row(c.label + " GFLOP/s (% probe peak)")
           .cells.push_back(fmt("%.1f", r.gflops) + " (" + loom::share_of_peak(r.gflops, peak) + ")");
       if (loom::exceeds_peak(r.gflops, peak))
-        above_peak.push_back(c.label + fmt(" on %.0f threads", threads) + fmt(" (%.1f GFLOP/s)", r.gflops) +
+        above_peak.push_back(c.label + " on " + thread_text(threads) + fmt(" (%.1f GFLOP/s)", r.gflops) +
                              fmt(" beats the measured peak (%.1f): the probe is wrong for this machine", peak));
     }
 
@@ -283,8 +285,8 @@ int main(int argc, char** argv) {
       sum = loom::add(x, y);
     });
     const double add_bw = 3.0 * cfg.add_numel * sizeof(float) / add_secs * 1e-9;  // 2 reads, 1 write
-    row("add " + shape_text(x) + " GB/s (% memcpy)")
-        .cells.push_back(fmt("%.1f", add_bw) + fmt(" (%.0f%%)", 100.0 * add_bw / copy_bw));
+    row("add " + shape_text(x) + " GB/s (x memcpy)")
+        .cells.push_back(fmt("%.1f", add_bw) + fmt(" (%.2fx)", add_bw / copy_bw));
 
     // The softmax kernel is called directly: it is what loom::softmax runs after its
     // checks, and it links (and throws "no cpu implementation") before the op exists.
