@@ -1,5 +1,7 @@
 #include "cuda/runtime.h"
 
+#include "cuda/init_check.h"
+
 #include <cstdlib>
 #include <cstring>
 
@@ -37,8 +39,8 @@ Runtime& runtime() {
   // Created on first use, never destroyed: tensors freed after main returns may
   // still need the stream, and the CUDA runtime may already be torn down then.
   static Runtime* rt = [] {
-    LOOM_CHECK(cuda_available(), "cuda: no CUDA device is available (no GPU, or no driver); "
-                                 "use Device::cpu or check nvidia-smi");
+    LOOM_CHECK(cuda_available(), "cuda: no usable CUDA device: ", cuda_init_report().message,
+               "; use Device::cpu or check nvidia-smi");
     auto* r = new Runtime();
     int device = 0;
     LOOM_CUDA_CHECK(cudaGetDevice(&device), "cuda runtime");
@@ -77,21 +79,27 @@ void reserve_shared_memory(const void* kernel, size_t bytes, const char* op, con
                     op);
 }
 
+static_assert(kCudaSuccess == cudaSuccess);
+static_assert(kCudaErrorInsufficientDriver == cudaErrorInsufficientDriver);
+static_assert(kCudaErrorNoDevice == cudaErrorNoDevice);
+
+const CudaInitReport& cuda_init_report() {
+  // Asked once. cudaGetDeviceCount returns an error (rather than aborting) when
+  // CUDA cannot start; init_check.h decides which errors mean "no CUDA here".
+  static const CudaInitReport report = [] {
+    CudaInitFacts facts;
+    if (cudaDriverGetVersion(&facts.driver_version) != cudaSuccess) facts.driver_version = 0;
+    if (cudaRuntimeGetVersion(&facts.runtime_version) != cudaSuccess) facts.runtime_version = 0;
+    const cudaError_t status = cudaGetDeviceCount(&facts.device_count);
+    facts.device_count_status = static_cast<int>(status);
+    if (status != cudaSuccess) (void)cudaGetLastError();
+    return CudaInitReport{classify_cuda_init(facts), cuda_init_message(facts, cudaGetErrorName(status))};
+  }();
+  return report;
+}
+
 }  // namespace cuda
 
-bool cuda_available() {
-  // Asked once. cudaGetDeviceCount returns an error (rather than aborting) when
-  // there is no driver or no GPU; both mean "not available".
-  static const bool available = [] {
-    int count = 0;
-    const cudaError_t status = cudaGetDeviceCount(&count);
-    if (status != cudaSuccess) {
-      (void)cudaGetLastError();
-      return false;
-    }
-    return count > 0;
-  }();
-  return available;
-}
+bool cuda_available() { return cuda::cuda_init_report().verdict == cuda::CudaInit::ready; }
 
 }  // namespace loom

@@ -15,10 +15,30 @@ namespace loom::datasets {
 
 inline constexpr const char* kTinyShakespeareUrl =
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt";
+// The path configs name it by (data.path's default, models/config.h).
+inline constexpr const char* kTinyShakespearePath = "data/tinyshakespeare.txt";
+// The SHA-256 of the 1,115,394 bytes of Tiny Shakespeare.
+inline constexpr const char* kTinyShakespeareSha256 =
+    "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed";
 
-// Reads the file at `path`. When it is missing and `url` is not empty, first
-// downloads it there (see download_file); otherwise throws naming the path.
-std::string read_text_file(const std::string& path, const std::string& url = "");
+// Tiny Shakespeare ships with loom as datasets/tinyshakespeare.txt. The build
+// compiles in where the source tree is, so this path holds from any working
+// directory, as long as the source tree stays where it was built.
+std::string shipped_tiny_shakespeare_path();
+
+// The shipped copy, checked against kTinyShakespeareSha256; a copy that does not
+// match (edited, truncated, line endings converted) is an error naming the path
+// and both digests.
+std::string read_shipped_tiny_shakespeare();
+
+// Reads the file at `path`. When it is missing:
+//  - Tiny Shakespeare (`url` is kTinyShakespeareUrl or `path` is
+//    kTinyShakespearePath) is read from the shipped copy: nothing is downloaded
+//    or written, so the default config works offline;
+//  - any other non-empty `url` is first downloaded to `path` (see download_file);
+//  - otherwise it throws naming the path.
+// `source`, when given, receives the path actually read.
+std::string read_text_file(const std::string& path, const std::string& url = "", std::string* source = nullptr);
 
 // Downloads `url` to `path` with the `curl` command-line tool: loom needs no
 // HTTP/TLS library for a one-time download, and curl is on nearly every machine.
@@ -29,6 +49,7 @@ void download_file(const std::string& url, const std::string& path);
 
 struct TextDataset {
   std::string text;         // the whole file
+  std::string source;       // the file it came from (the shipped copy of Tiny Shakespeare, or data.path); "" from text
   CharTokenizer tokenizer;  // from the whole text, unless one was given
   std::vector<int64_t> train_ids;
   std::vector<int64_t> valid_ids;

@@ -142,19 +142,19 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale
                  double dropout_p = 0.0, Generator* gen = nullptr);
 
 // ---- delta_rule (engine/ops/delta_rule.cpp) ---------------------------------------------
-// The fast-weight recurrence of linear transformers (MODELS.md §2.2), per batch
+// The fast-weight recurrence of linear transformers (models/FAMILIES.md §2.2), per batch
 // item and head, with W_0 = initial_state or 0, W of shape [Dv, Dk]:
 //   delta rule:  vbar_t = W_{t-1} k_t;  W_t = W_{t-1} + beta_t (v_t - vbar_t) k_tᵀ;  y_t = W_t q_t
 //   sum rule (beta undefined): W_t = W_{t-1} + v_t k_tᵀ;  y_t = W_t q_t
 // q, k [L, B, H, Dk] (features already applied), v [L, B, H, Dv], beta [L, B, H, 1]
 // -> y [L, B, H, Dv]. initial_state [B, H, Dv, Dk] or undefined (no gradient flows
 // to it). When final_state is given it receives W_L. The backward does not store
-// W_t per step: it rebuilds them backwards from W_L (MODELS.md §7).
+// W_t per step: it rebuilds them backwards from W_L (models/FAMILIES.md §2.5).
 Tensor delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta,
                   const Tensor& initial_state = Tensor(), Tensor* final_state = nullptr);
 
 // ---- feedback (engine/ops/feedback.cpp) --------------------------------------------------
-// One step of the feedback transformer's attention over its memory (MODELS.md §3.2).
+// One step of the feedback transformer's attention over its memory (models/FAMILIES.md §3.2).
 // Per batch item b and head h, over the memory slots j = 0 … n−1 (oldest first):
 //   score_j = scale · ((q + u)·keys_j + q·P[R−n+j] + s[R−n+j])
 //   out     = Σ_j softmax_j(score) · values_j

@@ -17,13 +17,15 @@
 
 namespace loom {
 
-// One Philox-4x32-10 block: four 32-bit random words for a 64-bit counter
-// (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", 2011).
-LOOM_HD std::array<uint32_t, 4> philox4x32(uint64_t counter, uint64_t key) {
+// The Philox-4x32-10 bijection on a full 128-bit counter with a 64-bit key
+// (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", 2011): ten
+// rounds of two 32x32->64 multiplies, with the key bumped by the Weyl constants
+// between rounds. Random123's known-answer vectors are stated in this form.
+LOOM_HD std::array<uint32_t, 4> philox4x32_10(std::array<uint32_t, 4> counter, std::array<uint32_t, 2> key) {
   constexpr uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;
   constexpr uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;
-  uint32_t c0 = static_cast<uint32_t>(counter), c1 = static_cast<uint32_t>(counter >> 32), c2 = 0, c3 = 0;
-  uint32_t k0 = static_cast<uint32_t>(key), k1 = static_cast<uint32_t>(key >> 32);
+  uint32_t c0 = counter[0], c1 = counter[1], c2 = counter[2], c3 = counter[3];
+  uint32_t k0 = key[0], k1 = key[1];
   for (int round = 0; round < 10; ++round) {
     const uint64_t p0 = static_cast<uint64_t>(kMul0) * c0;
     const uint64_t p1 = static_cast<uint64_t>(kMul1) * c2;
@@ -37,6 +39,13 @@ LOOM_HD std::array<uint32_t, 4> philox4x32(uint64_t counter, uint64_t key) {
     k1 += kWeyl1;
   }
   return {c0, c1, c2, c3};
+}
+
+// One block as loom's fills use it: four 32-bit random words for a 64-bit
+// counter (the upper two counter words are 0) and a 64-bit key.
+LOOM_HD std::array<uint32_t, 4> philox4x32(uint64_t counter, uint64_t key) {
+  return philox4x32_10({static_cast<uint32_t>(counter), static_cast<uint32_t>(counter >> 32), 0u, 0u},
+                       {static_cast<uint32_t>(key), static_cast<uint32_t>(key >> 32)});
 }
 
 // Uniform in [0, 1) from 32 random bits (exact in double: bits * 2^-32).

@@ -1,10 +1,12 @@
 // bench_ops: how close loom's CPU kernels come to what the machine can do.
 //
 // For 1 and 2 threads it prints one table:
-//   - the float32 FMA peak, measured with a hand-written register-only kernel,
+//   - the float32 peak measured by engine/cpu_peak.h's FMA probe (the one train
+//     uses for MFU), beside the peak the clock allows (cores x flops/cycle x GHz),
 //   - matmul GFLOP/s for a [2048x512]·[512x2048] product and the two products
 //     its backward rule issues (with the same transposed views autodiff uses),
-//     and their share of that peak,
+//     and their share of the measured peak (never shown above 100%: a kernel
+//     faster than the peak is reported as a wrong peak, loudly),
 //   - GB/s of a large elementwise add and of softmax, beside a memcpy baseline.
 // Every number is the median of several timed runs after warm-up runs; on a
 // shared machine the spread is still large, so compare medians, not digits.
@@ -21,9 +23,6 @@
 #include <string>
 #include <vector>
 
-#if defined(__AVX2__) || defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -34,6 +33,7 @@
 #pragma GCC diagnostic pop
 
 #include "engine/backend.h"
+#include "engine/cpu_peak.h"
 #include "engine/ops.h"
 
 namespace {
@@ -48,7 +48,8 @@ struct Config {
   int64_t m = 2048, k = 512, n = 2048;
   int64_t add_numel = int64_t{16} << 20;
   int64_t softmax_rows = 4096, softmax_cols = 4096;
-  int64_t fma_iters = int64_t{1} << 25;  // per thread
+  int64_t fma_iters = int64_t{1} << 18;  // per thread and repeat
+  int fma_repeats = 100;                 // the fastest repeat counts (engine/cpu_peak.h)
 };
 
 double median(std::vector<double> v) {
@@ -92,79 +93,6 @@ double time_median(const Config& cfg, const std::function<void()>& fn) {
   for (double t : secs) g_share.wall_seconds += t;
   g_timed_allocations += loom::cpu_allocator().stats().system_allocations - allocations;
   return median(secs);
-}
-
-// ---- FMA peak ------------------------------------------------------------------------
-// kChains independent accumulator chains: enough to cover FMA latency times the
-// number of FMA pipes, few enough to stay in registers. acc = acc * a + b with
-// a just below 1 keeps the values finite for any iteration count.
-constexpr int kChains = 16;
-
-#if defined(__AVX512F__)
-constexpr const char* kFmaIsa = "AVX-512";
-constexpr int kLanes = 16;
-float fma_chains(int64_t iters) {
-  __m512 acc[kChains];
-  for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(1.0f + 0.01f * c);
-  const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-6f);
-  for (int64_t i = 0; i < iters; ++i) {
-#pragma GCC unroll 16
-    for (int c = 0; c < kChains; ++c) acc[c] = _mm512_fmadd_ps(acc[c], a, b);
-  }
-  alignas(64) float lanes[16];
-  __m512 sum = acc[0];
-  for (int c = 1; c < kChains; ++c) sum = _mm512_add_ps(sum, acc[c]);
-  _mm512_store_ps(lanes, sum);
-  float s = 0;
-  for (float x : lanes) s += x;
-  return s;
-}
-#elif defined(__AVX2__) && defined(__FMA__)
-constexpr const char* kFmaIsa = "AVX2";
-constexpr int kLanes = 8;
-float fma_chains(int64_t iters) {
-  __m256 acc[kChains];
-  for (int c = 0; c < kChains; ++c) acc[c] = _mm256_set1_ps(1.0f + 0.01f * c);
-  const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-6f);
-  for (int64_t i = 0; i < iters; ++i) {
-#pragma GCC unroll 16
-    for (int c = 0; c < kChains; ++c) acc[c] = _mm256_fmadd_ps(acc[c], a, b);
-  }
-  alignas(32) float lanes[8];
-  __m256 sum = acc[0];
-  for (int c = 1; c < kChains; ++c) sum = _mm256_add_ps(sum, acc[c]);
-  _mm256_store_ps(lanes, sum);
-  float s = 0;
-  for (float x : lanes) s += x;
-  return s;
-}
-#else
-constexpr const char* kFmaIsa = "scalar";
-constexpr int kLanes = 1;
-float fma_chains(int64_t iters) {
-  float acc[kChains];
-  for (int c = 0; c < kChains; ++c) acc[c] = 1.0f + 0.01f * c;
-  for (int64_t i = 0; i < iters; ++i)
-    for (int c = 0; c < kChains; ++c) acc[c] = std::fma(acc[c], 0.999999f, 1e-6f);
-  float s = 0;
-  for (float x : acc) s += x;
-  return s;
-}
-#endif
-
-volatile float g_sink;  // keeps the FMA results alive
-
-double fma_peak_gflops(const Config& cfg, int threads) {
-  const double secs = time_median(cfg, [&] {
-#pragma omp parallel num_threads(threads)
-    {
-      const float r = fma_chains(cfg.fma_iters);
-#pragma omp critical
-      g_sink = g_sink + r;
-    }
-  });
-  const double flops = 2.0 * kChains * kLanes * double(cfg.fma_iters) * threads;
-  return flops / secs * 1e-9;
 }
 
 // ---- matmul --------------------------------------------------------------------------
@@ -239,10 +167,12 @@ struct Row {
 };
 
 std::string fmt(const char* f, double x) {
-  char buf[64];
+  char buf[256];
   std::snprintf(buf, sizeof buf, f, x);
   return buf;
 }
+
+std::string thread_text(int threads) { return std::to_string(threads) + (threads == 1 ? " thread" : " threads"); }
 
 std::string shape_text(const loom::Tensor& t) { return loom::shape_str(t.shape()); }
 
@@ -270,6 +200,7 @@ int main(int argc, char** argv) {
     cfg.add_numel = int64_t{1} << 18;
     cfg.softmax_rows = 256, cfg.softmax_cols = 256;
     cfg.fma_iters = int64_t{1} << 16;
+    cfg.fma_repeats = 10;
   }
   const std::vector<int> thread_counts = {2, 1};
 
@@ -294,6 +225,10 @@ int main(int argc, char** argv) {
     return rows.back();
   };
   bool ok = true;
+  std::vector<std::string> above_peak;  // kernels measured faster than the measured peak
+  const loom::CpuClock clock = loom::cpu_clock();
+  const loom::FmaProbeIsa isa = loom::fma_probe_isa();
+  const double measured_ghz = loom::measure_cpu_clock_ghz();
 
   for (int threads : thread_counts) {
     loom::set_num_threads(threads);
@@ -301,8 +236,21 @@ int main(int argc, char** argv) {
     row("threads (loom / Eigen)")
         .cells.push_back(std::to_string(loom::num_threads()) + " / " + std::to_string(Eigen::nbThreads()));
 
-    const double peak = fma_peak_gflops(cfg, threads);
-    row(std::string("fp32 FMA peak (") + kFmaIsa + ") GFLOP/s").cells.push_back(fmt("%.1f", peak));
+    const double peak = loom::measure_fp32_peak(threads, cfg.fma_iters, cfg.fma_repeats).gflops;
+    row(std::string("fp32 peak, FMA probe (") + isa.name + ") GFLOP/s").cells.push_back(fmt("%.1f", peak));
+    const double clock_peak = loom::theoretical_peak_gflops(isa, threads, clock.ghz);
+    row(fmt("fp32 peak, cores x %.0f flop/cycle", isa.flops_per_cycle) + fmt(" x %.2f GHz read (probe's share)", clock.ghz))
+        .cells.push_back(clock_peak > 0 ? fmt("%.1f", clock_peak) + " (" + loom::share_of_peak(peak, clock_peak) + ")"
+                                        : std::string("n/a"));
+    const double measured_clock_peak = loom::theoretical_peak_gflops(isa, threads, measured_ghz);
+    row(fmt("fp32 peak, measured clock %.2f GHz (probe's share)", measured_ghz))
+        .cells.push_back(measured_clock_peak > 0 ? fmt("%.1f", measured_clock_peak) + " (" +
+                                                       loom::share_of_peak(peak, measured_clock_peak) + ")"
+                                                 : std::string("n/a"));
+    if (loom::exceeds_peak(peak, clock_peak))
+      above_peak.push_back("the FMA probe on " + thread_text(threads) +
+                           fmt(" (%.1f GFLOP/s) beats the clock's peak", peak) +
+                           fmt(" (%.1f): the clock read is below the running clock (turbo), or the ISA has more FMA pipes", clock_peak));
 
     struct Case {
       std::string label;
@@ -320,8 +268,11 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "%s: wrong result (sampled relative error %.3g)\n", c.label.c_str(), r.error);
         ok = false;
       }
-      row(c.label + " GFLOP/s (% peak)")
-          .cells.push_back(fmt("%.1f", r.gflops) + fmt(" (%.0f%%)", 100.0 * r.gflops / peak));
+      row(c.label + " GFLOP/s (% probe peak)")
+          .cells.push_back(fmt("%.1f", r.gflops) + " (" + loom::share_of_peak(r.gflops, peak) + ")");
+      if (loom::exceeds_peak(r.gflops, peak))
+        above_peak.push_back(c.label + " on " + thread_text(threads) + fmt(" (%.1f GFLOP/s)", r.gflops) +
+                             fmt(" beats the measured peak (%.1f): the probe is wrong for this machine", peak));
     }
 
     const double copy_bw =
@@ -334,8 +285,8 @@ int main(int argc, char** argv) {
       sum = loom::add(x, y);
     });
     const double add_bw = 3.0 * cfg.add_numel * sizeof(float) / add_secs * 1e-9;  // 2 reads, 1 write
-    row("add " + shape_text(x) + " GB/s (% memcpy)")
-        .cells.push_back(fmt("%.1f", add_bw) + fmt(" (%.0f%%)", 100.0 * add_bw / copy_bw));
+    row("add " + shape_text(x) + " GB/s (x memcpy)")
+        .cells.push_back(fmt("%.1f", add_bw) + fmt(" (%.2fx)", add_bw / copy_bw));
 
     // The softmax kernel is called directly: it is what loom::softmax runs after its
     // checks, and it links (and throws "no cpu implementation") before the op exists.
@@ -356,6 +307,10 @@ int main(int argc, char** argv) {
               "other processes on this machine add noise: compare medians, not digits)\n",
               cfg.quick ? " --quick" : "", cfg.reps, cfg.warmup);
   std::printf("matmul: * marks a transposed view (no copy), as the backward rule passes it\n");
+  std::printf("CPU: %s; clock %s (%s); FMA probe: %s, %d chains of %d lanes, best of %d runs\n",
+              loom::cpu_model_name().c_str(), clock.ghz > 0 ? fmt("%.2f GHz", clock.ghz).c_str() : "unknown",
+              clock.ghz > 0 ? clock.source.c_str() : "no cpufreq, no cpu MHz", isa.name, isa.chains, isa.lanes,
+              cfg.fma_repeats);
   std::printf("build: %s, __AVX512F__ %s, __AVX2__ %s, __FMA__ %s, OpenMP %s, Eigen %d.%d.%d (%s)\n",
 #ifdef NDEBUG
               "NDEBUG",
@@ -393,6 +348,8 @@ int main(int argc, char** argv) {
     for (const std::string& c : r.cells) std::printf("  %16s", c.c_str());
     std::printf("\n");
   }
+  for (const std::string& warning : above_peak)
+    std::printf("\n!!! WARNING: %s. Shares of peak are not shown above 100%%.\n", warning.c_str());
   const loom::AllocatorStats st = loom::cpu_allocator().stats();
   std::printf("\nallocator: active %.1f MiB, peak %.1f MiB, cached %.1f MiB, %zu system allocations"
               " (%zu in timed runs)\n",

@@ -4,13 +4,15 @@
 //   ./build/examples/train config.json --resume runs/x/model.safetensors [--steps N] [--threads N]
 //                                      [--peak-gflops G]
 //
-// The text is read from data.path (downloaded from data.url when missing).
+// The text is read from data.path. When that file is missing, Tiny Shakespeare
+// (the default) comes from the copy shipped in datasets/, checked by its SHA-256;
+// any other data.url is downloaded to data.path.
 // Progress goes to stderr, validations and samples to stdout, metrics to
 // <out_dir>/metrics.jsonl (examples/plot_metrics.py draws them), checkpoints to
 // <out_dir>/model.safetensors (+ .optim.safetensors, .vocab.json).
 // --steps N sets the total step count (a resumed run continues up to N).
-// --peak-gflops sets the machine's float32 peak for MFU; without it a quick FMA
-// measurement is used.
+// --peak-gflops sets the machine's float32 peak for MFU; without it the FMA probe
+// of engine/cpu_peak.h measures it (the same probe bench_ops prints).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -18,6 +20,7 @@
 #include <string>
 
 #include "datasets/text_dataset.h"
+#include "engine/cpu_peak.h"
 #include "engine/error.h"
 #include "models/config.h"
 #include "models/language_model.h"
@@ -38,32 +41,6 @@ int64_t positive_integer(const std::string& flag, const char* text) {
   } catch (const std::exception&) {
   }
   LOOM_FAIL(flag, ": expected a positive integer, got \"", text, "\"");
-}
-
-// A rough float32 FMA peak: independent chains of 16-wide fused multiply-adds
-// per thread (the compiler picks the widest vectors -march allows), ~0.1 s.
-double measure_fma_peak_gflops(int threads) {
-  typedef float Vec __attribute__((vector_size(64)));
-  constexpr int kChains = 12;
-  constexpr int64_t kIters = 2'000'000;
-  double best = 0;
-  for (int attempt = 0; attempt < 3; ++attempt) {
-    const auto start = std::chrono::steady_clock::now();
-    float sink = 0;
-#pragma omp parallel num_threads(threads) reduction(+ : sink)
-    {
-      Vec acc[kChains];
-      for (int c = 0; c < kChains; ++c) acc[c] = Vec{} + (1.0f + 0.01f * c);
-      const Vec a = Vec{} + 0.999999f, b = Vec{} + 1e-6f;
-      for (int64_t i = 0; i < kIters; ++i)
-        for (int c = 0; c < kChains; ++c) acc[c] = acc[c] * a + b;
-      for (int c = 0; c < kChains; ++c) sink += acc[c][0];
-    }
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (sink == 12345.0f) std::fputs("", stderr);  // keeps the loop alive
-    best = std::max(best, 2.0 * 16 * kChains * kIters * threads / seconds * 1e-9);
-  }
-  return best;
 }
 
 }  // namespace
@@ -106,7 +83,7 @@ int main(int argc, char** argv) {
     models::resolve_vocab(config, data.tokenizer);
     std::unique_ptr<models::LanguageModel> model = models::make_model(config.model);
     std::fprintf(stderr, "%s: %lld parameters; text %s: %zu train / %zu valid tokens, vocabulary %lld; %d threads\n",
-                 config.model.family.c_str(), (long long)model->parameter_count(), config.data.path.c_str(),
+                 config.model.family.c_str(), (long long)model->parameter_count(), data.source.c_str(),
                  data.train_ids.size(), data.valid_ids.size(), (long long)data.tokenizer.vocab_size(), num_threads());
 
     models::Trainer trainer(config, *model, std::move(data));
@@ -115,12 +92,14 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "resumed from %s at step %lld\n", resume.c_str(), (long long)trainer.step());
     }
     models::RunOptions options;
-    options.peak_gflops = peak_gflops > 0 ? peak_gflops
-                          : config.training.device == "cpu" ? measure_fma_peak_gflops(num_threads())
-                                                            : 0;  // no GPU estimate: MFU is left out
-    if (options.peak_gflops > 0 && peak_gflops == 0)
-      std::fprintf(stderr, "MFU against a measured FMA peak of %.0f GFLOP/s (set --peak-gflops to override)\n",
-                   options.peak_gflops);
+    options.peak_gflops = peak_gflops;
+    if (peak_gflops == 0 && config.training.device == "cpu") {  // no GPU estimate: MFU is left out there
+      const PeakMeasurement peak = measure_fp32_peak(num_threads());
+      options.peak_gflops = peak.gflops;
+      std::fprintf(stderr, "%s; MFU is against it (--peak-gflops overrides)\n", describe_peak(peak).c_str());
+    } else if (peak_gflops > 0) {
+      std::fprintf(stderr, "MFU against --peak-gflops %.1f GFLOP/s\n", peak_gflops);
+    }
     std::fprintf(stderr, "training to step %lld (%lld batches of %lld x %lld tokens per epoch)\n",
                  (long long)trainer.total_steps(), (long long)trainer.batches_per_epoch(),
                  (long long)config.data.seq_len, (long long)config.data.batch_size);

@@ -26,11 +26,11 @@ TrainConfig default_config(const std::string& family) {
   c.model.family = family;
   c.training.out_dir = "runs/" + family;
   if (family == "fast_weights" || family == "feedback") {
-    // MODELS.md §2.1 / §3.1: Noam lr 1.0, warmup 2000, seq 128; batch 16 / 64.
+    // models/FAMILIES.md §2.1 / §3.1: Noam lr 1.0, warmup 2000, seq 128; batch 16 / 64.
     c.data.seq_len = 128;
     c.data.batch_size = family == "fast_weights" ? 16 : 64;
   } else if (family == "primer_ez" || family == "transformer") {
-    // MODELS.md §4.1; the vanilla transformer is trained exactly like Primer EZ so
+    // models/FAMILIES.md §4.1; the vanilla transformer is trained exactly like Primer EZ so
     // that the two differ only in their architecture.
     c.model.dropout = 0.1;
     c.data.seq_len = 256;

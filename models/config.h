@@ -9,7 +9,7 @@
 //   }
 //
 // Every key is optional. Defaults are those of the family's labml experiment
-// (MODELS.md §2.1, §3.1, §4.1): the family is read first, its defaults are laid
+// (models/FAMILIES.md §2.1, §3.1, §4.1): the family is read first, its defaults are laid
 // down, then the file's values replace them. models/README.md has the table.
 //
 // Parsing is strict: unknown keys, wrong types and bad values throw one

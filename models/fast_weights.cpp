@@ -53,7 +53,7 @@ Tensor dpfp_features(const Tensor& x, int64_t nu, double eps) {
 
 // Katharopoulos et al. pair ELU+1 with the attention denominator z·φ(q), z the
 // running sum of φ(k). Here it gets the sum normalisation instead, as in Schlag
-// et al.'s experiments (MODELS.md §5.1): the denominator grows without bound over
+// et al.'s experiments (models/FAMILIES.md §2.6): the denominator grows without bound over
 // long contexts and hurt perplexity, and the delta rule's vbar = W φ'(k) only
 // retrieves a stored value when φ'(k) sums to 1. ELU+1 > 0, so the sum is never 0.
 Tensor elu_plus_one_features(const Tensor& x, double eps) { return sum_normalise(elu(x) + 1.0, eps); }

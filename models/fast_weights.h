@@ -1,5 +1,5 @@
 // fast_weights.h: the Fast Weights Transformer (Schlag, Irie, Schmidhuber 2021),
-// as labml_nn builds it (MODELS.md §2).
+// as labml_nn builds it (models/FAMILIES.md §2).
 //
 // Each layer replaces softmax attention by a fast weight W [d_k, d_dot] per head,
 // programmed token by token with the delta rule and read out with the query:
@@ -23,7 +23,7 @@
 //   update_rule: "delta" (default) | "sum" (the linear transformer; no beta)
 //   attention_layer_norm: true applies norm_self_attn to the attention input (the paper's form)
 //
-// Parameter names are labml's state_dict names (MODELS.md §2.5): src_embed,
+// Parameter names are labml's state_dict names (models/FAMILIES.md §2.4): src_embed,
 // transformer.layers.N.{attn.{query,key,value}.linear, attn.interpolation_weight.0.linear,
 // attn.output, feed_forward.layer1/2, norm_self_attn, norm_ff}, transformer.norm, generator.
 #pragma once
@@ -38,7 +38,7 @@ namespace loom::models {
 
 // ---- feature maps (last axis, composed of engine ops) --------------------------------
 
-// DPFP_ν with sum normalisation, in labml's index order (MODELS.md §2.3):
+// DPFP_ν with sum normalisation, in labml's index order (models/FAMILIES.md §2.3):
 //   r = ReLU([x; -x]) (2d entries);  block_i[j] = r[j] · r[(j - i) mod 2d] for i = 1..ν;
 //   φ = concat(block_1..block_ν) (2dν entries);  φ' = φ / (Σ φ + eps).
 Tensor dpfp_features(const Tensor& x, int64_t nu, double eps = 1e-6);

@@ -1,4 +1,4 @@
-// feedback.cpp: the Feedback Transformer (MODELS.md §3).
+// feedback.cpp: the Feedback Transformer (models/FAMILIES.md §3).
 //
 // For t = 0 … L−1, with the memory M_{<t} = m_0 … m_{t−1}:
 //   h^{(0)} = Emb[token_t]

@@ -1,5 +1,5 @@
 // feedback.h: the Feedback Transformer (Fan et al. 2020), labml's two variants
-// (MODELS.md §3):
+// (models/FAMILIES.md §3):
 //   shared_kv = true  (default, labml's FeedbackTransformerKV): one key and one
 //                     value projection of each memory vector, shared by every layer;
 //   shared_kv = false (the paper's form, labml's FeedbackTransformer): every layer

@@ -12,7 +12,7 @@
 namespace loom::models {
 
 // Hyperparameters of a model (the "model" object of a JSON config). Defaults are
-// the labml experiments' (MODELS.md §2.1, §3.1, §4.1); fields a family does not
+// the labml experiments' (models/FAMILIES.md §2.1, §3.1, §4.1); fields a family does not
 // use are ignored by it.
 struct ModelConfig {
   std::string family = "transformer";  // transformer | primer_ez | fast_weights | feedback

@@ -1,7 +1,7 @@
 // layers.h: the building blocks shared by the families.
 //
 // Activations are sequence-first, [L, B, d] (labml's convention). Initialisation
-// is PyTorch's default for each layer (MODELS.md §1.3), drawn from a Generator
+// is PyTorch's default for each layer (models/FAMILIES.md §1.3), drawn from a Generator
 // so that a seed fixes a model.
 #pragma once
 

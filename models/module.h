@@ -3,7 +3,7 @@
 // Names follow PyTorch's state_dict: a child registered as "attn" holding a
 // parameter "weight" gives "attn.weight". The families register their children
 // under labml's names, so named_parameters() is exactly the list of tensors a
-// labml checkpoint holds (see ../shared/docs/MODELS.md §2.5, §3.4, §4.3).
+// labml checkpoint holds (see models/FAMILIES.md §2.4, §3.4, §4.3).
 //
 // A Module owns its parameters as Tensor members; the registry keeps handles
 // to the same tensors (a Tensor is a shared handle), so loading a checkpoint

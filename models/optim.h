@@ -1,5 +1,5 @@
 // optim.h: Adam in labml's and PyTorch's forms, learning-rate schedules, and
-// global-norm gradient clipping (MODELS.md §1.5, §1.6).
+// global-norm gradient clipping (models/FAMILIES.md §1.5, §1.6).
 //
 // With t the parameter's own step count (from 1), g its gradient:
 //   m ← β1·m + (1−β1)·g,   v ← β2·v + (1−β2)·g²

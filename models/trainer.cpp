@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "autodiff/grad_mode.h"
+#include "engine/cpu_peak.h"
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "models/checkpoint.h"
@@ -260,15 +261,23 @@ void Trainer::run(const RunOptions& options) {
   double seconds_per_step = 0;
   auto last_draw = Clock::now() - std::chrono::seconds(1);
 
+  bool warned_above_peak = false;
   auto progress_text = [&](const StepResult& r, double tokens_per_s) {
     char buffer[256];
     std::snprintf(buffer, sizeof buffer, "step %lld/%lld | loss %.4f | lr %.3g | %s tok/s",
                   (long long)step_, (long long)total, r.loss, r.lr, rate_text(tokens_per_s).c_str());
     std::string line = buffer;
     if (options.peak_gflops > 0) {
-      std::snprintf(buffer, sizeof buffer, " | MFU %.1f%%",
-                    100.0 * flops_per_token * tokens_per_s / (options.peak_gflops * 1e9));
-      line += buffer;
+      // Never above 100%: a rate over the peak means the peak or the FLOP count is wrong.
+      const double gflops = flops_per_token * tokens_per_s * 1e-9;
+      line += " | MFU " + share_of_peak(gflops, options.peak_gflops);
+      if (exceeds_peak(gflops, options.peak_gflops) && !warned_above_peak) {
+        std::fprintf(stderr,
+                     "\n!!! WARNING: training runs at %.1f GFLOP/s, above the peak of %.1f GFLOP/s: the peak "
+                     "(--peak-gflops or the FMA probe) or the model's FLOP count is wrong; MFU is not shown\n",
+                     gflops, options.peak_gflops);
+        warned_above_peak = true;
+      }
     }
     line += " | " + duration_text(elapsed_) + " elapsed, ETA " + duration_text(seconds_per_step * (total - step_));
     return line;

@@ -1,6 +1,6 @@
 // trainer.h: the training loop shared by the `train` program and the tests.
 //
-// One step (MODELS.md §1.5): the next shuffled batch [L, B] -> model.forward ->
+// One step (models/FAMILIES.md §1.5): the next shuffled batch [L, B] -> model.forward ->
 // logits [L, B, V] -> mean cross-entropy over all L·B positions -> backward ->
 // clip the global grad norm -> Adam step -> drop the grads. Every eval_interval
 // steps: the validation loss and accuracy over eval_batches batches (eval mode,

@@ -285,14 +285,21 @@ Tensor Transformer::decode(DecodeState& state, const Tensor& tokens) {
 }
 
 double Transformer::training_flops_per_token(int64_t seq_len) const {
-  // 6 per weight (forward multiply-add, two in the backward) for every weight used
-  // in a product (the embedding table is only looked up), plus attention's
-  // q·k and p·v: 2·2·seq_len·d_model per layer forward, x3 with the backward.
-  // Causal masking is not discounted (the usual convention, as in PaLM).
-  const double weights = static_cast<double>(parameter_count() - src_embed.linear.weight.numel());
-  const double attention_flops =
-      12.0 * static_cast<double>(config_.layers) * static_cast<double>(config_.d_model) * static_cast<double>(seq_len);
-  return 6.0 * weights + attention_flops;
+  // Forward, per token: 2 per weight of the products (per layer Q, K, V and the
+  // output projection, d x d each, and the two feed-forward matrices; then the
+  // logits, d x vocab), Primer's three depth-wise convolutions (2 x width per
+  // channel, whatever the kernel sharing), and attention's q·k and p·v
+  // (2 x seq_len x d each; the causal mask is not discounted, as in PaLM). The
+  // backward of each product is two products of its size: x3 for training.
+  // Biases, norms and activations are not products and are not counted; the
+  // embedding is only looked up.
+  const double d = static_cast<double>(config_.d_model), d_ff = static_cast<double>(config_.d_ff);
+  const double layers = static_cast<double>(config_.layers), L = static_cast<double>(seq_len);
+  const double product_weights = layers * (4 * d * d + 2 * d * d_ff) + d * static_cast<double>(config_.vocab);
+  const double convolutions =
+      config_.family == "primer_ez" ? layers * 3 * 2 * d * static_cast<double>(config_.conv_width) : 0.0;
+  const double attention = layers * 2 * (2 * L * d);
+  return 3.0 * (2 * product_weights + convolutions + attention);
 }
 
 std::unique_ptr<LanguageModel> make_transformer(const ModelConfig& config) {

@@ -1,13 +1,13 @@
 // transformer.h: the vanilla transformer ("transformer") and Primer EZ ("primer_ez").
 //
-// Both are labml's AutoregressiveTransformer (MODELS.md §1.2, §4): token
+// Both are labml's AutoregressiveTransformer (models/FAMILIES.md §1.2, §4): token
 // embeddings ·√d_model plus sinusoidal positions, N pre-norm layers of
 // self-attention and feed-forward, a final layer norm and a linear generator.
 // Primer EZ differs in two places: squared ReLU in the feed-forward, and a causal
 // depth-wise convolution after each of the Q/K/V projections (MDHA).
 //
 // Module names are labml's, so named_parameters() lists a labml state_dict
-// (MODELS.md §4.3 for Primer EZ; the vanilla model has no convolutions and
+// (models/FAMILIES.md §4.3 for Primer EZ; the vanilla model has no convolutions and
 // names its projections "query.linear" instead of "query.0.linear").
 #pragma once
 

@@ -31,7 +31,7 @@ TEST_CASE("config: an empty object gives the transformer's defaults; the family 
   CHECK(fw.sample.prompt == "It is");
   CHECK(fw.sample.length == 25);
   CHECK(fw.training.epochs == 128);
-  CHECK(fw.total_steps(491) == 62848);  // MODELS.md §2.1
+  CHECK(fw.total_steps(491) == 62848);  // models/FAMILIES.md §2.1
 
   const TrainConfig fb = models::parse_train_config(R"({"model": {"family": "feedback"}})");
   CHECK(fb.data.batch_size == 64);

@@ -9,13 +9,16 @@
 // family at a tiny size) must give the CPU's logits, loss and parameter
 // gradients to 1e-5 too, and the CPU's losses over five training steps to 1e-4.
 //
-// A separate executable (suite "cuda"): with no usable GPU it prints why and
-// exits with 77, which meson reports as SKIP, never as a pass.
+// A separate executable (suite "cuda"): on a machine with no NVIDIA driver or
+// no device it prints why and exits with 77, which meson reports as SKIP, never
+// as a pass; any other CUDA start-up error fails (cuda/init_check.h), and so
+// does NVIDIA_TF32_OVERRIDE set to anything but 0 (see main).
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -25,6 +28,7 @@
 #include <utility>
 #include <vector>
 
+#include "cuda/init_check.h"
 #include "engine/backend.h"
 #include "engine/ops.h"
 #include "models/language_model.h"
@@ -958,13 +962,33 @@ TEST_CASE("cuda: five training steps of every family give the CPU's losses") {
 }  // namespace loom
 
 int main(int argc, char** argv) {
-  if (!loom::cuda_available()) {
-#ifdef LOOM_WITH_CUDA
-    std::printf("test_cuda: SKIP: no CUDA device is available (no GPU, or no NVIDIA driver)\n");
-#else
-    std::printf("test_cuda: SKIP: this build of loom has no CUDA backend\n");
-#endif
+  // Skip (77) only when this machine has no CUDA at all; a CUDA machine that
+  // cannot start CUDA fails (cuda/init_check.h decides which is which).
+  const loom::cuda::CudaInitReport& init = loom::cuda::cuda_init_report();
+  if (init.verdict == loom::cuda::CudaInit::absent) {
+    std::printf("test_cuda: SKIP: %s\n", init.message.c_str());
     return 77;  // meson: skipped
+  }
+  if (init.verdict == loom::cuda::CudaInit::broken) {
+    std::fprintf(stderr, "test_cuda: FAIL: %s\n", init.message.c_str());
+    return 1;
+  }
+  std::printf("test_cuda: %s\n", init.message.c_str());
+  // The parity tolerances assume plain float32 matmuls; cuBLAS reads this variable itself.
+  const char* tf32 = std::getenv("NVIDIA_TF32_OVERRIDE");
+  switch (loom::cuda::tf32_override(tf32)) {
+    case loom::cuda::Tf32Override::unset:
+      break;
+    case loom::cuda::Tf32Override::forced_off:
+      std::printf("test_cuda: NVIDIA_TF32_OVERRIDE=0: TF32 is off, as the parity tests need\n");
+      break;
+    case loom::cuda::Tf32Override::other:
+      std::fprintf(stderr,
+                   "test_cuda: FAIL: NVIDIA_TF32_OVERRIDE=%s is set: cuBLAS may then run float32 matmuls in TF32 "
+                   "(about 1e-3 relative error), and the CPU-parity checks (1e-5) would fail for that reason "
+                   "alone. Unset it (or set it to 0) to run this suite.\n",
+                   tf32);
+      return 1;
   }
   doctest::Context context;
   context.applyCommandLine(argc, argv);

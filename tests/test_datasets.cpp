@@ -12,6 +12,7 @@
 
 #include "datasets/batcher.h"
 #include "datasets/char_tokenizer.h"
+#include "datasets/sha256.h"
 #include "datasets/text_dataset.h"
 #include "tests/test_util.h"
 #include "engine/error.h"
@@ -34,22 +35,6 @@ std::vector<int64_t> iota_ids(int64_t n) {
   return ids;
 }
 
-// Tiny Shakespeare from the shared data folder next to the source tree
-// (LOOM_TINYSHAKESPEARE overrides); "" when it is not there.
-std::string tiny_shakespeare_path() {
-  if (const char* env = std::getenv("LOOM_TINYSHAKESPEARE")) return fs::exists(env) ? env : "";
-  const fs::path p = fs::path(LOOM_SOURCE_ROOT) / ".." / "shared" / "datasets" / "tinyshakespeare" / "input.txt";
-  return fs::exists(p) ? p.lexically_normal().string() : "";
-}
-
-// Evaluated once when the test is registered; says why the test is skipped.
-bool tiny_shakespeare_missing() {
-  const bool missing = tiny_shakespeare_path().empty();
-  if (missing)
-    std::fprintf(stderr, "note: Tiny Shakespeare not found (set LOOM_TINYSHAKESPEARE); its test is skipped\n");
-  return missing;
-}
-
 bool curl_available() { return std::system("curl --version > /dev/null 2>&1") == 0; }
 
 }  // namespace
@@ -61,7 +46,7 @@ TEST_CASE("tokenizer: the vocabulary is the sorted set of characters") {
   CHECK(tok.vocab_size() == 6);
   CHECK(tok.chars() == "\n !abc");
 
-  // All of Tiny Shakespeare's characters, scrambled: labml's ids from MODELS.md.
+  // All of Tiny Shakespeare's characters, scrambled: labml's ids, models/FAMILIES.md §1.4.
   const std::string shakespeare_chars = "zyx?;:3.-,'&$! \nabcdefghijklmnopqrstuvwABCDEFGHIJKLMNOPQRSTUVWXYZ";
   const CharTokenizer s = CharTokenizer::from_text(shakespeare_chars + shakespeare_chars);
   CHECK(s.vocab_size() == 65);
@@ -184,6 +169,56 @@ TEST_CASE("text dataset: download through curl (local file:// URLs only)") {
   CHECK(dir.listing() == std::vector<std::string>{"data", "source.txt"});  // no temporary file left
 }
 
+// ---- SHA-256 and the shipped copy of Tiny Shakespeare ---------------------------------------
+
+TEST_CASE("sha256: FIPS 180 known answers, and messages around the padding boundaries") {
+  using datasets::sha256_hex;
+  // FIPS 180-2 appendix B and the NIST example values for SHA-256.
+  CHECK(sha256_hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  CHECK(sha256_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq") ==
+        "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  CHECK(sha256_hex(std::string(1'000'000, 'a')) == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+  CHECK(sha256_hex("abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnopqklmnopqrlmnopqrsmnopqrstnopqrstu") ==
+        "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1");
+  CHECK(sha256_hex("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  // n times 'a' around the lengths where the padding needs a second block (55/56)
+  // or the message fills whole blocks; digests from coreutils' sha256sum.
+  const std::vector<std::pair<size_t, std::string>> lengths = {
+      {55, "9f4390f8d30c2dd92ec9f095b65e2b9ae9b0a925a5258e241c9f1e910f734318"},
+      {56, "b35439a4ac6f0948b6d6f9e3c6af0f5f590ce20f1bde7090ef7970686ec6738a"},
+      {63, "7d3e74a05d7db15bce4ad9ec0658ea98e3f06eeecf16b4c6fff2da457ddc2f34"},
+      {64, "ffe054fe7ae0cb6dc65c3af9b61d5209f439851db43d0ba5997337df154668eb"},
+      {119, "31eba51c313a5c08226adf18d4a359cfdfd8d2e816b13f4af952f7ea6584dcfb"},
+      {120, "2f3d335432c70b580af0e8e1b3674a7c020d683aa5f73aaaedfdc55af904c21c"},
+  };
+  for (const auto& [n, digest] : lengths) {
+    INFO(n, " bytes");
+    CHECK(sha256_hex(std::string(n, 'a')) == digest);
+  }
+}
+
+TEST_CASE("text dataset: Tiny Shakespeare is read from the shipped copy, never downloaded") {
+  TempDir dir("shipped");
+  // A missing file under Tiny Shakespeare's URL: the shipped copy, and nothing written.
+  const std::string absent = dir.file("data/tinyshakespeare.txt");
+  std::string source;
+  const std::string text = datasets::read_text_file(absent, datasets::kTinyShakespeareUrl, &source);
+  CHECK(source == datasets::shipped_tiny_shakespeare_path());
+  CHECK(text.size() == 1'115'394);
+  CHECK(dir.listing().empty());
+  // The default data.path, relative to whatever the working directory is, with no URL.
+  if (!fs::exists(datasets::kTinyShakespearePath)) {
+    const TextDataset d = TextDataset::load(datasets::kTinyShakespearePath, "");
+    CHECK(d.source == datasets::shipped_tiny_shakespeare_path());
+    CHECK(d.text == text);
+  }
+  // A file that exists is read as it is, even under Tiny Shakespeare's URL.
+  const std::string own = dir.file("own.txt");
+  std::ofstream(own) << "my own text\n";
+  CHECK(datasets::read_text_file(own, datasets::kTinyShakespeareUrl, &source) == "my own text\n");
+  CHECK(source == own);
+}
+
 // ---- batcher ---------------------------------------------------------------------------------
 
 TEST_CASE("batcher: windows, shapes, and each item once per epoch") {
@@ -294,16 +329,17 @@ TEST_CASE("batcher: invalid arguments and states are rejected") {
 
 // ---- Tiny Shakespeare ---------------------------------------------------------------------------
 
-TEST_CASE("dataset: Tiny Shakespeare sizes match labml's" * doctest::skip(tiny_shakespeare_missing())) {
-  const TextDataset d = TextDataset::load(tiny_shakespeare_path());
+TEST_CASE("dataset: Tiny Shakespeare sizes match labml's") {
+  const TextDataset d = TextDataset::load(datasets::shipped_tiny_shakespeare_path());
   CHECK(d.text.size() == 1'115'394);
+  CHECK(datasets::sha256_hex(d.text) == "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed");
   CHECK(d.tokenizer.vocab_size() == 65);
   CHECK(d.tokenizer.chars().substr(0, 13) == "\n !$&',-.3:;?");
   CHECK(d.train_ids.size() == 1'003'854);
   CHECK(d.valid_ids.size() == 111'540);
   CHECK(d.tokenizer.decode(std::vector<int64_t>(d.train_ids.begin(), d.train_ids.begin() + 13)) == "First Citizen");
 
-  // MODELS.md §1.4: items and batches per epoch for the three experiments.
+  // models/FAMILIES.md §1.4: items and batches per epoch for the three experiments.
   CHECK(ShuffledBatcher(d.train_ids, 128, 16, 0).num_items() == 7'842);
   CHECK(ShuffledBatcher(d.train_ids, 128, 16, 0).batches_per_epoch() == 491);
   CHECK(ShuffledBatcher(d.valid_ids, 128, 16, 0).num_items() == 871);

@@ -61,7 +61,7 @@ Tensor random_tokens(int64_t L, int64_t B, int64_t vocab, uint64_t seed) {
   return Tensor::from_vector(ids, {L, B});
 }
 
-// ---- the model written out independently, from MODELS.md §2 ------------------------
+// ---- the model written out independently, from models/FAMILIES.md §2 ------------------------
 
 // DPFP from the formula: feature (i-1)·2d + j = r[j] · r[(j - i) mod 2d], r = ReLU([x; -x]),
 // gathered with index_select; then φ / (Σ φ + 1e-6).
@@ -365,7 +365,7 @@ TEST_CASE("fast_weights: the default config has labml's 89 state_dict entries an
   ModelConfig c;
   c.family = "fast_weights";
   auto model = models::make_model(c);
-  // MODELS.md §2.5, in state_dict order.
+  // models/FAMILIES.md §2.4, in state_dict order.
   std::vector<std::pair<std::string, Shape>> expected = {{"src_embed.weight", {65, 512}}};
   for (int l = 0; l < 6; ++l) {
     const std::string p = "transformer.layers." + std::to_string(l) + ".";

@@ -26,7 +26,7 @@ using models::FeedbackTransformer;
 using models::ModelConfig;
 using Params = std::map<std::string, Tensor>;
 
-constexpr int64_t kR = 4096;  // relative positions of the tables (MODELS.md §3.2)
+constexpr int64_t kR = 4096;  // relative positions of the tables (models/FAMILIES.md §3.2)
 
 ModelConfig tiny_config(bool shared_kv) {
   ModelConfig c;
@@ -307,7 +307,7 @@ TEST_CASE("feedback: incremental decoding gives the logits of a full forward (fl
   }
 }
 
-TEST_CASE("feedback: state_dict names and shapes of the default configs (MODELS.md §3.4)") {
+TEST_CASE("feedback: state_dict names and shapes of the default configs (models/FAMILIES.md §3.4)") {
   using Entries = std::vector<std::pair<std::string, Shape>>;
   auto layer_entries = [](int l, bool shared) {
     const std::string pre = "transformer.layers." + std::to_string(l) + ".";

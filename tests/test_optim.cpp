@@ -28,7 +28,7 @@ void set_grad(const Tensor& p, const std::vector<float>& g) {
   p.set_grad(Tensor::from_vector(g, {static_cast<int64_t>(g.size())}));
 }
 
-// The reference Adam, in double, written from MODELS.md §1.6 and torch.optim.Adam's docs.
+// The reference Adam, in double, written from models/FAMILIES.md §1.6 and torch.optim.Adam's docs.
 struct ReferenceAdam {
   std::vector<double> m, v;
   int t = 0;
@@ -164,7 +164,7 @@ TEST_CASE("adam: exported state resumes the same trajectory; bad state lists eve
   CHECK(two.steps_taken() == 6);  // unchanged
 }
 
-TEST_CASE("noam: the values listed in MODELS.md and the formula around the peak") {
+TEST_CASE("noam: the values listed in models/FAMILIES.md §1.6 and the formula around the peak") {
   const LrSchedule noam = LrSchedule::noam(1.0, 512, 2000);
   CHECK(noam.at(1) == relative(4.94e-7, 2e-3));
   CHECK(noam.at(1000) == relative(4.94e-4, 2e-3));

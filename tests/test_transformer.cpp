@@ -4,16 +4,18 @@
 //  - gradients of the loss equal central differences (float64, with dropout);
 //  - a tiny model overfits one batch;
 //  - incremental decoding equals recomputing the whole sequence;
-//  - parameter names and shapes are labml's state_dict (MODELS.md §4.3);
+//  - parameter names and shapes are labml's state_dict (models/FAMILIES.md §4.3);
 //  - bad configurations name the offending key.
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <map>
 #include <random>
+#include <set>
 #include <string>
 
 #include "autodiff/grad_mode.h"
+#include "autodiff/node.h"
 #include "engine/ops.h"
 #include "models/language_model.h"
 #include "tests/fused_check.h"
@@ -353,7 +355,7 @@ Names names_and_shapes(const models::NamedTensors& tensors) {
 }
 
 // labml's state_dict of the default configuration (d_model 512, 8 heads, d_ff 2048,
-// 6 layers, vocab 65), MODELS.md §4.3; conv_shape empty for the vanilla model.
+// 6 layers, vocab 65), models/FAMILIES.md §4.3; conv_shape empty for the vanilla model.
 Names expected_parameters(bool primer, const Shape& conv_weight, const Shape& conv_bias) {
   Names n;
   n.emplace_back("src_embed.linear.weight", Shape{65, 512});
@@ -457,11 +459,67 @@ TEST_CASE("transformer, primer_ez: layers start identical; seeds and the buffer 
   for (const Tensor& t : model->parameters()) CHECK(t.requires_grad());
 }
 
-TEST_CASE("transformer, primer_ez: training FLOPs per token") {
-  auto model = models::make_model(tiny("transformer"));
-  // Weights used in products: everything but the 11 x 16 embedding table.
-  const double weights = static_cast<double>(model->parameter_count() - 11 * 16);
-  CHECK(model->training_flops_per_token(7) == doctest::Approx(6 * weights + 12.0 * 2 * 16 * 7));
+// Forward FLOPs of the products a real forward pass ran, counted from the graph
+// autodiff recorded (every product involves a weight that requires grad, so
+// every one is in the graph), from the operand shapes alone:
+//   matmul [.., M, K]·[.., K, N]        2·M·K·N per batch item (broadcast batch dims)
+//   causal_conv1d x [L, .., C], K taps  2·K per element of x
+//   attention q [Lq, B, H, D], k [Lk, ..], v [Lk, .., Dv]   2·Lq·Lk·B·H·(D + Dv)
+//     (the causal mask is not discounted, by convention)
+// Elementwise work (biases, norms, activations, softmax) is not a product and
+// is not counted.
+double recorded_product_flops(const Tensor& root) {
+  double flops = 0;
+  std::set<const autodiff::Node*> seen;
+  std::vector<const autodiff::Node*> pending = {root.grad_fn().get()};
+  while (!pending.empty()) {
+    const autodiff::Node* node = pending.back();
+    pending.pop_back();
+    if (node == nullptr || !seen.insert(node).second) continue;
+    const std::vector<autodiff::Edge>& in = node->edges;
+    if (node->op == OpId::matmul) {
+      const Shape& a = in[0].shape;
+      const Shape& b = in[1].shape;
+      double batch = 1;
+      const size_t batch_dims = std::max(a.size(), b.size()) - 2;
+      for (size_t i = 0; i < batch_dims; ++i) {
+        const int64_t da = i + a.size() >= batch_dims + 2 ? a[i + a.size() - batch_dims - 2] : 1;
+        const int64_t db = i + b.size() >= batch_dims + 2 ? b[i + b.size() - batch_dims - 2] : 1;
+        batch *= static_cast<double>(std::max(da, db));
+      }
+      flops += 2.0 * batch * a[a.size() - 2] * a.back() * b.back();
+    } else if (node->op == OpId::causal_conv1d) {
+      flops += 2.0 * static_cast<double>(shape_numel(in[0].shape)) * in[1].shape.back();
+    } else if (node->op == OpId::attention) {
+      const Shape& q = in[0].shape;
+      const Shape& k = in[1].shape;
+      const Shape& v = in[2].shape;
+      flops += 2.0 * q[0] * k[0] * q[1] * q[2] * static_cast<double>(q[3] + v[3]);
+    }
+    for (const autodiff::Edge& e : in)
+      if (e.node) pending.push_back(e.node.get());
+  }
+  return flops;
+}
+
+TEST_CASE("transformer, primer_ez: training FLOPs per token are 3x the products a forward pass runs") {
+  // The backward of each product is two products of the same size (for matmul:
+  // dA = dC·Bᵀ and dB = Aᵀ·dC), hence 3x the forward in training.
+  std::vector<ModelConfig> configs = tiny_variants();
+  ModelConfig labml;  // the default size: d_model 512, 8 heads, d_ff 2048, 6 layers
+  labml.family = "primer_ez";
+  configs.push_back(labml);
+  for (const ModelConfig& c : configs) {
+    auto model = models::make_model(c);
+    for (int64_t L : {1, 5, 12}) {
+      INFO(c.family, " (", c.conv_kernels, ", d_model ", c.d_model, "), L = ", L);
+      const int64_t B = 2;
+      const Tensor logits = model->forward(random_tokens(L, B, c.vocab, 7));
+      const double forward_per_token = recorded_product_flops(logits) / static_cast<double>(L * B);
+      CHECK(forward_per_token > 0);
+      CHECK(model->training_flops_per_token(L) == doctest::Approx(3.0 * forward_per_token).epsilon(1e-12));
+    }
+  }
 }
 
 TEST_CASE("transformer, primer_ez: bad configurations name the key") {

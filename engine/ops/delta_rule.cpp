@@ -7,7 +7,7 @@
 // One kernel walks the whole sequence, so W never leaves the cache and no
 // per-step W is stored. For the backward the op saves only vbar [L, B, H, Dv]
 // (delta rule) and the final W [B, H, Dv, Dk]: the backward kernel rebuilds each
-// W_{t-1} = W_t - u_t k_tᵀ on its way back (MODELS.md §7). Records inputs
+// W_{t-1} = W_t - u_t k_tᵀ on its way back (models/FAMILIES.md §2.5). Records inputs
 // {q, k, v, beta} and saved {vbar or undefined, W_L}; initial_state is not an
 // input of the record, so no gradient flows to it.
 #include "engine/ops/op_helpers.h"
