@@ -124,11 +124,14 @@ std::string read_shipped_tiny_shakespeare() {
   std::error_code ec;
   LOOM_CHECK(fs::exists(path, ec), "text dataset: loom's copy of Tiny Shakespeare is missing at ", path,
              " (the build looks for it in the source tree it was configured from)");
+  return read_checked_file(path, kTinyShakespeareSha256);
+}
+
+std::string read_checked_file(const std::string& path, const std::string& sha256) {
   std::string text = read_whole_file(path);
   const std::string digest = sha256_hex(text);
-  LOOM_CHECK(digest == kTinyShakespeareSha256, "text dataset: ", path, " is not Tiny Shakespeare as shipped: SHA-256 ",
-             digest, " (", text.size(), " bytes), expected ", kTinyShakespeareSha256,
-             " (1115394 bytes); restore it with git checkout");
+  LOOM_CHECK(digest == sha256, "text dataset: ", path, " is not the file loom ships: its SHA-256 is ", digest, " (",
+             text.size(), " bytes), expected ", sha256, "; restore it with git checkout");
   return text;
 }
 

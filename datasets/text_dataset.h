@@ -26,10 +26,13 @@ inline constexpr const char* kTinyShakespeareSha256 =
 // directory, as long as the source tree stays where it was built.
 std::string shipped_tiny_shakespeare_path();
 
-// The shipped copy, checked against kTinyShakespeareSha256; a copy that does not
-// match (edited, truncated, line endings converted) is an error naming the path
-// and both digests.
+// The shipped copy, checked against kTinyShakespeareSha256 (see read_checked_file).
 std::string read_shipped_tiny_shakespeare();
+
+// The bytes of the file at `path` when their SHA-256 is `sha256` (64 lowercase hex
+// digits); otherwise an error naming the path, both digests and the size, so an
+// edited, truncated or line-ending-converted copy never trains silently.
+std::string read_checked_file(const std::string& path, const std::string& sha256);
 
 // Reads the file at `path`. When it is missing:
 //  - Tiny Shakespeare (`url` is kTinyShakespeareUrl or `path` is

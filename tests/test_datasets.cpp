@@ -212,6 +212,16 @@ TEST_CASE("text dataset: Tiny Shakespeare is read from the shipped copy, never d
     CHECK(d.source == datasets::shipped_tiny_shakespeare_path());
     CHECK(d.text == text);
   }
+  // The check that guards the shipped copy: another file's bytes are refused,
+  // naming the file and both digests.
+  const std::string changed = dir.file("changed.txt");
+  std::ofstream(changed) << text.substr(0, 1000);
+  const std::string message = error_of([&] { datasets::read_checked_file(changed, datasets::kTinyShakespeareSha256); });
+  check_mentions(message, {"changed.txt", datasets::kTinyShakespeareSha256, "1000 bytes", "git checkout"});
+  CHECK(contains(message, datasets::sha256_hex(text.substr(0, 1000))));
+  CHECK(datasets::read_checked_file(changed, datasets::sha256_hex(text.substr(0, 1000))) == text.substr(0, 1000));
+  fs::remove(changed);
+
   // A file that exists is read as it is, even under Tiny Shakespeare's URL.
   const std::string own = dir.file("own.txt");
   std::ofstream(own) << "my own text\n";
