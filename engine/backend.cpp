@@ -43,71 +43,8 @@ const char* binary_op_name(BinaryOp op) {
   return "?";
 }
 
-void Backend::missing(const char* kernel) const {
-  LOOM_FAIL("kernel '", kernel, "' has no ", device_name(device()), " implementation");
-}
-
 void Backend::copy_from_host(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
 void Backend::copy_to_host(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
-
-void Backend::fill(const Tensor&, double) { missing("fill"); }
-void Backend::copy(const Tensor&, const Tensor&) { missing("copy"); }
-void Backend::unary(UnaryOp, const Tensor&, const Tensor&, double) { missing("unary"); }
-void Backend::binary(BinaryOp, const Tensor&, const Tensor&, const Tensor&) { missing("binary"); }
-void Backend::where(const Tensor&, const Tensor&, const Tensor&, const Tensor&) { missing("where"); }
-void Backend::reduce(ReduceOp, const Tensor&, const std::vector<int>&, const Tensor&) { missing("reduce"); }
-void Backend::matmul(const Tensor&, const Tensor&, const Tensor&) { missing("matmul"); }
-void Backend::softmax(const Tensor&, const Tensor&, bool) { missing("softmax"); }
-void Backend::softmax_backward(const Tensor&, const Tensor&, const Tensor&, bool) { missing("softmax_backward"); }
-void Backend::cross_entropy(const Tensor&, const Tensor&, const Tensor&) { missing("cross_entropy"); }
-void Backend::cross_entropy_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&) {
-  missing("cross_entropy_backward");
-}
-void Backend::layer_norm(const Tensor&, const Tensor&, const Tensor&, double, const Tensor&, const Tensor&,
-                         const Tensor&) {
-  missing("layer_norm");
-}
-void Backend::layer_norm_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                                  const Tensor&, const Tensor&, const Tensor&) {
-  missing("layer_norm_backward");
-}
-void Backend::index_select(const Tensor&, int, const Tensor&, const Tensor&) { missing("index_select"); }
-void Backend::index_add(const Tensor&, int, const Tensor&, const Tensor&) { missing("index_add"); }
-void Backend::gather(const Tensor&, int, const Tensor&, const Tensor&) { missing("gather"); }
-void Backend::scatter_add(const Tensor&, int, const Tensor&, const Tensor&) { missing("scatter_add"); }
-void Backend::causal_conv1d(const Tensor&, const Tensor&, const Tensor&, const Tensor&) { missing("causal_conv1d"); }
-void Backend::causal_conv1d_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                                     const Tensor&) {
-  missing("causal_conv1d_backward");
-}
-void Backend::attention(const Tensor&, const Tensor&, const Tensor&, const AttentionArgs&, const Tensor&,
-                        const Tensor&) {
-  missing("attention");
-}
-void Backend::attention_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                                 const AttentionArgs&, const Tensor&, const Tensor&, const Tensor&) {
-  missing("attention_backward");
-}
-void Backend::feedback_attention(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                                 const Tensor&, double, const Tensor&, const Tensor&) {
-  missing("feedback_attention");
-}
-void Backend::feedback_attention_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                                          const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                                          const Tensor&, double, const Tensor&, const Tensor&, const Tensor&,
-                                          const Tensor&, const Tensor&, const Tensor&) {
-  missing("feedback_attention_backward");
-}
-void Backend::delta_rule(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                         const Tensor&, const Tensor&) {
-  missing("delta_rule");
-}
-void Backend::delta_rule_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                                  const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                                  const Tensor&) {
-  missing("delta_rule_backward");
-}
-void Backend::random(RandomKind, const Tensor&, double, double, uint64_t, uint64_t) { missing("random"); }
 
 Tensor dense(const Tensor& t) {
   if (!t.defined() || t.is_contiguous()) return t;
