@@ -6,42 +6,21 @@
 
 namespace loom {
 
+// The names of the elementwise codes, from the tables in elementwise_functors.h.
+#define LOOM_ELEMENTWISE_NAME(name, ...) #name,
+
 const char* unary_op_name(UnaryOp op) {
-  switch (op) {
-    case UnaryOp::neg: return "neg";
-    case UnaryOp::exp: return "exp";
-    case UnaryOp::log: return "log";
-    case UnaryOp::sqrt: return "sqrt";
-    case UnaryOp::rsqrt: return "rsqrt";
-    case UnaryOp::tanh: return "tanh";
-    case UnaryOp::sigmoid: return "sigmoid";
-    case UnaryOp::relu: return "relu";
-    case UnaryOp::squared_relu: return "squared_relu";
-    case UnaryOp::elu: return "elu";
-    case UnaryOp::gelu: return "gelu";
-    case UnaryOp::pow_scalar: return "pow";
-    case UnaryOp::gelu_grad: return "gelu_grad";
-    case UnaryOp::abs: return "abs";
-  }
-  return "?";
+  static const char* const names[] = {LOOM_UNARY_OPS(LOOM_ELEMENTWISE_NAME) LOOM_UNARY_OPS_WITH_PARAM(
+      LOOM_ELEMENTWISE_NAME) LOOM_UNARY_KERNELS(LOOM_ELEMENTWISE_NAME)};
+  return names[static_cast<int>(op)];
 }
 
 const char* binary_op_name(BinaryOp op) {
-  switch (op) {
-    case BinaryOp::add: return "add";
-    case BinaryOp::sub: return "sub";
-    case BinaryOp::mul: return "mul";
-    case BinaryOp::div: return "div";
-    case BinaryOp::maximum: return "maximum";
-    case BinaryOp::minimum: return "minimum";
-    case BinaryOp::eq: return "eq";
-    case BinaryOp::gt: return "gt";
-    case BinaryOp::ge: return "ge";
-    case BinaryOp::lt: return "lt";
-    case BinaryOp::le: return "le";
-  }
-  return "?";
+  static const char* const names[] = {LOOM_BINARY_OPS(LOOM_ELEMENTWISE_NAME) LOOM_COMPARE_OPS(LOOM_ELEMENTWISE_NAME)};
+  return names[static_cast<int>(op)];
 }
+
+#undef LOOM_ELEMENTWISE_NAME
 
 void Backend::copy_from_host(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
 void Backend::copy_to_host(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
