@@ -55,6 +55,15 @@ struct GeluGrad {  // d/dx [x Phi(x)] = Phi(x) + x phi(x)
     return cdf + x * pdf;
   }
 };
+struct Silu {  // x * sigmoid(x) (SiLU, swish)
+  template <class T> LOOM_HD T operator()(T x, T) const { return x * Sigmoid{}(x, T(0)); }
+};
+struct SiluGrad {  // d/dx [x s(x)] = s(x) (1 + x (1 - s(x))), s = sigmoid
+  template <class T> LOOM_HD T operator()(T x, T) const {
+    const T s = Sigmoid{}(x, T(0));
+    return s * (T(1) + x * (T(1) - s));
+  }
+};
 struct PowScalar { template <class T> LOOM_HD T operator()(T x, T p) const { return std::pow(x, p); } };
 
 // ---- binary: operator()(a, b) ---------------------------------------------------
@@ -92,6 +101,7 @@ struct Le { template <class T> LOOM_HD T operator()(T a, T b) const { return a <
   X(sigmoid,      Sigmoid,     y,    g * y * (1.0 - y))               \
   X(relu,         Relu,        x,    g * gt(x, 0.0))                  \
   X(squared_relu, SquaredRelu, x,    g * relu(x) * 2.0)               \
+  X(silu,         Silu,        x,    g * kernel::silu_grad(x))        \
   X(gelu,         Gelu,        x,    g * kernel::gelu_grad(x))
 
 // Unary ops with a parameter p (recorded as reals[0]); the same columns. Their
@@ -105,6 +115,7 @@ struct Le { template <class T> LOOM_HD T operator()(T a, T b) const { return a <
 // as kernel::name(x). X(name, Functor).
 #define LOOM_UNARY_KERNELS(X) \
   X(gelu_grad, GeluGrad)      \
+  X(silu_grad, SiluGrad)      \
   X(abs,       Abs)
 
 // Binary ops with numpy broadcasting, X(name, Functor, keeps, grad_a, grad_b):

@@ -60,6 +60,7 @@ static CaseRegistrar unary_cases([](std::vector<OpCase>& c) {
   add_unary(c, "squared_relu", squared_relu, [](double x) { return x > 0 ? x * x : 0.0; },
             InputSpec({3, 4}).nonzero());
   add_unary(c, "gelu", gelu, gelu_ref, InputSpec({3, 4}).range(-3, 3));
+  add_unary(c, "silu", silu, [](double x) { return x / (1.0 + std::exp(-x)); }, InputSpec({3, 4}).range(-6, 6));
   c.push_back({"elu alpha=0.7", {InputSpec({3, 4}).range(-2, 2).nonzero()},
                [](const Xs& x) { return elu(x[0], 0.7); },
                [](const Rs& r) { return map(r[0], [](double x) { return x > 0 ? x : 0.7 * (std::exp(x) - 1); }); }});
