@@ -125,11 +125,11 @@ constexpr Keeps none{false, false}, x{true, false}, y{false, true}, xy{true, tru
 
 // The helper kernels of LOOM_UNARY_KERNELS, as kernel::name(x) (not recorded).
 namespace kernel {
-#define LOOM_DEFINE_KERNEL(name, ...)                          \
-  Tensor name(const Tensor& x) {                               \
-    Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device()); \
-    backend_for(x).unary(UnaryOp::name, x, out, 0.0);          \
-    return out;                                                \
+#define LOOM_DEFINE_KERNEL(name, ...)                               \
+  [[maybe_unused]] Tensor name(const Tensor& x) {                   \
+    Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());   \
+    backend_for(x).unary(UnaryOp::name, x, out, 0.0);               \
+    return out;                                                     \
   }
 LOOM_UNARY_KERNELS(LOOM_DEFINE_KERNEL)
 #undef LOOM_DEFINE_KERNEL
@@ -137,20 +137,21 @@ LOOM_UNARY_KERNELS(LOOM_DEFINE_KERNEL)
 
 // One rule per row: the `grad` column with x, y, p (and a, b) bound to what the
 // node kept. A tensor the row does not keep is undefined here.
-#define LOOM_UNARY_RULE(name, Functor, keep, grad)                                           \
-  Grads name##_rule(const RecordedOp& n, const Tensor& g) {                                        \
-    const Tensor x = keeps::keep.inputs ? n.input(0) : Tensor();                             \
-    const Tensor& y = n.output;                                                              \
-    const double p = n.reals.empty() ? 0.0 : n.reals[0];                                     \
-    (void)x, (void)y, (void)p;                                                               \
-    return {grad};                                                                           \
+#define LOOM_UNARY_RULE(name, Functor, keep, grad)            \
+  Grads name##_rule(const RecordedOp& n, const Tensor& g) {   \
+    const Tensor x = keeps::keep.inputs ? n.input(0) : Tensor(); \
+    const Tensor& y = n.output;                               \
+    const double p = n.reals.empty() ? 0.0 : n.reals[0];      \
+    (void)x, (void)y, (void)p;                                \
+    return {grad};                                            \
   }
-#define LOOM_BINARY_RULE(name, Functor, keep, grad_a, grad_b)                                \
-  Grads name##_rule(const RecordedOp& n, const Tensor& g) {                                        \
-    const Tensor a = keeps::keep.inputs ? n.input(0) : Tensor();                             \
-    const Tensor b = keeps::keep.inputs ? n.input(1) : Tensor();                             \
-    (void)a, (void)b;                                                                        \
-    return {n.needs_input_grad(0) ? Tensor(grad_a) : Tensor(), n.needs_input_grad(1) ? Tensor(grad_b) : Tensor()}; \
+#define LOOM_BINARY_RULE(name, Functor, keep, grad_a, grad_b)    \
+  Grads name##_rule(const RecordedOp& n, const Tensor& g) {      \
+    const Tensor a = keeps::keep.inputs ? n.input(0) : Tensor(); \
+    const Tensor b = keeps::keep.inputs ? n.input(1) : Tensor(); \
+    (void)a, (void)b;                                            \
+    return {n.needs_input_grad(0) ? Tensor(grad_a) : Tensor(),   \
+            n.needs_input_grad(1) ? Tensor(grad_b) : Tensor()};  \
   }
 LOOM_UNARY_OPS(LOOM_UNARY_RULE)
 LOOM_UNARY_OPS_WITH_PARAM(LOOM_UNARY_RULE)
