@@ -47,7 +47,19 @@ std::vector<ModelConfig> tiny_variants() {
 }
 
 std::string describe(const ModelConfig& c) {
-  return c.family == "primer_ez" ? c.family + " (" + c.conv_kernels + ")" : c.family;
+  const std::string name = c.family == "primer_ez" ? c.family + " (" + c.conv_kernels + ")" : c.family;
+  return c.activation.empty() ? name : name + ", " + c.activation;
+}
+
+// The variants and, for model.activation, a transformer and a Primer with SiLU.
+std::vector<ModelConfig> tiny_variants_and_activations() {
+  std::vector<ModelConfig> all = tiny_variants();
+  for (const char* family : {"transformer", "primer_ez"}) {
+    ModelConfig c = tiny(family);
+    c.activation = "silu";
+    all.push_back(c);
+  }
+  return all;
 }
 
 Tensor random_tokens(int64_t L, int64_t B, int64_t vocab, uint64_t seed) {
@@ -151,6 +163,7 @@ struct Reference {
 
   Tensor feed_forward(const Tensor& z, const std::string& name) const {
     const Tensor h = linear(z, name + ".layer1");
+    if (c.activation == "silu") return linear(h / (exp(-h) + 1.0), name + ".layer2");  // h sigmoid(h)
     const Tensor r = maximum(h, Tensor::scalar(0.0, h.dtype()));
     return linear(c.family == "primer_ez" ? r * r : r, name + ".layer2");
   }
@@ -187,7 +200,7 @@ double relative_error(const Tensor& a, const Tensor& b) {
 
 TEST_CASE("transformer, primer_ez: forward equals a naive composition of engine ops (float64)") {
   const Tensor tokens = random_tokens(7, 3, 11, 1);
-  for (ModelConfig c : tiny_variants()) {
+  for (ModelConfig c : tiny_variants_and_activations()) {
     INFO(describe(c));
     c.dropout = 0.1;  // eval mode must switch every dropout off
     auto model = models::make_model(c);
