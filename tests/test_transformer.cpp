@@ -460,10 +460,10 @@ double recorded_product_flops(const Tensor& root) {
     const autodiff::Node* node = pending.back();
     pending.pop_back();
     if (node == nullptr || !seen.insert(node).second) continue;
-    const std::vector<autodiff::Edge>& in = node->edges;
+    const std::vector<Shape>& in = node->input_shapes;
     if (node->op == OpId::matmul) {
-      const Shape& a = in[0].shape;
-      const Shape& b = in[1].shape;
+      const Shape& a = in[0];
+      const Shape& b = in[1];
       double batch = 1;
       const size_t batch_dims = std::max(a.size(), b.size()) - 2;
       for (size_t i = 0; i < batch_dims; ++i) {
@@ -473,14 +473,14 @@ double recorded_product_flops(const Tensor& root) {
       }
       flops += 2.0 * batch * a[a.size() - 2] * a.back() * b.back();
     } else if (node->op == OpId::causal_conv1d) {
-      flops += 2.0 * static_cast<double>(shape_numel(in[0].shape)) * in[1].shape.back();
+      flops += 2.0 * static_cast<double>(shape_numel(in[0])) * in[1].back();
     } else if (node->op == OpId::attention) {
-      const Shape& q = in[0].shape;
-      const Shape& k = in[1].shape;
-      const Shape& v = in[2].shape;
+      const Shape& q = in[0];
+      const Shape& k = in[1];
+      const Shape& v = in[2];
       flops += 2.0 * q[0] * k[0] * q[1] * q[2] * static_cast<double>(q[3] + v[3]);
     }
-    for (const autodiff::Edge& e : in)
+    for (const autodiff::Edge& e : node->edges)
       if (e.node) pending.push_back(e.node.get());
   }
   return flops;
