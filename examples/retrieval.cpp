@@ -350,10 +350,15 @@ std::string svg_chart(int setting, const std::vector<std::string>& models, const
     s << buf;
     legend_y += 20;
   }
+  bool any_reference = false;
+  for (const std::string& m : models) any_reference = any_reference || reference.count(model_key(setting, m));
   std::snprintf(buf, sizeof buf,
-                "<text x=\"%.1f\" y=\"%.1f\" fill=\"#555\">solid, dots: loom</text>\n"
-                "<text x=\"%.1f\" y=\"%.1f\" fill=\"#555\">dashed: the authors' logs</text>\n</svg>\n",
-                left + pw + 12, legend_y + 14, left + pw + 12, legend_y + 30);
+                "<text x=\"%.1f\" y=\"%.1f\" fill=\"#555\">solid, dots: loom</text>\n%s</svg>\n", left + pw + 12,
+                legend_y + 14,
+                any_reference ? ("<text x=\"" + std::to_string(int(left + pw + 12)) + "\" y=\"" +
+                                 std::to_string(int(legend_y + 30)) + "\" fill=\"#555\">dashed: the authors' logs</text>\n")
+                                    .c_str()
+                              : "");
   s << buf;
   return s.str();
 }
