@@ -5,6 +5,7 @@
 // one SVG chart per setting (loss vs S, one line per model; the authors' values
 // dashed when the config lists them).
 //
+//   retrieval --check <config.json>...     (only validates the configs)
 //   retrieval <config.json> [--out DIR] [--models a,b] [--keys 20,40] [--threads N]
 //             [--max-steps N] [--fresh]
 //
@@ -384,6 +385,11 @@ int usage() {
 int main(int argc, char** argv) {
   if (argc < 2) return usage();
   try {
+    if (std::string(argv[1]) == "--check") {  // validate configs only
+      for (int i = 2; i < argc; ++i) load_config(argv[i]);
+      std::printf("%d config(s) valid\n", argc - 2);
+      return argc > 2 ? 0 : usage();
+    }
     std::string config_path, out_override;
     std::set<std::string> only_models;
     std::set<int64_t> only_keys;
