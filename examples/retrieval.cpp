@@ -373,6 +373,19 @@ std::vector<std::string> split_list(const std::string& text) {
   return out;
 }
 
+// A positive integer given for `flag`, or an error naming both.
+int64_t positive_integer(const std::string& flag, const std::string& text) {
+  size_t used = 0;
+  int64_t n = 0;
+  try {
+    n = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  LOOM_CHECK(used == text.size() && n >= 1, "retrieval: ", flag, " expects a positive integer, got '", text, "'");
+  return n;
+}
+
 int usage() {
   std::fprintf(stderr,
                "usage: retrieval <config.json> [--out DIR] [--models a/sum,b/delta] [--keys 20,40] [--threads N] "
@@ -403,9 +416,9 @@ int main(int argc, char** argv) {
       };
       if (a == "--out") out_override = value();
       else if (a == "--models") for (const auto& m : split_list(value())) only_models.insert(m);
-      else if (a == "--keys") for (const auto& k : split_list(value())) only_keys.insert(std::stoll(k));
-      else if (a == "--threads") set_num_threads(std::stoi(value()));
-      else if (a == "--max-steps") max_steps = std::stoll(value());
+      else if (a == "--keys") for (const auto& k : split_list(value())) only_keys.insert(positive_integer(a, k));
+      else if (a == "--threads") set_num_threads(static_cast<int>(positive_integer(a, value())));
+      else if (a == "--max-steps") max_steps = positive_integer(a, value());
       else if (a == "--fresh") fresh = true;
       else if (!a.empty() && a[0] == '-') return usage();
       else if (config_path.empty()) config_path = a;
@@ -418,6 +431,14 @@ int main(int argc, char** argv) {
     const std::string csv = out_dir + "/results.csv";
     std::vector<Result> results = fresh ? std::vector<Result>{} : read_results(csv);
 
+    for (const std::string& m : only_models)
+      LOOM_CHECK(std::any_of(config.sweeps.begin(), config.sweeps.end(),
+                             [&](const Sweep& s) { return std::count(s.models.begin(), s.models.end(), m) > 0; }),
+                 "retrieval: --models: ", m, " is not a model of ", config_path);
+    for (int64_t S : only_keys)
+      LOOM_CHECK(std::any_of(config.sweeps.begin(), config.sweeps.end(),
+                             [&](const Sweep& s) { return std::count(s.keys.begin(), s.keys.end(), S) > 0; }),
+                 "retrieval: --keys: S = ", S, " is not swept by ", config_path);
     struct Planned {
       int setting;
       int64_t keys;
