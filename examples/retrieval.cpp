@@ -24,6 +24,7 @@
 #include <sstream>
 #include <string>
 #include <vector>
+#include <xmmintrin.h>
 
 #include "datasets/associative_retrieval.h"
 #include "engine/device.h"
@@ -386,6 +387,15 @@ int64_t positive_integer(const std::string& flag, const std::string& text) {
   return n;
 }
 
+// FAVOR+ features exp(±u − ‖x‖²/2) underflow into subnormal floats, on which x86
+// arithmetic is tens of times slower (a FAVOR+ step at S = 100 took 4x longer).
+// Flushing them to zero (FTZ, and DAZ for inputs) on every OpenMP thread changes
+// only values below 1.2e-38.
+void flush_subnormals_to_zero() {
+#pragma omp parallel
+  _mm_setcsr(_mm_getcsr() | 0x8040);
+}
+
 int usage() {
   std::fprintf(stderr,
                "usage: retrieval <config.json> [--out DIR] [--models a/sum,b/delta] [--keys 20,40] [--threads N] "
@@ -397,6 +407,7 @@ int usage() {
 
 int main(int argc, char** argv) {
   if (argc < 2) return usage();
+
   try {
     if (std::string(argv[1]) == "--check") {  // validate configs only
       for (int i = 2; i < argc; ++i) load_config(argv[i]);
@@ -425,6 +436,7 @@ int main(int argc, char** argv) {
       else return usage();
     }
     if (config_path.empty()) return usage();
+    flush_subnormals_to_zero();
     const Config config = load_config(config_path);
     const std::string out_dir = out_override.empty() ? config.out_dir : out_override;
     std::filesystem::create_directories(out_dir);
