@@ -24,7 +24,9 @@
 #include <sstream>
 #include <string>
 #include <vector>
-#include <xmmintrin.h>
+#if defined(__SSE__)
+#include <xmmintrin.h>  // _mm_setcsr: flush subnormals to zero
+#endif
 
 #include "datasets/associative_retrieval.h"
 #include "engine/device.h"
@@ -392,8 +394,10 @@ int64_t positive_integer(const std::string& flag, const std::string& text) {
 // Flushing them to zero (FTZ, and DAZ for inputs) on every OpenMP thread changes
 // only values below 1.2e-38.
 void flush_subnormals_to_zero() {
+#if defined(__SSE__)
 #pragma omp parallel
   _mm_setcsr(_mm_getcsr() | 0x8040);
+#endif
 }
 
 int usage() {
