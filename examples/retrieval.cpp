@@ -1,0 +1,542 @@
+// retrieval: sweeps the number of keys S of the associative-retrieval task for
+// several feature maps and update rules (models/retrieval.h), as in the
+// memory-capacity experiments of "Linear Transformers Are Secretly Fast Weight
+// Programmers", and writes the best evaluation loss of each run to a CSV and to
+// one SVG chart per setting (loss vs S, one line per model; the authors' values
+// dashed when the config lists them).
+//
+//   retrieval --check <config.json>...     (only validates the configs)
+//   retrieval <config.json> [--out DIR] [--models a,b] [--keys 20,40] [--threads N]
+//             [--max-steps N] [--fresh]
+//
+// Runs already in DIR/results.csv are kept and skipped, so an interrupted sweep
+// continues where it stopped (--fresh starts over). --models (e.g. dpfp2/sum) and
+// --keys restrict the sweep; --max-steps overrides the config's step cap. The config's "expect" entries are checked at the end:
+// the exit status is 1 when one fails, which makes a small sweep a test.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+#if defined(__SSE__)
+#include <xmmintrin.h>  // _mm_setcsr: flush subnormals to zero
+#endif
+
+#include "datasets/associative_retrieval.h"
+#include "engine/device.h"
+#include "engine/error.h"
+#include "models/retrieval.h"
+
+using namespace loom;
+using Json = nlohmann::json;
+
+namespace {
+
+// ---- the config ---------------------------------------------------------------------
+
+struct Sweep {
+  int setting = 1;
+  std::vector<int64_t> keys;
+  std::vector<std::string> models;  // "dpfp2/sum"
+};
+
+struct Expectation {
+  int setting = 1;
+  std::string model;
+  int64_t keys = 0;
+  double above = NAN, at_most = NAN;  // one of the two
+};
+
+struct Config {
+  std::string out_dir;
+  uint64_t seed = 1;
+  int64_t hidden = 64;
+  bool eval_length_is_num_keys = false;  // the authors' evaluation sequences: S pairs
+  models::RetrievalProtocol protocol;
+  std::vector<Sweep> sweeps;
+  // reference["1 linear/sum"][S] = the authors' best eval loss
+  std::map<std::string, std::map<int64_t, double>> reference;
+  std::vector<Expectation> expect;
+};
+
+// Strict reading: every key is known, every value has its type; errors give the key path.
+void check_keys(const Json& j, const std::string& where, std::initializer_list<const char*> allowed) {
+  LOOM_CHECK(j.is_object(), where, ": expected an object");
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    bool ok = false;
+    for (const char* a : allowed) ok = ok || it.key() == a;
+    LOOM_CHECK(ok, where, ".", it.key(), ": unknown key");
+  }
+}
+
+template <class T>
+T get(const Json& j, const std::string& key, const std::string& where, T fallback) {
+  if (!j.contains(key)) return fallback;
+  try {
+    return j.at(key).get<T>();
+  } catch (const std::exception&) {
+    throw Error(where + "." + key + ": wrong type (" + j.at(key).dump() + ")");
+  }
+}
+
+std::string model_key(int setting, const std::string& model) { return std::to_string(setting) + " " + model; }
+
+void split_model(const std::string& model, const std::string& where, std::string& phi, std::string& rule) {
+  const size_t slash = model.find('/');
+  LOOM_CHECK(slash != std::string::npos, where, ": model '", model, "' must be <feature map>/<rule>, e.g. dpfp2/sum");
+  phi = model.substr(0, slash);
+  rule = model.substr(slash + 1);
+  models::RetrievalModelConfig probe;
+  try {
+    models::parse_retrieval_model(phi, rule, probe);
+  } catch (const Error& e) {
+    throw Error(where + ": " + e.what());
+  }
+}
+
+Config load_config(const std::string& path) {
+  std::ifstream in(path);
+  LOOM_CHECK(in, "retrieval: cannot open config ", path);
+  Json j;
+  try {
+    j = Json::parse(in);
+  } catch (const std::exception& e) {
+    throw Error(path + ": not valid JSON: " + e.what());
+  }
+  check_keys(j, path, {"comment", "out_dir", "seed", "hidden", "protocol", "sweeps", "reference", "expect"});
+  Config c;
+  c.out_dir = get<std::string>(j, "out_dir", path, "");
+  LOOM_CHECK(!c.out_dir.empty(), path, ".out_dir: missing");
+  c.seed = get<uint64_t>(j, "seed", path, 1);
+  c.hidden = get<int64_t>(j, "hidden", path, 64);
+  LOOM_CHECK(c.hidden >= 1, path, ".hidden: must be positive");
+  if (j.contains("protocol")) {
+    const Json& p = j.at("protocol");
+    const std::string w = path + ".protocol";
+    check_keys(p, w, {"batch_size", "lr", "eval_interval", "eval_sequences", "eval_max_queries", "eval_length",
+                      "stop_loss", "patience", "max_steps"});
+    auto& q = c.protocol;
+    q.batch_size = get<int64_t>(p, "batch_size", w, q.batch_size);
+    q.lr = get<double>(p, "lr", w, q.lr);
+    q.eval_interval = get<int64_t>(p, "eval_interval", w, q.eval_interval);
+    q.eval_sequences = get<int64_t>(p, "eval_sequences", w, q.eval_sequences);
+    q.eval_max_queries = get<int64_t>(p, "eval_max_queries", w, q.eval_max_queries);
+    q.stop_loss = get<double>(p, "stop_loss", w, q.stop_loss);
+    q.patience = get<int64_t>(p, "patience", w, q.patience);
+    q.max_steps = get<int64_t>(p, "max_steps", w, q.max_steps);
+    const std::string length = get<std::string>(p, "eval_length", w, "training");
+    LOOM_CHECK(length == "training" || length == "num_keys", w,
+               ".eval_length: must be \"training\" (the training sequences' length) or \"num_keys\" (S pairs), got \"",
+               length, "\"");
+    c.eval_length_is_num_keys = length == "num_keys";
+    LOOM_CHECK(q.batch_size >= 1 && q.eval_interval >= 1 && q.eval_sequences >= 1 && q.eval_max_queries >= 1 &&
+                   q.max_steps >= 1 && q.patience >= 0 && q.lr > 0,
+               w, ": batch_size, eval_interval, eval_sequences, eval_max_queries, max_steps and lr must be positive, "
+               "patience >= 0");
+  }
+  LOOM_CHECK(j.contains("sweeps") && j.at("sweeps").is_array() && !j.at("sweeps").empty(), path,
+             ".sweeps: expected a non-empty list");
+  for (size_t i = 0; i < j.at("sweeps").size(); ++i) {
+    const Json& s = j.at("sweeps")[i];
+    const std::string w = path + ".sweeps[" + std::to_string(i) + "]";
+    check_keys(s, w, {"setting", "keys", "models"});
+    Sweep sweep;
+    sweep.setting = get<int>(s, "setting", w, 0);
+    LOOM_CHECK(sweep.setting == 1 || sweep.setting == 2, w, ".setting: must be 1 or 2, got ", sweep.setting);
+    sweep.keys = get<std::vector<int64_t>>(s, "keys", w, {});
+    sweep.models = get<std::vector<std::string>>(s, "models", w, {});
+    LOOM_CHECK(!sweep.keys.empty() && !sweep.models.empty(), w, ": keys and models must be non-empty lists");
+    for (int64_t S : sweep.keys) LOOM_CHECK(S >= 1, w, ".keys: ", S, " is not a positive number of keys");
+    for (const std::string& m : sweep.models) {
+      std::string phi, rule;
+      split_model(m, w + ".models", phi, rule);
+    }
+    c.sweeps.push_back(sweep);
+  }
+  if (j.contains("reference")) {
+    const Json& r = j.at("reference");
+    LOOM_CHECK(r.is_object(), path, ".reference: expected {\"<setting> <model>\": [[S, loss], ...]}");
+    for (auto it = r.begin(); it != r.end(); ++it) {
+      const std::string w = path + ".reference." + it.key();
+      const auto pairs = get<std::vector<std::pair<int64_t, double>>>(r, it.key(), path + ".reference", {});
+      for (const auto& [S, loss] : pairs) c.reference[it.key()][S] = loss;
+    }
+  }
+  if (j.contains("expect")) {
+    LOOM_CHECK(j.at("expect").is_array(), path, ".expect: expected a list");
+    for (size_t i = 0; i < j.at("expect").size(); ++i) {
+      const Json& e = j.at("expect")[i];
+      const std::string w = path + ".expect[" + std::to_string(i) + "]";
+      check_keys(e, w, {"setting", "model", "keys", "above", "at_most"});
+      Expectation x;
+      x.setting = get<int>(e, "setting", w, 0);
+      x.model = get<std::string>(e, "model", w, "");
+      x.keys = get<int64_t>(e, "keys", w, 0);
+      x.above = get<double>(e, "above", w, NAN);
+      x.at_most = get<double>(e, "at_most", w, NAN);
+      LOOM_CHECK(std::isnan(x.above) != std::isnan(x.at_most), w, ": give exactly one of above and at_most");
+      bool swept = false;
+      for (const Sweep& s : c.sweeps)
+        swept = swept || (s.setting == x.setting && std::count(s.keys.begin(), s.keys.end(), x.keys) &&
+                          std::count(s.models.begin(), s.models.end(), x.model));
+      LOOM_CHECK(swept, w, ": setting ", x.setting, ", ", x.model, ", S = ", x.keys, " is not in the sweeps");
+      c.expect.push_back(x);
+    }
+  }
+  return c;
+}
+
+// ---- results ---------------------------------------------------------------------------
+
+struct Result {
+  int setting = 1;
+  std::string model;
+  int64_t keys = 0;
+  double best_eval_loss = 0;
+  int64_t best_step = 0, steps = 0;
+  std::string stop_reason;
+  double seconds = 0;
+};
+
+const char* const kCsvHeader = "setting,model,keys,best_eval_loss,best_step,steps,stop_reason,seconds";
+
+std::vector<Result> read_results(const std::string& path) {
+  std::vector<Result> out;
+  std::ifstream in(path);
+  if (!in) return out;
+  std::string line;
+  std::getline(in, line);
+  LOOM_CHECK(line == kCsvHeader, path, ": not a results file of this program (header '", line, "')");
+  int64_t row = 1;
+  while (std::getline(in, line)) {
+    ++row;
+    if (line.empty()) continue;
+    std::vector<std::string> f;
+    std::stringstream ss(line);
+    std::string cell;
+    while (std::getline(ss, cell, ',')) f.push_back(cell);
+    LOOM_CHECK(f.size() == 8, path, ":", row, ": expected 8 fields, got ", f.size());
+    try {
+      out.push_back({std::stoi(f[0]), f[1], std::stoll(f[2]), std::stod(f[3]), std::stoll(f[4]), std::stoll(f[5]),
+                     f[6], std::stod(f[7])});
+    } catch (const std::exception&) {
+      throw Error(path + ":" + std::to_string(row) + ": unreadable row '" + line + "'");
+    }
+  }
+  return out;
+}
+
+// Writes `text` to path through a temporary file, so a reader never sees half a file.
+void write_file(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    LOOM_CHECK(out, "retrieval: cannot write ", tmp);
+    out << text;
+    out.flush();
+    LOOM_CHECK(out, "retrieval: writing ", tmp, " failed");
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+void write_results(const std::string& path, const std::vector<Result>& results) {
+  std::ostringstream s;
+  s << kCsvHeader << "\n";
+  char buf[256];
+  for (const Result& r : results) {
+    std::snprintf(buf, sizeof buf, "%d,%s,%lld,%.6g,%lld,%lld,%s,%.2f\n", r.setting, r.model.c_str(),
+                  (long long)r.keys, r.best_eval_loss, (long long)r.best_step, (long long)r.steps,
+                  r.stop_reason.c_str(), r.seconds);
+    s << buf;
+  }
+  write_file(path, s.str());
+}
+
+// ---- the chart ---------------------------------------------------------------------------
+
+// A line chart: x = S, y = best eval loss (0 … 0.5, clipped), one colour per model;
+// loom solid with dots, the authors dashed.
+std::string svg_chart(int setting, const std::vector<std::string>& models, const std::vector<Result>& results,
+                      const std::map<std::string, std::map<int64_t, double>>& reference) {
+  const double W = 820, H = 500, left = 70, right = 190, top = 50, bottom = 60;
+  const double pw = W - left - right, ph = H - top - bottom;
+  const char* const colours[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+                                 "#17becf", "#7f7f7f", "#bcbd22"};
+  int64_t s_min = INT64_MAX, s_max = 0;
+  for (const Result& r : results)
+    if (r.setting == setting) s_min = std::min(s_min, r.keys), s_max = std::max(s_max, r.keys);
+  for (const std::string& m : models)
+    if (auto it = reference.find(model_key(setting, m)); it != reference.end())
+      for (const auto& [S, loss] : it->second) s_min = std::min(s_min, S), s_max = std::max(s_max, S);
+  if (s_min > s_max) s_min = 0, s_max = 1;
+  if (s_min == s_max) s_min -= 10, s_max += 10;
+  const double y_max = 0.5;
+  const auto x_of = [&](double S) { return left + pw * (S - s_min) / double(s_max - s_min); };
+  const auto y_of = [&](double loss) { return top + ph * (1.0 - std::clamp(loss, 0.0, y_max) / y_max); };
+
+  std::ostringstream s;
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
+                "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
+                W, H, W, H);
+  s << buf;
+  std::snprintf(buf, sizeof buf,
+                "<text x=\"%.0f\" y=\"25\" font-size=\"15\" text-anchor=\"middle\">Associative retrieval, setting %d "
+                "(%s): best eval loss vs number of keys S</text>\n",
+                left + pw / 2, setting, setting == 1 ? "capacity, L = S" : "editing, L = 2S");
+  s << buf;
+  // Grid and ticks.
+  for (int i = 0; i <= 5; ++i) {
+    const double loss = y_max * i / 5, y = y_of(loss);
+    std::snprintf(buf, sizeof buf,
+                  "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n<text x=\"%.1f\" y=\"%.1f\" "
+                  "text-anchor=\"end\">%.1f</text>\n",
+                  left, y, left + pw, y, left - 6, y + 4, loss);
+    s << buf;
+  }
+  // The smallest of 1, 2, 5, 10, 20, 50, ... that gives at most 12 ticks.
+  double step = 1;
+  for (int i = 0; (s_max - s_min) / step > 12; ++i) step *= (i % 3 == 1) ? 2.5 : 2;
+  for (double S = std::ceil(s_min / step) * step; S <= s_max + 1e-9; S += step) {
+    const double x = x_of(S);
+    std::snprintf(buf, sizeof buf,
+                  "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#eee\"/>\n<text x=\"%.1f\" y=\"%.1f\" "
+                  "text-anchor=\"middle\">%.0f</text>\n",
+                  x, top, x, top + ph, x, top + ph + 18, S);
+    s << buf;
+  }
+  std::snprintf(buf, sizeof buf,
+                "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"black\"/>\n"
+                "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">number of keys S</text>\n"
+                "<text transform=\"translate(%.1f,%.1f) rotate(-90)\" text-anchor=\"middle\">best eval loss "
+                "(0.5 = no retrieval)</text>\n",
+                left, top, pw, ph, left + pw / 2, H - 18, left - 48, top + ph / 2);
+  s << buf;
+  // One series per model.
+  double legend_y = top + 10;
+  for (size_t m = 0; m < models.size(); ++m) {
+    const char* colour = colours[m % (sizeof colours / sizeof colours[0])];
+    std::vector<std::pair<int64_t, double>> ours;
+    for (const Result& r : results)
+      if (r.setting == setting && r.model == models[m]) ours.emplace_back(r.keys, r.best_eval_loss);
+    std::sort(ours.begin(), ours.end());
+    const auto polyline = [&](const std::vector<std::pair<int64_t, double>>& pts, const char* dash) {
+      if (pts.size() < 2) return;
+      s << "<polyline fill=\"none\" stroke=\"" << colour << "\" stroke-width=\"2\"" << dash << " points=\"";
+      for (const auto& [S, loss] : pts) {
+        std::snprintf(buf, sizeof buf, "%.1f,%.1f ", x_of(S), y_of(std::isnan(loss) ? y_max : loss));
+        s << buf;
+      }
+      s << "\"/>\n";
+    };
+    polyline(ours, "");
+    for (const auto& [S, loss] : ours) {
+      std::snprintf(buf, sizeof buf, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n", x_of(S),
+                    y_of(std::isnan(loss) ? y_max : loss), colour);
+      s << buf;
+    }
+    const auto ref = reference.find(model_key(setting, models[m]));
+    if (ref != reference.end())
+      polyline(std::vector<std::pair<int64_t, double>>(ref->second.begin(), ref->second.end()),
+               " stroke-dasharray=\"6,4\" stroke-opacity=\"0.6\"");
+    std::snprintf(buf, sizeof buf,
+                  "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"/>\n"
+                  "<text x=\"%.1f\" y=\"%.1f\">%s</text>\n",
+                  left + pw + 12, legend_y, left + pw + 40, legend_y, colour, left + pw + 46, legend_y + 4,
+                  models[m].c_str());
+    s << buf;
+    legend_y += 20;
+  }
+  bool any_reference = false;
+  for (const std::string& m : models) any_reference = any_reference || reference.count(model_key(setting, m));
+  std::snprintf(buf, sizeof buf,
+                "<text x=\"%.1f\" y=\"%.1f\" fill=\"#555\">solid, dots: loom</text>\n%s</svg>\n", left + pw + 12,
+                legend_y + 14,
+                any_reference ? ("<text x=\"" + std::to_string(int(left + pw + 12)) + "\" y=\"" +
+                                 std::to_string(int(legend_y + 30)) + "\" fill=\"#555\">dashed: the authors' logs</text>\n")
+                                    .c_str()
+                              : "");
+  s << buf;
+  return s.str();
+}
+
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+// A positive integer given for `flag`, or an error naming both.
+int64_t positive_integer(const std::string& flag, const std::string& text) {
+  size_t used = 0;
+  int64_t n = 0;
+  try {
+    n = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  LOOM_CHECK(used == text.size() && n >= 1, "retrieval: ", flag, " expects a positive integer, got '", text, "'");
+  return n;
+}
+
+// FAVOR+ features exp(±u − ‖x‖²/2) underflow into subnormal floats, on which x86
+// arithmetic is tens of times slower (a FAVOR+ step at S = 100 took 4x longer).
+// Flushing them to zero (FTZ, and DAZ for inputs) on every OpenMP thread changes
+// only values below 1.2e-38.
+void flush_subnormals_to_zero() {
+#if defined(__SSE__)
+#pragma omp parallel
+  _mm_setcsr(_mm_getcsr() | 0x8040);
+#endif
+}
+
+int usage() {
+  std::fprintf(stderr,
+               "usage: retrieval <config.json> [--out DIR] [--models a/sum,b/delta] [--keys 20,40] [--threads N] "
+               "[--max-steps N] [--fresh]\n");
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) return usage();
+
+  try {
+    if (std::string(argv[1]) == "--check") {  // validate configs only
+      for (int i = 2; i < argc; ++i) load_config(argv[i]);
+      std::printf("%d config(s) valid\n", argc - 2);
+      return argc > 2 ? 0 : usage();
+    }
+    std::string config_path, out_override;
+    std::set<std::string> only_models;
+    std::set<int64_t> only_keys;
+    bool fresh = false;
+    int64_t max_steps = 0;
+    for (int i = 1; i < argc; ++i) {
+      const std::string a = argv[i];
+      const auto value = [&]() -> std::string {
+        LOOM_CHECK(i + 1 < argc, "retrieval: ", a, " needs a value");
+        return argv[++i];
+      };
+      if (a == "--out") out_override = value();
+      else if (a == "--models") for (const auto& m : split_list(value())) only_models.insert(m);
+      else if (a == "--keys") for (const auto& k : split_list(value())) only_keys.insert(positive_integer(a, k));
+      else if (a == "--threads") set_num_threads(static_cast<int>(positive_integer(a, value())));
+      else if (a == "--max-steps") max_steps = positive_integer(a, value());
+      else if (a == "--fresh") fresh = true;
+      else if (!a.empty() && a[0] == '-') return usage();
+      else if (config_path.empty()) config_path = a;
+      else return usage();
+    }
+    if (config_path.empty()) return usage();
+    flush_subnormals_to_zero();
+    const Config config = load_config(config_path);
+    const std::string out_dir = out_override.empty() ? config.out_dir : out_override;
+    std::filesystem::create_directories(out_dir);
+    const std::string csv = out_dir + "/results.csv";
+    std::vector<Result> results = fresh ? std::vector<Result>{} : read_results(csv);
+
+    for (const std::string& m : only_models)
+      LOOM_CHECK(std::any_of(config.sweeps.begin(), config.sweeps.end(),
+                             [&](const Sweep& s) { return std::count(s.models.begin(), s.models.end(), m) > 0; }),
+                 "retrieval: --models: ", m, " is not a model of ", config_path);
+    for (int64_t S : only_keys)
+      LOOM_CHECK(std::any_of(config.sweeps.begin(), config.sweeps.end(),
+                             [&](const Sweep& s) { return std::count(s.keys.begin(), s.keys.end(), S) > 0; }),
+                 "retrieval: --keys: S = ", S, " is not swept by ", config_path);
+    struct Planned {
+      int setting;
+      int64_t keys;
+      std::string model;
+    };
+    std::vector<Planned> plan;
+    int64_t skipped = 0;
+    for (const Sweep& sweep : config.sweeps)
+      for (int64_t S : sweep.keys)
+        for (const std::string& m : sweep.models) {
+          if ((!only_models.empty() && !only_models.count(m)) || (!only_keys.empty() && !only_keys.count(S))) continue;
+          const bool done = std::any_of(results.begin(), results.end(), [&](const Result& r) {
+            return r.setting == sweep.setting && r.model == m && r.keys == S;
+          });
+          if (done) ++skipped;
+          else plan.push_back({sweep.setting, S, m});
+        }
+    std::fprintf(stderr, "%zu runs to do (%lld already in %s%s), %d threads\n", plan.size(), (long long)skipped,
+                 csv.c_str(), skipped ? "; --fresh redoes them" : "", num_threads());
+
+    const auto write_outputs = [&]() {
+      write_results(csv, results);
+      for (int setting = 1; setting <= 2; ++setting) {
+        std::vector<std::string> models;
+        for (const Sweep& s : config.sweeps)
+          if (s.setting == setting)
+            for (const std::string& m : s.models)
+              if (std::find(models.begin(), models.end(), m) == models.end()) models.push_back(m);
+        if (!models.empty())
+          write_file(out_dir + "/setting" + std::to_string(setting) + ".svg",
+                     svg_chart(setting, models, results, config.reference));
+      }
+    };
+
+    for (size_t i = 0; i < plan.size(); ++i) {
+      const Planned& p = plan[i];
+      models::RetrievalModelConfig mc;
+      mc.num_keys = p.keys;
+      mc.hidden = config.hidden;
+      mc.seed = config.seed;
+      std::string phi, rule;
+      split_model(p.model, "model", phi, rule);
+      models::parse_retrieval_model(phi, rule, mc);
+      const datasets::AssociativeRetrieval data(p.keys, static_cast<datasets::RetrievalSetting>(p.setting),
+                                                config.seed);
+      models::RetrievalProtocol protocol = config.protocol;
+      protocol.eval_length = config.eval_length_is_num_keys ? p.keys : 0;
+      if (max_steps > 0) protocol.max_steps = max_steps;
+      models::RetrievalModel model(mc);
+      const models::RetrievalRun run = models::train_retrieval(model, data, protocol);
+      results.push_back({p.setting, p.model, p.keys, run.best_eval_loss, run.best_step, run.steps, run.stop_reason,
+                         run.seconds});
+      std::printf("[%3zu/%zu] setting %d %-13s S=%4lld  best eval loss %.4f at step %lld; %lld steps (%s), %.1f s, "
+                  "%.1f ms/step\n",
+                  i + 1, plan.size(), p.setting, p.model.c_str(), (long long)p.keys, run.best_eval_loss,
+                  (long long)run.best_step, (long long)run.steps, run.stop_reason.c_str(), run.seconds,
+                  1000.0 * run.seconds / std::max<int64_t>(1, run.steps));
+      std::fflush(stdout);
+      write_outputs();
+    }
+    if (plan.empty()) write_outputs();
+    std::printf("results: %s; charts: %s/setting<n>.svg\n", csv.c_str(), out_dir.c_str());
+
+    int failed = 0;
+    for (const Expectation& x : config.expect) {
+      const auto it = std::find_if(results.begin(), results.end(), [&](const Result& r) {
+        return r.setting == x.setting && r.model == x.model && r.keys == x.keys;
+      });
+      if (it == results.end()) {
+        std::printf("expect: setting %d %s S=%lld: not run\n", x.setting, x.model.c_str(), (long long)x.keys);
+        ++failed;
+        continue;
+      }
+      const bool ok = std::isnan(x.above) ? it->best_eval_loss <= x.at_most : it->best_eval_loss > x.above;
+      std::printf("expect: setting %d %s S=%lld: best eval loss %.4f %s %g: %s\n", x.setting, x.model.c_str(),
+                  (long long)x.keys, it->best_eval_loss, std::isnan(x.above) ? "<=" : ">",
+                  std::isnan(x.above) ? x.at_most : x.above, ok ? "ok" : "FAILED");
+      failed += !ok;
+    }
+    return failed ? 1 : 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}
