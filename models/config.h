@@ -92,6 +92,9 @@ TrainConfig load_train_config(const std::string& path);
 // Every key, so that parse_train_config(to_json(c)) gives c back.
 std::string to_json(const TrainConfig& config, int indent = 2);
 
+// Whether `family` reads model.<key>; a config giving a key its family does not read is refused.
+bool family_uses_key(const std::string& family, const std::string& key);
+
 // The families a config may name.
 inline constexpr const char* kFamilies[] = {"transformer", "primer_ez", "fast_weights", "feedback", "bigram"};
 
