@@ -12,6 +12,7 @@
 // a seed is drawn from the clock and printed, so any output can be reproduced.
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 
 #include "datasets/char_tokenizer.h"
@@ -108,6 +109,10 @@ int main(int argc, char** argv) {
     });
     std::fputs("\n", stdout);
     return 0;
+  } catch (const std::filesystem::filesystem_error& e) {
+    // Not the library's "filesystem error: ..." text: the path and the reason.
+    std::fprintf(stderr, "\nerror: '%s': %s\n", e.path1().c_str(), e.code().message().c_str());
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <cstring>
 #include <string>
 
@@ -176,6 +177,10 @@ int main(int argc, char** argv) {
       return 128 + stop_signal;
     }
     return 0;
+  } catch (const std::filesystem::filesystem_error& e) {
+    // Not the library's "filesystem error: ..." text: the path and the reason.
+    std::fprintf(stderr, "\nerror: '%s': %s\n", e.path1().c_str(), e.code().message().c_str());
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "\nerror: %s\n", e.what());
     return 1;

@@ -2,11 +2,14 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <map>
+#include <sstream>
 
 #include "autodiff/grad_mode.h"
 #include "engine/error.h"
 #include "engine/file_io.h"
+#include "engine/json.h"
 #include "engine/ops.h"
 #include "engine/safetensors.h"
 
@@ -78,7 +81,9 @@ std::string link_target(const std::string& out_dir) {
 
 void save_model(const std::string& path, const Module& model, const std::map<std::string, std::string>& metadata) {
   const fs::path parent = fs::path(path).parent_path();
-  if (!parent.empty()) fs::create_directories(parent);
+  std::error_code ec;
+  if (!parent.empty()) fs::create_directories(parent, ec);
+  LOOM_CHECK(!ec, "save_model: cannot create the directory '", parent.string(), "': ", ec.message());
   save_safetensors(path, model_tensors(model), metadata);
 }
 
@@ -165,7 +170,8 @@ std::string save_checkpoint(const std::string& out_dir, const Module& model, con
   const fs::path run(out_dir);
   const std::string temporary = io::make_temporary_directory((run / (".checkpoint-" + step + ".tmp-")).string());
   std::string name = "checkpoint-" + step;
-  for (int n = 2; fs::exists(run / name); ++n) name = "checkpoint-" + step + "-" + std::to_string(n);
+  std::error_code ec;
+  for (int n = 2; fs::exists(run / name, ec); ++n) name = "checkpoint-" + step + "-" + std::to_string(n);
   const fs::path final_dir = run / name;
   try {
     save_model((fs::path(temporary) / kModelFile).string(), model,
@@ -200,24 +206,41 @@ std::string save_checkpoint(const std::string& out_dir, const Module& model, con
   return final_dir.string();
 }
 
-datasets::CharTokenizer load_checkpoint_vocab(const std::string& checkpoint_dir) {
-  const std::string path = (fs::path(checkpoint_dir) / kVocabFile).string();
-  datasets::CharTokenizer tokenizer = datasets::CharTokenizer::load(path);
+datasets::CharTokenizer parse_vocab(const std::string& text, const std::string& where) {
+  // A list of strings nests one level; the check keeps a deeply nested file from
+  // reaching the recursive parts of the JSON library.
+  check_json_depth(text, where, 2);
+  datasets::CharTokenizer tokenizer;
+  try {
+    tokenizer = datasets::CharTokenizer::from_json(text);
+  } catch (const Error& e) {
+    LOOM_FAIL(where, e.what());
+  }
   // Every vocabulary train writes is the sorted set of the text's bytes; any other
   // order maps ids to the wrong characters and prints plausible-looking garbage.
   const std::string& chars = tokenizer.chars();
   for (size_t i = 1; i < chars.size(); ++i)
-    LOOM_CHECK(static_cast<unsigned char>(chars[i - 1]) < static_cast<unsigned char>(chars[i]), "'", path,
-               "': the characters are not in ascending byte order (entry ", i, " comes before entry ", i - 1,
+    LOOM_CHECK(static_cast<unsigned char>(chars[i - 1]) < static_cast<unsigned char>(chars[i]), where,
+               "the characters are not in ascending byte order (entry ", i, " comes before entry ", i - 1,
                "), so ids would decode to the wrong characters; a vocabulary is the sorted set of its text's bytes");
   return tokenizer;
+}
+
+datasets::CharTokenizer load_checkpoint_vocab(const std::string& checkpoint_dir) {
+  const std::string path = (fs::path(checkpoint_dir) / kVocabFile).string();
+  std::ifstream in(path, std::ios::binary);
+  LOOM_CHECK(in.is_open(), "cannot open the vocabulary '", path, "': ", io::system_error_text());
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse_vocab(text.str(), "'" + path + "': ");
 }
 
 TrainingState load_checkpoint(const std::string& path, Module& model, Adam& optimizer) {
   const std::string dir = find_checkpoint(path);
   const std::string model_path = (fs::path(dir) / kModelFile).string();
   const std::string optim_path = (fs::path(dir) / kOptimizerFile).string();
-  LOOM_CHECK(fs::exists(optim_path), "cannot resume from ", path, ": the optimizer state ", optim_path,
+  std::error_code ec;
+  LOOM_CHECK(fs::exists(optim_path, ec), "cannot resume from ", path, ": the optimizer state ", optim_path,
              " is missing");
   // Read and check everything before changing the model.
   SafetensorsFile optim = read_safetensors(optim_path);
@@ -226,7 +249,13 @@ TrainingState load_checkpoint(const std::string& path, Module& model, Adam& opti
   s.step = parse_number<int64_t>(required(meta, "step", optim_path), "step", optim_path);
   s.elapsed_seconds = parse_number<double>(required(meta, "elapsed_seconds", optim_path), "elapsed_seconds", optim_path);
   s.config_json = required(meta, "config", optim_path);
-  s.train_batcher = datasets::BatcherState::from_json(required(meta, "train_batcher", optim_path));
+  const std::string& batcher = required(meta, "train_batcher", optim_path);
+  check_json_depth(batcher, optim_path + ": metadata \"train_batcher\": ", 1);
+  try {
+    s.train_batcher = datasets::BatcherState::from_json(batcher);
+  } catch (const std::exception& e) {
+    LOOM_FAIL(optim_path, ": metadata \"train_batcher\" ", quote_excerpt(batcher), " is not a batcher state: ", e.what());
+  }
   s.dropout_seed = parse_number<uint64_t>(required(meta, "dropout_rng_seed", optim_path), "dropout_rng_seed", optim_path);
   s.dropout_offset =
       parse_number<uint64_t>(required(meta, "dropout_rng_offset", optim_path), "dropout_rng_offset", optim_path);

@@ -78,9 +78,12 @@ std::string save_checkpoint(const std::string& out_dir, const Module& model, con
 // training state. Everything is read and checked before the model changes.
 TrainingState load_checkpoint(const std::string& path, Module& model, Adam& optimizer);
 
-// The vocabulary of the checkpoint directory `checkpoint_dir`. The characters must
-// be in ascending byte order, as every vocabulary built from a text is.
+// The vocabulary of the checkpoint directory `checkpoint_dir`: its vocab.json read
+// with parse_vocab. `where` starts error messages.
 datasets::CharTokenizer load_checkpoint_vocab(const std::string& checkpoint_dir);
+// A vocab.json text: a JSON list of one-character strings (CharTokenizer::to_json) whose
+// characters are in ascending byte order, as every vocabulary built from a text is.
+datasets::CharTokenizer parse_vocab(const std::string& text, const std::string& where);
 
 // The step of the checkpoint out_dir's link names, or -1 when there is none.
 int64_t latest_checkpoint_step(const std::string& out_dir);

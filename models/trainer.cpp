@@ -42,6 +42,15 @@ Device parse_device(const std::string& name) {
   return Device::cuda;
 }
 
+// A split must hold one window of seq_len + 1 tokens; the message names the split and the file.
+const std::vector<int64_t>& long_enough(const std::vector<int64_t>& ids, const char* split, const TrainConfig& c) {
+  const auto n = static_cast<int64_t>(ids.size());
+  LOOM_CHECK(n > c.data.seq_len, "data: the ", split, " split of ", c.data.path, " has ", n, n == 1 ? " token" : " tokens",
+             ", too few for data.seq_len ", c.data.seq_len, " (one window needs ", c.data.seq_len + 1,
+             "); use a longer text or a smaller data.seq_len");
+  return ids;
+}
+
 // Restores train mode when an evaluation or sample ends, even by an exception.
 struct EvalMode {
   Module& model;
@@ -80,9 +89,11 @@ Trainer::Trainer(TrainConfig config, LanguageModel& model, datasets::TextDataset
       model_(model),
       data_(std::move(data)),
       device_(parse_device(config_.training.device)),
-      train_batches_(data_.train_ids, config_.data.seq_len, config_.data.batch_size, config_.data.seed),
+      train_batches_(long_enough(data_.train_ids, "train", config_), config_.data.seq_len, config_.data.batch_size,
+                     config_.data.seed),
       // The valid split has its own stream (seed + 1); see evaluate().
-      valid_batches_(data_.valid_ids, config_.data.seq_len, config_.data.batch_size, config_.data.seed + 1) {
+      valid_batches_(long_enough(data_.valid_ids, "valid", config_), config_.data.seq_len, config_.data.batch_size,
+                     config_.data.seed + 1) {
   LOOM_CHECK(!config_.vocab_from_data, "Trainer: call resolve_vocab on the config first");
   LOOM_CHECK(model_.config().vocab == data_.tokenizer.vocab_size(), "Trainer: the model has a vocabulary of ",
              model_.config().vocab, " but the tokenizer has ", data_.tokenizer.vocab_size(), " tokens");
