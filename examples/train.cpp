@@ -154,7 +154,11 @@ int main(int argc, char** argv) {
 
     models::Trainer trainer(config, *model, std::move(data));
     if (resuming) {
-      if (resume.empty()) resume = config.training.out_dir;
+      if (resume.empty()) {
+        resume = config.training.out_dir;
+        LOOM_CHECK(models::latest_checkpoint_step(resume) >= 0, "--resume: training.out_dir '", resume,
+                   "' holds no checkpoint to resume (start without --resume, or give the checkpoint's path)");
+      }
       trainer.resume(resume);
       std::fprintf(stderr, "resumed from %s at step %lld\n", models::find_checkpoint(resume).c_str(),
                    (long long)trainer.step());

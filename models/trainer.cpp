@@ -136,12 +136,12 @@ StepResult Trainer::train_step() {
   const Tensor logits = model_.forward(batch.input);
   const int64_t vocab = logits.size(-1);
   const Tensor loss = cross_entropy(logits.reshape({-1, vocab}), batch.target.reshape({-1}));
-  loss.backward();
-
   StepResult r;
   r.loss = loss.item();
+  check_loss(r.loss, step_ + 1, "the loss");  // before the weights change
   last_batch_ = batch;
-  check_loss(r.loss, step_ + 1, "the loss");
+  loss.backward();
+
   // No clipping is clipping at infinity: the norm is still measured for the log.
   const double max_norm = config_.optimizer.clip > 0 ? config_.optimizer.clip : std::numeric_limits<double>::infinity();
   r.grad_norm = clip_grad_norm(model_.parameters(), max_norm);
@@ -293,6 +293,22 @@ void Trainer::prepare(bool overwrite) {
               "; give this run its own training.out_dir");
   }
   lock_fd_ = fd;
+  try {
+    prepare_locked(overwrite);
+  } catch (...) {
+    ::close(lock_fd_);  // a refused run leaves the directory free
+    lock_fd_ = -1;
+    throw;
+  }
+  prepared_ = true;
+}
+
+void Trainer::prepare_locked(bool overwrite) {
+  namespace fs = std::filesystem;
+  const std::string& out_dir = config_.training.out_dir;
+  const std::string lock_path = (fs::path(out_dir) / ".lock").string();
+  std::error_code ec;
+  const int fd = lock_fd_;
   const std::string me = std::to_string(::getpid());
   if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, me.data(), me.size(), 0) != static_cast<ssize_t>(me.size()))
     LOOM_FAIL("training.out_dir '", out_dir, "' is not writable: cannot write ", lock_path, ": ",
@@ -339,7 +355,6 @@ void Trainer::prepare(bool overwrite) {
     LOOM_CHECK(metrics_.good(), "training.log: cannot write '", log_path.string(), "'");
     if (resumed_) write_metrics(Json{{"resumed_at_step", step_}});
   }
-  prepared_ = true;
 }
 
 void Trainer::write_metrics(const Json& entry) {

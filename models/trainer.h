@@ -99,6 +99,7 @@ class Trainer {
   datasets::Batch to_device(datasets::Batch batch) const;
   void write_metrics(const nlohmann::ordered_json& entry);
   void check_loss(double loss, int64_t step, const char* what) const;
+  void prepare_locked(bool overwrite);  // prepare() after the lock is taken
 
   TrainConfig config_;
   LanguageModel& model_;

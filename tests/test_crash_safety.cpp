@@ -316,4 +316,33 @@ TEST_CASE("crash safety: train killed with SIGKILL at random moments resumes to 
   CHECK(checkpoint_directories(run) == std::vector<std::string>{"checkpoint-" + std::to_string(steps)});
 }
 
+TEST_CASE("crash safety: SIGTERM finishes the step, saves and exits 143; --resume takes an optional path") {
+  REQUIRE(fs::exists(program("train")));
+  TempDir dir("crash-signal");
+  std::ofstream(dir.file("text.txt")) << text_for_training();
+  const std::string config = write_config(dir, "run", 1000000);
+  const std::string run = dir.file("run"), log = dir.file("run.log");
+
+  // "--resume --threads 1": --resume without a path, then another flag.
+  REQUIRE(wait_for(spawn(train_args(config, {"--resume", "--threads", "1"}), log)) == 1);
+  std::ifstream first(log);
+  const std::string refused(std::istreambuf_iterator<char>(first), {});
+  CHECK(contains(refused, "--resume: training.out_dir '" + run + "' holds no checkpoint to resume"));
+  CHECK(!contains(refused, "unknown or incomplete argument"));
+
+  const pid_t pid = spawn(train_args(config, {"--threads", "1"}), log);
+  // Wait until it has saved once (a checkpoint after every step), then ask it to stop.
+  for (int i = 0; i < 600 && !fs::exists(run + "/" + models::kCheckpointLink); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ::kill(pid, SIGTERM);
+  CHECK(wait_for(pid) == 128 + SIGTERM);
+  const int64_t step = load_run(run);
+  CHECK(step >= 1);
+  std::ifstream output(log);
+  const std::string text(std::istreambuf_iterator<char>(output), {});
+  CHECK(contains(text, "stopped at step " + std::to_string(step) + " of 1000000; continue with --resume"));
+  CHECK(contains(text, "terminated (SIGTERM)"));
+  CHECK(temporaries(run).empty());
+}
+
 }  // namespace loom::test
