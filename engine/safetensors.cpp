@@ -48,6 +48,9 @@ bool parse_dtype(const std::string& name, DType* out) {
 
 std::string errno_text() { return std::strerror(errno); }
 
+// A name as messages show it: a header may hold names megabytes long.
+std::string shown(const std::string& name) { return name.size() <= 80 ? name : name.substr(0, 80) + "..."; }
+
 // ---- reading ------------------------------------------------------------------------------
 
 struct Entry {
@@ -79,8 +82,8 @@ Json parse_json_without_duplicates(const std::string& text, const std::string& w
       const std::string& key = parsed.get_ref<const std::string&>();
       if (open_objects.size() == 1) entry = key;
       if (!open_objects.back().insert(key).second)
-        problem = open_objects.size() == 1 ? detail::concat("duplicate tensor name '", key, "'")
-                                           : detail::concat("entry '", entry, "': duplicate key '", key, "'");
+        problem = open_objects.size() == 1 ? detail::concat("duplicate tensor name '", shown(key), "'")
+                                           : detail::concat("entry '", shown(entry), "': duplicate key '", shown(key), "'");
     }
     return true;
   };
@@ -101,7 +104,7 @@ uint64_t require_count(const Json& value, const std::string& where, const char* 
 }
 
 Entry parse_entry(const std::string& name, const Json& info, const std::string& file) {
-  const std::string where = detail::concat(file, "tensor '", name, "': ");
+  const std::string where = detail::concat(file, "tensor '", shown(name), "': ");
   LOOM_CHECK(info.is_object(), where, "expected an object with dtype, shape and data_offsets, got ", json_excerpt(info));
   for (const char* key : {"dtype", "shape", "data_offsets"})
     LOOM_CHECK(info.contains(key), where, "missing \"", key, "\"");
@@ -141,7 +144,7 @@ Entry parse_entry(const std::string& name, const Json& info, const std::string& 
 // The byte ranges must tile the data section exactly, as the format requires.
 void check_ranges(const Header& h, const std::string& file) {
   for (const Entry& e : h.entries)
-    LOOM_CHECK(e.end <= h.data_size, file, "tensor '", e.name, "': data_offsets [", e.begin, ", ", e.end,
+    LOOM_CHECK(e.end <= h.data_size, file, "tensor '", shown(e.name), "': data_offsets [", e.begin, ", ", e.end,
                "] run past the end of the data section (", h.data_size, " bytes)");
   std::vector<const Entry*> sorted;
   for (const Entry& e : h.entries) sorted.push_back(&e);
@@ -151,10 +154,10 @@ void check_ranges(const Header& h, const std::string& file) {
   uint64_t covered = 0;
   const Entry* previous = nullptr;
   for (const Entry* e : sorted) {
-    LOOM_CHECK(e->begin >= covered, file, "tensor '", e->name, "': data_offsets [", e->begin, ", ", e->end,
-               "] overlap tensor '", previous ? previous->name : "", "'");
+    LOOM_CHECK(e->begin >= covered, file, "tensor '", shown(e->name), "': data_offsets [", e->begin, ", ", e->end,
+               "] overlap tensor '", previous ? shown(previous->name) : "", "'");
     LOOM_CHECK(e->begin == covered, file, "bytes [", covered, ", ", e->begin,
-               ") of the data section belong to no tensor (gap before tensor '", e->name, "')");
+               ") of the data section belong to no tensor (gap before tensor '", shown(e->name), "')");
     covered = e->end;
     previous = e;
   }
@@ -193,7 +196,7 @@ Header read_header(std::ifstream& in, const std::string& path) {
     if (key == kMetadataKey) {
       LOOM_CHECK(value.is_object(), file, "__metadata__ must be an object, got ", json_excerpt(value));
       for (const auto& [mkey, mvalue] : value.items()) {
-        LOOM_CHECK(mvalue.is_string(), file, "__metadata__ value of '", mkey, "' must be a string, got ",
+        LOOM_CHECK(mvalue.is_string(), file, "__metadata__ value of '", shown(mkey), "' must be a string, got ",
                    json_excerpt(mvalue));
         h.metadata[mkey] = mvalue.get<std::string>();
       }
@@ -273,7 +276,7 @@ SafetensorsFile read_safetensors(const std::string& path) {
     if (bytes > 0) {
       in.seekg(static_cast<std::streamoff>(h.data_start + e.begin));
       in.read(static_cast<char*>(t.raw_data()), static_cast<std::streamsize>(bytes));
-      LOOM_CHECK(in.good(), "load_safetensors: '", path, "': tensor '", e.name, "': cannot read its ", bytes,
+      LOOM_CHECK(in.good(), "load_safetensors: '", path, "': tensor '", shown(e.name), "': cannot read its ", bytes,
                  " bytes");
     }
     result.tensors.emplace_back(e.name, std::move(t));

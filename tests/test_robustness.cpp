@@ -181,6 +181,19 @@ TEST_CASE("robustness: messages quote long values cut to a readable length") {
   CHECK(nested.size() < 400);
 }
 
+TEST_CASE("robustness: a safetensors header with a huge name and value gives a short message") {
+  TempDir dir("robust-long-name");
+  std::string header = R"({")" + std::string(100000, 'n') + R"(": {"dtype": ")" + std::string(100000, 'D') +
+                       R"(", "shape": [], "data_offsets": [0, 0]}})";
+  header.append((8 - header.size() % 8) % 8, ' ');
+  std::string file(8, '\0');
+  for (int i = 0; i < 8; ++i) file[i] = static_cast<char>(uint64_t{header.size()} >> (8 * i));
+  std::ofstream(dir.file("long.safetensors"), std::ios::binary) << file << header;
+  const std::string message = error_of([&] { load_safetensors(dir.file("long.safetensors")); });
+  check_mentions(message, {"unknown or unsupported dtype", "nnnn...", "(100002 characters)"});
+  CHECK(message.size() < 400);
+}
+
 TEST_CASE("robustness: a config path that is a directory or missing says so") {
   TempDir dir("robust-config");
   check_mentions(error_of([&] { models::load_train_config(dir.path.string()); }), {"is a directory"});

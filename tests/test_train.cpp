@@ -148,7 +148,9 @@ TEST_CASE("train: k steps, save, load into a fresh model, k more steps == 2k uni
   const auto whole = read_metrics(dir.file("whole/metrics.jsonl"));
   const auto split = read_metrics(dir.file("split/metrics.jsonl"));
   int64_t losses = 0;
-  for (const auto& [key, value] : whole) {
+  for (const auto& item : whole) {
+    const auto& key = item.first;
+    const auto& value = item.second;
     INFO("step ", key.first, " ", key.second);
     REQUIRE(split.count(key));
     CHECK(split.at(key) == relative(value, 1e-6));
