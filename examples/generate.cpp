@@ -99,8 +99,9 @@ int main(int argc, char** argv) {
                  metadata.count("step") ? metadata.at("step").c_str() : "?", (unsigned long long)seed,
                  sampling.temperature, (long long)sampling.top_k);
     if (model->context_length() > 0 && static_cast<int64_t>(prompt.size()) + length > model->context_length())
-      std::fprintf(stderr, "the model sees %lld positions: past them it continues from the last %lld characters\n",
-                   (long long)model->context_length(), (long long)std::max<int64_t>(1, model->context_length() / 2));
+      std::fprintf(stderr, "the model sees %lld positions; past them it continues from a sliding window of the last "
+                   "%lld to %lld characters\n", (long long)model->context_length(),
+                   (long long)std::max<int64_t>(1, model->context_length() / 2), (long long)model->context_length());
     Generator gen(seed);
     std::fputs(prompt.c_str(), stdout);
     models::generate_text(*model, tokenizer, prompt, length, sampling, gen, [](const std::string& text) {
