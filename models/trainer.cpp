@@ -272,6 +272,15 @@ std::string first_component_below(const std::filesystem::path& dir, const std::f
 void Trainer::prepare(bool overwrite) {
   namespace fs = std::filesystem;
   if (prepared_) return;
+  // The sample is taken at the first evaluation: a prompt it cannot encode would
+  // end the run there, after steps that were never saved.
+  if (config_.sample.length > 0) {
+    try {
+      check_prompt(data_.tokenizer, config_.sample.prompt);
+    } catch (const Error& e) {
+      LOOM_FAIL("sample.prompt \"", config_.sample.prompt.substr(0, 40), "\": ", e.what());
+    }
+  }
   const std::string& out_dir = config_.training.out_dir;
   std::error_code ec;
   fs::create_directories(out_dir, ec);
@@ -328,24 +337,16 @@ void Trainer::prepare_locked(bool overwrite) {
 
   // A used out_dir is resumed or, when asked, started over; never silently replaced.
   const int64_t latest = latest_checkpoint_step(out_dir);
-  const bool has_log = !log_path.empty() && fs::exists(log_path) && fs::file_size(log_path, ec) > 0;
+  const bool has_log = !log_path.empty() && fs::exists(log_path, ec) && fs::file_size(log_path, ec) > 0;
   if (!resumed_ && (latest >= 0 || has_log)) {
     LOOM_CHECK(overwrite, "training.out_dir '", out_dir, "' already holds a run (",
                latest >= 0 ? "a checkpoint at step " + std::to_string(latest) : std::string("a metrics log"),
                "): continue it with --resume, start it over with --overwrite, or set another training.out_dir");
     remove_all_checkpoints(out_dir);
-    if (has_log) fs::remove(log_path);
+    if (has_log) fs::remove(log_path, ec);
   }
   remove_stale_checkpoints(out_dir);  // what a killed save left
   saved_step_ = latest_checkpoint_step(out_dir);
-
-  if (config_.sample.length > 0) {
-    try {
-      check_prompt(data_.tokenizer, config_.sample.prompt);
-    } catch (const Error& e) {
-      LOOM_FAIL("sample.prompt \"", config_.sample.prompt.substr(0, 40), "\": ", e.what());
-    }
-  }
 
   // The log is appended to, never truncated: a resumed run first notes where it
   // resumed, and readers drop earlier lines of later steps (plot_metrics.py does).
