@@ -17,6 +17,8 @@
 //   run.json: model.heads: expected a positive integer, got -3
 //   run.json: optimizer.betas[1]: expected a number in [0, 1), got 1.5
 //   run.json: model.famly: unknown key (did you mean "family"?)
+//   run.json: model.conv_width: not used by the bigram family (primer_ez use it)
+//   run.json: duplicate key "optimizer.lr" (JSON keeps only one; give it once)
 // so nothing runs on a config that does not mean what its author thinks.
 #pragma once
 
