@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "engine/error.h"
+#include "engine/json.h"
 
 namespace loom::datasets {
 
@@ -104,7 +105,7 @@ CharTokenizer CharTokenizer::from_json(const std::string& text) {
   for (size_t i = 0; i < list.size(); ++i) {
     unsigned char b = 0;
     LOOM_CHECK(list[i].is_string() && utf8_to_byte(list[i].get<std::string>(), &b), "CharTokenizer: vocabulary entry ",
-               i, " must be a one-character string, got ", list[i].dump());
+               i, " must be a one-character string, got ", json_excerpt(list[i]));
     chars.push_back(static_cast<char>(b));
   }
   return CharTokenizer(std::move(chars));

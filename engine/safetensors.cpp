@@ -1,9 +1,5 @@
 #include "engine/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <bit>
 #include <cerrno>
@@ -14,6 +10,8 @@
 #include <set>
 
 #include "engine/error.h"
+#include "engine/file_io.h"
+#include "engine/json.h"
 #include "engine/record.h"
 
 namespace loom {
@@ -50,65 +48,8 @@ bool parse_dtype(const std::string& name, DType* out) {
 
 std::string errno_text() { return std::strerror(errno); }
 
-// ---- writing ------------------------------------------------------------------------------
-
-// A temporary file next to the target. It is removed unless commit() renamed
-// it over the target, so an exception anywhere leaves nothing behind.
-class TempFile {
- public:
-  explicit TempFile(const std::string& target) : target_(target), path_(target + ".tmp-XXXXXX") {
-    fd_ = ::mkstemp(path_.data());
-    LOOM_CHECK(fd_ >= 0, "save_safetensors: '", target_, "': cannot create a temporary file: ", errno_text());
-    // mkstemp creates the file 0600; a checkpoint should be readable like any other file.
-    ::fchmod(fd_, 0644);
-  }
-  ~TempFile() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!committed_) ::unlink(path_.c_str());
-  }
-  TempFile(const TempFile&) = delete;
-  TempFile& operator=(const TempFile&) = delete;
-
-  void write(const void* data, size_t bytes) {
-    const char* p = static_cast<const char*>(data);
-    while (bytes > 0) {
-      const ssize_t n = ::write(fd_, p, bytes);
-      if (n < 0 && errno == EINTR) continue;
-      LOOM_CHECK(n > 0, "save_safetensors: '", target_, "': writing '", path_, "' failed: ", errno_text());
-      p += n;
-      bytes -= static_cast<size_t>(n);
-    }
-  }
-
-  // Flushes to disk before the rename: otherwise a crash could leave the new
-  // name pointing at a file whose data never reached the disk.
-  void commit() {
-    LOOM_CHECK(::fsync(fd_) == 0, "save_safetensors: '", target_, "': fsync failed: ", errno_text());
-    const int fd = fd_;
-    fd_ = -1;
-    LOOM_CHECK(::close(fd) == 0, "save_safetensors: '", target_, "': close failed: ", errno_text());
-    LOOM_CHECK(::rename(path_.c_str(), target_.c_str()) == 0, "save_safetensors: '", target_,
-               "': cannot rename the temporary file over it: ", errno_text());
-    committed_ = true;
-    sync_directory();
-  }
-
- private:
-  // Makes the rename itself durable. Best effort: the new file is already in place.
-  void sync_directory() const {
-    std::string dir = std::filesystem::path(target_).parent_path().string();
-    if (dir.empty()) dir = ".";
-    const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-    if (fd < 0) return;
-    ::fsync(fd);
-    ::close(fd);
-  }
-
-  std::string target_;
-  std::string path_;
-  int fd_ = -1;
-  bool committed_ = false;
-};
+// A name as messages show it: a header may hold names megabytes long.
+std::string shown(const std::string& name) { return name.size() <= 80 ? name : name.substr(0, 80) + "..."; }
 
 // ---- reading ------------------------------------------------------------------------------
 
@@ -141,68 +82,69 @@ Json parse_json_without_duplicates(const std::string& text, const std::string& w
       const std::string& key = parsed.get_ref<const std::string&>();
       if (open_objects.size() == 1) entry = key;
       if (!open_objects.back().insert(key).second)
-        problem = open_objects.size() == 1 ? detail::concat("duplicate tensor name '", key, "'")
-                                           : detail::concat("entry '", entry, "': duplicate key '", key, "'");
+        problem = open_objects.size() == 1 ? detail::concat("duplicate tensor name '", shown(key), "'")
+                                           : detail::concat("entry '", shown(entry), "': duplicate key '", shown(key), "'");
     }
     return true;
   };
+  check_json_depth(text, where);  // a tensor entry nests 2 levels; nothing needs 64
   Json header;
   try {
     header = Json::parse(text, on_event);
   } catch (const Json::exception& e) {
-    LOOM_FAIL(where, "the header is not valid JSON: ", e.what());
+    LOOM_FAIL(where, "the header is not valid JSON: ", quote_excerpt(e.what(), 200));
   }
   LOOM_CHECK(problem.empty(), where, problem);
   return header;
 }
 
 uint64_t require_count(const Json& value, const std::string& where, const char* what) {
-  LOOM_CHECK(value.is_number_unsigned(), where, what, " must be non-negative integers, got ", value.dump());
+  LOOM_CHECK(value.is_number_unsigned(), where, what, " must be non-negative integers, got ", json_excerpt(value));
   return value.get<uint64_t>();
 }
 
 Entry parse_entry(const std::string& name, const Json& info, const std::string& file) {
-  const std::string where = detail::concat(file, "tensor '", name, "': ");
-  LOOM_CHECK(info.is_object(), where, "expected an object with dtype, shape and data_offsets, got ", info.dump());
+  const std::string where = detail::concat(file, "tensor '", shown(name), "': ");
+  LOOM_CHECK(info.is_object(), where, "expected an object with dtype, shape and data_offsets, got ", json_excerpt(info));
   for (const char* key : {"dtype", "shape", "data_offsets"})
     LOOM_CHECK(info.contains(key), where, "missing \"", key, "\"");
 
   Entry e;
   e.name = name;
   const Json& dtype = info["dtype"];
-  LOOM_CHECK(dtype.is_string(), where, "dtype must be a string, got ", dtype.dump());
+  LOOM_CHECK(dtype.is_string(), where, "dtype must be a string, got ", json_excerpt(dtype));
   LOOM_CHECK(parse_dtype(dtype.get<std::string>(), &e.dtype), where, "unknown or unsupported dtype ",
-             dtype.dump(), " (loom reads F32, F64 and I64)");
+             json_excerpt(dtype), " (loom reads F32, F64 and I64)");
 
   const Json& shape = info["shape"];
-  LOOM_CHECK(shape.is_array(), where, "shape must be a list, got ", shape.dump());
+  LOOM_CHECK(shape.is_array(), where, "shape must be a list, got ", json_excerpt(shape));
   uint64_t numel = 1;
   for (const Json& d : shape) {
     const uint64_t dim = require_count(d, where, "shape entries");
     LOOM_CHECK(dim <= static_cast<uint64_t>(INT64_MAX) && !__builtin_mul_overflow(numel, dim, &numel), where,
-               "shape ", shape.dump(), " has too many elements");
+               "shape ", json_excerpt(shape), " has too many elements");
     e.shape.push_back(static_cast<int64_t>(dim));
   }
 
   const Json& offsets = info["data_offsets"];
   LOOM_CHECK(offsets.is_array() && offsets.size() == 2, where, "data_offsets must be [begin, end], got ",
-             offsets.dump());
+             json_excerpt(offsets));
   e.begin = require_count(offsets[0], where, "data_offsets");
   e.end = require_count(offsets[1], where, "data_offsets");
-  LOOM_CHECK(e.begin <= e.end, where, "data_offsets ", offsets.dump(), " end before they begin");
+  LOOM_CHECK(e.begin <= e.end, where, "data_offsets ", json_excerpt(offsets), " end before they begin");
 
   uint64_t bytes = 0;
-  LOOM_CHECK(!__builtin_mul_overflow(numel, dtype_size(e.dtype), &bytes), where, "shape ", shape.dump(),
+  LOOM_CHECK(!__builtin_mul_overflow(numel, dtype_size(e.dtype), &bytes), where, "shape ", json_excerpt(shape),
              " has too many elements");
-  LOOM_CHECK(bytes == e.end - e.begin, where, "shape ", shape.dump(), " of ", dtype.get<std::string>(), " needs ",
-             bytes, " bytes but data_offsets ", offsets.dump(), " span ", e.end - e.begin);
+  LOOM_CHECK(bytes == e.end - e.begin, where, "shape ", json_excerpt(shape), " of ", dtype.get<std::string>(), " needs ",
+             bytes, " bytes but data_offsets ", json_excerpt(offsets), " span ", e.end - e.begin);
   return e;
 }
 
 // The byte ranges must tile the data section exactly, as the format requires.
 void check_ranges(const Header& h, const std::string& file) {
   for (const Entry& e : h.entries)
-    LOOM_CHECK(e.end <= h.data_size, file, "tensor '", e.name, "': data_offsets [", e.begin, ", ", e.end,
+    LOOM_CHECK(e.end <= h.data_size, file, "tensor '", shown(e.name), "': data_offsets [", e.begin, ", ", e.end,
                "] run past the end of the data section (", h.data_size, " bytes)");
   std::vector<const Entry*> sorted;
   for (const Entry& e : h.entries) sorted.push_back(&e);
@@ -212,10 +154,10 @@ void check_ranges(const Header& h, const std::string& file) {
   uint64_t covered = 0;
   const Entry* previous = nullptr;
   for (const Entry* e : sorted) {
-    LOOM_CHECK(e->begin >= covered, file, "tensor '", e->name, "': data_offsets [", e->begin, ", ", e->end,
-               "] overlap tensor '", previous ? previous->name : "", "'");
+    LOOM_CHECK(e->begin >= covered, file, "tensor '", shown(e->name), "': data_offsets [", e->begin, ", ", e->end,
+               "] overlap tensor '", previous ? shown(previous->name) : "", "'");
     LOOM_CHECK(e->begin == covered, file, "bytes [", covered, ", ", e->begin,
-               ") of the data section belong to no tensor (gap before tensor '", e->name, "')");
+               ") of the data section belong to no tensor (gap before tensor '", shown(e->name), "')");
     covered = e->end;
     previous = e;
   }
@@ -252,10 +194,10 @@ Header read_header(std::ifstream& in, const std::string& path) {
   h.data_size = file_size - h.data_start;
   for (const auto& [key, value] : json.items()) {
     if (key == kMetadataKey) {
-      LOOM_CHECK(value.is_object(), file, "__metadata__ must be an object, got ", value.dump());
+      LOOM_CHECK(value.is_object(), file, "__metadata__ must be an object, got ", json_excerpt(value));
       for (const auto& [mkey, mvalue] : value.items()) {
-        LOOM_CHECK(mvalue.is_string(), file, "__metadata__ value of '", mkey, "' must be a string, got ",
-                   mvalue.dump());
+        LOOM_CHECK(mvalue.is_string(), file, "__metadata__ value of '", shown(mkey), "' must be a string, got ",
+                   json_excerpt(mvalue));
         h.metadata[mkey] = mvalue.get<std::string>();
       }
     } else {
@@ -311,12 +253,16 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
   unsigned char length_bytes[8];
   for (int i = 0; i < 8; ++i) length_bytes[i] = static_cast<unsigned char>(uint64_t{text.size()} >> (8 * i));
 
-  TempFile out(path);
-  out.write(length_bytes, 8);
-  out.write(text.data(), text.size());
-  for (const Tensor& t : host)
-    if (t.numel() > 0) out.write(t.raw_data(), t.numel() * dtype_size(t.dtype()));
-  out.commit();
+  try {
+    io::AtomicFile out(path);
+    out.write(length_bytes, 8);
+    out.write(text);
+    for (const Tensor& t : host)
+      if (t.numel() > 0) out.write(t.raw_data(), t.numel() * dtype_size(t.dtype()));
+    out.commit();
+  } catch (const Error& e) {
+    throw Error(std::string("save_safetensors: ") + e.what());
+  }
 }
 
 SafetensorsFile read_safetensors(const std::string& path) {
@@ -330,7 +276,7 @@ SafetensorsFile read_safetensors(const std::string& path) {
     if (bytes > 0) {
       in.seekg(static_cast<std::streamoff>(h.data_start + e.begin));
       in.read(static_cast<char*>(t.raw_data()), static_cast<std::streamsize>(bytes));
-      LOOM_CHECK(in.good(), "load_safetensors: '", path, "': tensor '", e.name, "': cannot read its ", bytes,
+      LOOM_CHECK(in.good(), "load_safetensors: '", path, "': tensor '", shown(e.name), "': cannot read its ", bytes,
                  " bytes");
     }
     result.tensors.emplace_back(e.name, std::move(t));

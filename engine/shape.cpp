@@ -6,9 +6,12 @@
 
 namespace loom {
 
+// Products of dimensions are checked: a wrapped element count would size an
+// allocation too small for the loops that then fill it.
 int64_t shape_numel(const Shape& shape) {
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (int64_t d : shape)
+    LOOM_CHECK(!__builtin_mul_overflow(n, d, &n), "shape ", shape_str(shape), " has more than 2^63 elements");
   return n;
 }
 
@@ -17,7 +20,8 @@ Strides contiguous_strides(const Shape& shape) {
   int64_t s = 1;
   for (size_t i = shape.size(); i-- > 0;) {
     strides[i] = s;
-    s *= std::max<int64_t>(shape[i], 1);
+    LOOM_CHECK(!__builtin_mul_overflow(s, std::max<int64_t>(shape[i], 1), &s), "shape ", shape_str(shape),
+               " has more than 2^63 elements");
   }
   return strides;
 }

@@ -1,15 +1,18 @@
 // generate: continues a prompt with a trained checkpoint.
 //
-//   ./build/examples/generate runs/bigram/model.safetensors --prompt "It is" --length 200
+//   ./build/examples/generate runs/bigram --prompt "It is" --length 200
 //                             --temperature 0.8 --top-k 20 --seed 1
 //
-// The model is rebuilt from the config in the checkpoint's metadata and the
-// tokenizer is read from <stem>.vocab.json beside it. The prompt is fed once,
-// then each new character alone (incremental decoding: the prefix is never
-// recomputed). --temperature 0 is greedy decoding. Without --seed a seed is
-// drawn from the clock and printed, so any output can be reproduced.
+// The checkpoint is a run directory (its newest checkpoint), a checkpoint
+// directory or the model.safetensors inside one (models/checkpoint.h). The model
+// is rebuilt from the config in the model file's metadata and the tokenizer read
+// from vocab.json beside it. The prompt is fed once, then each new character
+// alone (incremental decoding: the prefix is never recomputed); past the model's
+// context the window slides. --temperature 0 is greedy decoding. Without --seed
+// a seed is drawn from the clock and printed, so any output can be reproduced.
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 
 #include "datasets/char_tokenizer.h"
@@ -25,7 +28,7 @@ using namespace loom;
 namespace {
 
 const char* kUsage =
-    "usage: generate <checkpoint.safetensors> [--prompt TEXT] [--length N] [--temperature T] [--top-k K] [--seed S]"
+    "usage: generate <run directory | checkpoint> [--prompt TEXT] [--length N] [--temperature T] [--top-k K] [--seed S]"
     " [--device cpu|cuda]";
 
 template <class T>
@@ -72,18 +75,20 @@ int main(int argc, char** argv) {
     }
     LOOM_CHECK(!checkpoint.empty(), "no checkpoint given\n", kUsage);
 
-    const auto metadata = load_safetensors_metadata(checkpoint);
+    const std::string dir = models::find_checkpoint(checkpoint);
+    const std::string model_file = dir + "/" + models::kModelFile;
+    const auto metadata = load_safetensors_metadata(model_file);
     const auto config_entry = metadata.find("config");
-    LOOM_CHECK(config_entry != metadata.end(), checkpoint,
+    LOOM_CHECK(config_entry != metadata.end(), model_file,
                ": metadata has no \"config\", so the model cannot be rebuilt (was it written by train?)");
-    const models::TrainConfig config = models::parse_train_config(config_entry->second, checkpoint + " (config)");
-    const datasets::CharTokenizer tokenizer = datasets::CharTokenizer::load(models::tokenizer_path(checkpoint));
-    LOOM_CHECK(tokenizer.vocab_size() == config.model.vocab, models::tokenizer_path(checkpoint), " has ",
+    const models::TrainConfig config = models::parse_train_config(config_entry->second, model_file + " (config)");
+    const datasets::CharTokenizer tokenizer = models::load_checkpoint_vocab(dir);
+    LOOM_CHECK(tokenizer.vocab_size() == config.model.vocab, dir, "/", models::kVocabFile, " has ",
                tokenizer.vocab_size(), " tokens but the model was trained with ", config.model.vocab);
 
     models::check_prompt(tokenizer, prompt);  // before anything is printed
     std::unique_ptr<models::LanguageModel> model = models::make_model(config.model);
-    models::load_model(checkpoint, *model);
+    models::load_model(model_file, *model);  // refuses non-finite weights
     if (device == "cuda") {
       LOOM_CHECK(cuda_available(), "--device cuda: this build has no CUDA backend or no GPU is visible");
       model->to(Device::cuda);
@@ -93,6 +98,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s, step %s, seed %llu, temperature %g, top-k %lld\n", config.model.family.c_str(),
                  metadata.count("step") ? metadata.at("step").c_str() : "?", (unsigned long long)seed,
                  sampling.temperature, (long long)sampling.top_k);
+    if (model->context_length() > 0 && static_cast<int64_t>(prompt.size()) + length > model->context_length())
+      std::fprintf(stderr, "the model sees %lld positions; past them it continues from a sliding window of the last "
+                   "%lld to %lld characters\n", (long long)model->context_length(),
+                   (long long)std::max<int64_t>(1, model->context_length() / 2), (long long)model->context_length());
     Generator gen(seed);
     std::fputs(prompt.c_str(), stdout);
     models::generate_text(*model, tokenizer, prompt, length, sampling, gen, [](const std::string& text) {
@@ -101,6 +110,10 @@ int main(int argc, char** argv) {
     });
     std::fputs("\n", stdout);
     return 0;
+  } catch (const std::filesystem::filesystem_error& e) {
+    // Not the library's "filesystem error: ..." text: the path and the reason.
+    std::fprintf(stderr, "\nerror: '%s': %s\n", e.path1().c_str(), e.code().message().c_str());
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

@@ -5,7 +5,9 @@
 
 Each log is the JSON-lines file `train` writes: one object per log step
 ({"step", "loss", "lr", ...}) and one per validation ({"step", "valid_loss",
-"valid_acc", "sample"}). The plot shows the training loss (solid) and the
+"valid_acc", "sample"}); a resumed run appends {"resumed_at_step": N}, after
+which the lines of steps past N that the interrupted run wrote are superseded.
+The plot shows the training loss (solid) and the
 validation loss (dots) against the step, one colour per run, and the learning
 rate on a second panel.
 """
@@ -26,6 +28,12 @@ def read_log(path):
                 entry = json.loads(line)
             except json.JSONDecodeError as e:
                 sys.exit(f"{path}:{number}: not a JSON object ({e})")
+            if "resumed_at_step" in entry:
+                at = entry["resumed_at_step"]
+                train = [p for p in train if p[0] <= at]
+                valid = [p for p in valid if p[0] <= at]
+                lr = [p for p in lr if p[0] <= at]
+                continue
             if "loss" in entry:
                 train.append((entry["step"], entry["loss"]))
                 lr.append((entry["step"], entry.get("lr")))

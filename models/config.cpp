@@ -1,7 +1,10 @@
 #include "models/config.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <initializer_list>
 #include <nlohmann/json.hpp>
@@ -9,6 +12,7 @@
 #include <sstream>
 
 #include "engine/error.h"
+#include "engine/json.h"
 
 namespace loom::models {
 
@@ -16,7 +20,11 @@ using Json = nlohmann::ordered_json;
 
 int64_t TrainConfig::total_steps(int64_t batches_per_epoch) const {
   if (training.steps > 0) return training.steps;
-  return std::max<int64_t>(1, static_cast<int64_t>(std::llround(training.epochs * batches_per_epoch)));
+  const double steps = std::round(training.epochs * static_cast<double>(batches_per_epoch));
+  // Beyond 2^53 steps the count is not even exact, and no run gets near it.
+  LOOM_CHECK(steps <= 9007199254740992.0, "training.epochs: ", training.epochs, " epochs of ", batches_per_epoch,
+             " batches are ", steps, " steps, more than 2^53; give fewer epochs or training.steps");
+  return std::max<int64_t>(1, static_cast<int64_t>(steps));
 }
 
 // ---- family defaults ------------------------------------------------------------------
@@ -55,6 +63,19 @@ TrainConfig default_config(const std::string& family) {
   return c;
 }
 
+bool family_uses_key(const std::string& family, const std::string& key) {
+  if (key == "family" || key == "vocab" || key == "d_model" || key == "seed") return true;
+  if (family == "bigram") return false;  // an embedding and a linear layer
+  if (key == "heads" || key == "d_ff" || key == "layers" || key == "dropout") return true;
+  if (key == "conv_kernels" || key == "conv_width") return family == "primer_ez";
+  if (key == "activation") return family == "transformer" || family == "primer_ez";
+  if (key == "feature_map" || key == "dpfp_nu" || key == "update_rule" || key == "attention_layer_norm")
+    return family == "fast_weights";
+  if (key == "shared_kv") return family == "feedback";
+  if (key == "max_seq_len") return family == "transformer" || family == "primer_ez" || family == "feedback";
+  return false;
+}
+
 // ---- strict reading -------------------------------------------------------------------
 
 namespace {
@@ -88,7 +109,7 @@ class Section {
  public:
   Section(const Json& json, std::string path, std::vector<std::string>& problems)
       : json_(json), path_(std::move(path)), problems_(problems) {
-    if (!json_.is_object()) fail(path_, "expected an object, got " + json_.dump());
+    if (!json_.is_object()) fail(path_, "expected an object, got " + json_excerpt(json_));
   }
 
   bool has(const char* key) {
@@ -104,14 +125,14 @@ class Section {
     bool ok = v.is_number_integer();
     if (ok && v.is_number_unsigned()) ok = v.get<uint64_t>() >= uint64_t(min) && v.get<uint64_t>() <= uint64_t(INT64_MAX);
     else if (ok) ok = v.get<int64_t>() >= min;
-    if (check(ok, at(key), std::string("expected ") + what + ", got " + v.dump())) out = v.get<int64_t>();
+    if (check(ok, at(key), std::string("expected ") + what + ", got " + json_excerpt(v))) out = v.get<int64_t>();
   }
 
   void seed(const char* key, uint64_t& out) {
     if (!has(key)) return;
     const Json& v = json_[key];
     const bool ok = v.is_number_unsigned() || (v.is_number_integer() && v.get<int64_t>() >= 0);
-    if (check(ok, at(key), "expected a non-negative integer, got " + v.dump())) out = v.get<uint64_t>();
+    if (check(ok, at(key), "expected a non-negative integer, got " + json_excerpt(v))) out = v.get<uint64_t>();
   }
 
   // A number in the range the caller describes; `ok` tests it.
@@ -124,7 +145,7 @@ class Section {
     if (!has(key)) return;
     const Json& v = json_[key];
     const bool ok = v.is_string() && (allow_empty || !v.get<std::string>().empty());
-    if (check(ok, at(key), std::string("expected a ") + (allow_empty ? "" : "non-empty ") + "string, got " + v.dump()))
+    if (check(ok, at(key), std::string("expected a ") + (allow_empty ? "" : "non-empty ") + "string, got " + json_excerpt(v)))
       out = v.get<std::string>();
   }
 
@@ -132,20 +153,20 @@ class Section {
     if (!has(key)) return;
     const Json& v = json_[key];
     const bool ok = v.is_string() && std::find(allowed.begin(), allowed.end(), v.get<std::string>()) != allowed.end();
-    if (check(ok, at(key), "expected one of " + quoted_list(allowed) + ", got " + v.dump())) out = v.get<std::string>();
+    if (check(ok, at(key), "expected one of " + quoted_list(allowed) + ", got " + json_excerpt(v))) out = v.get<std::string>();
   }
 
   void boolean(const char* key, bool& out) {
     if (!has(key)) return;
     const Json& v = json_[key];
-    if (check(v.is_boolean(), at(key), "expected true or false, got " + v.dump())) out = v.get<bool>();
+    if (check(v.is_boolean(), at(key), "expected true or false, got " + json_excerpt(v))) out = v.get<bool>();
   }
 
   // "betas": [b1, b2], each in [0, 1).
   void betas(const char* key, double& b1, double& b2) {
     if (!has(key)) return;
     const Json& v = json_[key];
-    if (!check(v.is_array() && v.size() == 2, at(key), "expected a list of two numbers, got " + v.dump())) return;
+    if (!check(v.is_array() && v.size() == 2, at(key), "expected a list of two numbers, got " + json_excerpt(v))) return;
     auto in_unit = [](double x) { return x >= 0 && x < 1; };
     checked_number(v[0], at(key) + "[0]", "a number in [0, 1)", in_unit, b1);
     checked_number(v[1], at(key) + "[1]", "a number in [0, 1)", in_unit, b2);
@@ -185,7 +206,7 @@ class Section {
   }
   template <class Ok>
   void checked_number(const Json& v, const std::string& path, const char* what, Ok ok, double& out) {
-    if (check(v.is_number() && ok(v.get<double>()), path, std::string("expected ") + what + ", got " + v.dump()))
+    if (check(v.is_number() && ok(v.get<double>()), path, std::string("expected ") + what + ", got " + json_excerpt(v)))
       out = v.get<double>();
   }
 
@@ -197,18 +218,26 @@ class Section {
 
 std::vector<std::string> families() { return {std::begin(kFamilies), std::end(kFamilies)}; }
 
+// The model keys only some families read.
+constexpr const char* kFamilyKeys[] = {"heads",        "d_ff",    "layers",      "dropout",
+                                       "conv_kernels", "conv_width", "feature_map", "dpfp_nu",
+                                       "update_rule",  "attention_layer_norm", "shared_kv", "max_seq_len",
+                                       "activation"};
+
+std::string families_using(const std::string& key) {
+  std::string out;
+  for (const char* f : kFamilies)
+    if (family_uses_key(f, key)) out += (out.empty() ? "" : ", ") + std::string(f);
+  return out;
+}
+
 bool positive(double x) { return x > 0; }
 bool non_negative(double x) { return x >= 0; }
 
 }  // namespace
 
 TrainConfig parse_train_config(const std::string& json_text, const std::string& source) {
-  Json root;
-  try {
-    root = Json::parse(json_text);
-  } catch (const Json::parse_error& e) {
-    throw Error(source + ": not valid JSON: " + e.what());
-  }
+  const Json root = parse_json_strictly(json_text, source + ": ");
   std::vector<std::string> problems;
   Section top(root, "", problems);
 
@@ -224,20 +253,25 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
     c.vocab_from_data = false;
   }
   model.integer("d_model", m.d_model, 1);
-  model.integer("heads", m.heads, 1);
-  model.integer("d_ff", m.d_ff, 1);
-  model.integer("layers", m.layers, 1);
-  model.number("dropout", m.dropout, "a number in [0, 1)", [](double x) { return x >= 0 && x < 1; });
   model.seed("seed", m.seed);
-  model.choice("conv_kernels", m.conv_kernels, {"per_channel", "shared", "per_head"});
-  model.integer("conv_width", m.conv_width, 1);
-  model.choice("activation", m.activation, {"relu", "squared_relu", "gelu", "silu"});
-  model.choice("feature_map", m.feature_map, {"dpfp", "elu_plus_one"});
-  model.integer("dpfp_nu", m.dpfp_nu, 1);
-  model.choice("update_rule", m.update_rule, {"delta", "sum"});
-  model.boolean("attention_layer_norm", m.attention_layer_norm);
-  model.boolean("shared_kv", m.shared_kv);
-  model.integer("max_seq_len", m.max_seq_len, 1);
+  // A key the family does not read would be silently ignored: it is refused instead.
+  auto uses = [&](const char* key) { return family_uses_key(family, key); };
+  if (uses("heads")) model.integer("heads", m.heads, 1);
+  if (uses("d_ff")) model.integer("d_ff", m.d_ff, 1);
+  if (uses("layers")) model.integer("layers", m.layers, 1);
+  if (uses("dropout")) model.number("dropout", m.dropout, "a number in [0, 1)", [](double x) { return x >= 0 && x < 1; });
+  if (uses("conv_kernels")) model.choice("conv_kernels", m.conv_kernels, {"per_channel", "shared", "per_head"});
+  if (uses("conv_width")) model.integer("conv_width", m.conv_width, 1);
+  if (uses("activation")) model.choice("activation", m.activation, {"relu", "squared_relu", "gelu", "silu"});
+  if (uses("feature_map")) model.choice("feature_map", m.feature_map, {"dpfp", "elu_plus_one"});
+  if (uses("dpfp_nu")) model.integer("dpfp_nu", m.dpfp_nu, 1);
+  if (uses("update_rule")) model.choice("update_rule", m.update_rule, {"delta", "sum"});
+  if (uses("attention_layer_norm")) model.boolean("attention_layer_norm", m.attention_layer_norm);
+  if (uses("shared_kv")) model.boolean("shared_kv", m.shared_kv);
+  if (uses("max_seq_len")) model.integer("max_seq_len", m.max_seq_len, 1);
+  for (const char* key : kFamilyKeys)
+    if (!uses(key) && model.has(key))
+      model.fail(model.at(key), "not used by the " + family + " family (" + families_using(key) + " use it)");
   model.finish();
   if (m.d_model % m.heads != 0)
     model.fail("model.heads", "d_model " + std::to_string(m.d_model) + " is not divisible by " +
@@ -301,8 +335,10 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
 }
 
 TrainConfig load_train_config(const std::string& path) {
+  std::error_code ec;
+  LOOM_CHECK(!std::filesystem::is_directory(path, ec), "config file ", path, " is a directory (give the .json file)");
   std::ifstream in(path);
-  LOOM_CHECK(in, "cannot open config file ", path);
+  LOOM_CHECK(in, "cannot open config file ", path, ": ", std::strerror(errno));
   std::stringstream text;
   text << in.rdbuf();
   return parse_train_config(text.str(), path);
@@ -312,7 +348,7 @@ std::string to_json(const TrainConfig& c, int indent) {
   const ModelConfig& m = c.model;
   Json model = {{"family", m.family}};
   if (!c.vocab_from_data) model["vocab"] = m.vocab;
-  model.update(Json{{"d_model", m.d_model},
+  const Json all = {{"d_model", m.d_model},
                     {"heads", m.heads},
                     {"d_ff", m.d_ff},
                     {"layers", m.layers},
@@ -325,8 +361,10 @@ std::string to_json(const TrainConfig& c, int indent) {
                     {"update_rule", m.update_rule},
                     {"attention_layer_norm", m.attention_layer_norm},
                     {"shared_kv", m.shared_kv},
-                    {"max_seq_len", m.max_seq_len}});
-  if (!m.activation.empty()) model["activation"] = m.activation;
+                    {"max_seq_len", m.max_seq_len}};
+  for (const auto& [key, value] : all.items())  // only the keys the family reads
+    if (family_uses_key(m.family, key)) model[key] = value;
+  if (!m.activation.empty() && family_uses_key(m.family, "activation")) model["activation"] = m.activation;
   const OptimizerConfig& o = c.optimizer;
   const TrainingConfig& t = c.training;
   Json training;

@@ -17,6 +17,8 @@
 //   run.json: model.heads: expected a positive integer, got -3
 //   run.json: optimizer.betas[1]: expected a number in [0, 1), got 1.5
 //   run.json: model.famly: unknown key (did you mean "family"?)
+//   run.json: model.conv_width: not used by the bigram family (primer_ez use it)
+//   run.json: duplicate key "optimizer.lr" (JSON keeps only one; give it once)
 // so nothing runs on a config that does not mean what its author thinks.
 #pragma once
 
@@ -91,6 +93,9 @@ TrainConfig load_train_config(const std::string& path);
 
 // Every key, so that parse_train_config(to_json(c)) gives c back.
 std::string to_json(const TrainConfig& config, int indent = 2);
+
+// Whether `family` reads model.<key>; a config giving a key its family does not read is refused.
+bool family_uses_key(const std::string& family, const std::string& key);
 
 // The families a config may name.
 inline constexpr const char* kFamilies[] = {"transformer", "primer_ez", "fast_weights", "feedback", "bigram"};

@@ -65,6 +65,7 @@ class FeedbackTransformer : public LanguageModel {
   std::unique_ptr<DecodeState> start_decoding(int64_t batch) const override;
   Tensor decode(DecodeState& state, const Tensor& tokens) override;
   double training_flops_per_token(int64_t seq_len) const override;
+  int64_t context_length() const override { return config_.max_seq_len; }
 
  private:
   Generator init_gen_;  // seeded with config.seed; declared first: the modules draw from it

@@ -60,16 +60,34 @@ std::vector<int64_t> generate_tokens(LanguageModel& model, const std::vector<int
   LOOM_CHECK(!prompt.empty(), "generate: the prompt is empty (at least one token is needed to start from)");
   NoGradGuard no_grad;
   const Device device = device_of(model);
-  std::unique_ptr<DecodeState> state = model.start_decoding(1);
-  // The whole prompt in one call, then one token per call.
-  Tensor logits = model.decode(*state, Tensor::from_vector(prompt, {static_cast<int64_t>(prompt.size()), 1}).to(device));
+  const int64_t context = model.context_length();  // 0: unlimited
+  std::vector<int64_t> text = prompt;               // everything so far: the source of a new window
+  std::unique_ptr<DecodeState> state;
+  int64_t held = 0;  // positions the current state holds
+  // Feeds the last `count` tokens of the text to a fresh state.
+  auto start_window = [&](int64_t count) {
+    state = model.start_decoding(1);
+    const std::vector<int64_t> window(text.end() - count, text.end());
+    held = count;
+    return model.decode(*state, Tensor::from_vector(window, {count, 1}).to(device));
+  };
+  // The whole prompt (or its last context positions) in one call, then one token per call.
+  const int64_t prompt_length = static_cast<int64_t>(prompt.size());
+  Tensor logits = start_window(context > 0 ? std::min(prompt_length, context) : prompt_length);
   std::vector<int64_t> out;
   for (int64_t i = 0; i < length; ++i) {
     const int64_t steps = logits.size(0);
     const int64_t id = sample_token(logits.narrow(0, steps - 1, 1).reshape({-1}), options, gen);
     out.push_back(id);
+    text.push_back(id);
     if (on_token) on_token(id);
-    if (i + 1 < length) logits = model.decode(*state, Tensor::from_vector<int64_t>({id}, {1, 1}).to(device));
+    if (i + 1 == length) break;
+    if (context > 0 && held == context) {
+      logits = start_window(std::max<int64_t>(1, context / 2));
+    } else {
+      logits = model.decode(*state, Tensor::from_vector<int64_t>({id}, {1, 1}).to(device));
+      held += 1;
+    }
   }
   return out;
 }

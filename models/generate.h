@@ -28,7 +28,9 @@ struct SamplingOptions {
 int64_t sample_token(const Tensor& logits, const SamplingOptions& options, Generator& gen);
 
 // Feeds `prompt` (at least one token), then generates `length` tokens; calls
-// on_token(id) for each as it is produced. Returns the generated ids.
+// on_token(id) for each as it is produced. Returns the generated ids. Past the
+// model's context_length() the window slides: a fresh state is fed the last half
+// context of tokens and decoding goes on from there (so any length can be asked for).
 std::vector<int64_t> generate_tokens(LanguageModel& model, const std::vector<int64_t>& prompt, int64_t length,
                                      const SamplingOptions& options, Generator& gen,
                                      const std::function<void(int64_t)>& on_token = {});

@@ -61,6 +61,10 @@ class LanguageModel : public Module {
   // Forward+backward FLOPs per token at a sequence length (for MFU).
   virtual double training_flops_per_token(int64_t seq_len) const = 0;
 
+  // How many positions one decoding state holds (the positional table, the
+  // feedback memory); 0: unlimited (recurrent state). generate slides a window past it.
+  virtual int64_t context_length() const { return 0; }
+
   const ModelConfig& config() const { return config_; }
   Generator& dropout_generator() { return dropout_gen_; }
 
@@ -71,6 +75,17 @@ class LanguageModel : public Module {
 };
 
 // Builds the family named by config.family; throws naming the family otherwise.
+// Refuses (check_memory) a model whose parameters alone cannot fit in memory.
 std::unique_ptr<LanguageModel> make_model(const ModelConfig& config);
+
+// About how many parameters (and saved buffers) `config` makes: the embedding,
+// the output layer and per layer the attention and feed-forward weights, which
+// dominate every family. Computed in double, so no size can overflow it.
+double estimate_parameters(const ModelConfig& config);
+
+// Throws, before anything is allocated, when estimate_parameters(config) times
+// bytes_per_parameter plus extra_bytes exceeds the machine's physical memory:
+// "to train the model needs about 1.2 TB (...) but this machine has 31 GiB".
+void check_memory(const ModelConfig& config, double bytes_per_parameter, double extra_bytes, const char* purpose);
 
 }  // namespace loom::models

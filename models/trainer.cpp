@@ -1,5 +1,7 @@
 #include "models/trainer.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -13,6 +15,7 @@
 #include "autodiff/grad_mode.h"
 #include "engine/cpu_peak.h"
 #include "engine/error.h"
+#include "engine/file_io.h"
 #include "engine/ops.h"
 #include "models/checkpoint.h"
 #include "models/generate.h"
@@ -32,17 +35,21 @@ void resolve_vocab(TrainConfig& config, const datasets::CharTokenizer& tokenizer
   }
 }
 
-std::string tokenizer_path(const std::string& checkpoint_path) {
-  const std::string optim = optimizer_state_path(checkpoint_path);  // "<stem>.optim.safetensors"
-  return optim.substr(0, optim.size() - std::string(".optim.safetensors").size()) + ".vocab.json";
-}
-
 namespace {
 
 Device parse_device(const std::string& name) {
   if (name == "cpu") return Device::cpu;
   LOOM_CHECK(cuda_available(), "training.device is \"cuda\" but this build has no CUDA backend or no GPU is visible");
   return Device::cuda;
+}
+
+// A split must hold one window of seq_len + 1 tokens; the message names the split and the file.
+const std::vector<int64_t>& long_enough(const std::vector<int64_t>& ids, const char* split, const TrainConfig& c) {
+  const auto n = static_cast<int64_t>(ids.size());
+  LOOM_CHECK(n > c.data.seq_len, "data: the ", split, " split of ", c.data.path, " has ", n, n == 1 ? " token" : " tokens",
+             ", too few for data.seq_len ", c.data.seq_len, " (one window needs ", c.data.seq_len + 1,
+             "); use a longer text or a smaller data.seq_len");
+  return ids;
 }
 
 // Restores train mode when an evaluation or sample ends, even by an exception.
@@ -83,9 +90,11 @@ Trainer::Trainer(TrainConfig config, LanguageModel& model, datasets::TextDataset
       model_(model),
       data_(std::move(data)),
       device_(parse_device(config_.training.device)),
-      train_batches_(data_.train_ids, config_.data.seq_len, config_.data.batch_size, config_.data.seed),
+      train_batches_(long_enough(data_.train_ids, "train", config_), config_.data.seq_len, config_.data.batch_size,
+                     config_.data.seed),
       // The valid split has its own stream (seed + 1); see evaluate().
-      valid_batches_(data_.valid_ids, config_.data.seq_len, config_.data.batch_size, config_.data.seed + 1) {
+      valid_batches_(long_enough(data_.valid_ids, "valid", config_), config_.data.seq_len, config_.data.batch_size,
+                     config_.data.seed + 1) {
   LOOM_CHECK(!config_.vocab_from_data, "Trainer: call resolve_vocab on the config first");
   LOOM_CHECK(model_.config().vocab == data_.tokenizer.vocab_size(), "Trainer: the model has a vocabulary of ",
              model_.config().vocab, " but the tokenizer has ", data_.tokenizer.vocab_size(), " tokens");
@@ -107,8 +116,12 @@ Trainer::Trainer(TrainConfig config, LanguageModel& model, datasets::TextDataset
 
 int64_t Trainer::total_steps() const { return config_.total_steps(train_batches_.batches_per_epoch()); }
 
+Trainer::~Trainer() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
+}
+
 std::string Trainer::checkpoint_path() const {
-  return (std::filesystem::path(config_.training.out_dir) / "model.safetensors").string();
+  return (std::filesystem::path(config_.training.out_dir) / kCheckpointLink).string();
 }
 
 datasets::Batch Trainer::to_device(datasets::Batch batch) const {
@@ -124,12 +137,12 @@ StepResult Trainer::train_step() {
   const Tensor logits = model_.forward(batch.input);
   const int64_t vocab = logits.size(-1);
   const Tensor loss = cross_entropy(logits.reshape({-1, vocab}), batch.target.reshape({-1}));
-  loss.backward();
-
   StepResult r;
   r.loss = loss.item();
-  LOOM_CHECK(std::isfinite(r.loss), "step ", step_ + 1, ": the loss is ", r.loss,
-             " (training diverged; try a lower optimizer.lr or clipping)");
+  check_loss(r.loss, step_ + 1, "the loss");  // before the weights change
+  last_batch_ = batch;
+  loss.backward();
+
   // No clipping is clipping at infinity: the norm is still measured for the log.
   const double max_norm = config_.optimizer.clip > 0 ? config_.optimizer.clip : std::numeric_limits<double>::infinity();
   r.grad_norm = clip_grad_norm(model_.parameters(), max_norm);
@@ -139,6 +152,17 @@ StepResult Trainer::train_step() {
   r.lr = optimizer_->current_lr();
   r.tokens = batch.input.numel();
   return r;
+}
+
+// A non-finite or exploding loss stops training before the weights change again.
+void Trainer::check_loss(double loss, int64_t step, const char* what) const {
+  const double limit = kExplodingLossFactor * std::log(std::max<double>(2, data_.tokenizer.vocab_size()));
+  if (std::isfinite(loss) && loss <= limit) return;
+  const std::string kept = saved_step_ >= 0 ? "the checkpoint of step " + std::to_string(saved_step_) + " is kept"
+                                            : "no checkpoint was saved";
+  LOOM_FAIL("step ", step, ": ", what, " is ", loss,
+            std::isfinite(loss) ? detail::concat(", over ", kExplodingLossFactor, " x ln(vocab) = ", limit) : "",
+            ": training diverged (try a lower optimizer.lr or clipping); stopped, ", kept);
 }
 
 EvalResult Trainer::evaluate() {
@@ -176,7 +200,18 @@ std::string Trainer::sample() {
   return generate_text(model_, data_.tokenizer, config_.sample.prompt, config_.sample.length, SamplingOptions{}, unused);
 }
 
-void Trainer::save(const std::string& path) const {
+std::string Trainer::save() {
+  // The weights of the last step have not met a batch yet: one forward pass (eval
+  // mode, no RNG draws) on the batch just trained tells a diverged step before it
+  // reaches the disk.
+  if (last_batch_.input.defined()) {
+    NoGradGuard no_grad;
+    EvalMode eval(model_);
+    const Tensor logits = model_.forward(last_batch_.input);
+    const int64_t vocab = logits.size(-1);
+    const double loss = cross_entropy(logits.reshape({-1, vocab}), last_batch_.target.reshape({-1})).item();
+    check_loss(loss, step_, "the loss of the weights it made, on its batch,");
+  }
   TrainingState s;
   s.step = step_;
   s.elapsed_seconds = elapsed_;
@@ -184,16 +219,20 @@ void Trainer::save(const std::string& path) const {
   s.train_batcher = train_batches_.state();
   s.dropout_seed = model_.dropout_generator().seed();
   s.dropout_offset = model_.dropout_generator().offset();
-  save_checkpoint(path, model_, *optimizer_, s);
-  data_.tokenizer.save(tokenizer_path(path));
+  s.vocab = data_.tokenizer.chars();
+  const std::string dir = save_checkpoint(config_.training.out_dir, model_, *optimizer_, s);
+  saved_step_ = step_;
+  return dir;
 }
 
 void Trainer::resume(const std::string& path) {
+  const std::string dir = find_checkpoint(path);
+  const std::string model_file = (std::filesystem::path(dir) / kModelFile).string();
   // The checkpoint must describe the same model on the same data windows.
-  const std::map<std::string, std::string> meta = load_safetensors_metadata(path);
+  const std::map<std::string, std::string> meta = load_safetensors_metadata(model_file);
   const auto config_entry = meta.find("config");
-  LOOM_CHECK(config_entry != meta.end(), path, ": metadata has no \"config\" (not a loom training checkpoint?)");
-  const Json saved = Json::parse(to_json(parse_train_config(config_entry->second, path + " (config)")));
+  LOOM_CHECK(config_entry != meta.end(), model_file, ": metadata has no \"config\" (not a loom training checkpoint?)");
+  const Json saved = Json::parse(to_json(parse_train_config(config_entry->second, model_file + " (config)")));
   const Json current = Json::parse(to_json(config_));
   std::vector<std::string> differences;
   for (const auto& [key, value] : current["model"].items())
@@ -208,37 +247,116 @@ void Trainer::resume(const std::string& path) {
     for (const std::string& d : differences) message += "\n  " + d;
     throw Error(message);
   }
-  const std::string vocab_file = tokenizer_path(path);
-  if (std::filesystem::exists(vocab_file))
-    LOOM_CHECK(datasets::CharTokenizer::load(vocab_file).chars() == data_.tokenizer.chars(), "cannot resume from ",
-               path, ": the text's vocabulary differs from the one in ", vocab_file);
+  LOOM_CHECK(load_checkpoint_vocab(dir).chars() == data_.tokenizer.chars(), "cannot resume from ", path,
+             ": the text's vocabulary differs from the one in ", (std::filesystem::path(dir) / kVocabFile).string());
 
-  const TrainingState s = load_checkpoint(path, model_, *optimizer_);
+  const TrainingState s = load_checkpoint(dir, model_, *optimizer_);
   step_ = s.step;
   elapsed_ = s.elapsed_seconds;
   train_batches_.set_state(s.train_batcher);
   model_.dropout_generator().set_state(s.dropout_seed, s.dropout_offset);
+  resumed_ = true;
 }
 
-void Trainer::open_metrics_log() {
-  if (config_.training.log.empty()) return;
-  const std::filesystem::path path = std::filesystem::path(config_.training.out_dir) / config_.training.log;
-  std::filesystem::create_directories(path.parent_path());
-  // A resumed run continues the log; lines a crashed run wrote after the
-  // checkpoint it resumes from are dropped, so every step appears once.
-  std::vector<std::string> kept;
-  if (std::filesystem::exists(path)) {
-    std::ifstream in(path);
-    for (std::string line; std::getline(in, line);) {
-      const Json entry = Json::parse(line, nullptr, /*allow_exceptions=*/false);
-      if (entry.is_object() && entry.contains("step") && entry["step"].is_number() && entry["step"].get<int64_t>() <= step_)
-        kept.push_back(line);
+namespace {
+
+// The first component of `path` below `dir`, or "" when path is not inside dir.
+std::string first_component_below(const std::filesystem::path& dir, const std::filesystem::path& path) {
+  const std::filesystem::path relative = std::filesystem::weakly_canonical(path).lexically_relative(
+      std::filesystem::weakly_canonical(dir));
+  if (relative.empty() || *relative.begin() == "..") return "";
+  return relative.begin()->string();
+}
+
+}  // namespace
+
+void Trainer::prepare(bool overwrite) {
+  namespace fs = std::filesystem;
+  if (prepared_) return;
+  // The sample is taken at the first evaluation: a prompt it cannot encode would
+  // end the run there, after steps that were never saved.
+  if (config_.sample.length > 0) {
+    try {
+      check_prompt(data_.tokenizer, config_.sample.prompt);
+    } catch (const Error& e) {
+      LOOM_FAIL("sample.prompt \"", config_.sample.prompt.substr(0, 40), "\": ", e.what());
     }
   }
-  metrics_.open(path, std::ios::trunc);
-  LOOM_CHECK(metrics_.good(), "cannot write the metrics log ", path.string());
-  for (const std::string& line : kept) metrics_ << line << '\n';
-  metrics_.flush();
+  const std::string& out_dir = config_.training.out_dir;
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  LOOM_CHECK(!ec, "training.out_dir '", out_dir, "': cannot create the directory: ", ec.message());
+  LOOM_CHECK(fs::is_directory(out_dir), "training.out_dir '", out_dir, "' is not a directory");
+
+  // The lock: one process per out_dir. flock is released when the process ends,
+  // however it ends, so a killed run never leaves its directory locked.
+  const std::string lock_path = (fs::path(out_dir) / ".lock").string();
+  const int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  LOOM_CHECK(fd >= 0, "training.out_dir '", out_dir, "' is not writable: cannot create ", lock_path, ": ",
+             io::system_error_text());
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    char pid[32] = {};
+    const ssize_t n = ::pread(fd, pid, sizeof pid - 1, 0);
+    ::close(fd);
+    LOOM_FAIL("training.out_dir '", out_dir, "' is in use by another training run",
+              n > 0 ? detail::concat(" (process ", std::string(pid, static_cast<size_t>(n)), ")") : std::string(),
+              "; give this run its own training.out_dir");
+  }
+  lock_fd_ = fd;
+  try {
+    prepare_locked(overwrite);
+  } catch (...) {
+    ::close(lock_fd_);  // a refused run leaves the directory free
+    lock_fd_ = -1;
+    throw;
+  }
+  prepared_ = true;
+}
+
+void Trainer::prepare_locked(bool overwrite) {
+  namespace fs = std::filesystem;
+  const std::string& out_dir = config_.training.out_dir;
+  const std::string lock_path = (fs::path(out_dir) / ".lock").string();
+  std::error_code ec;
+  const int fd = lock_fd_;
+  const std::string me = std::to_string(::getpid());
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, me.data(), me.size(), 0) != static_cast<ssize_t>(me.size()))
+    LOOM_FAIL("training.out_dir '", out_dir, "' is not writable: cannot write ", lock_path, ": ",
+              io::system_error_text());
+
+  // The log lives beside the checkpoints, never in their place.
+  fs::path log_path;
+  if (!config_.training.log.empty()) {
+    log_path = fs::path(out_dir) / config_.training.log;
+    const std::string first = first_component_below(out_dir, log_path);
+    LOOM_CHECK(first != kCheckpointLink && first.rfind("checkpoint-", 0) != 0 && first.rfind(".checkpoint", 0) != 0 &&
+                   first != ".lock",
+               "training.log '", config_.training.log, "' would be written among the checkpoints (", log_path.string(),
+               "); choose another name");
+    LOOM_CHECK(!fs::is_directory(log_path), "training.log '", log_path.string(), "' is a directory");
+  }
+
+  // A used out_dir is resumed or, when asked, started over; never silently replaced.
+  const int64_t latest = latest_checkpoint_step(out_dir);
+  const bool has_log = !log_path.empty() && fs::exists(log_path, ec) && fs::file_size(log_path, ec) > 0;
+  if (!resumed_ && (latest >= 0 || has_log)) {
+    LOOM_CHECK(overwrite, "training.out_dir '", out_dir, "' already holds a run (",
+               latest >= 0 ? "a checkpoint at step " + std::to_string(latest) : std::string("a metrics log"),
+               "): continue it with --resume, start it over with --overwrite, or set another training.out_dir");
+    remove_all_checkpoints(out_dir);
+    if (has_log) fs::remove(log_path, ec);
+  }
+  remove_stale_checkpoints(out_dir);  // what a killed save left
+  saved_step_ = latest_checkpoint_step(out_dir);
+
+  // The log is appended to, never truncated: a resumed run first notes where it
+  // resumed, and readers drop earlier lines of later steps (plot_metrics.py does).
+  if (!log_path.empty()) {
+    fs::create_directories(log_path.parent_path(), ec);
+    metrics_.open(log_path, std::ios::app);
+    LOOM_CHECK(metrics_.good(), "training.log: cannot write '", log_path.string(), "'");
+    if (resumed_) write_metrics(Json{{"resumed_at_step", step_}});
+  }
 }
 
 void Trainer::write_metrics(const Json& entry) {
@@ -248,10 +366,10 @@ void Trainer::write_metrics(const Json& entry) {
   metrics_.flush();
 }
 
-void Trainer::run(const RunOptions& options) {
+bool Trainer::run(const RunOptions& options) {
   const int64_t total = total_steps();
   const TrainingConfig& t = config_.training;
-  open_metrics_log();
+  prepare(options.overwrite);
   const bool tty = options.progress && ::isatty(::fileno(stderr));
   const double flops_per_token = model_.training_flops_per_token(config_.data.seq_len);
 
@@ -336,15 +454,24 @@ void Trainer::run(const RunOptions& options) {
                          {"sample", config_.sample.prompt + e.sample}});
     }
 
-    if ((t.checkpoint_interval > 0 && step_ % t.checkpoint_interval == 0) || last) {
-      save(checkpoint_path());
+    const bool stop = options.stop && options.stop->load();
+    if (((t.checkpoint_interval > 0 && step_ % t.checkpoint_interval == 0) || last || stop) && step_ != saved_step_) {
+      const std::string dir = save();
       if (options.progress) {
         clear_line();
-        std::fprintf(stderr, "step %lld: saved %s\n", (long long)step_, checkpoint_path().c_str());
+        std::fprintf(stderr, "step %lld: saved %s\n", (long long)step_, dir.c_str());
       }
+    }
+    if (stop && !last) {
+      clear_line();
+      if (options.progress)
+        std::fprintf(stderr, "stopped at step %lld of %lld; continue with --resume %s\n", (long long)step_,
+                     (long long)total, t.out_dir.c_str());
+      return false;
     }
   }
   clear_line();
+  return true;
 }
 
 }  // namespace loom::models

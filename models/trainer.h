@@ -8,6 +8,7 @@
 // and at the end: a checkpoint (checkpoint.h) that resumes the same trajectory.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <fstream>
 #include <memory>
@@ -27,9 +28,6 @@ namespace loom::models {
 // so the config saved with a checkpoint records the size.
 void resolve_vocab(TrainConfig& config, const datasets::CharTokenizer& tokenizer);
 
-// "<dir>/model.safetensors" -> "<dir>/model.vocab.json": the tokenizer beside a checkpoint.
-std::string tokenizer_path(const std::string& checkpoint_path);
-
 struct StepResult {
   double loss = 0;
   double grad_norm = 0;  // before clipping
@@ -46,7 +44,15 @@ struct EvalResult {
 struct RunOptions {
   bool progress = true;     // progress line on stderr, evaluations on stdout
   double peak_gflops = 0;   // for MFU; 0: unknown, MFU not shown
+  bool overwrite = false;   // a fresh run may replace the run already in out_dir
+  // Set (e.g. by a SIGINT handler) to stop: the step in progress finishes, a
+  // checkpoint is saved and run() returns.
+  const std::atomic<bool>* stop = nullptr;
 };
+
+// A loss above this many times ln(vocab) (a uniform guess costs 1x) means training
+// diverged: it stops rather than save such weights.
+inline constexpr double kExplodingLossFactor = 100;
 
 class Trainer {
  public:
@@ -60,27 +66,40 @@ class Trainer {
   EvalResult evaluate();
   std::string sample();
 
-  // The checkpoint pair at `path` (checkpoint.h) and the tokenizer beside it.
-  void save(const std::string& path) const;
-  // Restores model, optimizer, batchers, dropout RNG and step from `path`; the
-  // checkpoint's model and data settings must match this trainer's config.
+  // A checkpoint (checkpoint.h) of the current state in out_dir; returns its directory.
+  // The weights are checked first (finite, and a sane loss on the last batch): weights
+  // of a diverged run are never saved.
+  std::string save();
+  // Restores model, optimizer, batchers, dropout RNG and step from the checkpoint at
+  // `path` (a run directory, a checkpoint directory or its model.safetensors); the
+  // checkpoint's model, data settings and vocabulary must match this trainer's.
   void resume(const std::string& path);
 
+  // Everything that can be checked before the first step, then takes out_dir for this
+  // process. out_dir is created and must be writable; a run holding it (a lock, kept
+  // until the trainer is destroyed) is refused; a run that did not resume() refuses an
+  // out_dir holding another run unless `overwrite`, which removes it; the log must not
+  // be a checkpoint path; the sample prompt must be in the vocabulary. The metrics log
+  // is opened for appending. run() calls it when it was not called.
+  void prepare(bool overwrite = false);
+
   // Steps until total_steps(), logging, evaluating and checkpointing on the way.
-  void run(const RunOptions& options = {});
+  // Returns false when options.stop ended it early (after saving).
+  bool run(const RunOptions& options = {});
 
   int64_t step() const { return step_; }
   int64_t total_steps() const;
   int64_t batches_per_epoch() const { return train_batches_.batches_per_epoch(); }
-  std::string checkpoint_path() const;  // <out_dir>/model.safetensors
+  std::string checkpoint_path() const;  // <out_dir>/checkpoint, the link to the newest
   const TrainConfig& config() const { return config_; }
   Adam& optimizer() { return *optimizer_; }
   const datasets::TextDataset& data() const { return data_; }
 
  private:
   datasets::Batch to_device(datasets::Batch batch) const;
-  void open_metrics_log();
   void write_metrics(const nlohmann::ordered_json& entry);
+  void check_loss(double loss, int64_t step, const char* what) const;
+  void prepare_locked(bool overwrite);  // prepare() after the lock is taken
 
   TrainConfig config_;
   LanguageModel& model_;
@@ -91,6 +110,15 @@ class Trainer {
   int64_t step_ = 0;
   double elapsed_ = 0;  // seconds spent in run() so far, across resumes
   std::ofstream metrics_;
+  bool resumed_ = false, prepared_ = false;
+  int64_t saved_step_ = -1;    // the step of the newest checkpoint in out_dir (-1: none)
+  int lock_fd_ = -1;           // flock on <out_dir>/.lock while prepared
+  datasets::Batch last_batch_;  // the batch of the latest step, for the check before a save
+
+ public:
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
 };
 
 }  // namespace loom::models

@@ -198,8 +198,8 @@ EmbeddingsWithPositionalEncoding::EmbeddingsWithPositionalEncoding(int64_t vocab
 
 Tensor EmbeddingsWithPositionalEncoding::forward(const Tensor& tokens, int64_t start) const {
   const int64_t L = tokens.size(0);
-  LOOM_CHECK(start + L <= kMaxLen, "transformer: positions ", start, " to ", start + L - 1,
-             " are beyond the positional encoding table (", kMaxLen, " positions)");
+  LOOM_CHECK(start + L <= kMaxLen, "positional encoding: positions ", start, " to ", start + L - 1,
+             " are beyond the table of ", kMaxLen, " positions");
   // [L, 1, d] broadcasts over the batch.
   return linear.forward(tokens) * std::sqrt(static_cast<double>(d_model)) +
          narrow(positional_encodings, 0, start, L);
@@ -231,8 +231,8 @@ struct TransformerDecodeState : DecodeState {
   std::vector<AttentionCache> caches;  // one per layer
 };
 
-void check_tokens(const Tensor& tokens, const char* what) {
-  LOOM_CHECK(tokens.defined() && tokens.dtype() == DType::i64 && tokens.dim() == 2, "transformer ", what,
+void check_tokens(const Tensor& tokens, const std::string& family, const char* what) {
+  LOOM_CHECK(tokens.defined() && tokens.dtype() == DType::i64 && tokens.dim() == 2, family, " ", what,
              ": tokens must be int64 [L, B], got ", tokens.defined() ? tokens.describe() : "an undefined tensor");
 }
 
@@ -266,12 +266,12 @@ Tensor Transformer::run(const Tensor& tokens, int64_t start, std::vector<Attenti
 }
 
 Tensor Transformer::forward(const Tensor& tokens) {
-  check_tokens(tokens, "forward");
+  check_tokens(tokens, config_.family, "forward");
   return run(tokens, 0, nullptr);
 }
 
 std::unique_ptr<DecodeState> Transformer::start_decoding(int64_t batch) const {
-  LOOM_CHECK(batch > 0, "transformer start_decoding: batch must be positive, got ", batch);
+  LOOM_CHECK(batch > 0, config_.family, " start_decoding: batch must be positive, got ", batch);
   auto state = std::make_unique<TransformerDecodeState>();
   state->batch = batch;
   const Tensor& like = src_embed.linear.weight;
@@ -282,9 +282,9 @@ std::unique_ptr<DecodeState> Transformer::start_decoding(int64_t batch) const {
 
 Tensor Transformer::decode(DecodeState& state, const Tensor& tokens) {
   auto* s = dynamic_cast<TransformerDecodeState*>(&state);
-  LOOM_CHECK(s != nullptr, "transformer decode: the state was not made by a transformer's start_decoding");
-  check_tokens(tokens, "decode");
-  LOOM_CHECK(tokens.size(1) == s->batch, "transformer decode: tokens ", shape_str(tokens.shape()),
+  LOOM_CHECK(s != nullptr, config_.family, " decode: the state was not made by this model's start_decoding");
+  check_tokens(tokens, config_.family, "decode");
+  LOOM_CHECK(tokens.size(1) == s->batch, config_.family, " decode: tokens ", shape_str(tokens.shape()),
              " do not match the batch of ", s->batch, " given to start_decoding");
   GradModeGuard no_grad(false);  // decoding never trains; the cache is written in place
   const Tensor logits = run(tokens, s->position, &s->caches);

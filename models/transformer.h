@@ -132,6 +132,7 @@ class Transformer : public LanguageModel {
   std::unique_ptr<DecodeState> start_decoding(int64_t batch) const override;
   Tensor decode(DecodeState& state, const Tensor& tokens) override;
   double training_flops_per_token(int64_t seq_len) const override;
+  int64_t context_length() const override { return EmbeddingsWithPositionalEncoding::kMaxLen; }
 
  private:
   Generator init_gen_;  // draws the initial parameters; constructed before the modules

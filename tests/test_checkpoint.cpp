@@ -64,8 +64,8 @@ TEST_CASE("checkpoint: a mismatched file lists every missing, unexpected and wro
 
 TEST_CASE("checkpoint: the optimizer and training state resume exactly") {
   TempDir dir("checkpoint-full");
-  const std::string path = dir.file("run/model.safetensors");
-  CHECK(models::optimizer_state_path(path) == dir.file("run/model.optim.safetensors"));
+  const std::string run = dir.file("run");
+  std::filesystem::create_directories(run);
 
   TinyModule model(Generator(5));
   models::Adam adam(model.named_parameters(), models::AdamOptions{}, models::LrSchedule::noam(1.0, 8, 4));
@@ -81,19 +81,28 @@ TEST_CASE("checkpoint: the optimizer and training state resume exactly") {
   state.train_batcher = {7, 2, 11};
   state.dropout_seed = 18446744073709551615ull;
   state.dropout_offset = 123456789;
-  models::save_checkpoint(path, model, adam, state);
-  CHECK(load_safetensors_metadata(path).at("config") == state.config_json);
-  CHECK(load_safetensors_metadata(path).at("step") == "3");
+  state.vocab = "\n abc";
+  const std::string saved = models::save_checkpoint(run, model, adam, state);
+  CHECK(saved == dir.file("run/checkpoint-3"));
+  // The link names it, and the model file inside is plain safetensors with the config.
+  CHECK(std::filesystem::read_symlink(dir.file("run/checkpoint")) == "checkpoint-3");
+  const std::string model_file = dir.file("run/checkpoint/model.safetensors");
+  CHECK(load_safetensors_metadata(model_file).at("config") == state.config_json);
+  CHECK(load_safetensors_metadata(model_file).at("step") == "3");
+  CHECK(models::latest_checkpoint_step(run) == 3);
+  // The run directory, the checkpoint directory and its model file all name it.
+  for (const std::string& path : {run, saved, model_file}) CHECK(models::find_checkpoint(path) == saved);
 
   TinyModule fresh(Generator(6));
   models::Adam fresh_adam(fresh.named_parameters(), models::AdamOptions{}, models::LrSchedule::noam(1.0, 8, 4));
-  const TrainingState back = models::load_checkpoint(path, fresh, fresh_adam);
+  const TrainingState back = models::load_checkpoint(run, fresh, fresh_adam);
   CHECK(back.step == 3);
   CHECK(back.elapsed_seconds == state.elapsed_seconds);
   CHECK(back.config_json == state.config_json);
   CHECK(back.train_batcher == state.train_batcher);
   CHECK(back.dropout_seed == state.dropout_seed);
   CHECK(back.dropout_offset == state.dropout_offset);
+  CHECK(back.vocab == state.vocab);
   CHECK(fresh_adam.steps_taken() == 3);
   CHECK(values(fresh.weight) == values(model.weight));
 
@@ -105,14 +114,24 @@ TEST_CASE("checkpoint: the optimizer and training state resume exactly") {
   CHECK(values(fresh.weight) == values(model.weight));
   CHECK(values(fresh.inner.scale) == values(model.inner.scale));
 
-  // A model file from another step than its optimizer file is refused.
-  models::save_model(path, model, {{"step", "4"}, {"config", "{}"}});
-  CHECK(contains(error_of([&] { models::load_checkpoint(path, fresh, fresh_adam); }),
-                 "is at step 4 but " + models::optimizer_state_path(path) + " is at step 3"));
+  // The next save replaces the link and removes the old directory.
+  state.step = 4;
+  CHECK(models::save_checkpoint(run, model, adam, state) == dir.file("run/checkpoint-4"));
+  CHECK(!std::filesystem::exists(saved));
+  CHECK(models::latest_checkpoint_step(run) == 4);
+
+  // A model file from another save than its optimizer file is refused.
+  models::save_model(dir.file("run/checkpoint/model.safetensors"), model, {{"step", "5"}, {"config", "{}"}});
+  CHECK(contains(error_of([&] { models::load_checkpoint(run, fresh, fresh_adam); }),
+                 "is at step 5 but " + dir.file("run/checkpoint-4/optimizer.safetensors") + " is at step 4"));
   // And a missing optimizer file is named.
-  std::filesystem::remove(models::optimizer_state_path(path));
-  CHECK(contains(error_of([&] { models::load_checkpoint(path, fresh, fresh_adam); }),
-                 "the optimizer state " + models::optimizer_state_path(path) + " is missing"));
+  std::filesystem::remove(dir.file("run/checkpoint-4/optimizer.safetensors"));
+  CHECK(contains(error_of([&] { models::load_checkpoint(run, fresh, fresh_adam); }),
+                 "the optimizer state " + dir.file("run/checkpoint-4/optimizer.safetensors") + " is missing"));
+  // A path that holds no checkpoint says what it expected.
+  check_mentions(error_of([&] { models::find_checkpoint(dir.file("nothing")); }), {"nothing", "does not exist"});
+  check_mentions(error_of([&] { models::find_checkpoint(dir.path.string()); }),
+                 {"holds no checkpoint", "a run directory with a 'checkpoint' link"});
 }
 
 }  // namespace loom::test

@@ -56,8 +56,7 @@ TEST_CASE("config: a full config round trips through to_json") {
   const std::string text = R"({
     "model": {"family": "fast_weights", "vocab": 70, "d_model": 96, "heads": 3, "d_ff": 128, "layers": 2,
               "dropout": 0.25, "seed": 18446744073709551615, "feature_map": "elu_plus_one", "dpfp_nu": 3,
-              "update_rule": "sum", "attention_layer_norm": true, "shared_kv": false, "max_seq_len": 64,
-              "conv_kernels": "per_head", "conv_width": 5, "activation": "silu"},
+              "update_rule": "sum", "attention_layer_norm": true},
     "data": {"path": "x/y.txt", "url": "", "seq_len": 32, "batch_size": 3, "seed": 9},
     "optimizer": {"kind": "adam", "form": "pytorch", "lr": 0.003, "betas": [0.8, 0.99], "eps": 1e-6,
                   "warmup": 10, "weight_decay": 0.01, "clip": 0.5},
@@ -76,9 +75,6 @@ TEST_CASE("config: a full config round trips through to_json") {
   CHECK(c.model.dpfp_nu == 3);
   CHECK(c.model.update_rule == "sum");
   CHECK(c.model.attention_layer_norm);
-  CHECK(!c.model.shared_kv);
-  CHECK(c.model.conv_kernels == "per_head");
-  CHECK(c.model.activation == "silu");
   CHECK(c.data.path == "x/y.txt");
   CHECK(c.data.url.empty());
   CHECK(c.data.seed == 9);
@@ -104,6 +100,19 @@ TEST_CASE("config: a full config round trips through to_json") {
   CHECK(models::parse_train_config(models::to_json(defaults)).vocab_from_data);
 }
 
+TEST_CASE("config: the transformers' own keys round trip too") {
+  const TrainConfig c = models::parse_train_config(R"({"model": {"family": "primer_ez", "conv_kernels": "per_head",
+                                                              "conv_width": 5, "activation": "silu", "max_seq_len": 64}})");
+  CHECK(c.model.conv_kernels == "per_head");
+  CHECK(c.model.conv_width == 5);
+  CHECK(c.model.activation == "silu");
+  CHECK(c.model.max_seq_len == 64);
+  const TrainConfig again = models::parse_train_config(models::to_json(c));
+  CHECK(again.model.activation == "silu");
+  CHECK(again.model.conv_kernels == "per_head");
+  CHECK(models::to_json(again) == models::to_json(c));
+}
+
 TEST_CASE("config: bad configs are refused with the key path and the problem") {
   struct Bad {
     const char* json;
@@ -121,15 +130,16 @@ TEST_CASE("config: bad configs are refused with the key path and the problem") {
        "model.family: expected one of \"transformer\", \"primer_ez\", \"fast_weights\", \"feedback\", \"bigram\", got \"lstm\""},
       {R"({"model": {"family": "primer_ez", "conv_kernels": "depthwise"}})",
        "model.conv_kernels: expected one of \"per_channel\", \"shared\", \"per_head\", got \"depthwise\""},
-      {R"({"model": {"feature_map": "relu"}})", "model.feature_map: expected one of \"dpfp\", \"elu_plus_one\""},
-      {R"({"model": {"update_rule": "hebb"}})", "model.update_rule: expected one of \"delta\", \"sum\""},
-      {R"({"model": {"activation": "swish"}})",
+      {R"({"model": {"family": "fast_weights", "feature_map": "relu"}})", "model.feature_map: expected one of \"dpfp\", \"elu_plus_one\""},
+      {R"({"model": {"family": "fast_weights", "update_rule": "hebb"}})", "model.update_rule: expected one of \"delta\", \"sum\""},
+      {R"({"model": {"family": "fast_weights", "dpfp_nu": 0}})", "model.dpfp_nu: expected a positive integer, got 0"},
+      {R"({"model": {"family": "primer_ez", "activation": "swish"}})",
        "model.activation: expected one of \"relu\", \"squared_relu\", \"gelu\", \"silu\", got \"swish\""},
-      {R"({"model": {"dpfp_nu": 0}})", "model.dpfp_nu: expected a positive integer, got 0"},
+      {R"({"model": {"family": "feedback", "activation": "silu"}})", "model.activation: not used by the feedback family"},
       {R"({"model": {"dropout": 1.0}})", "model.dropout: expected a number in [0, 1), got 1.0"},
       {R"({"model": {"dropout": -0.1}})", "model.dropout: expected a number in [0, 1), got -0.1"},
       {R"({"model": {"seed": -1}})", "model.seed: expected a non-negative integer, got -1"},
-      {R"({"model": {"shared_kv": 1}})", "model.shared_kv: expected true or false, got 1"},
+      {R"({"model": {"family": "feedback", "shared_kv": 1}})", "model.shared_kv: expected true or false, got 1"},
       {R"({"model": {"vocab": 0}})", "model.vocab: expected a positive integer, got 0"},
       {R"({"model": 5})", "model: expected an object, got 5"},
       {R"({"data": {"seq_len": 1024}})", "data.seq_len: 1024 is longer than model.max_seq_len 512"},

@@ -54,7 +54,9 @@ TEST_CASE("tokenizer: the vocabulary is the sorted set of characters") {
                                                          {'\'', 5}, {',', 6},  {'-', 7},  {'.', 8},  {'3', 9},
                                                          {':', 10}, {';', 11}, {'?', 12}, {'A', 13}, {'Z', 38},
                                                          {'a', 39}, {'z', 64}};
-  for (const auto& [c, id] : expected) {
+  for (const auto& item : expected) {
+    const auto& c = item.first;
+    const auto& id = item.second;
     INFO("character code ", int(c));
     CHECK(s.encode(std::string(1, c)) == std::vector<int64_t>{id});
   }
@@ -111,7 +113,9 @@ TEST_CASE("text dataset: train/valid split at int(0.9 * len) characters") {
   // Expected train lengths are Python's int(0.9 * n).
   const std::vector<std::pair<int64_t, int64_t>> sizes = {{10, 9}, {7, 6}, {3, 2}, {1000, 900}, {1001, 900},
                                                           {123457, 111111}};
-  for (const auto& [n, train] : sizes) {
+  for (const auto& item : sizes) {
+    const auto& n = item.first;
+    const auto& train = item.second;
     std::string text;
     for (int64_t i = 0; i < n; ++i) text.push_back("abcdefgh\n "[(i * 7) % 10]);
     const TextDataset d = TextDataset::from_text(text);

@@ -215,7 +215,9 @@ TEST_CASE("fast_weights: float64 gradients of the loss match central differences
 
   std::mt19937_64 rng(4);
   int checked = 0;
-  for (const auto& [name, t] : model->named_parameters()) {
+  for (const auto& item : model->named_parameters()) {
+    const auto& name = item.first;
+    const auto& t = item.second;
     INFO("parameter: ", name);
     // labml's layers own norm_self_attn but never use it: no gradient reaches it.
     if (contains(name, "norm_self_attn")) {
@@ -398,19 +400,24 @@ TEST_CASE("fast_weights: layers start identical; the sum rule has no interpolati
   for (const auto& [name, t] : model->named_parameters())
     if (name.rfind("transformer.layers.0.", 0) == 0) layer0[name.substr(21)] = t.to_vector<float>();
   int compared = 0;
-  for (const auto& [name, t] : model->named_parameters())
+  for (const auto& item : model->named_parameters()) {
+    const auto& name = item.first;
+    const auto& t = item.second;
     if (name.rfind("transformer.layers.1.", 0) == 0) {
       INFO(name);
       CHECK(t.to_vector<float>() == layer0.at(name.substr(21)));
       ++compared;
     }
+  }
   CHECK(compared == 14);
   // ...but a layer's projections differ from one another.
   CHECK(layer0.at("attn.query.linear.weight") != layer0.at("attn.key.linear.weight"));
 
   c.update_rule = "sum";
-  for (const auto& [name, t] : models::make_model(c)->named_parameters())
+  for (const auto& item : models::make_model(c)->named_parameters()) {
+    const std::string& name = item.first;
     CHECK_MESSAGE(!contains(name, "interpolation_weight"), name);
+  }
 }
 
 TEST_CASE("fast_weights: training_flops_per_token counts the products and the recurrence") {

@@ -151,7 +151,9 @@ std::map<std::string, std::vector<double>> gradients(const Params& p, const Tens
   for (const auto& [name, t] : p) t.zero_grad();
   loss.backward();
   std::map<std::string, std::vector<double>> g;
-  for (const auto& [name, t] : p) {
+  for (const auto& item : p) {
+    const auto& name = item.first;
+    const auto& t = item.second;
     REQUIRE_MESSAGE(t.grad().defined(), "no gradient reached ", name);
     g[name] = cast(t.grad(), DType::f64).to_vector<double>();
   }
@@ -194,7 +196,9 @@ TEST_CASE("feedback: gradients match the naive composition and central differenc
 
     const auto got = gradients(p, next_token_loss(model->forward(tokens), targets));
     const auto expected = gradients(p, next_token_loss(naive_logits(p, c, tokens), targets));
-    for (const auto& [name, g] : got) {
+    for (const auto& item : got) {
+      const auto& name = item.first;
+      const auto& g = item.second;
       const double d = relative_difference(g, expected.at(name));
       CHECK_MESSAGE(d < 1e-9, name, ": relative difference ", d);
     }
@@ -205,7 +209,9 @@ TEST_CASE("feedback: gradients match the naive composition and central differenc
     NoGradGuard no_grad;
     auto loss = [&] { return next_token_loss(model->forward(tokens), targets).item(); };
     int checked = 0;
-    for (const auto& [name, t] : p) {
+    for (const auto& item : p) {
+      const auto& name = item.first;
+      const auto& t = item.second;
       const bool table = name.find("key_pos") != std::string::npos;
       const int64_t row = t.numel() / t.size(0);
       for (int k = 0; k < 2; ++k) {
@@ -334,7 +340,9 @@ TEST_CASE("feedback: initial values: zero position tables, uniform mix, identica
   const auto model = make(c);
   const Params p = params_of(*model);
   CHECK(p.at("transformer.weights").to_vector<float>() == std::vector<float>(c.layers + 1, 1.0f));
-  for (const auto& [name, t] : p) {
+  for (const auto& item : p) {
+    const auto& name = item.first;
+    const auto& t = item.second;
     if (name.find("_pos_") != std::string::npos)
       CHECK_MESSAGE(max(t * t).item() == 0.0, name);
   }

@@ -93,7 +93,9 @@ bool same_bits(const Tensor& a, const Tensor& b) {
 void check_same_tensors(const NamedTensors& got, const NamedTensors& expected, const std::string& what) {
   const std::map<std::string, Tensor> got_by_name = by_name(got);
   CHECK_MESSAGE(got.size() == expected.size(), what, " has ", got.size(), " tensors, the checkpoint ", expected.size());
-  for (const auto& [name, tensor] : expected) {
+  for (const auto& item : expected) {
+    const auto& name = item.first;
+    const auto& tensor = item.second;
     const auto it = got_by_name.find(name);
     if (it == got_by_name.end()) {
       FAIL_CHECK(what, " lacks ", name);
@@ -139,7 +141,9 @@ void check_golden(const std::string& name) {
   CHECK_MESSAGE(loss_difference <= 1e-9, "loss ", loss.item(), " vs ", reference.at("__loss__").item());
 
   std::set<std::string> compared;
-  for (const auto& [param, tensor] : model->named_parameters()) {
+  for (const auto& item : model->named_parameters()) {
+    const auto& param = item.first;
+    const auto& tensor = item.second;
     const auto expected = reference.find("__grad__." + param);
     if (expected == reference.end()) {
       CHECK_MESSAGE(!tensor.grad().defined(), param, " has a gradient, labml's has none");
@@ -157,8 +161,10 @@ void check_golden(const std::string& name) {
     const double difference = relative_difference(tensor.grad(), expected->second, 1e-6);
     CHECK_MESSAGE(difference <= 1e-8, "gradient of ", param, ": relative difference ", difference);
   }
-  for (const auto& [entry, tensor] : reference)
+  for (const auto& item : reference) {
+    const auto& entry = item.first;
     if (entry.rfind("__grad__.", 0) == 0) CHECK_MESSAGE(compared.count(entry), entry, " names no loom parameter");
+  }
 
   // The round trip: loom writes the checkpoint's tensors back unchanged, and reads them again.
   TempDir dir("golden-" + name);

@@ -56,7 +56,9 @@ TEST_CASE("adam: one step of each form, against numbers worked by hand") {
   //   labml:   0.1 · √0.001 / 0.1 · 0.05 / (0.0158113883 + 0.001) = 0.0940521    -> p = 0.9059479
   //   pytorch: 0.1 / 0.1 · 0.05 / (0.0158113883 / √0.001 + 0.001) = 0.05 / 0.501 -> p = 0.9001996
   const std::vector<std::pair<AdamForm, double>> cases = {{AdamForm::labml, 0.9059479}, {AdamForm::pytorch, 0.9001996}};
-  for (const auto& [form, expected] : cases) {
+  for (const auto& item : cases) {
+    const auto& form = item.first;
+    const auto& expected = item.second;
     for (bool fused : {true, false}) {
       INFO("form ", form == AdamForm::labml ? "labml" : "pytorch", ", fused ", fused);
       Tensor p = leaf({1.0f});

@@ -419,7 +419,9 @@ TEST_CASE("primer_ez, transformer: parameter names and shapes are labml's state_
 TEST_CASE("transformer, primer_ez: layers start identical; seeds and the buffer as expected") {
   auto model = models::make_model(tiny("primer_ez"));
   const auto p = tensors_of(*model);
-  for (auto& [name, t] : p) {
+  for (auto& item : p) {
+    auto& name = item.first;
+    auto& t = item.second;
     const std::string prefix = "encoder.layers.0.";
     if (name.rfind(prefix, 0) != 0) continue;
     INFO(name);

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """load_in_pytorch.py: loads a checkpoint written by loom's `train` into the labml_nn model.
 
-    python3 tests/tools/load_in_pytorch.py runs/<family>/model.safetensors
+    python3 tests/tools/load_in_pytorch.py runs/<family>/checkpoint/model.safetensors
+    python3 tests/tools/load_in_pytorch.py runs/<family>          # the same: the newest checkpoint
 
 Builds the labml model of the config stored in the checkpoint (labml_models.py),
 loads the file with load_state_dict(strict=True) (every name and shape must
@@ -52,6 +53,10 @@ def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     path = sys.argv[1]
+    if os.path.isdir(path):  # a run directory or a checkpoint directory
+        if os.path.exists(os.path.join(path, "checkpoint")):
+            path = os.path.join(path, "checkpoint")
+        path = os.path.join(path, "model.safetensors")
     with safe_open(path, "pt") as f:
         metadata = f.metadata()
     config = json.loads(metadata["config"])
@@ -63,12 +68,13 @@ def main():
     print(f"{path}: {config['model']['family']}, step {metadata.get('step')}: load_state_dict(strict=True) took "
           f"all {len(state)} tensors ({parameters} parameters)")
 
-    run_dir = os.path.dirname(path)
+    checkpoint_dir = os.path.dirname(os.path.abspath(path))
+    run_dir = os.path.dirname(checkpoint_dir)
     expected = logged_sample(run_dir, int(metadata.get("step", -1)))
     if expected is None:
         print("no sample at this step in the metrics log; nothing to compare")
         return
-    with open(os.path.splitext(path)[0] + ".vocab.json") as f:
+    with open(os.path.join(checkpoint_dir, "vocab.json")) as f:
         chars = json.load(f)
     prompt = config["sample"]["prompt"]
     got = greedy(model, chars, prompt, config["sample"]["length"])
