@@ -102,11 +102,11 @@ TEST_CASE("config: a full config round trips through to_json") {
 
 TEST_CASE("config: the transformers' own keys round trip too") {
   const TrainConfig c = models::parse_train_config(R"({"model": {"family": "primer_ez", "conv_kernels": "per_head",
-                                                              "conv_width": 5, "activation": "silu", "max_seq_len": 64}})");
+                                                              "conv_width": 5, "activation": "silu", "max_seq_len": 640}})");
   CHECK(c.model.conv_kernels == "per_head");
   CHECK(c.model.conv_width == 5);
   CHECK(c.model.activation == "silu");
-  CHECK(c.model.max_seq_len == 64);
+  CHECK(c.model.max_seq_len == 640);
   const TrainConfig again = models::parse_train_config(models::to_json(c));
   CHECK(again.model.activation == "silu");
   CHECK(again.model.conv_kernels == "per_head");
