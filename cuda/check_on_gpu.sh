@@ -65,7 +65,8 @@ over_budget() {
 py() { python3 cuda/gpu_check_tools.py "$@"; }
 
 [[ -d /usr/local/cuda/bin ]] && export PATH="$PATH:/usr/local/cuda/bin"
-export PYTHONUNBUFFERED=1 NVIDIA_TF32_OVERRIDE=0
+# GIT_PYTHON_REFRESH: labml imports gitpython, which otherwise refuses to load without a git binary.
+export PYTHONUNBUFFERED=1 NVIDIA_TF32_OVERRIDE=0 GIT_PYTHON_REFRESH=quiet
 
 # ---- info ------------------------------------------------------------------------------
 
@@ -90,6 +91,13 @@ row "python/torch" "$(python3 -c 'import sys, torch; print(sys.version.split()[0
 
 meson_cmd=(meson)
 command -v meson >/dev/null || meson_cmd=(python3 -m mesonbuild.mesonmain)
+# pip's ninja may be importable without being on the PATH, where meson looks for it.
+if ! command -v ninja >/dev/null && python3 -c 'import ninja' 2>/dev/null; then
+  mkdir -p "$work/bin"
+  printf '#!/bin/sh\nexec python3 -m ninja "$@"\n' >"$work/bin/ninja"
+  chmod +x "$work/bin/ninja"
+  export PATH="$work/bin:$PATH"
+fi
 setup_args=(--buildtype=release -Dcuda=enabled -Dgpu_archs=90)
 [[ -f .gpu/include/Eigen/Dense ]] && setup_args+=(-Dheaders_dir=.gpu/include)
 built=0
@@ -239,7 +247,7 @@ if ((built && have_gpu)) && command -v compute-sanitizer >/dev/null; then
     timeout --kill-after=10 "$(cap 60)" compute-sanitizer --tool "$tool" --error-exitcode 3 \
       "$build/tests/test_cuda" "--test-case=$sanitize_cases" >"$slog" 2>&1
     status=$?
-    cat "$slog" >>"$out/sanitizer.log"
+    head -c 3000000 "$slog" >>"$out/sanitizer.log"
     if grep -q 'Device not supported' "$slog"; then row "sanitize $tool" "UNSUPPORTED here (Device not supported: gVisor?)"
     elif ((status == 124 || status == 137)); then row "sanitize $tool" "TIMEOUT after 60s ($(grep -c 'TEST CASE' "$slog") failing cases seen)"
     else
