@@ -9,10 +9,13 @@
 #   info       nvidia-smi, nvcc, driver and runtime versions
 #   build      meson -Dcuda=enabled -Dgpu_archs=90 (+ -Dheaders_dir=.gpu/include when present)
 #   test_cuda  meson test --suite cuda: pass/fail counts
-#   train      every family's *_small config, same seed, on the CPU and on CUDA: per-step losses compared
+#   train      every family's *_small config, same seed, on the CUDA (the CPU runs in the background)
+#   sanitize   compute-sanitizer memcheck, racecheck, initcheck on a subset of test_cuda
+#   compare    the per-step losses of the CPU and CUDA runs
 #   ckpt       the CUDA run's checkpoint decoded greedily on the CPU and on CUDA: same text
 #   bench      training tokens/s of the four <family>.json configs, loom and labml_nn on PyTorch, float32
-#   sanitize   compute-sanitizer memcheck, racecheck, initcheck on a subset of test_cuda
+# In that order: what says "correct" first; stages that would start past the
+# budget are skipped and say so.
 #
 # Logs go to ${OUT:-gpu-logs}/ (the device tool brings $OUT back; 8 files at
 # most, so everything is appended to a few); the summary table is printed last
@@ -42,7 +45,7 @@ cores=$(nproc)
 if ((dry_run)); then
   parity_steps=6; bench_steps=4; bench_warmup=1
 else
-  parity_steps=200; bench_steps=30; bench_warmup=5
+  parity_steps=200; bench_steps=20; bench_warmup=5
 fi
 
 # ---- helpers ---------------------------------------------------------------------
@@ -100,11 +103,16 @@ if ! command -v ninja >/dev/null && python3 -c 'import ninja' 2>/dev/null; then
 fi
 setup_args=(--buildtype=release -Dcuda=enabled -Dgpu_archs=90)
 [[ -f .gpu/include/Eigen/Dense ]] && setup_args+=(-Dheaders_dir=.gpu/include)
-built=0
+built=0 built_tests=0
 if [[ -f "$build/build.ninja" ]] || run 180 "${meson_cmd[@]}" setup "$build" "${setup_args[@]}"; then
-  if run 420 ninja -C "$build" -j "$cores" examples/train examples/generate tests/test_cuda; then
+  if run 420 ninja -C "$build" -j "$cores" examples/train examples/generate; then
     built=1
-    row "build" "ok ($(elapsed)s in, ${setup_args[*]})"
+    if run 300 ninja -C "$build" -j "$cores" tests/test_cuda; then
+      built_tests=1
+      row "build" "ok ($(elapsed)s in, ${setup_args[*]})"
+    else
+      row "build" "FAIL: tests/test_cuda (see check.log); train and generate built"
+    fi
   else
     row "build" "FAIL (ninja; see check.log)"
   fi
@@ -114,7 +122,24 @@ fi
 train_bin="$build/examples/train"
 generate_bin="$build/examples/generate"
 
-# ---- the CPU side of the training comparison, in the background ----------------------------
+# ---- test_cuda -------------------------------------------------------------------------------
+
+if ((built_tests)) && ! over_budget "test_cuda"; then
+  run 240 "${meson_cmd[@]}" test -C "$build" --no-rebuild --suite cuda --print-errorlogs
+  status=$?
+  # doctest's own counts, from the test log meson keeps.
+  counts=$(grep -E '^\[doctest\] (test cases|assertions)' "$build/meson-logs/testlog.txt" 2>/dev/null | tail -2 |
+    sed 's/\[doctest\] //' | tr -s ' ' | paste -sd ';')
+  skip=$(grep -m1 -o 'test_cuda: SKIP.*' "$build/meson-logs/testlog.txt" 2>/dev/null)
+  cat "$build/meson-logs/testlog.txt" >>"$log" 2>/dev/null
+  if [[ -n "$skip" ]]; then row "test_cuda" "SKIP: ${skip#test_cuda: SKIP: }"
+  elif ((status == 0)); then row "test_cuda" "PASS $counts"
+  else row "test_cuda" "FAIL (exit $status) $counts"
+  fi
+fi
+
+# ---- the CPU side of the training comparison, in the background (after test_cuda,
+#      whose CPU references want the cores) -------------------------------------------------
 
 # Each family's *_small config, derived here: the steps, a loss per step, no
 # evaluation until the end, the device.
@@ -131,25 +156,9 @@ if ((built)); then
   threads=$(((cores + 3) / 4))
   for family in "${families[@]}"; do
     config=$(derive_small "$family" cpu "$parity_steps")
-    timeout "$(cap 300)" "$train_bin" "$config" --threads "$threads" >"$work/${family}_cpu.log" 2>&1 &
+    timeout "$(cap 150)" "$train_bin" "$config" --threads "$threads" >"$work/${family}_cpu.log" 2>&1 &
     cpu_pids+=($!)
   done
-fi
-
-# ---- test_cuda -------------------------------------------------------------------------------
-
-if ((built)) && ! over_budget "test_cuda"; then
-  run 240 "${meson_cmd[@]}" test -C "$build" --no-rebuild --suite cuda --print-errorlogs
-  status=$?
-  # doctest's own counts, from the test log meson keeps.
-  counts=$(grep -E '^\[doctest\] (test cases|assertions)' "$build/meson-logs/testlog.txt" 2>/dev/null | tail -2 |
-    sed 's/\[doctest\] //' | tr -s ' ' | paste -sd ';')
-  skip=$(grep -m1 -o 'test_cuda: SKIP.*' "$build/meson-logs/testlog.txt" 2>/dev/null)
-  cat "$build/meson-logs/testlog.txt" >>"$log" 2>/dev/null
-  if [[ -n "$skip" ]]; then row "test_cuda" "SKIP: ${skip#test_cuda: SKIP: }"
-  elif ((status == 0)); then row "test_cuda" "PASS $counts"
-  else row "test_cuda" "FAIL (exit $status) $counts"
-  fi
 fi
 
 # ---- training: CUDA against the CPU --------------------------------------------------------------
@@ -161,6 +170,35 @@ if ((built)); then
       run 120 "$train_bin" "$config"
     fi
   done
+fi
+
+# ---- compute-sanitizer on a subset of test_cuda ----------------------------------------------------------
+
+# The kernels written here (not cuBLAS), at small sizes: the sanitizers slow kernels down 10-100x.
+# doctest splits filters at commas, so '?' stands for the comma in a test name.
+sanitize_cases='cuda: softmax and log_softmax*,cuda: cross_entropy*,cuda: layer_norm*,cuda: causal_conv1d*,cuda: attention? forward*,cuda: delta_rule? forward*,cuda: feedback_attention*,cuda: embedding*,cuda: reductions over any axes*'
+if ((built_tests && have_gpu)) && command -v compute-sanitizer >/dev/null; then
+  for tool in memcheck racecheck initcheck; do
+    over_budget "sanitize $tool" && continue
+    slog="$work/sanitize_$tool.log"
+    timeout --kill-after=10 "$(cap 45)" compute-sanitizer --tool "$tool" --error-exitcode 3 \
+      "$build/tests/test_cuda" "--test-case=$sanitize_cases" >"$slog" 2>&1
+    status=$?
+    head -c 3000000 "$slog" >>"$out/sanitizer.log"
+    if grep -q 'Device not supported' "$slog"; then row "sanitize $tool" "UNSUPPORTED here (Device not supported: gVisor?)"
+    elif ((status == 124 || status == 137)); then row "sanitize $tool" "TIMEOUT after 45s ($(grep -c 'TEST CASE' "$slog") failing cases seen)"
+    else
+      verdict=$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$slog" | tail -1)
+      row "sanitize $tool" "exit $status: ${verdict:-no summary line}"
+    fi
+  done
+else
+  row "sanitize" "skipped (no build, no GPU or no compute-sanitizer)"
+fi
+
+# ---- the CPU runs finished: losses compared ---------------------------------------------------------
+
+if ((built)); then
   for pid in "${cpu_pids[@]}"; do wait "$pid"; done
   for family in "${families[@]}"; do
     cat "$work/${family}_cpu.log" >>"$log"
@@ -214,13 +252,13 @@ for family in "${families[@]}"; do
   # The config file may hold "epochs"; steps replace it.
   python3 -c 'import json, sys; p = sys.argv[1]; c = json.load(open(p)); c["training"].pop("epochs", None); json.dump(c, open(p, "w"))' "$config"
   loom_rate="{}"
-  if ((built)) && run 90 "$train_bin" "$config" --peak-gflops 67000; then
+  if ((built)) && run 60 "$train_bin" "$config" --peak-gflops 67000; then
     loom_rate=$(py rate "$work/runs/${family}_bench/metrics.jsonl")
   fi
   echo "{\"family\": \"$family\", \"who\": \"loom\", \"result\": $loom_rate}" |
     python3 -c 'import json, sys; e = json.load(sys.stdin); print(json.dumps({"family": e["family"], "who": e["who"], **e["result"]}))' >>"$results"
   if ((pytorch_ready)); then
-    torch_rate=$(timeout "$(cap 90)" python3 cuda/gpu_check_tools.py pytorch "$config" "$bench_steps" "$bench_warmup" 2>>"$log" | tail -1)
+    torch_rate=$(timeout "$(cap 60)" python3 cuda/gpu_check_tools.py pytorch "$config" "$bench_steps" "$bench_warmup" 2>>"$log" | tail -1)
     [[ "$torch_rate" == \{* ]] || torch_rate="{}"
     echo "{\"family\": \"$family\", \"who\": \"pytorch\", \"result\": $torch_rate}" |
       python3 -c 'import json, sys; e = json.load(sys.stdin); print(json.dumps({"family": e["family"], "who": e["who"], **e["result"]}))' >>"$results"
@@ -234,30 +272,6 @@ else
   row "bench" "not run (no GPU, or past the budget)"
 fi
 ((pytorch_ready)) || row "pytorch" "labml_nn not importable (run cuda/pack_for_gpu.sh and carry .gpu)"
-
-# ---- compute-sanitizer on a subset of test_cuda ----------------------------------------------------------
-
-# The kernels written here (not cuBLAS), at small sizes: the sanitizers slow kernels down 10-100x.
-# doctest splits filters at commas, so '?' stands for the comma in a test name.
-sanitize_cases='cuda: softmax and log_softmax*,cuda: cross_entropy*,cuda: layer_norm*,cuda: causal_conv1d*,cuda: attention? forward*,cuda: delta_rule? forward*,cuda: feedback_attention*,cuda: embedding*,cuda: reductions over any axes*'
-if ((built && have_gpu)) && command -v compute-sanitizer >/dev/null; then
-  for tool in memcheck racecheck initcheck; do
-    over_budget "sanitize $tool" && continue
-    slog="$work/sanitize_$tool.log"
-    timeout --kill-after=10 "$(cap 60)" compute-sanitizer --tool "$tool" --error-exitcode 3 \
-      "$build/tests/test_cuda" "--test-case=$sanitize_cases" >"$slog" 2>&1
-    status=$?
-    head -c 3000000 "$slog" >>"$out/sanitizer.log"
-    if grep -q 'Device not supported' "$slog"; then row "sanitize $tool" "UNSUPPORTED here (Device not supported: gVisor?)"
-    elif ((status == 124 || status == 137)); then row "sanitize $tool" "TIMEOUT after 60s ($(grep -c 'TEST CASE' "$slog") failing cases seen)"
-    else
-      verdict=$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$slog" | tail -1)
-      row "sanitize $tool" "exit $status: ${verdict:-no summary line}"
-    fi
-  done
-else
-  row "sanitize" "skipped (no build, no GPU or no compute-sanitizer)"
-fi
 
 # ---- summary ---------------------------------------------------------------------------------------------
 
