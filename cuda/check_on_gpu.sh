@@ -4,6 +4,8 @@
 #   bash cuda/pack_for_gpu.sh          # first, on a machine with the headers and pip (fills .gpu/)
 #   bash cuda/check_on_gpu.sh          # then, on the GPU machine (cuda/README.md: "Running the GPU check")
 #   bash cuda/check_on_gpu.sh --dry-run   # anywhere: few steps; the CUDA stages skip without a GPU
+#   LOOM_CHECK_FAKE_GPU=1 bash cuda/check_on_gpu.sh --dry-run
+#                                      # tests this script on a CPU machine: the "cuda" runs use the CPU
 #
 # Stages (each bounded by `timeout`, each runs whatever the others did):
 #   info       nvidia-smi, nvcc, driver and runtime versions
@@ -40,12 +42,15 @@ started=$(date +%s)
 budget=${BUDGET_S:-470}
 hard=${HARD_S:-560}
 families=(transformer primer_ez fast_weights feedback)
+# The device of the runs called "cuda" (the CPU only to test this script without a GPU).
+gpu_device=cuda
+[[ "${LOOM_CHECK_FAKE_GPU:-0}" == 1 ]] && gpu_device=cpu
 cores=$(nproc)
 
 if ((dry_run)); then
-  parity_steps=6; bench_steps=4; bench_warmup=1
+  parity_steps=6; bench_steps=4; bench_warmup=1; bench_log=1
 else
-  parity_steps=200; bench_steps=20; bench_warmup=5
+  parity_steps=200; bench_steps=20; bench_warmup=5; bench_log=5
 fi
 
 # ---- helpers ---------------------------------------------------------------------
@@ -79,6 +84,9 @@ if command -v nvidia-smi >/dev/null && run 30 nvidia-smi; then
   have_gpu=1
   gpu_name=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)
   row "gpu" "$gpu_name"
+elif [[ "$gpu_device" == cpu ]]; then
+  have_gpu=1
+  row "gpu" "none: LOOM_CHECK_FAKE_GPU=1, the runs called cuda use the CPU"
 else
   row "gpu" "none (nvidia-smi missing or failing): the CUDA stages skip"
 fi
@@ -104,12 +112,14 @@ fi
 setup_args=(--buildtype=release -Dcuda=enabled -Dgpu_archs=90)
 [[ -f .gpu/include/Eigen/Dense ]] && setup_args+=(-Dheaders_dir=.gpu/include)
 built=0 built_tests=0
-if [[ -f "$build/build.ninja" ]] || run 180 "${meson_cmd[@]}" setup "$build" "${setup_args[@]}"; then
+reused=""
+[[ -f "$build/build.ninja" ]] && reused=" (reusing $build)"
+if [[ -n "$reused" ]] || run 180 "${meson_cmd[@]}" setup "$build" "${setup_args[@]}"; then
   if run 420 ninja -C "$build" -j "$cores" examples/train examples/generate; then
     built=1
     if run 300 ninja -C "$build" -j "$cores" tests/test_cuda; then
       built_tests=1
-      row "build" "ok ($(elapsed)s in, ${setup_args[*]})"
+      row "build" "ok ($(elapsed)s in, ${setup_args[*]}$reused)"
     else
       row "build" "FAIL: tests/test_cuda (see check.log); train and generate built"
     fi
@@ -145,9 +155,10 @@ fi
 # evaluation until the end, the device.
 derive_small() {  # family device steps -> path
   local family=$1 device=$2 steps=$3 path="$work/${1}_small_$2.json"
+  [[ "$device" == cuda ]] && device=$gpu_device
   py config "examples/configs/${family}_small.json" "$path" \
     training.steps="$steps" training.log_interval=1 training.eval_interval=0 training.eval_batches=1 \
-    training.checkpoint_interval=0 training.out_dir="\"$work/runs/${family}_$device\"" training.device="\"$device\"" \
+    training.checkpoint_interval=0 training.out_dir="\"$work/runs/${family}_$2\"" training.device="\"$device\"" \
     sample.length=0
   echo "$path"
 }
@@ -225,6 +236,7 @@ if ((built)); then
       [[ -f "$checkpoint" ]] || continue
       texts=()
       for device in "${devices[@]}"; do
+        [[ "$device" == cuda ]] && device=$gpu_device
         texts+=("$(timeout "$(cap 60)" "$generate_bin" "$checkpoint" --device "$device" --temperature 0 --length 60 2>>"$log")")
         echo "generate $family, trained on $trained_on, on $device: ${texts[-1]}" >>"$log"
       done
@@ -253,8 +265,8 @@ for family in "${families[@]}"; do
   over_budget "bench $family" && continue
   config="$work/${family}_bench.json"
   py config "examples/configs/$family.json" "$config" training.steps=$((bench_warmup + bench_steps)) \
-    training.log_interval=5 training.eval_interval=0 training.eval_batches=1 \
-    training.checkpoint_interval=0 training.out_dir="\"$work/runs/${family}_bench\"" training.device='"cuda"' \
+    training.log_interval=$bench_log training.eval_interval=0 training.eval_batches=1 \
+    training.checkpoint_interval=0 training.out_dir="\"$work/runs/${family}_bench\"" training.device="\"$gpu_device\"" \
     sample.length=0
   # The config file may hold "epochs"; steps replace it.
   python3 -c 'import json, sys; p = sys.argv[1]; c = json.load(open(p)); c["training"].pop("epochs", None); json.dump(c, open(p, "w"))' "$config"
@@ -278,7 +290,7 @@ if [[ -s "$results" ]]; then
 else
   row "bench" "not run (no GPU, or past the budget)"
 fi
-((pytorch_ready)) || row "pytorch" "labml_nn not importable (run cuda/pack_for_gpu.sh and carry .gpu)"
+((pytorch_ready)) || row "pytorch" "torch or labml_nn not importable (see check.log; cuda/pack_for_gpu.sh, carry .gpu)"
 
 # ---- summary ---------------------------------------------------------------------------------------------
 
