@@ -247,7 +247,8 @@ if ((built)); then
       fi
     done
     ((${#verdicts[@]})) || verdicts=("FAIL: no checkpoint")
-    row "ckpt $family" "$(IFS=';'; echo "${verdicts[*]}")"
+    joined=$(printf '%s; ' "${verdicts[@]}")
+    row "ckpt $family" "${joined%; }"
   done
 fi
 
