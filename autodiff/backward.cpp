@@ -4,7 +4,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include "autodiff/rules.h"
+#include "autodiff/node.h"
 #include "engine/ops.h"
 #include "engine/record.h"
 
@@ -17,7 +17,6 @@ namespace {
 Edge edge_to(const Tensor& t) {
   Edge e;
   if (!t.defined()) return e;
-  e.shape = t.shape();
   e.dtype = t.dtype();
   if (!t.requires_grad()) return e;
   if (t.grad_fn()) e.node = t.grad_fn();
@@ -30,7 +29,11 @@ void record_node(OpRecord&& rec, const Tensor& output) {
   LOOM_CHECK(rule.fn != nullptr, "autodiff: op '", op_name(rec.op), "' has no backward rule");
   auto node = std::make_shared<Node>();
   node->op = rec.op;
-  for (const Tensor& in : rec.inputs) node->edges.push_back(edge_to(in));
+  for (const Tensor& in : rec.inputs) {
+    node->edges.push_back(edge_to(in));
+    node->input_shapes.push_back(in.defined() ? in.shape() : Shape{});
+    node->input_needs_grad.push_back(node->edges.back().active());
+  }
   auto keep = [&](const Tensor& t) {
     if (!t.defined()) return Tensor();
     node->versions.push_back(t.storage()->version);
@@ -139,7 +142,7 @@ void backward(const Tensor& root, const Tensor& grad_output, bool retain_graph) 
       const Edge& edge = node->edges[i];
       if (!edge.active() || !input_grads[i].defined()) continue;
       Tensor g = std::move(input_grads[i]);
-      g = sum_to(g, edge.shape);  // undo broadcasting, once, here
+      g = sum_to(g, node->input_shapes[i]);  // undo broadcasting, once, here
       if (g.dtype() != edge.dtype) g = cast(g, edge.dtype);
       if (edge.node) {
         Tensor& slot = grads[edge.node.get()];

@@ -25,6 +25,7 @@
 #include "cuda/block.cuh"
 #include "cuda/cuda_backend.h"
 #include "engine/philox.h"
+#include "engine/sequence_rows.h"
 
 namespace loom::cuda {
 
@@ -39,18 +40,9 @@ struct Dims {
   __device__ int64_t visible(bool causal, int64_t i) const { return causal ? Lk - Lq + i + 1 : Lk; }
 };
 
-// A [L, B, H, *] tensor read through its strides (unit stride on the last axis).
+// q, k, v [L, B, H, *] read through their strides (engine/sequence_rows.h).
 template <class T>
-struct Rows {
-  const T* data;
-  int64_t s0, s1, s2;
-  __device__ const T* at(int64_t l, int64_t b, int64_t h) const { return data + l * s0 + b * s1 + h * s2; }
-};
-
-template <class T>
-Rows<T> rows_of(const Tensor& t) {
-  return {t.data<T>(), t.strides()[0], t.strides()[1], t.strides()[2]};
-}
+using Rows = SequenceRows<T>;
 
 template <class T>
 __device__ __forceinline__ T dot(const T* a, const T* b, int64_t n) {

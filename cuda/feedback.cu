@@ -17,51 +17,24 @@
 // every run.
 #include "cuda/block.cuh"
 #include "cuda/cuda_backend.h"
+#include "engine/feedback_layout.h"
 #include "cuda/layout.cuh"
 
 namespace loom::cuda {
 
 namespace {
 
-// A [n, B, H, *] memory tensor read through its strides (unit stride on the last axis).
-template <class T>
-struct MemoryRows {
-  const T* data;
-  int64_t sn, sb, sh;
-  __device__ const T* at(int64_t j, int64_t b, int64_t h) const { return data + j * sn + b * sb + h * sh; }
-};
+using feedback::Inputs;
+using feedback::inputs_of;
 
+// score_j, with q and qu = q + u of this (b, h) in shared memory.
 template <class T>
-MemoryRows<T> rows_of(const Tensor& t) {
-  return {t.data<T>(), t.strides()[0], t.strides()[1], t.strides()[2]};
-}
-
-// The inputs of one call (q, P, s, u contiguous).
-template <class T>
-struct Inputs {
-  int64_t n, B, H, D, Dv, R;
-  const T *q, *P, *s, *u;
-  MemoryRows<T> k, v;
-  T scale;
-
-  __device__ const T* q_row(int64_t b, int64_t h) const { return q + (b * H + h) * D; }
-  __device__ const T* P_row(int64_t j, int64_t h) const { return P + ((R - n + j) * H + h) * D; }
-  __device__ T s_at(int64_t j, int64_t h) const { return s[(R - n + j) * H + h]; }
-  // score_j, with q and qu = q + u of this (b, h) in shared memory.
-  __device__ T score(int64_t j, int64_t b, int64_t h, const T* sq, const T* squ) const {
-    const T* kj = k.at(j, b, h);
-    const T* pj = P_row(j, h);
-    T acc = 0;
-    for (int64_t d = 0; d < D; ++d) acc += squ[d] * kj[d] + sq[d] * pj[d];
-    return scale * (acc + s_at(j, h));
-  }
-};
-
-template <class T>
-Inputs<T> inputs_of(const Tensor& q, const Tensor& keys, const Tensor& values, const Tensor& P, const Tensor& s,
-                    const Tensor& u, double scale) {
-  return {keys.size(0), q.size(0), q.size(1), q.size(2), values.size(3), P.size(0), q.data<T>(), P.data<T>(),
-          s.data<T>(), u.data<T>(), rows_of<T>(keys), rows_of<T>(values), static_cast<T>(scale)};
+__device__ T score(const Inputs<T>& a, int64_t j, int64_t b, int64_t h, const T* sq, const T* squ) {
+  const T* kj = a.k.at(j, b, h);
+  const T* pj = a.P_row(j, h);
+  T acc = 0;
+  for (int64_t d = 0; d < a.D; ++d) acc += squ[d] * kj[d] + sq[d] * pj[d];
+  return a.scale * (acc + a.s_at(j, h));
 }
 
 // Loads q and q + u of row (b, h) into shared memory (the caller synchronises).
@@ -87,7 +60,7 @@ __global__ void feedback_forward_kernel(Inputs<T> a, T* out, T* lse) {
     __syncthreads();
     T m = -INFINITY;
     for (int64_t j = threadIdx.x; j < a.n; j += blockDim.x) {
-      const T s = a.score(j, b, h, sq, squ);
+      const T s = score(a, j, b, h, sq, squ);
       sc[j] = s;
       m = s > m ? s : m;
     }
@@ -138,7 +111,7 @@ __global__ void feedback_backward_rows_kernel(Inputs<T> a, const T* grad_out, co
     }
     const T delta = static_cast<T>(block_sum(part));  // synchronises: the shared rows are loaded
     for (int64_t j = threadIdx.x; j < a.n; j += blockDim.x) {
-      const T alpha = std::exp(a.score(j, b, h, sq, squ) - lse[i]);
+      const T alpha = std::exp(score(a, j, b, h, sq, squ) - lse[i]);
       T dv_dot = 0;
       const T* vj = a.v.at(j, b, h);
       for (int64_t d = 0; d < a.Dv; ++d) dv_dot += sdo[d] * vj[d];

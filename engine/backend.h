@@ -2,9 +2,14 @@
 //
 // Ops (engine/ops/*.cpp) check their arguments, allocate the output on the
 // input's device and then call one of these kernels on backend_for(device).
-// The CPU backend (engine/cpu/) implements all of them; the CUDA backend
-// (cuda/) overrides them one by one. A kernel a backend lacks throws an error
-// naming the kernel and the device, never a crash.
+//
+// The kernels are declared once, in LOOM_KERNELS (engine/op_list.h, beside
+// the ops): one line per kernel, its name and its parameters. That list
+// becomes the pure virtual methods of Backend below and the overriding
+// declarations of every backend (CpuBackend in engine/cpu/, CudaBackend in
+// cuda/), so a new kernel is one line there plus its definition in each
+// backend; a backend that lacks a definition does not link (undefined
+// reference to `CudaBackend::name(...)`). There are no default implementations.
 //
 // Conventions: outputs are allocated by the caller (contiguous unless a kernel
 // says otherwise); inputs may be strided views; shapes are already checked.
@@ -15,152 +20,91 @@
 #include <vector>
 
 #include "engine/allocator.h"
+#include "engine/elementwise_functors.h"  // the elementwise tables
+#include "engine/error.h"
+#include "engine/op_list.h"  // LOOM_KERNELS
 #include "engine/tensor.h"
 
 namespace loom {
 
+// The elementwise kernels' op codes, one per row of the tables in
+// elementwise_functors.h (unary: ops, ops with a parameter, then helper
+// kernels; binary: arithmetic, then comparisons).
+#define LOOM_ELEMENTWISE_CODE(name, ...) name,
 enum class UnaryOp {
-  neg, exp, log, sqrt, rsqrt, tanh, sigmoid, relu, squared_relu, elu, gelu,
-  pow_scalar,  // x^param
-  gelu_grad,   // d gelu / dx, for the backward rule
-  abs,
+  LOOM_UNARY_OPS(LOOM_ELEMENTWISE_CODE) LOOM_UNARY_OPS_WITH_PARAM(LOOM_ELEMENTWISE_CODE)
+  LOOM_UNARY_KERNELS(LOOM_ELEMENTWISE_CODE)
 };
+enum class BinaryOp { LOOM_BINARY_OPS(LOOM_ELEMENTWISE_CODE) LOOM_COMPARE_OPS(LOOM_ELEMENTWISE_CODE) };
+#undef LOOM_ELEMENTWISE_CODE
 const char* unary_op_name(UnaryOp op);
-
-enum class BinaryOp { add, sub, mul, div, maximum, minimum, eq, gt, ge, lt, le };
 const char* binary_op_name(BinaryOp op);
+
+// Call visit(functor) with the functor of a runtime op code: backends use them
+// to turn the code into a template argument once per kernel call, so every
+// row of the tables is instantiated by the CPU loops and by the CUDA kernels.
+// The switches are generated from the tables: no code can fall through to
+// another op's functor.
+#define LOOM_VISIT_CASE(Code, name, Functor, ...) \
+  case Code::name: return visit(fn::Functor{});
+#define LOOM_VISIT_UNARY(name, Functor, ...) LOOM_VISIT_CASE(UnaryOp, name, Functor)
+#define LOOM_VISIT_BINARY(name, Functor, ...) LOOM_VISIT_CASE(BinaryOp, name, Functor)
+
+template <class Visit>
+decltype(auto) visit_unary(UnaryOp op, Visit&& visit) {
+  switch (op) {
+    LOOM_UNARY_OPS(LOOM_VISIT_UNARY)
+    LOOM_UNARY_OPS_WITH_PARAM(LOOM_VISIT_UNARY)
+    LOOM_UNARY_KERNELS(LOOM_VISIT_UNARY)
+  }
+  LOOM_FAIL("invalid UnaryOp code ", static_cast<int>(op));
+}
+
+template <class Visit>
+decltype(auto) visit_binary(BinaryOp op, Visit&& visit) {
+  switch (op) {
+    LOOM_BINARY_OPS(LOOM_VISIT_BINARY)
+    LOOM_COMPARE_OPS(LOOM_VISIT_BINARY)
+  }
+  LOOM_FAIL("invalid BinaryOp code ", static_cast<int>(op));
+}
+
+#undef LOOM_VISIT_CASE
+#undef LOOM_VISIT_UNARY
+#undef LOOM_VISIT_BINARY
 
 enum class ReduceOp { sum, max, argmax };
 
 enum class RandomKind { uniform, normal, bernoulli };
 
+// Scaled dot-product attention options (the attention kernels of LOOM_KERNELS).
+struct AttentionArgs {
+  double scale = 1.0;
+  bool causal = false;  // query i sees keys j <= Lk - Lq + i
+  double dropout_p = 0.0;
+  uint64_t seed = 0, offset = 0;
+};
+
 class Backend {
  public:
+  using AttentionArgs = loom::AttentionArgs;
+
   virtual ~Backend() = default;
   virtual Device device() const = 0;
   virtual Allocator& allocator() = 0;
+  // Memory moves between the host and this device's memory (memcpy on the CPU).
   virtual void copy_from_host(void* dst, const void* src, size_t bytes);
   virtual void copy_to_host(void* dst, const void* src, size_t bytes);
   virtual void synchronize() {}
 
-  // ---- elementwise ------------------------------------------------------------
-  virtual void fill(const Tensor& out, double value);                 // out may be strided
-  virtual void copy(const Tensor& src, const Tensor& dst);            // same shape; casts; dst may be strided
-  virtual void unary(UnaryOp op, const Tensor& x, const Tensor& out, double param);
-  // a and b are already broadcast to out's shape (stride-0 views where broadcast).
-  virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out);
-  // out = cond != 0 ? a : b; all three broadcast to out's shape.
-  virtual void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out);
-
-  // ---- reduce -----------------------------------------------------------------
-  // out has x's shape with every axis in `axes` set to 1. argmax takes one axis
-  // and writes int64 indices.
-  virtual void reduce(ReduceOp op, const Tensor& x, const std::vector<int>& axes, const Tensor& out);
-
-  // ---- linalg -----------------------------------------------------------------
-  // a [batch..., M, K] · b [batch..., K, N] -> out [batch..., M, N]. Batch dims are
-  // equal (broadcast views allowed). a and b may be transposed views of
-  // contiguous matrices: kernels pass that to GEMM as a flag instead of copying.
-  virtual void matmul(const Tensor& a, const Tensor& b, const Tensor& out);
-
-  // ---- softmax, losses, norm (all over the last axis; x contiguous) -------------
-  virtual void softmax(const Tensor& x, const Tensor& out, bool log);
-  virtual void softmax_backward(const Tensor& y, const Tensor& grad_y, const Tensor& grad_x, bool log);
-  // losses[i] = logsumexp(logits[i]) - logits[i, targets[i]]; logits [N, C], targets int64 [N].
-  virtual void cross_entropy(const Tensor& logits, const Tensor& targets, const Tensor& losses);
-  // grad_logits[i] = (softmax(logits[i]) - onehot(targets[i])) * grad_losses[i].
-  virtual void cross_entropy_backward(const Tensor& logits, const Tensor& targets,
-                                      const Tensor& grad_losses, const Tensor& grad_logits);
-  // weight/bias may be undefined (no affine). mean, rstd: [rows] in x's dtype.
-  virtual void layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
-                          const Tensor& out, const Tensor& mean, const Tensor& rstd);
-  // grad_weight/grad_bias may be undefined when not needed.
-  virtual void layer_norm_backward(const Tensor& grad_out, const Tensor& x, const Tensor& weight,
-                                   const Tensor& mean, const Tensor& rstd, const Tensor& grad_x,
-                                   const Tensor& grad_weight, const Tensor& grad_bias);
-
-  // ---- index --------------------------------------------------------------------
-  // out = x.index_select(axis, ids): ids int64 1-D, already range-checked.
-  virtual void index_select(const Tensor& x, int axis, const Tensor& ids, const Tensor& out);
-  // target.index(axis, ids[i]) += src.index(axis, i); duplicates accumulate.
-  virtual void index_add(const Tensor& target, int axis, const Tensor& ids, const Tensor& src);
-  // out[..i..] = x[..ids[..i..]..] along axis (torch.gather); ids has out's shape.
-  virtual void gather(const Tensor& x, int axis, const Tensor& ids, const Tensor& out);
-  // target[..ids[..i..]..] += src[..i..] along axis (torch.scatter_add_).
-  virtual void scatter_add(const Tensor& target, int axis, const Tensor& ids, const Tensor& src);
-
-  // ---- conv -----------------------------------------------------------------------
-  // Depth-wise causal conv along axis 0: x [L, ..., C], weight [Cw, K], bias [Cw] or
-  // undefined, Cw = C or 1 (one kernel shared by all channels):
-  // out[t, .., c] = bias[c] + sum_k weight[c, k] * x[t - (K-1) + k, .., c], x[<0] = 0.
-  virtual void causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out);
-  // grad_weight/grad_bias are overwritten; any of the three outputs may be undefined.
-  virtual void causal_conv1d_backward(const Tensor& grad_out, const Tensor& x, const Tensor& weight,
-                                      const Tensor& grad_x, const Tensor& grad_weight,
-                                      const Tensor& grad_bias);
-
-  // ---- attention (engine/cpu/attention.cpp) ----------------------------------------------
-  // Scaled dot-product attention per (batch, head): q [Lq, B, H, D], k [Lk, B, H, D],
-  // v [Lk, B, H, Dv] with unit stride on the last axis (other strides free).
-  // out [Lq, B, H, Dv] and lse [B, H, Lq] are contiguous; lse receives each row's
-  // logsumexp of the scaled (masked) scores, all the backward needs to rebuild the
-  // probabilities. Dropout keeps element (b, h, i, j) of the probabilities when
-  // Philox word e % 4 of counter offset + e / 4, e = ((b·H + h)·Lq + i)·Lk + j,
-  // read as uint_to_unit, is below 1 - dropout_p; kept ones are scaled by 1/(1 - p).
-  struct AttentionArgs {
-    double scale = 1.0;
-    bool causal = false;  // query i sees keys j <= Lk - Lq + i
-    double dropout_p = 0.0;
-    uint64_t seed = 0, offset = 0;
-  };
-  virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& args,
-                         const Tensor& out, const Tensor& lse);
-  // grad_q, grad_k, grad_v are contiguous with q's, k's, v's shapes and overwritten.
-  virtual void attention_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v,
-                                  const Tensor& lse, const AttentionArgs& args, const Tensor& grad_q,
-                                  const Tensor& grad_k, const Tensor& grad_v);
-
-  // ---- delta_rule (engine/cpu/delta_rule.cpp) -----------------------------------------------
-  // The fast-weight recurrence (ops.h) over contiguous q, k [L, B, H, Dk], v [L, B, H, Dv],
-  // beta [L, B, H, 1] (undefined: the sum rule) and initial_state [B, H, Dv, Dk]
-  // (undefined: zeros). Writes out [L, B, H, Dv]; final_state [B, H, Dv, Dk] (W_L) and
-  // vbar [L, B, H, Dv] (W_{t-1} k_t, delta rule only) when defined.
-  virtual void delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta,
-                          const Tensor& initial_state, const Tensor& out, const Tensor& final_state,
-                          const Tensor& vbar);
-  // Gradients of q, k, v, beta (all contiguous, grad_beta undefined for the sum rule)
-  // from grad_out, the inputs, and what the forward saved: vbar and final_state = W_L,
-  // from which the kernel rebuilds every W_t backwards.
-  virtual void delta_rule_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v,
-                                   const Tensor& beta, const Tensor& vbar, const Tensor& final_state,
-                                   const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v,
-                                   const Tensor& grad_beta);
-
-  // ---- feedback (engine/cpu/feedback.cpp) ---------------------------------------------------
-  // One step of attention over the memory (see feedback_attention in ops.h). q, P, s, u
-  // contiguous; keys/values [n, B, H, *] with unit stride on the last axis (any other
-  // strides). out [B, H, Dv]; lse [B, H] receives each row's log-sum-exp of the scores.
-  virtual void feedback_attention(const Tensor& q, const Tensor& keys, const Tensor& values, const Tensor& P,
-                                  const Tensor& s, const Tensor& u, double scale, const Tensor& out,
-                                  const Tensor& lse);
-  // grad_out, out, lse contiguous. grad_q, grad_keys, grad_values are overwritten (contiguous);
-  // grad_P, grad_s, grad_u are accumulated into (zero them first). Undefined outputs are skipped.
-  virtual void feedback_attention_backward(const Tensor& grad_out, const Tensor& q, const Tensor& keys,
-                                           const Tensor& values, const Tensor& P, const Tensor& s,
-                                           const Tensor& u, const Tensor& out, const Tensor& lse, double scale,
-                                           const Tensor& grad_q, const Tensor& grad_keys,
-                                           const Tensor& grad_values, const Tensor& grad_P,
-                                           const Tensor& grad_s, const Tensor& grad_u);
-
-  // ---- random -----------------------------------------------------------------------
-  // Element i uses Philox counter offset + i/4 (word i%4): the same numbers on every
-  // device and thread count. uniform: [a, b); normal: mean a, std b; bernoulli: p = a.
-  virtual void random(RandomKind kind, const Tensor& out, double a, double b, uint64_t seed,
-                      uint64_t offset);
-
- protected:
-  [[noreturn]] void missing(const char* kernel) const;
+#define LOOM_KERNEL_PURE_VIRTUAL(name, params) virtual void name params = 0;
+  LOOM_KERNELS(LOOM_KERNEL_PURE_VIRTUAL)
+#undef LOOM_KERNEL_PURE_VIRTUAL
 };
+
+// Inside a backend's class: declares its definition of every kernel above.
+#define LOOM_KERNEL_OVERRIDE(name, params) void name params override;
+#define LOOM_BACKEND_KERNELS LOOM_KERNELS(LOOM_KERNEL_OVERRIDE)
 
 // ---- helpers for ops and kernels of every backend ------------------------------
 

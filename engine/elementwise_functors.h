@@ -1,14 +1,23 @@
-// elementwise_functors.h: the math of every elementwise op, written once.
+// elementwise_functors.h: the elementwise ops, one table row each.
 //
-// Each op is a small struct with operator()(x[, y]). The CPU loops
-// (engine/cpu/elementwise.cpp) and the CUDA kernels (cuda/elementwise.cu)
-// instantiate the same functors, so both devices compute the same expression
-// and the CPU-vs-CUDA tests check indexing rather than math.
+// First the math: each op is a small struct with operator()(x, param) or
+// operator()(a, b). The CPU loops (engine/cpu/elementwise.cpp) and the CUDA
+// kernels (cuda/elementwise.cu) instantiate the same functors, so both devices
+// compute the same expression and the CPU-vs-CUDA tests check indexing rather
+// than math.
+//
+// Then the tables, one row per op. Everything else is generated from them:
+//   the OpId of each op (engine/op_list.h), the UnaryOp / BinaryOp codes the
+//   kernels take and their names (engine/backend.h), the dispatch from a code
+//   to its functor (visit_unary / visit_binary, instantiated by the CPU loops
+//   and the CUDA kernels), the public functions (engine/ops/elementwise.cpp;
+//   their declarations are in engine/ops.h) and the backward rules.
+// This header includes nothing of loom but host_device.h, so that op_list.h
+// can read the tables.
 #pragma once
 
 #include <cmath>
 
-#include "engine/backend.h"
 #include "engine/host_device.h"
 
 namespace loom::fn {
@@ -46,6 +55,15 @@ struct GeluGrad {  // d/dx [x Phi(x)] = Phi(x) + x phi(x)
     return cdf + x * pdf;
   }
 };
+struct Silu {  // x * sigmoid(x) (SiLU, swish)
+  template <class T> LOOM_HD T operator()(T x, T) const { return x * Sigmoid{}(x, T(0)); }
+};
+struct SiluGrad {  // d/dx [x s(x)] = s(x) (1 + x (1 - s(x))), s = sigmoid
+  template <class T> LOOM_HD T operator()(T x, T) const {
+    const T s = Sigmoid{}(x, T(0));
+    return s * (T(1) + x * (T(1) - s));
+  }
+};
 struct PowScalar { template <class T> LOOM_HD T operator()(T x, T p) const { return std::pow(x, p); } };
 
 // ---- binary: operator()(a, b) ---------------------------------------------------
@@ -63,47 +81,60 @@ struct Le { template <class T> LOOM_HD T operator()(T a, T b) const { return a <
 
 }  // namespace loom::fn
 
-namespace loom {
+// ---- the tables ---------------------------------------------------------------------
+//
+// Unary ops, X(name, Functor, keeps, grad):
+//   name     the op: OpId::name, UnaryOp::name, and Tensor name(const Tensor& x)
+//   Functor  its struct above
+//   keeps    what the backward reads, so the graph keeps it alive: x (the input),
+//            y (the output), xy (both) or none
+//   grad     the gradient of x, an expression of engine ops on g (the output's
+//            gradient), x, y and p (the op's parameter, 0 when it has none)
+#define LOOM_UNARY_OPS(X)                                             \
+  X(neg,          Neg,         none, neg(g))                          \
+  X(exp,          Exp,         y,    g * y)                           \
+  X(log,          Log,         x,    g / x)                           \
+  X(sqrt,         Sqrt,        y,    g * 0.5 / y)                     \
+  /* d/dx x^(-1/2) = -1/2 x^(-3/2) = -1/2 y^3 */                      \
+  X(rsqrt,        Rsqrt,       y,    g * pow(y, 3.0) * -0.5)          \
+  X(tanh,         Tanh,        y,    g * (1.0 - y * y))               \
+  X(sigmoid,      Sigmoid,     y,    g * y * (1.0 - y))               \
+  X(relu,         Relu,        x,    g * gt(x, 0.0))                  \
+  X(squared_relu, SquaredRelu, x,    g * relu(x) * 2.0)               \
+  X(silu,         Silu,        x,    g * kernel::silu_grad(x))        \
+  X(gelu,         Gelu,        x,    g * kernel::gelu_grad(x))
 
-// Call visit(functor) with the functor of a runtime op code. Backends use them to
-// turn the op enum into a template argument once per kernel call.
-template <class Visit>
-decltype(auto) visit_unary(UnaryOp op, Visit&& visit) {
-  switch (op) {
-    case UnaryOp::neg: return visit(fn::Neg{});
-    case UnaryOp::exp: return visit(fn::Exp{});
-    case UnaryOp::log: return visit(fn::Log{});
-    case UnaryOp::sqrt: return visit(fn::Sqrt{});
-    case UnaryOp::rsqrt: return visit(fn::Rsqrt{});
-    case UnaryOp::tanh: return visit(fn::Tanh{});
-    case UnaryOp::sigmoid: return visit(fn::Sigmoid{});
-    case UnaryOp::relu: return visit(fn::Relu{});
-    case UnaryOp::squared_relu: return visit(fn::SquaredRelu{});
-    case UnaryOp::elu: return visit(fn::Elu{});
-    case UnaryOp::gelu: return visit(fn::Gelu{});
-    case UnaryOp::pow_scalar: return visit(fn::PowScalar{});
-    case UnaryOp::gelu_grad: return visit(fn::GeluGrad{});
-    case UnaryOp::abs: return visit(fn::Abs{});
-  }
-  return visit(fn::Neg{});
-}
+// Unary ops with a parameter p (recorded as reals[0]); the same columns. Their
+// public functions are written out in ops/elementwise.cpp (default arguments).
+#define LOOM_UNARY_OPS_WITH_PARAM(X)                                                              \
+  /* elu'(x) = 1 for x > 0, alpha e^x = elu(x) + alpha otherwise */                               \
+  X(elu,          Elu,         xy,   g * where(gt(x, 0.0), Tensor::scalar(1.0, x.dtype(), x.device()), y + p)) \
+  X(pow_scalar,   PowScalar,   x,    g * pow(x, p - 1.0) * p)
 
-template <class Visit>
-decltype(auto) visit_binary(BinaryOp op, Visit&& visit) {
-  switch (op) {
-    case BinaryOp::add: return visit(fn::Add{});
-    case BinaryOp::sub: return visit(fn::Sub{});
-    case BinaryOp::mul: return visit(fn::Mul{});
-    case BinaryOp::div: return visit(fn::Div{});
-    case BinaryOp::maximum: return visit(fn::Maximum{});
-    case BinaryOp::minimum: return visit(fn::Minimum{});
-    case BinaryOp::eq: return visit(fn::Eq{});
-    case BinaryOp::gt: return visit(fn::Gt{});
-    case BinaryOp::ge: return visit(fn::Ge{});
-    case BinaryOp::lt: return visit(fn::Lt{});
-    case BinaryOp::le: return visit(fn::Le{});
-  }
-  return visit(fn::Add{});
-}
+// Unary kernels that are not ops: helpers of the backward rules, callable there
+// as kernel::name(x). X(name, Functor).
+#define LOOM_UNARY_KERNELS(X) \
+  X(gelu_grad, GeluGrad)      \
+  X(silu_grad, SiluGrad)      \
+  X(abs,       Abs)
 
-}  // namespace loom
+// Binary ops with numpy broadcasting, X(name, Functor, keeps, grad_a, grad_b):
+// keeps is ab (both inputs) or none; each gradient is computed only when its
+// input needs one. The walker sums broadcast gradients back to the inputs' shapes.
+#define LOOM_BINARY_OPS(X)                                                  \
+  X(add,     Add,     none, g,                g)                            \
+  X(sub,     Sub,     none, g,                neg(g))                       \
+  X(mul,     Mul,     ab,   g * b,            g * a)                        \
+  X(div,     Div,     ab,   g / b,            neg(g / b * a / b))           \
+  /* the gradient goes to the larger input (to a on ties, as the forward) */ \
+  X(maximum, Maximum, ab,   g * ge(a, b),     g * (1.0 - ge(a, b)))         \
+  X(minimum, Minimum, ab,   g * le(a, b),     g * (1.0 - le(a, b)))
+
+// Comparisons: 1 or 0 in a's dtype, not differentiable, all recorded as
+// OpId::compare. X(name, Functor).
+#define LOOM_COMPARE_OPS(X) \
+  X(eq, Eq)                 \
+  X(gt, Gt)                 \
+  X(ge, Ge)                 \
+  X(lt, Lt)                 \
+  X(le, Le)

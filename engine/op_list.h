@@ -1,37 +1,25 @@
-// op_list.h: the single list of loom's ops.
+// op_list.h: the list of loom's ops and the list of their kernels.
 //
-// Every op a user can call appears here once, as LOOM_OP(name, differentiable).
-// The list generates the OpId enum and the op-name table, and the tests walk it:
-// tests/test_coverage.cpp fails when an op has no test case, or when a
-// differentiable op has no backward rule. Adding an op starts with one line here
-// (engine/README.md walks through the rest).
+// The lists a new op is added to. Every op a user can call has one OpId. The
+// elementwise ops come from the tables of elementwise_functors.h (one row
+// each, which also generates their kernels' dispatch, their public functions
+// and their backward rules); every other op appears below once, as
+// LOOM_OP(name, differentiable). Together they
+// generate the OpId enum and the op-name table, and the tests walk them:
+// tests/test_coverage.cpp fails when an op has no test case, no CUDA parity
+// case, or (differentiable ops) no backward rule. Below the ops, LOOM_KERNELS
+// lists the kernels of every backend. engine/README.md walks through adding an
+// op.
 //
-// Ops are grouped by "stem": the file names under engine/ops/, engine/cpu/ and
-// autodiff/ that hold their forward, kernels and backward rule.
+// Ops are grouped by "stem": the file names under engine/ops/ (the op and its
+// backward rule), engine/cpu/ and cuda/ (its kernels) and tests/cases_*.cpp.
 #pragma once
 
+#include "engine/elementwise_functors.h"  // the elementwise tables
+
 #define LOOM_OP_LIST(LOOM_OP)                                  \
-  /* elementwise: unary */                                     \
-  LOOM_OP(neg, true)                                           \
-  LOOM_OP(exp, true)                                           \
-  LOOM_OP(log, true)                                           \
-  LOOM_OP(sqrt, true)                                          \
-  LOOM_OP(rsqrt, true)                                         \
-  LOOM_OP(tanh, true)                                          \
-  LOOM_OP(sigmoid, true)                                       \
-  LOOM_OP(relu, true)                                          \
-  LOOM_OP(squared_relu, true)                                  \
-  LOOM_OP(elu, true)                                           \
-  LOOM_OP(gelu, true)                                          \
-  LOOM_OP(pow_scalar, true)                                    \
-  /* elementwise: binary, numpy broadcasting */                \
-  LOOM_OP(add, true)                                           \
-  LOOM_OP(sub, true)                                           \
-  LOOM_OP(mul, true)                                           \
-  LOOM_OP(div, true)                                           \
-  LOOM_OP(maximum, true)                                       \
-  LOOM_OP(minimum, true)                                       \
-  LOOM_OP(compare, false) /* eq, gt, ge, lt, le -> 0/1 */      \
+  /* elementwise: the comparisons (eq, gt, ge, lt, le) -> 0/1 */ \
+  LOOM_OP(compare, false)                                      \
   LOOM_OP(where, true)                                         \
   LOOM_OP(masked_fill, true)                                   \
   /* reduce */                                                 \
@@ -62,7 +50,15 @@
   LOOM_OP(concat, true)                                        \
   LOOM_OP(stack, true)                                         \
   /* random */                                                 \
+  LOOM_OP(uniform, false)                                      \
+  LOOM_OP(normal, false)                                       \
+  LOOM_OP(bernoulli, false)                                    \
   LOOM_OP(dropout, true)                                       \
+  /* in place: never recorded (optimizers, initialisation) */  \
+  LOOM_OP(copy_, false)                                        \
+  LOOM_OP(fill_, false)                                        \
+  LOOM_OP(add_, false)                                         \
+  LOOM_OP(mul_, false)                                         \
   /* conv */                                                   \
   LOOM_OP(causal_conv1d, true)                                 \
   /* attention: fused causal softmax attention */              \
@@ -72,24 +68,145 @@
   /* feedback: one step of attention over the memory */        \
   LOOM_OP(feedback_attention, true)
 
+// The kernels, KERNEL(name, (parameters)), grouped by the same stems: the
+// methods every backend implements (engine/backend.h turns the list into
+// Backend's pure virtual methods and each backend's declarations). Every kernel
+// returns void. The types are those of engine/backend.h, where the list is
+// expanded. Comments are /* */ because the list is one macro.
+#define LOOM_KERNELS(KERNEL)                                                                                  \
+  /* ---- elementwise (cpu/elementwise.cpp, cuda/elementwise.cu) ---------------------------------------- */ \
+  /* out may be strided */                                                                                     \
+  KERNEL(fill, (const Tensor& out, double value))                                                              \
+  /* same shape; casts; dst may be strided */                                                                  \
+  KERNEL(copy, (const Tensor& src, const Tensor& dst))                                                         \
+  /* the ops of elementwise_functors.h; param: elu's alpha, pow's exponent */                                  \
+  KERNEL(unary, (UnaryOp op, const Tensor& x, const Tensor& out, double param))                                \
+  /* a and b are already broadcast to out's shape (stride-0 views where broadcast) */                          \
+  KERNEL(binary, (BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out))                           \
+  /* out = cond != 0 ? a : b; all three broadcast to out's shape */                                            \
+  KERNEL(where, (const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out))                      \
+                                                                                                               \
+  /* ---- reduce (cpu/reduce.cpp, cuda/reduce.cu) ----------------------------------------------------------- */ \
+  /* out has x's shape with every axis in `axes` set to 1. argmax takes one axis and writes int64 indices. */  \
+  KERNEL(reduce, (ReduceOp op, const Tensor& x, const std::vector<int>& axes, const Tensor& out))             \
+                                                                                                               \
+  /* ---- linalg (cpu/linalg.cpp, cuda/linalg.cu) ------------------------------------------------------------ */ \
+  /* a [batch..., M, K] · b [batch..., K, N] -> out [batch..., M, N]. Batch dims are equal (broadcast views   \
+     allowed). a and b may be transposed views of contiguous matrices: kernels pass that to GEMM as a flag    \
+     instead of copying. */                                                                                    \
+  KERNEL(matmul, (const Tensor& a, const Tensor& b, const Tensor& out))                                        \
+                                                                                                               \
+  /* ---- softmax, losses, norm: all over the last axis, x contiguous (cpu/, cuda/ softmax and norm) -------- */ \
+  KERNEL(softmax, (const Tensor& x, const Tensor& out, bool log))                                              \
+  KERNEL(softmax_backward, (const Tensor& y, const Tensor& grad_y, const Tensor& grad_x, bool log))             \
+  /* losses[i] = logsumexp(logits[i]) - logits[i, targets[i]]; logits [N, C], targets int64 [N]. */            \
+  KERNEL(cross_entropy, (const Tensor& logits, const Tensor& targets, const Tensor& losses))                    \
+  /* grad_logits[i] = (softmax(logits[i]) - onehot(targets[i])) * grad_losses[i]. */                           \
+  KERNEL(cross_entropy_backward, (const Tensor& logits, const Tensor& targets, const Tensor& grad_losses,       \
+                                  const Tensor& grad_logits))                                                   \
+  /* weight/bias may be undefined (no affine). mean, rstd: [rows] in x's dtype. */                             \
+  KERNEL(layer_norm, (const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, const Tensor& out, \
+                      const Tensor& mean, const Tensor& rstd))                                                  \
+  /* grad_weight/grad_bias may be undefined when not needed. */                                                \
+  KERNEL(layer_norm_backward, (const Tensor& grad_out, const Tensor& x, const Tensor& weight,                  \
+                               const Tensor& mean, const Tensor& rstd, const Tensor& grad_x,                    \
+                               const Tensor& grad_weight, const Tensor& grad_bias))                             \
+                                                                                                               \
+  /* ---- index (cpu/index.cpp, cuda/index.cu) -------------------------------------------------------------- */ \
+  /* out = x.index_select(axis, ids): ids int64 1-D, already range-checked. */                                 \
+  KERNEL(index_select, (const Tensor& x, int axis, const Tensor& ids, const Tensor& out))                       \
+  /* target.index(axis, ids[i]) += src.index(axis, i); duplicates accumulate. */                               \
+  KERNEL(index_add, (const Tensor& target, int axis, const Tensor& ids, const Tensor& src))                     \
+  /* out[..i..] = x[..ids[..i..]..] along axis (torch.gather); ids has out's shape. */                         \
+  KERNEL(gather, (const Tensor& x, int axis, const Tensor& ids, const Tensor& out))                            \
+  /* target[..ids[..i..]..] += src[..i..] along axis (torch.scatter_add_). */                                  \
+  KERNEL(scatter_add, (const Tensor& target, int axis, const Tensor& ids, const Tensor& src))                  \
+                                                                                                               \
+  /* ---- conv (cpu/conv.cpp, cuda/conv.cu) ------------------------------------------------------------------ */ \
+  /* Depth-wise causal conv along axis 0: x [L, ..., C], weight [Cw, K], bias [Cw] or undefined, Cw = C or 1   \
+     (one kernel shared by all channels):                                                                      \
+     out[t, .., c] = bias[c] + sum_k weight[c, k] * x[t - (K-1) + k, .., c], x[<0] = 0. */                    \
+  KERNEL(causal_conv1d, (const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out))        \
+  /* grad_weight/grad_bias are overwritten; any of the three outputs may be undefined. */                      \
+  KERNEL(causal_conv1d_backward, (const Tensor& grad_out, const Tensor& x, const Tensor& weight,               \
+                                  const Tensor& grad_x, const Tensor& grad_weight, const Tensor& grad_bias))    \
+                                                                                                               \
+  /* ---- attention (cpu/attention.cpp, cuda/attention.cu) -------------------------------------------------- */ \
+  /* Scaled dot-product attention per (batch, head): q [Lq, B, H, D], k [Lk, B, H, D], v [Lk, B, H, Dv] with  \
+     unit stride on the last axis (other strides free). out [Lq, B, H, Dv] and lse [B, H, Lq] are            \
+     contiguous; lse receives each row's logsumexp of the scaled (masked) scores, all the backward needs to   \
+     rebuild the probabilities. Dropout keeps element (b, h, i, j) of the probabilities when Philox word      \
+     e % 4 of counter offset + e / 4, e = ((b·H + h)·Lq + i)·Lk + j, read as uint_to_unit, is below           \
+     1 - dropout_p; kept ones are scaled by 1/(1 - p). */                                                      \
+  KERNEL(attention, (const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& args,             \
+                     const Tensor& out, const Tensor& lse))                                                    \
+  /* grad_q, grad_k, grad_v are contiguous with q's, k's, v's shapes and overwritten. */                       \
+  KERNEL(attention_backward, (const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v,       \
+                              const Tensor& lse, const AttentionArgs& args, const Tensor& grad_q,              \
+                              const Tensor& grad_k, const Tensor& grad_v))                                      \
+                                                                                                               \
+  /* ---- delta_rule (cpu/delta_rule.cpp, cuda/delta_rule.cu) ----------------------------------------------- */ \
+  /* The fast-weight recurrence (ops.h) over contiguous q, k [L, B, H, Dk], v [L, B, H, Dv], beta             \
+     [L, B, H, 1] (undefined: the sum rule) and initial_state [B, H, Dv, Dk] (undefined: zeros). Writes out   \
+     [L, B, H, Dv]; final_state [B, H, Dv, Dk] (W_L) and vbar [L, B, H, Dv] (W_{t-1} k_t, delta rule only)    \
+     when defined. */                                                                                          \
+  KERNEL(delta_rule, (const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta,                   \
+                      const Tensor& initial_state, const Tensor& out, const Tensor& final_state,               \
+                      const Tensor& vbar))                                                                     \
+  /* Gradients of q, k, v, beta (all contiguous, grad_beta undefined for the sum rule) from grad_out, the     \
+     inputs, and what the forward saved: vbar and final_state = W_L, from which the kernel rebuilds every W_t \
+     backwards. */                                                                                             \
+  KERNEL(delta_rule_backward, (const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v,      \
+                               const Tensor& beta, const Tensor& vbar, const Tensor& final_state,               \
+                               const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v,               \
+                               const Tensor& grad_beta))                                                       \
+                                                                                                               \
+  /* ---- feedback (cpu/feedback.cpp, cuda/feedback.cu) ----------------------------------------------------- */ \
+  /* One step of attention over the memory (see feedback_attention in ops.h). q, P, s, u contiguous;          \
+     keys/values [n, B, H, *] with unit stride on the last axis (any other strides). out [B, H, Dv]; lse      \
+     [B, H] receives each row's log-sum-exp of the scores. */                                                  \
+  KERNEL(feedback_attention, (const Tensor& q, const Tensor& keys, const Tensor& values, const Tensor& P,      \
+                              const Tensor& s, const Tensor& u, double scale, const Tensor& out,               \
+                              const Tensor& lse))                                                              \
+  /* grad_out, out, lse contiguous. grad_q, grad_keys, grad_values are overwritten (contiguous); grad_P,      \
+     grad_s, grad_u are accumulated into (zero them first). Undefined outputs are skipped. */                  \
+  KERNEL(feedback_attention_backward, (const Tensor& grad_out, const Tensor& q, const Tensor& keys,           \
+                                       const Tensor& values, const Tensor& P, const Tensor& s,                 \
+                                       const Tensor& u, const Tensor& out, const Tensor& lse, double scale,    \
+                                       const Tensor& grad_q, const Tensor& grad_keys,                          \
+                                       const Tensor& grad_values, const Tensor& grad_P, const Tensor& grad_s,  \
+                                       const Tensor& grad_u))                                                  \
+                                                                                                               \
+  /* ---- random (cpu/random.cpp, cuda/random.cu) ---------------------------------------------------------- */ \
+  /* Element i uses Philox counter offset + i/4 (word i%4): the same numbers on every device and thread      \
+     count. uniform: [a, b); normal: mean a, std b; bernoulli: p = a. */                                      \
+  KERNEL(random, (RandomKind kind, const Tensor& out, double a, double b, uint64_t seed, uint64_t offset))
+
 namespace loom {
 
+// Applies ELEMENTWISE to every row of the elementwise tables (all
+// differentiable; the comparisons are one op, compare, in LOOM_OP_LIST), then
+// M(name, differentiable) to LOOM_OP_LIST.
+#define LOOM_FOR_EACH_OP(ELEMENTWISE, M)                                         \
+  LOOM_UNARY_OPS(ELEMENTWISE) LOOM_UNARY_OPS_WITH_PARAM(ELEMENTWISE) LOOM_BINARY_OPS(ELEMENTWISE) \
+  LOOM_OP_LIST(M)
+
 enum class OpId {
-#define LOOM_OP_ENUM(name, differentiable) name,
-  LOOM_OP_LIST(LOOM_OP_ENUM)
+#define LOOM_OP_ENUM(name, ...) name,
+  LOOM_FOR_EACH_OP(LOOM_OP_ENUM, LOOM_OP_ENUM)
 #undef LOOM_OP_ENUM
 };
 
 constexpr int kOpCount = 0
-#define LOOM_OP_COUNT(name, differentiable) +1
-    LOOM_OP_LIST(LOOM_OP_COUNT)
+#define LOOM_OP_COUNT(name, ...) +1
+    LOOM_FOR_EACH_OP(LOOM_OP_COUNT, LOOM_OP_COUNT)
 #undef LOOM_OP_COUNT
     ;
 
 inline const char* op_name(OpId op) {
   static const char* const names[] = {
-#define LOOM_OP_NAME(name, differentiable) #name,
-      LOOM_OP_LIST(LOOM_OP_NAME)
+#define LOOM_OP_NAME(name, ...) #name,
+      LOOM_FOR_EACH_OP(LOOM_OP_NAME, LOOM_OP_NAME)
 #undef LOOM_OP_NAME
   };
   static_assert(sizeof(names) / sizeof(names[0]) == kOpCount, "op-name table out of step");
@@ -99,8 +216,10 @@ inline const char* op_name(OpId op) {
 inline bool op_differentiable(OpId op) {
   static const bool table[] = {
 #define LOOM_OP_DIFF(name, differentiable) differentiable,
-      LOOM_OP_LIST(LOOM_OP_DIFF)
+#define LOOM_ELEMENTWISE_DIFF(name, ...) true,
+      LOOM_FOR_EACH_OP(LOOM_ELEMENTWISE_DIFF, LOOM_OP_DIFF)
 #undef LOOM_OP_DIFF
+#undef LOOM_ELEMENTWISE_DIFF
   };
   return table[static_cast<int>(op)];
 }

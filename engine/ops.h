@@ -28,6 +28,7 @@ Tensor relu(const Tensor& x);
 Tensor squared_relu(const Tensor& x);    // max(x, 0)^2 (Primer)
 Tensor elu(const Tensor& x, double alpha = 1.0);
 Tensor gelu(const Tensor& x);            // exact: x * Phi(x)
+Tensor silu(const Tensor& x);            // x * sigmoid(x) (SiLU, swish)
 Tensor pow(const Tensor& x, double exponent);
 
 // ---- elementwise: binary, with broadcasting (engine/ops/elementwise.cpp) ---------

@@ -1,10 +1,15 @@
-// record.h: how an engine op tells autodiff what it did.
+// record.h: how an op tells autodiff what it did, and how its backward rule
+// reads it back.
 //
-// The engine does not know about autodiff (autodiff/ sits above it). Instead,
-// after an op computes its output it calls record(), which hands an OpRecord to
-// a function that autodiff/ installs at start-up. With no function installed,
-// with grad mode off, or when no input requires grad, nothing is recorded and
-// the op costs nothing extra.
+// The engine does not know about autodiff's graph (autodiff/ sits above it).
+// Instead, after an op computes its output it calls record(), which hands an
+// OpRecord to a function that autodiff/ installs at start-up. With no function
+// installed, with grad mode off, or when no input requires grad, nothing is
+// recorded and the op costs nothing extra.
+//
+// Each differentiable op registers its backward rule beside its forward, in
+// its engine/ops/<stem>.cpp file (RuleRegistration below). A rule reads a
+// RecordedOp: the data the forward kept for it.
 #pragma once
 
 #include <initializer_list>
@@ -46,5 +51,59 @@ bool needs_grad(const std::vector<Tensor>& inputs);
 
 // Records `output` as made by the op in `record` (call only when needs_grad).
 void record(OpRecord&& record, const Tensor& output);
+
+// ---- backward rules ------------------------------------------------------------------
+
+// What a backward rule reads: the op's record, with the tensors the rule asked
+// to keep (detached). autodiff's graph node extends it with its edges.
+struct RecordedOp {
+  OpId op{};
+  std::vector<Tensor> inputs;      // the inputs (only if the rule keeps them)
+  Tensor output;                   // the output (only if the rule keeps it)
+  std::vector<Tensor> saved;       // the extra tensors of the record
+  std::vector<int64_t> ints;
+  std::vector<double> reals;
+  std::vector<Shape> input_shapes;      // every input's shape, kept always
+  std::vector<bool> input_needs_grad;   // whether a gradient flows to input i
+
+  bool needs_input_grad(size_t i) const { return i < input_needs_grad.size() && input_needs_grad[i]; }
+  const Tensor& input(size_t i) const { return inputs.at(i); }
+};
+
+// A backward rule: given what the op recorded and the gradient of its output,
+// return one gradient per input (undefined where not needed). Rules use engine
+// ops and run with grad mode off (no higher-order gradients). Returned gradients
+// may have a broadcast shape: the backward pass sums them to the input's shape
+// (the one place that happens) and casts them to the input's dtype.
+using Grads = std::vector<Tensor>;
+using RuleFn = Grads (*)(const RecordedOp& op, const Tensor& grad_output);
+
+struct Rule {
+  RuleFn fn = nullptr;
+  bool needs_inputs = false;  // keep the inputs' data for the rule
+  bool needs_output = false;  // keep the output's data for the rule
+};
+
+// The rule of `op` (fn == nullptr when the op has none).
+const Rule& rule_for(OpId op);
+
+// Registers the rule of `op` while the program starts (the library is linked
+// whole): `const RuleRegistration r(OpId::exp, {exp_rule, false, true});`
+// beside the op's forward. Registering an op twice is an error.
+struct RuleRegistration {
+  RuleRegistration(OpId op, Rule rule);
+};
+
+// ---- watching which ops run (for tests) -------------------------------------------------
+
+// Recorded ops can be read off the graph (output.grad_fn()->op). The ops that
+// never record (comparisons, argmax, random fills, in-place writes) report the
+// tensor they wrote through ran() instead, so that tests/test_coverage.cpp can
+// see which op a test case ran. Nothing happens unless a test installed a
+// watcher: the cost is one thread-local load and branch per call.
+using OpWatcher = void (*)(OpId op, const Tensor& output);
+// Installs `watcher` for this thread (nullptr removes it); returns the previous one.
+OpWatcher set_op_watcher(OpWatcher watcher);
+void ran(OpId op, const Tensor& output);
 
 }  // namespace loom

@@ -231,6 +231,7 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
   model.seed("seed", m.seed);
   model.choice("conv_kernels", m.conv_kernels, {"per_channel", "shared", "per_head"});
   model.integer("conv_width", m.conv_width, 1);
+  model.choice("activation", m.activation, {"relu", "squared_relu", "gelu", "silu"});
   model.choice("feature_map", m.feature_map, {"dpfp", "elu_plus_one"});
   model.integer("dpfp_nu", m.dpfp_nu, 1);
   model.choice("update_rule", m.update_rule, {"delta", "sum"});
@@ -325,6 +326,7 @@ std::string to_json(const TrainConfig& c, int indent) {
                     {"attention_layer_norm", m.attention_layer_norm},
                     {"shared_kv", m.shared_kv},
                     {"max_seq_len", m.max_seq_len}});
+  if (!m.activation.empty()) model["activation"] = m.activation;
   const OptimizerConfig& o = c.optimizer;
   const TrainingConfig& t = c.training;
   Json training;

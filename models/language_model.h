@@ -28,6 +28,9 @@ struct ModelConfig {
   // for everything) or "per_head" (one kernel per head and channel).
   std::string conv_kernels = "per_channel";
   int64_t conv_width = 3;
+  // transformer, primer_ez: the feed-forward's activation, "relu", "squared_relu",
+  // "gelu" or "silu"; empty: the family's (primer_ez: squared_relu, transformer: relu).
+  std::string activation;
   // fast_weights: "dpfp" (default) or "elu_plus_one" features; "delta" (default)
   // or "sum" update rule; layer norm on the attention input (the paper's form).
   std::string feature_map = "dpfp";

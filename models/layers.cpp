@@ -46,6 +46,7 @@ Tensor FeedForward::forward(const Tensor& x, Generator& dropout_gen) const {
     case Activation::relu: h = relu(h); break;
     case Activation::squared_relu: h = squared_relu(h); break;
     case Activation::gelu: h = gelu(h); break;
+    case Activation::silu: h = silu(h); break;
   }
   return layer2.forward(loom::dropout(h, dropout, dropout_gen, training()));
 }

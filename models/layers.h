@@ -36,7 +36,7 @@ class LayerNorm : public Module {
   double eps;
 };
 
-enum class Activation { relu, squared_relu, gelu };
+enum class Activation { relu, squared_relu, gelu, silu };
 
 // FFN(x) = layer2(Dropout(act(layer1(x)))) (labml's FeedForward, dropout on the hidden layer only).
 class FeedForward : public Module {

@@ -236,6 +236,14 @@ void check_tokens(const Tensor& tokens, const char* what) {
              ": tokens must be int64 [L, B], got ", tokens.defined() ? tokens.describe() : "an undefined tensor");
 }
 
+// model.activation, or the family's: Primer's squared ReLU, the vanilla ReLU.
+Activation activation_of(const ModelConfig& c) {
+  if (c.activation == "gelu") return Activation::gelu;
+  if (c.activation == "silu") return Activation::silu;
+  if (c.activation == "squared_relu" || (c.activation.empty() && c.family == "primer_ez")) return Activation::squared_relu;
+  return Activation::relu;
+}
+
 }  // namespace
 
 Transformer::Transformer(const ModelConfig& config)
@@ -243,7 +251,7 @@ Transformer::Transformer(const ModelConfig& config)
       init_gen_(config_.seed),
       src_embed(config_.vocab, config_.d_model, init_gen_),
       encoder(config_, conv_kernels_of(config_),
-              config_.family == "primer_ez" ? Activation::squared_relu : Activation::relu, init_gen_),
+              activation_of(config_), init_gen_),
       generator(config_.d_model, config_.vocab, init_gen_) {
   register_module("src_embed", src_embed);
   register_module("encoder", encoder);

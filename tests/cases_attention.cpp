@@ -50,7 +50,7 @@ Ref attention_ref(const Ref& q, const Ref& k, const Ref& v, double scale, bool c
 
 void add_attention(std::vector<OpCase>& c, const std::string& variant, InputSpec q, InputSpec k, InputSpec v,
                    double scale, bool causal) {
-  c.push_back({"attention " + variant + (causal ? " causal" : ""), OpId::attention,
+  c.push_back({"attention " + variant + (causal ? " causal" : ""),
                {std::move(q), std::move(k), std::move(v)},
                [scale, causal](const Xs& x) { return attention(x[0], x[1], x[2], scale, causal); },
                [scale, causal](const Rs& r) { return attention_ref(r[0], r[1], r[2], scale, causal); }});
@@ -84,7 +84,7 @@ static CaseRegistrar attention_cases([](std::vector<OpCase>& c) {
   add_attention(c, "no queries [0,2,2,3]", InputSpec({0, 2, 2, 3}), InputSpec({4, 2, 2, 3}), InputSpec({4, 2, 2, 3}),
                 0.5, false);
   // The model's layout seen from a batch-first tensor: q [B, L, H, D] transposed to [L, B, H, D].
-  c.push_back({"attention q, k, v permuted from [B, L, H, D] causal", OpId::attention,
+  c.push_back({"attention q, k, v permuted from [B, L, H, D] causal",
                {InputSpec({2, 5, 2, 3}), InputSpec({2, 5, 2, 3}), InputSpec({2, 5, 2, 3})},
                [](const Xs& x) {
                  return attention(transpose(x[0], 0, 1), transpose(x[1], 0, 1), transpose(x[2], 0, 1), 0.5, true);

@@ -41,7 +41,7 @@ Ref conv_ref(const Ref& x, const Ref& w, const Ref* bias) {
 void add_conv(std::vector<OpCase>& c, const std::string& name, InputSpec x, InputSpec w, bool with_bias) {
   std::vector<InputSpec> inputs{std::move(x), std::move(w)};
   if (with_bias) inputs.push_back(InputSpec({inputs[1].shape[0]}));
-  c.push_back({name, OpId::causal_conv1d, inputs,
+  c.push_back({name, inputs,
                [](const Xs& t) { return causal_conv1d(t[0], t[1], t.size() > 2 ? t[2] : Tensor()); },
                [](const Rs& r) { return conv_ref(r[0], r[1], r.size() > 2 ? &r[2] : nullptr); }});
 }
@@ -62,7 +62,7 @@ static CaseRegistrar conv_cases([](std::vector<OpCase>& c) {
   add_conv(c, "causal_conv1d strided x", InputSpec({5, 2, 4}).strided(), InputSpec({4, 2}), true);
   add_conv(c, "causal_conv1d transposed weight", InputSpec({5, 2, 4}), InputSpec({4, 3}).transposed(), true);
   // The model's layout: x comes as [B, L, C] and is permuted to [L, B, C].
-  c.push_back({"causal_conv1d x permuted from [B, L, C]", OpId::causal_conv1d,
+  c.push_back({"causal_conv1d x permuted from [B, L, C]",
                {InputSpec({2, 5, 3}), InputSpec({3, 3}), InputSpec({3})},
                [](const Xs& t) { return causal_conv1d(transpose(t[0], 0, 1), t[1], t[2]); },
                [](const Rs& r) { return conv_ref(swap_first_two_axes(r[0]), r[1], &r[2]); }});

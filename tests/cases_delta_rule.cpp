@@ -72,7 +72,7 @@ void add_case(std::vector<OpCase>& cases, const std::string& variant, bool delta
   if (initial) inputs.push_back(spec({B, H, Dv, Dk}, -1, 1).constant());
   const std::string name = std::string("delta_rule ") + (delta ? "delta" : "sum") + " rule" +
                            (initial ? ", initial state" : "") + ", " + variant;
-  cases.push_back({name, OpId::delta_rule, std::move(inputs),
+  cases.push_back({name, std::move(inputs),
                    [delta, initial](const Xs& x) {
                      const Tensor beta = delta ? x[3] : Tensor();
                      const Tensor w0 = initial ? x[delta ? 4 : 3] : Tensor();

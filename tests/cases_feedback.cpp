@@ -64,7 +64,7 @@ std::vector<InputSpec> specs(const Dims& d, Layout layout = Layout::contiguous) 
 
 void add_case(std::vector<OpCase>& c, const std::string& variant, const Dims& d,
               Layout layout = Layout::contiguous, double scale = 0.5) {
-  c.push_back({"feedback_attention " + variant, OpId::feedback_attention, specs(d, layout),
+  c.push_back({"feedback_attention " + variant, specs(d, layout),
                [scale](const Xs& x) { return feedback_attention(x[0], x[1], x[2], x[3], x[4], x[5], scale); },
                [scale](const Rs& r) { return feedback_attention_ref(r, scale); }});
 }

@@ -62,7 +62,7 @@ void add_index_select(std::vector<OpCase>& c, const std::string& name, InputSpec
   const int64_t ndim = static_cast<int64_t>(x.shape.size());
   const int64_t a = axis < 0 ? axis + ndim : axis;
   const int64_t bound = x.shape[a];
-  c.push_back({name, OpId::index_select, {x, InputSpec({n_ids}).indices(bound)},
+  c.push_back({name, {x, InputSpec({n_ids}).indices(bound)},
                [axis](const Xs& t) { return index_select(t[0], axis, t[1]); },
                [a](const Rs& r) { return index_select_ref(r[0], a, r[1]); }});
 }
@@ -71,7 +71,7 @@ void add_gather(std::vector<OpCase>& c, const std::string& name, InputSpec x, in
   const int64_t ndim = static_cast<int64_t>(x.shape.size());
   const int64_t a = axis < 0 ? axis + ndim : axis;
   ids.indices(x.shape[a]);
-  c.push_back({name, OpId::gather, {x, ids}, [axis](const Xs& t) { return gather(t[0], axis, t[1]); },
+  c.push_back({name, {x, ids}, [axis](const Xs& t) { return gather(t[0], axis, t[1]); },
                [a](const Rs& r) { return gather_ref(r[0], a, r[1]); }});
 }
 
@@ -80,12 +80,12 @@ void add_gather(std::vector<OpCase>& c, const std::string& name, InputSpec x, in
 static CaseRegistrar embedding_cases([](std::vector<OpCase>& c) {
   auto run = [](const Xs& x) { return embedding(x[0], x[1]); };
   auto ref = [](const Rs& r) { return embedding_ref(r[0], r[1]); };
-  c.push_back({"embedding 2-D ids [2,3] from [7,4]", OpId::embedding,
+  c.push_back({"embedding 2-D ids [2,3] from [7,4]",
                {InputSpec({7, 4}), InputSpec({2, 3}).indices(7)}, run, ref});
   // 12 ids drawn from 3 rows: rows repeat, and their gradients must add up.
-  c.push_back({"embedding repeated ids [3,4] from [3,5]", OpId::embedding,
+  c.push_back({"embedding repeated ids [3,4] from [3,5]",
                {InputSpec({3, 5}), InputSpec({3, 4}).indices(3)}, run, ref});
-  c.push_back({"embedding fixed ids, row 2 three times, row 4 never", OpId::embedding, {InputSpec({5, 3})},
+  c.push_back({"embedding fixed ids, row 2 three times, row 4 never", {InputSpec({5, 3})},
                [](const Xs& x) {
                  return embedding(x[0], Tensor::from_vector(std::vector<int64_t>{2, 0, 2, 3, 2, 1}, {3, 2}));
                },
@@ -94,10 +94,10 @@ static CaseRegistrar embedding_cases([](std::vector<OpCase>& c) {
                  ids.v = {2, 0, 2, 3, 2, 1};
                  return embedding_ref(r[0], ids);
                }});
-  c.push_back({"embedding 1-D ids, transposed weight", OpId::embedding,
+  c.push_back({"embedding 1-D ids, transposed weight",
                {InputSpec({6, 4}).transposed(), InputSpec({5}).indices(6)}, run, ref});
-  c.push_back({"embedding scalar id", OpId::embedding, {InputSpec({4, 3}), InputSpec({}).indices(4)}, run, ref});
-  c.push_back({"embedding no ids [0]", OpId::embedding, {InputSpec({4, 3}), InputSpec({0}).indices(4)}, run, ref});
+  c.push_back({"embedding scalar id", {InputSpec({4, 3}), InputSpec({}).indices(4)}, run, ref});
+  c.push_back({"embedding no ids [0]", {InputSpec({4, 3}), InputSpec({0}).indices(4)}, run, ref});
 });
 
 static CaseRegistrar index_select_cases([](std::vector<OpCase>& c) {

@@ -48,7 +48,7 @@ Ref matmul_ref(Ref a, Ref b) {
 }
 
 void add_case(std::vector<OpCase>& c, const std::string& name, InputSpec a, InputSpec b) {
-  c.push_back({"matmul " + name, OpId::matmul, {a, b}, [](const Xs& x) { return matmul(x[0], x[1]); },
+  c.push_back({"matmul " + name, {a, b}, [](const Xs& x) { return matmul(x[0], x[1]); },
                [](const Rs& r) { return matmul_ref(r[0], r[1]); }});
 }
 

@@ -50,7 +50,7 @@ void add_layer_norm(std::vector<OpCase>& cases, const std::string& variant, Inpu
   std::vector<InputSpec> inputs{std::move(x_spec)};
   if (has_w) inputs.push_back(InputSpec({D}).range(0.5, 1.5));
   if (has_b) inputs.push_back(InputSpec({D}));
-  cases.push_back({"layer_norm " + variant, OpId::layer_norm, inputs,
+  cases.push_back({"layer_norm " + variant, inputs,
                    [=](const Xs& x) {
                      return layer_norm(x[0], has_w ? x[1] : Tensor(), has_b ? x[has_w ? 2 : 1] : Tensor(), eps);
                    },

@@ -72,19 +72,19 @@ static CaseRegistrar reduce_cases([](std::vector<OpCase>& c) {
   for (const Variant& v : variants()) {
     const auto axes = v.axes;
     const bool keep = v.keepdim;
-    c.push_back({"sum " + v.label, OpId::sum, {v.spec}, [=](const Xs& x) { return sum(x[0], axes, keep); },
+    c.push_back({"sum " + v.label, {v.spec}, [=](const Xs& x) { return sum(x[0], axes, keep); },
                  [=](const Rs& r) { return sum_ref(r[0], axes, keep); }});
-    c.push_back({"mean " + v.label, OpId::mean, {v.spec}, [=](const Xs& x) { return mean(x[0], axes, keep); },
+    c.push_back({"mean " + v.label, {v.spec}, [=](const Xs& x) { return mean(x[0], axes, keep); },
                  [=](const Rs& r) {
                    const double n = static_cast<double>(count_ref(r[0], axes));
                    return map(sum_ref(r[0], axes, keep), [n](double s) { return s / n; });
                  }});
-    c.push_back({"max " + v.label, OpId::max, {v.spec}, [=](const Xs& x) { return max(x[0], axes, keep); },
+    c.push_back({"max " + v.label, {v.spec}, [=](const Xs& x) { return max(x[0], axes, keep); },
                  [=](const Rs& r) {
                    return reduce_ref(r[0], axes, keep, -INFINITY, [](double a, double b) { return std::max(a, b); });
                  }});
     if (!axes.empty()) {
-      c.push_back({"logsumexp " + v.label, OpId::logsumexp, {InputSpec(v.spec).range(-5, 5)},
+      c.push_back({"logsumexp " + v.label, {InputSpec(v.spec).range(-5, 5)},
                    [=](const Xs& x) { return logsumexp(x[0], axes, keep); },
                    [=](const Rs& r) {
                      const Ref m = reduce_ref(r[0], axes, true, -INFINITY,
@@ -103,7 +103,7 @@ static CaseRegistrar reduce_cases([](std::vector<OpCase>& c) {
     }
   }
   // logsumexp must not overflow where exp(x) would.
-  c.push_back({"logsumexp large values", OpId::logsumexp, {InputSpec({2, 3}).range(500, 800)},
+  c.push_back({"logsumexp large values", {InputSpec({2, 3}).range(500, 800)},
                [](const Xs& x) { return logsumexp(x[0], {1}); },
                [](const Rs& r) {
                  Ref out({2});
@@ -117,7 +117,7 @@ static CaseRegistrar reduce_cases([](std::vector<OpCase>& c) {
                }});
   // argmax: not differentiable; int64 output.
   for (int64_t axis : {0, 1, -1}) {
-    c.push_back({"argmax axis " + std::to_string(axis), OpId::argmax, {InputSpec({4, 5})},
+    c.push_back({"argmax axis " + std::to_string(axis), {InputSpec({4, 5})},
                  [=](const Xs& x) { return argmax(x[0], axis); },
                  [=](const Rs& r) {
                    const int64_t a = axis < 0 ? axis + 2 : axis;
@@ -135,7 +135,7 @@ static CaseRegistrar reduce_cases([](std::vector<OpCase>& c) {
                  },
                  false});
   }
-  c.push_back({"argmax keepdim transposed", OpId::argmax, {InputSpec({3, 4}).transposed()},
+  c.push_back({"argmax keepdim transposed", {InputSpec({3, 4}).transposed()},
                [](const Xs& x) { return argmax(x[0], 1, true); },
                [](const Rs& r) {
                  Ref out({3, 1});

@@ -59,7 +59,7 @@ Ref cross_entropy_ref(const Ref& logits, const Ref& targets) {
 void add_softmax(std::vector<OpCase>& cases, OpId op, const std::string& variant, InputSpec spec, int64_t axis) {
   const bool log = op == OpId::log_softmax;
   const std::string name = std::string(op_name(op)) + " " + variant;
-  cases.push_back({name, op, {std::move(spec)},
+  cases.push_back({name, {std::move(spec)},
                    [log, axis](const Xs& x) { return log ? log_softmax(x[0], axis) : softmax(x[0], axis); },
                    [log, axis](const Rs& r) { return softmax_ref(r[0], axis, log); }});
 }
@@ -86,7 +86,7 @@ static CaseRegistrar softmax_cases([](std::vector<OpCase>& c) {
 
 static CaseRegistrar cross_entropy_cases([](std::vector<OpCase>& c) {
   auto add = [&](const std::string& variant, InputSpec logits, InputSpec targets) {
-    c.push_back({"cross_entropy " + variant, OpId::cross_entropy, {std::move(logits), std::move(targets)},
+    c.push_back({"cross_entropy " + variant, {std::move(logits), std::move(targets)},
                  [](const Xs& x) { return cross_entropy(x[0], x[1]); },
                  [](const Rs& r) { return cross_entropy_ref(r[0], r[1]); }});
   };

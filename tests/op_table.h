@@ -5,8 +5,12 @@
 // nothing of loom's kernels). tests/test_op_table.cpp runs every case:
 //   - forward in float64 and float32 against the reference,
 //   - a float64 central-difference gradient check (differentiable cases),
-// and tests/test_coverage.cpp fails when an op in engine/op_list.h has no case.
-// A new op is a new case in the cases_<stem>.cpp file of its stem.
+// and tests/test_cuda.cpp runs every case on the GPU against the CPU.
+// tests/test_coverage.cpp runs each case once more to find the op it tests
+// (from the recorded graph; a case does not name its op) and fails when an op of
+// engine/op_list.h has no case, no gradient-checked case (differentiable ops)
+// or no CUDA parity case. A new op is a new case in the cases_<stem>.cpp file
+// of its stem.
 #pragma once
 
 #include <functional>
@@ -68,13 +72,13 @@ using RefFn = std::function<Ref(const std::vector<Ref>&)>;
 
 struct OpCase {
   std::string name;       // unique, says the variant: "add broadcast [3,1]+[4]"
-  OpId op;                // the op this case covers
   std::vector<InputSpec> inputs;
   RunFn run;              // loom
   RefFn reference;        // naive loops
   bool gradcheck = true;  // false for ops that are not differentiable
   double f32_tolerance = 1e-5;
   double grad_eps = 1e-6;  // finite-difference step of the gradient check
+  bool cuda = true;        // also run on the GPU by tests/test_cuda.cpp (false: say why)
 };
 
 std::vector<OpCase>& op_cases();

@@ -57,7 +57,7 @@ TEST_CASE("config: a full config round trips through to_json") {
     "model": {"family": "fast_weights", "vocab": 70, "d_model": 96, "heads": 3, "d_ff": 128, "layers": 2,
               "dropout": 0.25, "seed": 18446744073709551615, "feature_map": "elu_plus_one", "dpfp_nu": 3,
               "update_rule": "sum", "attention_layer_norm": true, "shared_kv": false, "max_seq_len": 64,
-              "conv_kernels": "per_head", "conv_width": 5},
+              "conv_kernels": "per_head", "conv_width": 5, "activation": "silu"},
     "data": {"path": "x/y.txt", "url": "", "seq_len": 32, "batch_size": 3, "seed": 9},
     "optimizer": {"kind": "adam", "form": "pytorch", "lr": 0.003, "betas": [0.8, 0.99], "eps": 1e-6,
                   "warmup": 10, "weight_decay": 0.01, "clip": 0.5},
@@ -78,6 +78,7 @@ TEST_CASE("config: a full config round trips through to_json") {
   CHECK(c.model.attention_layer_norm);
   CHECK(!c.model.shared_kv);
   CHECK(c.model.conv_kernels == "per_head");
+  CHECK(c.model.activation == "silu");
   CHECK(c.data.path == "x/y.txt");
   CHECK(c.data.url.empty());
   CHECK(c.data.seed == 9);
@@ -122,6 +123,8 @@ TEST_CASE("config: bad configs are refused with the key path and the problem") {
        "model.conv_kernels: expected one of \"per_channel\", \"shared\", \"per_head\", got \"depthwise\""},
       {R"({"model": {"feature_map": "relu"}})", "model.feature_map: expected one of \"dpfp\", \"elu_plus_one\""},
       {R"({"model": {"update_rule": "hebb"}})", "model.update_rule: expected one of \"delta\", \"sum\""},
+      {R"({"model": {"activation": "swish"}})",
+       "model.activation: expected one of \"relu\", \"squared_relu\", \"gelu\", \"silu\", got \"swish\""},
       {R"({"model": {"dpfp_nu": 0}})", "model.dpfp_nu: expected a positive integer, got 0"},
       {R"({"model": {"dropout": 1.0}})", "model.dropout: expected a number in [0, 1), got 1.0"},
       {R"({"model": {"dropout": -0.1}})", "model.dropout: expected a number in [0, 1), got -0.1"},

@@ -33,6 +33,7 @@
 #include "engine/ops.h"
 #include "models/language_model.h"
 #include "models/optim.h"
+#include "tests/op_table.h"
 
 namespace loom {
 namespace {
@@ -838,6 +839,26 @@ TEST_CASE("cuda: feedback_attention, forward and gradients of every input") {
            [](const auto& v) {
              return feedback_attention(v[0], v[1].narrow(3, 0, 4), v[1].narrow(3, 4, 4), v[2], v[3], v[4], 0.5);
            });
+}
+
+// ---- the op table -------------------------------------------------------------------------------------
+
+// Every case of the op table (tests/op_table.h) with cuda = true: its inputs in
+// float32 and float64, moved to the GPU, the case's function run on both
+// devices, forward and (gradient-checked cases) the gradients compared. These
+// are the CUDA parity cases that tests/test_coverage.cpp requires of every op.
+TEST_CASE("cuda: every op-table case gives the CPU's numbers") {
+  int checked = 0;
+  for (const test::OpCase& c : test::op_cases()) {
+    if (!c.cuda) continue;
+    for (DType dt : {DType::f32, DType::f64}) {
+      const std::vector<Tensor> leaves = test::make_leaves(c, dt, 0x0c0da ^ std::hash<std::string>{}(c.name));
+      check_op(c.name + " [" + dtype_name(dt) + "]", leaves,
+               [&c](const std::vector<Tensor>& xs) { return c.run(test::apply_layouts(c, xs)); }, c.gradcheck);
+    }
+    ++checked;
+  }
+  CHECK(checked > 0);
 }
 
 // ---- whole models ------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@
 #include "models/fast_weights.h"
 #include "models/generate.h"
 #include "models/optim.h"
+#include "tests/family_test_utils.h"
 #include "tests/fused_check.h"
 
 namespace loom::test {
@@ -54,12 +55,6 @@ Tensor param(const NamedTensors& ps, const std::string& name) {
   return Tensor();
 }
 
-Tensor random_tokens(int64_t L, int64_t B, int64_t vocab, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<int64_t> ids(L * B);
-  for (auto& id : ids) id = static_cast<int64_t>(rng() % vocab);
-  return Tensor::from_vector(ids, {L, B});
-}
 
 // ---- the model written out independently, from models/FAMILIES.md §2 ------------------------
 
@@ -261,17 +256,8 @@ TEST_CASE("fast_weights: a tiny model overfits one batch") {
   c.dpfp_nu = 1;
   auto model = models::make_model(c);
   const Tensor tokens = random_tokens(16, 4, c.vocab, 1);
-  const Tensor targets = random_tokens(16, 4, c.vocab, 2).reshape({64});
-  models::Adam adam(model->named_parameters(), models::AdamOptions{}, models::LrSchedule::constant(1e-2));
-  double first = 0.0, last = 0.0;
-  for (int step = 0; step < 150; ++step) {
-    const Tensor loss = cross_entropy(model->forward(tokens).reshape({64, c.vocab}), targets);
-    if (step == 0) first = loss.item();
-    last = loss.item();
-    loss.backward();
-    adam.step();
-    adam.zero_grad();
-  }
+  const Tensor targets = random_tokens(16, 4, c.vocab, 2);
+  const auto [first, last] = overfit_one_batch(*model, tokens, targets, 150, 1e-2, models::AdamForm::labml);
   INFO("loss: first ", first, ", last ", last);
   CHECK(first > 2.0);  // about log(11) = 2.4 at the start
   CHECK(last < 0.05);

@@ -18,6 +18,7 @@
 #include "autodiff/node.h"
 #include "engine/ops.h"
 #include "models/language_model.h"
+#include "tests/family_test_utils.h"
 #include "tests/fused_check.h"
 
 namespace loom::test {
@@ -49,15 +50,21 @@ std::vector<ModelConfig> tiny_variants() {
 }
 
 std::string describe(const ModelConfig& c) {
-  return c.family == "primer_ez" ? c.family + " (" + c.conv_kernels + ")" : c.family;
+  const std::string name = c.family == "primer_ez" ? c.family + " (" + c.conv_kernels + ")" : c.family;
+  return c.activation.empty() ? name : name + ", " + c.activation;
 }
 
-Tensor random_tokens(int64_t L, int64_t B, int64_t vocab, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<int64_t> t(L * B);
-  for (auto& x : t) x = static_cast<int64_t>(rng() % vocab);
-  return Tensor::from_vector(t, {L, B});
+// The variants and, for model.activation, a transformer and a Primer with SiLU.
+std::vector<ModelConfig> tiny_variants_and_activations() {
+  std::vector<ModelConfig> all = tiny_variants();
+  for (const char* family : {"transformer", "primer_ez"}) {
+    ModelConfig c = tiny(family);
+    c.activation = "silu";
+    all.push_back(c);
+  }
+  return all;
 }
+
 
 // Layers start identical (labml clones one layer); perturbing every parameter
 // makes a mix-up between layers, or between weights, visible.
@@ -153,6 +160,7 @@ struct Reference {
 
   Tensor feed_forward(const Tensor& z, const std::string& name) const {
     const Tensor h = linear(z, name + ".layer1");
+    if (c.activation == "silu") return linear(h / (exp(-h) + 1.0), name + ".layer2");  // h sigmoid(h)
     const Tensor r = maximum(h, Tensor::scalar(0.0, h.dtype()));
     return linear(c.family == "primer_ez" ? r * r : r, name + ".layer2");
   }
@@ -189,7 +197,7 @@ double relative_error(const Tensor& a, const Tensor& b) {
 
 TEST_CASE("transformer, primer_ez: forward equals a naive composition of engine ops (float64)") {
   const Tensor tokens = random_tokens(7, 3, 11, 1);
-  for (ModelConfig c : tiny_variants()) {
+  for (ModelConfig c : tiny_variants_and_activations()) {
     INFO(describe(c));
     c.dropout = 0.1;  // eval mode must switch every dropout off
     auto model = models::make_model(c);
@@ -278,32 +286,8 @@ TEST_CASE("transformer, primer_ez: a tiny model overfits one batch") {
     const Tensor tokens = random_tokens(17, 4, c.vocab, 9);
     const Tensor input = narrow(tokens, 0, 0, 16), target = contiguous(narrow(tokens, 0, 1, 16));
 
-    // Adam (labml's form: eps on the uncorrected sqrt(v)).
-    const auto params = model->parameters();
-    std::vector<Tensor> m, v;
-    for (const Tensor& p : params) {
-      m.push_back(Tensor::zeros(p.shape()));
-      v.push_back(Tensor::zeros(p.shape()));
-    }
-    const double lr = 3e-3, b1 = 0.9, b2 = 0.999;
-    double first = 0.0, last = 0.0;
-    for (int step = 1; step <= 150; ++step) {
-      for (const Tensor& p : params) p.zero_grad();
-      const Tensor loss = cross_entropy(reshape(model->forward(input), {-1, c.vocab}), reshape(target, {-1}));
-      loss.backward();
-      last = loss.item();
-      if (step == 1) first = last;
-      NoGradGuard no_grad;
-      const double step_size = lr * std::sqrt(1 - std::pow(b2, step)) / (1 - std::pow(b1, step));
-      for (size_t i = 0; i < params.size(); ++i) {
-        const Tensor g = params[i].grad();
-        mul_(m[i], b1);
-        add_(m[i], g, 1 - b1);
-        mul_(v[i], b2);
-        add_(v[i], g * g, 1 - b2);
-        add_(params[i], m[i] / (sqrt(v[i]) + 1e-8), -step_size);
-      }
-    }
+    // Adam in labml's form (eps on the uncorrected sqrt(v)).
+    const auto [first, last] = overfit_one_batch(*model, input, target, 150, 3e-3, models::AdamForm::labml);
     INFO("loss ", first, " -> ", last);
     CHECK(first > 1.5);
     CHECK(last < 0.05);

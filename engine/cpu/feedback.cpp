@@ -29,6 +29,7 @@
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/loops.h"
+#include "engine/feedback_layout.h"
 
 namespace loom {
 
@@ -36,52 +37,26 @@ using cpu::parallel_for;
 
 namespace {
 
-// A [n, B, H, *] memory tensor read through its strides (unit stride on the last axis).
-template <class T>
-struct MemoryRows {
-  const T* data;
-  int64_t sn, sb, sh;
-  const T* at(int64_t j, int64_t b, int64_t h) const { return data + j * sn + b * sb + h * sh; }
-};
+using feedback::Inputs;
+using feedback::inputs_of;
 
+// score_j with qu = q + u precomputed.
 template <class T>
-MemoryRows<T> rows_of(const Tensor& t) {
-  return {t.data<T>(), t.strides()[0], t.strides()[1], t.strides()[2]};
+T score(const Inputs<T>& a, int64_t j, int64_t b, int64_t h, const T* qu) {
+  const T* qb = a.q_row(b, h);
+  const T* kj = a.k.at(j, b, h);
+  const T* pj = a.P_row(j, h);
+  T acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t d = 0; d < a.D; ++d) acc += qu[d] * kj[d] + qb[d] * pj[d];
+  return a.scale * (acc + a.s_at(j, h));
 }
 
-// The inputs of one call, as raw pointers (q, P, s, u contiguous).
 template <class T>
-struct Inputs {
-  int64_t n, B, H, D, Dv, R;
-  const T *q, *P, *s, *u;
-  MemoryRows<T> k, v;
-  T scale;
-
-  const T* q_row(int64_t b, int64_t h) const { return q + (b * H + h) * D; }
-  const T* P_row(int64_t j, int64_t h) const { return P + ((R - n + j) * H + h) * D; }
-  T s_at(int64_t j, int64_t h) const { return s[(R - n + j) * H + h]; }
-  // score_j with qu = q + u precomputed.
-  T score(int64_t j, int64_t b, int64_t h, const T* qu) const {
-    const T* qb = q_row(b, h);
-    const T* kj = k.at(j, b, h);
-    const T* pj = P_row(j, h);
-    T acc = 0;
-#pragma omp simd reduction(+ : acc)
-    for (int64_t d = 0; d < D; ++d) acc += qu[d] * kj[d] + qb[d] * pj[d];
-    return scale * (acc + s_at(j, h));
-  }
-  void query_plus_bias(int64_t b, int64_t h, T* qu) const {
-    const T* qb = q_row(b, h);
-    const T* uh = u + h * D;
-    for (int64_t d = 0; d < D; ++d) qu[d] = qb[d] + uh[d];
-  }
-};
-
-template <class T>
-Inputs<T> inputs_of(const Tensor& q, const Tensor& keys, const Tensor& values, const Tensor& P, const Tensor& s,
-                    const Tensor& u, double scale) {
-  return {keys.size(0), q.size(0), q.size(1), q.size(2), values.size(3), P.size(0), q.data<T>(), P.data<T>(),
-          s.data<T>(), u.data<T>(), rows_of<T>(keys), rows_of<T>(values), static_cast<T>(scale)};
+void query_plus_bias(const Inputs<T>& a, int64_t b, int64_t h, T* qu) {
+  const T* qb = a.q_row(b, h);
+  const T* uh = a.u + h * a.D;
+  for (int64_t d = 0; d < a.D; ++d) qu[d] = qb[d] + uh[d];
 }
 
 template <class T>
@@ -123,14 +98,14 @@ void forward(const Inputs<T>& a, T* out, T* lse) {
     T* mx = qu + m * D;
     T* inv = mx + m;
     for (int64_t i = i0; i < i1; ++i) {
-      a.query_plus_bias(i / H, i % H, qu + (i - i0) * D);
+      query_plus_bias(a, i / H, i % H, qu + (i - i0) * D);
       mx[i - i0] = -std::numeric_limits<T>::infinity();
     }
     for (int64_t j = 0; j < n; ++j) {
       T* row = sc + j * m;
       for (int64_t i = i0; i < i1; ++i) {
         const int64_t k = i - i0;
-        row[k] = a.score(j, i / H, i % H, qu + k * D);
+        row[k] = score(a, j, i / H, i % H, qu + k * D);
         mx[k] = row[k] > mx[k] ? row[k] : mx[k];
       }
     }
@@ -177,7 +152,7 @@ void backward(const Inputs<T>& a, const T* grad_out, const T* out, const T* lse,
     for (int64_t b = 0; b < B; ++b)
       for (int64_t h = h0; h < h1; ++h) {
         const int64_t k = b * hs + (h - h0), bh = b * H + h;
-        a.query_plus_bias(b, h, qu + k * D);
+        query_plus_bias(a, b, h, qu + k * D);
         delta[k] = dot(grad_out + bh * Dv, out + bh * Dv, Dv);
         for (int64_t d = 0; d < D; ++d) dq[k * D + d] = 0;
       }
@@ -189,7 +164,7 @@ void backward(const Inputs<T>& a, const T* grad_out, const T* out, const T* lse,
           const T* kj = a.k.at(j, b, h);
           const T* vj = a.v.at(j, b, h);
           const T* dout = grad_out + bh * Dv;
-          const T alpha = std::exp(a.score(j, b, h, qu + k * D) - lse[bh]);
+          const T alpha = std::exp(score(a, j, b, h, qu + k * D) - lse[bh]);
           const T ds = a.scale * alpha * (dot(dout, vj, Dv) - delta[k]);
           if (g.q) {
             const T* pj = a.P_row(j, h);

@@ -69,4 +69,38 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale
   return out;
 }
 
+// ---- backward rules ----------------------------------------------------------------
+//
+// Backward rule of fused attention.
+//
+// The backward kernel rebuilds the probabilities from q, k and the saved row
+// logsumexps, and the dropout mask from the recorded Philox seed and offset
+// (engine/cpu/attention.cpp has the formulas). It fills all three gradients in
+// one pass; a gradient nobody asked for is dropped by the walker.
+
+namespace {
+
+// Like the forward, the kernel needs unit stride along the features only (unit_last_stride above).
+// inputs {q, k, v}, saved {lse}, ints {causal, seed, offset}, reals {scale, p}.
+Grads attention_rule(const RecordedOp& n, const Tensor& g) {
+  const Tensor q = unit_last_stride(n.input(0)), k = unit_last_stride(n.input(1)), v = unit_last_stride(n.input(2));
+  Backend::AttentionArgs args;
+  args.causal = n.ints[0] != 0;
+  args.seed = static_cast<uint64_t>(n.ints[1]);
+  args.offset = static_cast<uint64_t>(n.ints[2]);
+  args.scale = n.reals[0];
+  args.dropout_p = n.reals[1];
+  Tensor gq = Tensor::empty(q.shape(), q.dtype(), q.device());
+  Tensor gk = Tensor::empty(k.shape(), k.dtype(), k.device());
+  Tensor gv = Tensor::empty(v.shape(), v.dtype(), v.device());
+  backend_for(g).attention_backward(unit_last_stride(g), q, k, v, n.saved[0], args, gq, gk, gv);
+  return {gq, gk, gv};
+}
+
+// {inputs, output}: what each rule keeps alive for its backward.
+const RuleRegistration attention_rules[] = {
+    {OpId::attention, {attention_rule, true, false}},
+};
+}  // namespace
+
 }  // namespace loom

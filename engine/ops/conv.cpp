@@ -31,4 +31,29 @@ Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias) 
   return out;
 }
 
+// ---- backward rules ----------------------------------------------------------------
+//
+// Backward rule of the depth-wise causal convolution.
+//
+// One fused kernel computes whichever of grad_x, grad_weight and grad_bias are
+// needed (see engine/cpu/conv.cpp for the formulas).
+
+namespace {
+
+Grads causal_conv1d_rule(const RecordedOp& n, const Tensor& g) {
+  const Tensor x = contiguous(n.input(0)), weight = contiguous(n.input(1));
+  auto grad_for = [&](size_t i) {
+    return n.needs_input_grad(i) ? Tensor::empty(n.input_shapes[i], g.dtype(), g.device()) : Tensor();
+  };
+  Tensor gx = grad_for(0), gw = grad_for(1), gb = grad_for(2);
+  backend_for(g).causal_conv1d_backward(contiguous(g), x, weight, gx, gw, gb);
+  return {gx, gw, gb};
+}
+
+// {inputs, output}: what each rule keeps alive for its backward.
+const RuleRegistration conv_rules[] = {
+    {OpId::causal_conv1d, {causal_conv1d_rule, true, false}},
+};
+}  // namespace
+
 }  // namespace loom

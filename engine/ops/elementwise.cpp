@@ -1,4 +1,11 @@
-// elementwise.cpp: unary and binary ops, comparisons, where and masked_fill.
+// elementwise.cpp: unary and binary ops, comparisons, where and masked_fill,
+// each with its backward rule.
+//
+// The unary, binary and comparison ops are rows of the tables in
+// engine/elementwise_functors.h: their public functions and their backward
+// rules are generated below from the rows. where and masked_fill are written
+// out. g is the gradient of the op's output; each rule returns one gradient per
+// input. Broadcasting is undone by the caller (autodiff/backward.cpp), not here.
 #include "engine/ops/op_helpers.h"
 
 namespace loom {
@@ -26,42 +33,36 @@ Tensor binary(OpId id, BinaryOp op, const Tensor& a, const Tensor& b) {
   const Shape shape = broadcast_shapes(a.shape(), b.shape(), name);
   Tensor out = Tensor::empty(shape, a.dtype(), a.device());
   backend_for(a).binary(op, broadcast_view(a, shape), broadcast_view(b, shape), out);
-  if (id != OpId::compare && needs_grad({&a, &b})) record({id, {a, b}}, out);
+  if (id == OpId::compare) ran(id, out);  // never recorded: tell a watching test
+  else if (needs_grad({&a, &b})) record({id, {a, b}}, out);
   return out;
 }
 
 }  // namespace
 
-Tensor neg(const Tensor& x) { return unary(OpId::neg, UnaryOp::neg, x); }
-Tensor exp(const Tensor& x) { return unary(OpId::exp, UnaryOp::exp, x); }
-Tensor log(const Tensor& x) { return unary(OpId::log, UnaryOp::log, x); }
-Tensor sqrt(const Tensor& x) { return unary(OpId::sqrt, UnaryOp::sqrt, x); }
-Tensor rsqrt(const Tensor& x) { return unary(OpId::rsqrt, UnaryOp::rsqrt, x); }
-Tensor tanh(const Tensor& x) { return unary(OpId::tanh, UnaryOp::tanh, x); }
-Tensor sigmoid(const Tensor& x) { return unary(OpId::sigmoid, UnaryOp::sigmoid, x); }
-Tensor relu(const Tensor& x) { return unary(OpId::relu, UnaryOp::relu, x); }
-Tensor squared_relu(const Tensor& x) { return unary(OpId::squared_relu, UnaryOp::squared_relu, x); }
-Tensor elu(const Tensor& x, double alpha) { return unary(OpId::elu, UnaryOp::elu, x, alpha); }
-Tensor gelu(const Tensor& x) { return unary(OpId::gelu, UnaryOp::gelu, x); }
-Tensor pow(const Tensor& x, double exponent) { return unary(OpId::pow_scalar, UnaryOp::pow_scalar, x, exponent); }
+// The public functions of the table rows without a parameter
+// (LOOM_UNARY_OPS, LOOM_BINARY_OPS, LOOM_COMPARE_OPS in elementwise_functors.h).
+#define LOOM_DEFINE_UNARY(name, ...) \
+  Tensor name(const Tensor& x) { return unary(OpId::name, UnaryOp::name, x); }
+#define LOOM_DEFINE_BINARY(name, ...) \
+  Tensor name(const Tensor& a, const Tensor& b) { return binary(OpId::name, BinaryOp::name, a, b); }
+#define LOOM_DEFINE_COMPARE(name, ...) \
+  Tensor name(const Tensor& a, const Tensor& b) { return binary(OpId::compare, BinaryOp::name, a, b); }
+LOOM_UNARY_OPS(LOOM_DEFINE_UNARY)
+LOOM_BINARY_OPS(LOOM_DEFINE_BINARY)
+LOOM_COMPARE_OPS(LOOM_DEFINE_COMPARE)
+#undef LOOM_DEFINE_UNARY
+#undef LOOM_DEFINE_BINARY
+#undef LOOM_DEFINE_COMPARE
 
-Tensor add(const Tensor& a, const Tensor& b) { return binary(OpId::add, BinaryOp::add, a, b); }
-Tensor sub(const Tensor& a, const Tensor& b) { return binary(OpId::sub, BinaryOp::sub, a, b); }
-Tensor mul(const Tensor& a, const Tensor& b) { return binary(OpId::mul, BinaryOp::mul, a, b); }
-Tensor div(const Tensor& a, const Tensor& b) { return binary(OpId::div, BinaryOp::div, a, b); }
-Tensor maximum(const Tensor& a, const Tensor& b) { return binary(OpId::maximum, BinaryOp::maximum, a, b); }
-Tensor minimum(const Tensor& a, const Tensor& b) { return binary(OpId::minimum, BinaryOp::minimum, a, b); }
+Tensor elu(const Tensor& x, double alpha) { return unary(OpId::elu, UnaryOp::elu, x, alpha); }
+Tensor pow(const Tensor& x, double exponent) { return unary(OpId::pow_scalar, UnaryOp::pow_scalar, x, exponent); }
 
 Tensor add(const Tensor& a, double b) { return add(a, detail::scalar_like(b, a)); }
 Tensor sub(const Tensor& a, double b) { return sub(a, detail::scalar_like(b, a)); }
 Tensor mul(const Tensor& a, double b) { return mul(a, detail::scalar_like(b, a)); }
 Tensor div(const Tensor& a, double b) { return div(a, detail::scalar_like(b, a)); }
 
-Tensor eq(const Tensor& a, const Tensor& b) { return binary(OpId::compare, BinaryOp::eq, a, b); }
-Tensor gt(const Tensor& a, const Tensor& b) { return binary(OpId::compare, BinaryOp::gt, a, b); }
-Tensor ge(const Tensor& a, const Tensor& b) { return binary(OpId::compare, BinaryOp::ge, a, b); }
-Tensor lt(const Tensor& a, const Tensor& b) { return binary(OpId::compare, BinaryOp::lt, a, b); }
-Tensor le(const Tensor& a, const Tensor& b) { return binary(OpId::compare, BinaryOp::le, a, b); }
 Tensor gt(const Tensor& a, double b) { return gt(a, detail::scalar_like(b, a)); }
 
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
@@ -77,6 +78,16 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   return out;
 }
 
+namespace {
+// saved = {cond}: the gradient goes to a where cond != 0, to b elsewhere.
+Grads where_rule(const RecordedOp& n, const Tensor& g) {
+  const Tensor& cond = n.saved[0];
+  const Tensor zero = Tensor::scalar(0.0, g.dtype(), g.device());
+  return {where(cond, g, zero), where(cond, zero, g)};
+}
+const RuleRegistration where_registration(OpId::where, {where_rule, /*inputs=*/false, /*output=*/false});
+}  // namespace
+
 Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
   check_float("masked_fill", x);
   detail::check_defined("masked_fill", mask, "mask");
@@ -91,5 +102,68 @@ Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
   if (needs_grad({&x})) record({OpId::masked_fill, {x}, {mask}, {}, {value}}, out);
   return out;
 }
+
+namespace {
+// saved = {mask}: filled elements get no gradient.
+Grads masked_fill_rule(const RecordedOp& n, const Tensor& g) {
+  return {where(n.saved[0], Tensor::scalar(0.0, g.dtype(), g.device()), g)};
+}
+const RuleRegistration masked_fill_registration(OpId::masked_fill, {masked_fill_rule, false, false});
+}  // namespace
+
+// ---- backward rules of the table rows -------------------------------------------
+
+namespace {
+
+// What a generated rule keeps alive for its expression (the `keeps` column).
+struct Keeps {
+  bool inputs, output;
+};
+namespace keeps {
+constexpr Keeps none{false, false}, x{true, false}, y{false, true}, xy{true, true}, ab{true, false};
+}  // namespace keeps
+
+// The helper kernels of LOOM_UNARY_KERNELS, as kernel::name(x) (not recorded).
+namespace kernel {
+#define LOOM_DEFINE_KERNEL(name, ...)                               \
+  [[maybe_unused]] Tensor name(const Tensor& x) {                   \
+    Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());   \
+    backend_for(x).unary(UnaryOp::name, x, out, 0.0);               \
+    return out;                                                     \
+  }
+LOOM_UNARY_KERNELS(LOOM_DEFINE_KERNEL)
+#undef LOOM_DEFINE_KERNEL
+}  // namespace kernel
+
+// One rule per row: the `grad` column with x, y, p (and a, b) bound to what the
+// node kept. A tensor the row does not keep is undefined here.
+#define LOOM_UNARY_RULE(name, Functor, keep, grad)            \
+  Grads name##_rule(const RecordedOp& n, const Tensor& g) {   \
+    const Tensor x = keeps::keep.inputs ? n.input(0) : Tensor(); \
+    const Tensor& y = n.output;                               \
+    const double p = n.reals.empty() ? 0.0 : n.reals[0];      \
+    (void)x, (void)y, (void)p;                                \
+    return {grad};                                            \
+  }
+#define LOOM_BINARY_RULE(name, Functor, keep, grad_a, grad_b)    \
+  Grads name##_rule(const RecordedOp& n, const Tensor& g) {      \
+    const Tensor a = keeps::keep.inputs ? n.input(0) : Tensor(); \
+    const Tensor b = keeps::keep.inputs ? n.input(1) : Tensor(); \
+    (void)a, (void)b;                                            \
+    return {n.needs_input_grad(0) ? Tensor(grad_a) : Tensor(),   \
+            n.needs_input_grad(1) ? Tensor(grad_b) : Tensor()};  \
+  }
+LOOM_UNARY_OPS(LOOM_UNARY_RULE)
+LOOM_UNARY_OPS_WITH_PARAM(LOOM_UNARY_RULE)
+LOOM_BINARY_OPS(LOOM_BINARY_RULE)
+#undef LOOM_UNARY_RULE
+#undef LOOM_BINARY_RULE
+
+#define LOOM_REGISTER(name, Functor, keep, ...) {OpId::name, {name##_rule, keeps::keep.inputs, keeps::keep.output}},
+const RuleRegistration table_rules[] = {
+    LOOM_UNARY_OPS(LOOM_REGISTER) LOOM_UNARY_OPS_WITH_PARAM(LOOM_REGISTER) LOOM_BINARY_OPS(LOOM_REGISTER)};
+#undef LOOM_REGISTER
+
+}  // namespace
 
 }  // namespace loom

@@ -4,7 +4,7 @@
 // on the host, before a kernel runs: a bad id becomes an error that says which
 // id, where it sits in ids and what the valid range was, never a read outside
 // the tensor. The ids are recorded as a saved tensor (not an input), so they
-// never receive a gradient; the backward rules (autodiff/index.cpp) send the
+// never receive a gradient; the backward rules (below) send the
 // output gradient back with index_add / scatter_add.
 #include <string>
 
@@ -98,5 +98,45 @@ Tensor gather(const Tensor& x, int64_t axis, const Tensor& ids) {
   if (needs_grad({&x})) record({OpId::gather, {x}, {dense_ids}, {a}}, out);
   return out;
 }
+
+// ---- backward rules ----------------------------------------------------------------
+//
+// Backward rules of embedding, index_select and gather.
+//
+// Each op copies elements picked by ids, so the input's gradient sends every
+// element of the output gradient back to the slot it was copied from: added into
+// zeros, where repeated ids accumulate (index_add / scatter_add). The ids are
+// saved[0] (already flattened for embedding); ints[0] is the axis.
+
+namespace {
+
+// Row ids[i] of the weight gets the gradient of output row i.
+Grads embedding_rule(const RecordedOp& n, const Tensor& g) {
+  const Tensor& ids = n.saved[0];
+  const Shape& shape = n.input_shapes[0];
+  Tensor grad = Tensor::zeros(shape, g.dtype(), g.device());
+  backend_for(g).index_add(grad, 0, ids, reshape(g, {ids.numel(), shape[1]}));
+  return {grad};
+}
+
+Grads index_select_rule(const RecordedOp& n, const Tensor& g) {
+  Tensor grad = Tensor::zeros(n.input_shapes[0], g.dtype(), g.device());
+  backend_for(g).index_add(grad, static_cast<int>(n.ints[0]), n.saved[0], g);
+  return {grad};
+}
+
+Grads gather_rule(const RecordedOp& n, const Tensor& g) {
+  Tensor grad = Tensor::zeros(n.input_shapes[0], g.dtype(), g.device());
+  backend_for(g).scatter_add(grad, static_cast<int>(n.ints[0]), n.saved[0], g);
+  return {grad};
+}
+
+// {inputs, output}: what each rule keeps alive for its backward.
+const RuleRegistration index_rules[] = {
+    {OpId::embedding, {embedding_rule, false, false}},
+    {OpId::index_select, {index_select_rule, false, false}},
+    {OpId::gather, {gather_rule, false, false}},
+};
+}  // namespace
 
 }  // namespace loom

@@ -39,4 +39,26 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   return out;
 }
 
+// ---- backward rules ----------------------------------------------------------------
+//
+// The backward rule of matmul.
+//
+// C = A·B  =>  dA = dC·Bᵀ, dB = Aᵀ·dC. The transposes are views: GEMM reads them
+// in place. Broadcast batch dims are summed away by the caller.
+
+namespace {
+
+std::vector<Tensor> matmul_rule(const RecordedOp& n, const Tensor& g) {
+  const Tensor& a = n.input(0);
+  const Tensor& b = n.input(1);
+  return {n.needs_input_grad(0) ? matmul(g, transpose(b, -1, -2)) : Tensor(),
+          n.needs_input_grad(1) ? matmul(transpose(a, -1, -2), g) : Tensor()};
+}
+
+// {inputs, output}: what each rule keeps alive for its backward.
+const RuleRegistration linalg_rules[] = {
+    {OpId::matmul, {matmul_rule, true, false}},
+};
+}  // namespace
+
 }  // namespace loom

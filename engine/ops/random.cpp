@@ -16,17 +16,23 @@ Tensor random_fill(RandomKind kind, const Shape& shape, double a, double b, Gene
 
 Tensor uniform(const Shape& shape, double low, double high, Generator& gen, DType dtype, Device device) {
   LOOM_CHECK(low <= high, "uniform: low ", low, " is greater than high ", high);
-  return random_fill(RandomKind::uniform, shape, low, high, gen, dtype, device, "uniform");
+  Tensor out = random_fill(RandomKind::uniform, shape, low, high, gen, dtype, device, "uniform");
+  ran(OpId::uniform, out);  // never recorded: tell a watching test
+  return out;
 }
 
 Tensor normal(const Shape& shape, double mean, double stddev, Generator& gen, DType dtype, Device device) {
   LOOM_CHECK(stddev >= 0, "normal: standard deviation ", stddev, " is negative");
-  return random_fill(RandomKind::normal, shape, mean, stddev, gen, dtype, device, "normal");
+  Tensor out = random_fill(RandomKind::normal, shape, mean, stddev, gen, dtype, device, "normal");
+  ran(OpId::normal, out);
+  return out;
 }
 
 Tensor bernoulli(const Shape& shape, double p, Generator& gen, DType dtype, Device device) {
   LOOM_CHECK(p >= 0 && p <= 1, "bernoulli: probability ", p, " is outside [0, 1]");
-  return random_fill(RandomKind::bernoulli, shape, p, 0.0, gen, dtype, device, "bernoulli");
+  Tensor out = random_fill(RandomKind::bernoulli, shape, p, 0.0, gen, dtype, device, "bernoulli");
+  ran(OpId::bernoulli, out);
+  return out;
 }
 
 Tensor dropout(const Tensor& x, double p, Generator& gen, bool training) {
@@ -42,5 +48,17 @@ Tensor dropout(const Tensor& x, double p, Generator& gen, bool training) {
   if (needs_grad({&x})) record({OpId::dropout, {x}, {mask}, {}, {p}}, out);
   return out;
 }
+
+// ---- backward rules ----------------------------------------------------------------
+//
+// The backward rule of dropout (the saved mask is 0 or 1/(1-p)).
+
+namespace {
+std::vector<Tensor> dropout_rule(const RecordedOp& n, const Tensor& g) { return {g * n.saved[0]}; }
+// {inputs, output}: what each rule keeps alive for its backward.
+const RuleRegistration random_rules[] = {
+    {OpId::dropout, {dropout_rule, false, false}},
+};
+}  // namespace
 
 }  // namespace loom

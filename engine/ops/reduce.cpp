@@ -104,6 +104,7 @@ Tensor argmax(const Tensor& x, int64_t axis, bool keepdim) {
   LOOM_CHECK(x.shape()[a] > 0, "argmax: axis ", a, " of ", x.describe(), " is empty");
   Tensor out = reduce_keepdim(ReduceOp::argmax, x, {a}, DType::i64);
   if (!keepdim) out = drop_axes(out, reduced_shape(x.shape(), {a}, false));
+  ran(OpId::argmax, out);  // never recorded: tell a watching test
   return out;
 }
 
@@ -126,5 +127,56 @@ Tensor sum_to(const Tensor& x, const Shape& shape) {
   Tensor out = axes.empty() ? x : sum(x, axes, true);
   return reshape(out, shape);
 }
+
+// ---- backward rules ----------------------------------------------------------------
+//
+// Backward rules of the reductions.
+//
+// A reduction records ints = {keepdim, axes...}. Its gradient is the output
+// gradient with the reduced axes put back as size 1, broadcast over the input.
+
+namespace {
+
+// t with the reduced axes restored as size-1 dims (a no-op when keepdim was set).
+Tensor keepdim_view(const RecordedOp& n, const Tensor& t, const Shape& input_shape) {
+  if (n.ints[0]) return t;
+  Shape shape = input_shape;
+  for (size_t i = 1; i < n.ints.size(); ++i) shape[n.ints[i]] = 1;
+  return reshape(t, shape);
+}
+
+Grads sum_rule(const RecordedOp& n, const Tensor& g) {
+  const Shape& shape = n.input_shapes[0];
+  return {expand(keepdim_view(n, g, shape), shape)};
+}
+
+Grads mean_rule(const RecordedOp& n, const Tensor& g) {
+  const Shape& shape = n.input_shapes[0];
+  return {expand(keepdim_view(n, g, shape) / n.reals[0], shape)};
+}
+
+// Ties share the gradient equally (like torch.amax).
+Grads max_rule(const RecordedOp& n, const Tensor& g) {
+  const Tensor& x = n.input(0);
+  const Tensor winners = eq(x, keepdim_view(n, n.output, x.shape()));
+  std::vector<int64_t> axes(n.ints.begin() + 1, n.ints.end());
+  const Tensor count = sum(winners, axes, true);
+  return {winners * keepdim_view(n, g, x.shape()) / count};
+}
+
+// d logsumexp(x) / dx = softmax(x) = exp(x - logsumexp(x))
+Grads logsumexp_rule(const RecordedOp& n, const Tensor& g) {
+  const Tensor& x = n.input(0);
+  return {exp(x - keepdim_view(n, n.output, x.shape())) * keepdim_view(n, g, x.shape())};
+}
+
+// {inputs, output}: what each rule keeps alive for its backward.
+const RuleRegistration reduce_rules[] = {
+    {OpId::sum, {sum_rule, false, false}},
+    {OpId::mean, {mean_rule, false, false}},
+    {OpId::max, {max_rule, true, true}},
+    {OpId::logsumexp, {logsumexp_rule, true, true}},
+};
+}  // namespace
 
 }  // namespace loom

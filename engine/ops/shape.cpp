@@ -272,12 +272,14 @@ void copy_(const Tensor& dst, const Tensor& src) {
              shape_str(dst.shape()));
   backend_for(dst).copy(detail::broadcast_view(src, shape), dst);
   dst.bump_version();
+  ran(OpId::copy_, dst);  // never recorded: tell a watching test
 }
 
 void fill_(const Tensor& dst, double value) {
   check_writable("fill_", dst);
   backend_for(dst).fill(dst, value);
   dst.bump_version();
+  ran(OpId::fill_, dst);  // never recorded: tell a watching test
 }
 
 void add_(const Tensor& dst, const Tensor& src, double alpha) {
@@ -294,6 +296,7 @@ void add_(const Tensor& dst, const Tensor& src, double alpha) {
   }
   be.binary(BinaryOp::add, dst, detail::broadcast_view(scaled, shape), dst);
   dst.bump_version();
+  ran(OpId::add_, dst);  // never recorded: tell a watching test
 }
 
 void mul_(const Tensor& dst, double value) {
@@ -301,6 +304,61 @@ void mul_(const Tensor& dst, double value) {
   backend_for(dst).binary(BinaryOp::mul, dst, detail::broadcast_view(detail::scalar_like(value, dst), dst.shape()),
                           dst);
   dst.bump_version();
+  ran(OpId::mul_, dst);  // never recorded: tell a watching test
 }
+
+// ---- backward rules ----------------------------------------------------------------
+//
+// Backward rules of views and copies.
+
+namespace {
+
+Grads reshape_rule(const RecordedOp& n, const Tensor& g) { return {reshape(g, n.input_shapes[0])}; }
+
+// Undo the permutation: out axis i came from input axis perm[i].
+Grads permute_rule(const RecordedOp& n, const Tensor& g) {
+  return {permute(g, inverse_permutation(n.ints))};
+}
+
+// The slice's gradient lands in its window of a zero tensor.
+Grads narrow_rule(const RecordedOp& n, const Tensor& g) {
+  Tensor out = Tensor::zeros(n.input_shapes[0], g.dtype(), g.device());
+  copy_(narrow(out, n.ints[0], n.ints[1], n.ints[2]), g);
+  return {out};
+}
+
+// expand's gradient is g summed back to the input shape, and cast's is g cast
+// back to the input dtype: backward() does both for every edge.
+Grads identity_rule(const RecordedOp&, const Tensor& g) { return {g}; }
+
+Grads concat_rule(const RecordedOp& n, const Tensor& g) {
+  Grads grads;
+  int64_t start = 0;
+  for (size_t i = 1; i < n.ints.size(); ++i) {
+    grads.push_back(narrow(g, n.ints[0], start, n.ints[i]));
+    start += n.ints[i];
+  }
+  return grads;
+}
+
+Grads stack_rule(const RecordedOp& n, const Tensor& g) {
+  Grads grads;
+  const int64_t axis = n.ints[0];
+  for (int64_t i = 0; i < g.size(axis); ++i) grads.push_back(squeeze(narrow(g, axis, i, 1), axis));
+  return grads;
+}
+
+// {inputs, output}: what each rule keeps alive for its backward.
+const RuleRegistration shape_rules[] = {
+    {OpId::reshape, {reshape_rule, false, false}},
+    {OpId::permute, {permute_rule, false, false}},
+    {OpId::narrow, {narrow_rule, false, false}},
+    {OpId::expand, {identity_rule, false, false}},
+    {OpId::contiguous, {identity_rule, false, false}},
+    {OpId::cast, {identity_rule, false, false}},
+    {OpId::concat, {concat_rule, false, false}},
+    {OpId::stack, {stack_rule, false, false}},
+};
+}  // namespace
 
 }  // namespace loom

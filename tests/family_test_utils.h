@@ -1,0 +1,51 @@
+// family_test_utils.h: helpers the model-family tests share (test_transformer,
+// test_fast_weights, test_feedback, and test_cuda's whole-model cases).
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <utility>
+#include <vector>
+
+#include "engine/ops.h"
+#include "models/language_model.h"
+#include "models/optim.h"
+
+namespace loom::test {
+
+// Token ids uniform in [0, vocab), int64 [L, B], the same for the same seed.
+inline Tensor random_tokens(int64_t L, int64_t B, int64_t vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int64_t> ids(L * B);
+  for (auto& id : ids) id = static_cast<int64_t>(rng() % vocab);
+  return Tensor::from_vector(ids, {L, B});
+}
+
+// Mean cross-entropy of logits [L, B, V] against targets [L, B].
+inline Tensor next_token_loss(const Tensor& logits, const Tensor& targets) {
+  const int64_t V = logits.size(-1);
+  return cross_entropy(reshape(logits, {-1, V}), reshape(targets, {-1}));
+}
+
+// Trains `model` on one batch with Adam (models/optim.h, checked against PyTorch
+// in test_optim.cpp) at a constant learning rate; returns the first and the last
+// loss. A model that can learn drives the last one close to zero.
+inline std::pair<double, double> overfit_one_batch(models::LanguageModel& model, const Tensor& tokens,
+                                                   const Tensor& targets, int steps, double lr,
+                                                   models::AdamForm form) {
+  models::AdamOptions options;
+  options.form = form;
+  models::Adam adam(model.named_parameters(), options, models::LrSchedule::constant(lr));
+  double first = 0.0, last = 0.0;
+  for (int step = 0; step < steps; ++step) {
+    const Tensor loss = next_token_loss(model.forward(tokens), targets);
+    last = loss.item();
+    if (step == 0) first = last;
+    loss.backward();
+    adam.step();
+    adam.zero_grad();
+  }
+  return {first, last};
+}
+
+}  // namespace loom::test
