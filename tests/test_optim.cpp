@@ -209,4 +209,23 @@ TEST_CASE("clip_grad_norm: scales all grads together by max_norm / (norm + 1e-6)
   CHECK(a.grad().to_vector<float>()[0] == relative(3e-4 * 0.1996008, 1e-6));
 }
 
+TEST_CASE("clip_grad_norm: strided grads, summed where they live and read once, give the same norm and scale") {
+  // Transposed grads take the path CUDA grads take (sums on their device); a
+  // contiguous one between them takes the CPU loop. The norm must be that of all.
+  Tensor a = Tensor::zeros({2, 3}).requires_grad_(), b = leaf({0}), c = Tensor::zeros({3, 2}).requires_grad_();
+  a.set_grad(Tensor::from_vector(std::vector<float>{1, 2, 3, 4, 5, 6}, {3, 2}).transpose(0, 1));
+  set_grad(b, {-7});
+  c.set_grad(Tensor::from_vector(std::vector<float>{0.5f, -1, 2, 8, -3, 1}, {2, 3}).transpose(0, 1));
+  REQUIRE(!a.grad().is_contiguous());
+  double squares = 0;
+  for (double v : {1.0, 2.0, 3.0, 4.0, 5.0, 6.0, -7.0, 0.5, -1.0, 2.0, 8.0, -3.0, 1.0}) squares += v * v;
+  const double norm = models::clip_grad_norm({a, b, c}, 2.0);
+  CHECK(norm == relative(std::sqrt(squares), 1e-12));
+  const double scale = 2.0 / (std::sqrt(squares) + 1e-6);
+  // a's grad [2, 3] is the transpose of [[1, 2], [3, 4], [5, 6]]: a.grad[0][1] = 3.
+  CHECK(contiguous(a.grad()).to_vector<float>()[1] == relative(3 * scale, 1e-6));
+  CHECK(b.grad().item() == relative(-7 * scale, 1e-6));
+  CHECK(contiguous(c.grad()).to_vector<float>()[1] == relative(8 * scale, 1e-6));
+}
+
 }  // namespace loom::test
