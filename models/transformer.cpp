@@ -240,7 +240,8 @@ void check_tokens(const Tensor& tokens, const std::string& family, const char* w
 Activation activation_of(const ModelConfig& c) {
   if (c.activation == "gelu") return Activation::gelu;
   if (c.activation == "silu") return Activation::silu;
-  if (c.activation == "squared_relu" || (c.activation.empty() && c.family == "primer_ez")) return Activation::squared_relu;
+  const bool primer_default = c.activation.empty() && c.family == "primer_ez";
+  if (c.activation == "squared_relu" || primer_default) return Activation::squared_relu;
   return Activation::relu;
 }
 

@@ -87,7 +87,8 @@ static CaseRegistrar embedding_cases([](std::vector<OpCase>& c) {
                {InputSpec({3, 5}), InputSpec({3, 4}).indices(3)}, run, ref});
   c.push_back({"embedding fixed ids, row 2 three times, row 4 never", {InputSpec({5, 3})},
                [](const Xs& x) {
-                 return embedding(x[0], Tensor::from_vector(std::vector<int64_t>{2, 0, 2, 3, 2, 1}, {3, 2}));
+                 const Tensor ids = Tensor::from_vector(std::vector<int64_t>{2, 0, 2, 3, 2, 1}, {3, 2});
+                 return embedding(x[0], ids.to(x[0].device()));  // on the GPU too (tests/test_cuda.cpp)
                },
                [](const Rs& r) {
                  Ref ids({3, 2});

@@ -54,7 +54,9 @@ static CaseRegistrar random_cases([](std::vector<OpCase>& c) {
                  Generator gen = generator();
                  return bernoulli(shape, 0.3, gen, x[0].dtype(), x[0].device());
                },
-               [shape](const Rs&) { return fill_ref(shape, [](int64_t i) { return unit(word(i)) < 0.3 ? 1.0 : 0.0; }); },
+               [shape](const Rs&) {
+                 return fill_ref(shape, [](int64_t i) { return unit(word(i)) < 0.3 ? 1.0 : 0.0; });
+               },
                false});
   // Box-Muller on the words (2k, 2k+1) of a block: cosine for the even element, sine for the odd.
   c.push_back({"normal mean 0.5 std 2", {carrier},
