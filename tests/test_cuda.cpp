@@ -31,6 +31,7 @@
 #include "cuda/init_check.h"
 #include "engine/backend.h"
 #include "engine/ops.h"
+#include "tests/cuda_test_inputs.h"
 #include "models/language_model.h"
 #include "models/optim.h"
 #include "tests/op_table.h"
@@ -45,33 +46,12 @@ double tolerance(DType t) { return t == DType::f64 ? 1e-12 : 1e-5; }
 
 // ---- inputs ------------------------------------------------------------------------
 
-// A CPU tensor of uniform values in [low, high), the same for the same seed.
-Tensor random_cpu(const Shape& shape, uint64_t seed, double low = -1.0, double high = 1.0,
-                  DType dtype = DType::f32) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<double> u(low, high);
-  std::vector<double> v(shape_numel(shape));
-  for (double& x : v) x = u(rng);
-  Tensor t = Tensor::from_vector(v, shape);
-  return dtype == DType::f64 ? t : t.to(dtype);
-}
-
-// Integers 0..bound-1 as int64.
-Tensor random_ids(const Shape& shape, int64_t bound, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<int64_t> pick(0, bound - 1);
-  std::vector<int64_t> v(shape_numel(shape));
-  for (int64_t& x : v) x = pick(rng);
-  return Tensor::from_vector(v, shape);
-}
+using cuda_test::random_cpu;
+using cuda_test::random_ids;
 
 // ---- comparisons -----------------------------------------------------------------------
 
-// Every element of a tensor as a double, row-major, read on the CPU.
-std::vector<double> values(const Tensor& t) {
-  GradModeGuard no_grad(false);
-  return cast(t.to(kCpu), DType::f64).to_vector<double>();
-}
+using cuda_test::values;
 
 // Checks that `got` (computed on CUDA) matches `want` (computed on the CPU):
 // same shape and dtype, NaN and inf in the same places, and

@@ -32,6 +32,7 @@
 
 #include "engine/ops.h"
 #include "engine/random.h"
+#include "tests/cuda_test_inputs.h"
 
 namespace loom {
 namespace {
@@ -40,25 +41,11 @@ using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
 
 // A float64 CPU tensor of uniform values in [low, high), the same for the same seed.
 Tensor uniform64(const Shape& shape, uint64_t seed, double low = -1.0, double high = 1.0) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<double> u(low, high);
-  std::vector<double> v(shape_numel(shape));
-  for (double& x : v) x = u(rng);
-  return Tensor::from_vector(v, shape);
+  return cuda_test::random_cpu(shape, seed, low, high, DType::f64);
 }
 
-Tensor ids(const Shape& shape, int64_t bound, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<int64_t> pick(0, bound - 1);
-  std::vector<int64_t> v(shape_numel(shape));
-  for (int64_t& x : v) x = pick(rng);
-  return Tensor::from_vector(v, shape);
-}
-
-std::vector<double> values(const Tensor& t) {
-  GradModeGuard no_grad(false);
-  return cast(t.to(Device::cpu), DType::f64).to_vector<double>();
-}
+using cuda_test::values;
+constexpr auto ids = cuda_test::random_ids;
 
 // max |got - want| / max |want| (max |got - want| when want is all zero).
 double relative_error(const Tensor& got, const Tensor& want) {
