@@ -77,9 +77,10 @@ void axpy(T alpha, const T* x, T* y, int64_t n) {
 // A per-thread scratch buffer, grown as needed and kept: no allocation per call in
 // steady state. Buffers of one call that are used together need distinct slots (a
 // float64 kernel's T scratch and its double sums would otherwise be the same buffer).
+// The buffer starts on a 64-byte boundary (see the forward's exp for why).
 template <class T, int Slot = 0>
 T* scratch(size_t size) {
-  thread_local std::vector<T> buffer;
+  thread_local std::vector<T, Eigen::aligned_allocator<T>> buffer;
   if (buffer.size() < size) buffer.resize(size);
   return buffer.data();
 }
@@ -92,9 +93,15 @@ void forward(const Inputs<T>& a, T* out, T* lse) {
   // innermost instead would jump a whole [B, H, D] slab per slot.
   parallel_for(B * H, n * (2 * D + Dv + 4), [&](int64_t i0, int64_t i1) {
     const int64_t m = i1 - i0;
-    // scores [n][m], then qu [m][D], then per row: max, 1 / sum
-    T* sc = scratch<T>(static_cast<size_t>(m * (n + D + 2)));
-    T* qu = sc + n * m;
+    // scores [n][m] (padded to whole 64-byte packets), then qu [m][D], then per
+    // row: max, 1 / sum. Eigen's vectorised exp computes leading unaligned and
+    // trailing partial-packet elements on its scalar path, whose last bit differs;
+    // an aligned, whole-packet buffer sends every score through the same path, so
+    // a row's numbers do not depend on how many rows its thread got.
+    constexpr int64_t kPacket = 64 / static_cast<int64_t>(sizeof(T));
+    const int64_t padded = (n * m + kPacket - 1) / kPacket * kPacket;
+    T* sc = scratch<T>(static_cast<size_t>(padded + m * (D + 2)));
+    T* qu = sc + padded;
     T* mx = qu + m * D;
     T* inv = mx + m;
     for (int64_t i = i0; i < i1; ++i) {
@@ -113,7 +120,8 @@ void forward(const Inputs<T>& a, T* out, T* lse) {
     // softmax kernel does). Every loop here runs along the rows: contiguous, vectorised.
     for (int64_t j = 0; j < n; ++j)
       for (int64_t k = 0; k < m; ++k) sc[j * m + k] -= mx[k];
-    Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> e(sc, n * m);
+    for (int64_t p = n * m; p < padded; ++p) sc[p] = 0;
+    Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>, Eigen::AlignedMax> e(sc, padded);
     e = e.exp();
     double* sums = scratch<double, 1>(static_cast<size_t>(m));
     for (int64_t k = 0; k < m; ++k) sums[k] = 0.0;
