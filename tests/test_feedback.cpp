@@ -248,7 +248,8 @@ TEST_CASE("feedback: a tiny model overfits one batch") {
   const Tensor tokens = random_tokens(16, 4, c.vocab, 5);
   const Tensor targets = random_tokens(16, 4, c.vocab, 6);
   // Adam in PyTorch's form, lr 1e-2; the loss falls to about 1e-3 in 60 steps.
-  const auto [first, last] = overfit_one_batch(*model, tokens, targets, 60, 1e-2, models::AdamForm::pytorch);
+  const std::pair<double, double> losses = overfit_one_batch(*model, tokens, targets, 60, 1e-2, models::AdamForm::pytorch);
+  const double first = losses.first, last = losses.second;
   INFO("loss ", first, " -> ", last);
   CHECK(first > 2.0);  // about log(16) = 2.77 at the start
   CHECK(last < 0.05);

@@ -287,7 +287,8 @@ TEST_CASE("transformer, primer_ez: a tiny model overfits one batch") {
     const Tensor input = narrow(tokens, 0, 0, 16), target = contiguous(narrow(tokens, 0, 1, 16));
 
     // Adam in labml's form (eps on the uncorrected sqrt(v)).
-    const auto [first, last] = overfit_one_batch(*model, input, target, 150, 3e-3, models::AdamForm::labml);
+    const std::pair<double, double> losses = overfit_one_batch(*model, input, target, 150, 3e-3, models::AdamForm::labml);
+    const double first = losses.first, last = losses.second;
     INFO("loss ", first, " -> ", last);
     CHECK(first > 1.5);
     CHECK(last < 0.05);
