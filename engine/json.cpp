@@ -63,18 +63,14 @@ nlohmann::ordered_json parse_json_strictly(const std::string& text, const std::s
   std::string last_key, problem;
   auto on_event = [&](int, Json::parse_event_t event, Json& parsed) {
     switch (event) {
+      // Arrays hold no keys; they get a (never filled) key set too, so that
+      // depths pair up with the path of keys.
       case Json::parse_event_t::object_start:
+      case Json::parse_event_t::array_start:
         if (!open_objects.empty()) path.push_back(last_key);
         open_objects.emplace_back();
         break;
       case Json::parse_event_t::object_end:
-        open_objects.pop_back();
-        if (!path.empty() && open_objects.size() == path.size()) path.pop_back();
-        break;
-      case Json::parse_event_t::array_start:
-        if (!open_objects.empty()) path.push_back(last_key);
-        open_objects.emplace_back();  // arrays hold no keys; kept so depths pair up
-        break;
       case Json::parse_event_t::array_end:
         open_objects.pop_back();
         if (!path.empty() && open_objects.size() == path.size()) path.pop_back();
