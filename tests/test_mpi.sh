@@ -5,6 +5,7 @@
 #  1. equivalence: `mpirun -np 2` and one process, same config (global batch 8,
 #     dropout 0): the losses of the first 20 steps agree to 1e-5 and so do the
 #     checkpoints after them (weights, Adam moments; batcher state and step equal);
+#     also with slices of unequal size (batch 5) and a rank without columns (batch 1);
 #  2. resume under MPI (dropout 0.1: per-rank dropout streams): 10 steps, then
 #     --resume to 20, against 20 uninterrupted steps: bit-identical losses and checkpoint;
 #  3. a rank that cannot read its data (mpirun's MPMD form gives rank 1 a config
@@ -41,11 +42,11 @@ fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 # zero in exact arithmetic (softmax ignores a shift shared by all keys), and with
 # a tiny eps Adam turns the rounding noise of that gradient, which depends on the
 # order of the additions (one batch or two halves), into full-size steps.
-config() {  # name dropout out_dir [data_path]
+config() {  # name dropout out_dir [data_path] [batch_size]
   cat > "$1.json" <<JSON
 {
   "model": {"family": "transformer", "d_model": 32, "heads": 2, "d_ff": 64, "layers": 2, "dropout": $2, "seed": 7},
-  "data": {"path": "${4:-data/tinyshakespeare.txt}", "url": "", "seq_len": 32, "batch_size": 8, "seed": 5},
+  "data": {"path": "${4:-data/tinyshakespeare.txt}", "url": "", "seq_len": 32, "batch_size": ${5:-8}, "seed": 5},
   "optimizer": {"kind": "adam", "lr": 0.003, "eps": 1e-4},
   "training": {"steps": 20, "log_interval": 1, "eval_interval": 0, "eval_batches": 1,
                "checkpoint_interval": 10, "out_dir": "$3", "threads": 1},
@@ -69,6 +70,16 @@ run two "${mpirun[@]}" "$train" plain2.json --peak-gflops 1000 || fail "mpirun -
 grep -q "data parallel over mpi: 2 ranks" two.log || fail "the two-rank run did not report 2 ranks: $(head -5 two.log)"
 "$tool" losses one/metrics.jsonl two/metrics.jsonl 1 20 1e-5 || fail "losses differ"
 "$tool" checkpoints one two 1e-5 || fail "checkpoints differ"
+# Slices of unequal size (batch 5: 3 + 2 columns, weighted by their positions),
+# and a rank with no columns at all (batch 1).
+for batch in 5 1; do
+  config "odd$batch" 0.0 "odd${batch}_one" "data/tinyshakespeare.txt" $batch
+  sed "s|odd${batch}_one|odd${batch}_two|" "odd$batch.json" > "odd${batch}_2.json"
+  run "odd${batch}_one" "$train" "odd$batch.json" --peak-gflops 1000 || fail "batch $batch, one process"
+  run "odd${batch}_two" "${mpirun[@]}" "$train" "odd${batch}_2.json" --peak-gflops 1000 || fail "batch $batch, 2 ranks"
+  "$tool" losses "odd${batch}_one/metrics.jsonl" "odd${batch}_two/metrics.jsonl" 1 20 1e-5 || fail "batch $batch: losses differ"
+  "$tool" checkpoints "odd${batch}_one" "odd${batch}_two" 1e-5 || fail "batch $batch: checkpoints differ"
+done
 
 echo "== 2. resume under MPI continues exactly (dropout 0.1)"
 config drop 0.1 full && sed 's|"full"|"part"|' drop.json > drop_part.json
