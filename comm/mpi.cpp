@@ -183,7 +183,7 @@ class MpiCommunicator final : public Communicator {
   void through_host(const Tensor& x, F&& collective) {
     const Tensor host = x.to(Device::cpu);
     collective(host);
-    copy_(x, host);
+    copy_(x, host.to(x.device()));
   }
 
   int rank_ = 0, size_ = 1;

@@ -266,9 +266,12 @@ int train(const Arguments& args, comm::Communicator* world) {
                    (long long)p->bytes_per_step(), (long long)p->bucket_count());
   }
   const bool finished = trainer->run(options);
-  if (const models::DataParallel* p = trainer->parallel(); p && writer && trainer->step() > 0)
-    std::fprintf(stderr, "rank 0: %.3f s in gradient all-reduce (%.3f s of it in the collectives) over this run\n",
-                 p->seconds_reducing(), p->seconds_in_collectives());
+  if (const models::DataParallel* p = trainer->parallel(); p && writer && p->steps_reduced() > 0)
+    std::fprintf(stderr,
+                 "rank 0: gradient all-reduce %.2f ms per step on average over %lld steps (%.2f ms of it in the "
+                 "collectives, waiting for the other ranks included)\n",
+                 1e3 * p->seconds_reducing() / p->steps_reduced(), (long long)p->steps_reduced(),
+                 1e3 * p->seconds_in_collectives() / p->steps_reduced());
   if (!finished) {
     if (writer) std::fprintf(stderr, "%s\n", stop_signal == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)");
     return 128 + stop_signal;

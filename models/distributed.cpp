@@ -22,6 +22,20 @@ uint64_t dropout_seed_for_rank(uint64_t seed, int rank) {
   return seed + static_cast<uint64_t>(rank) * 0x9E3779B97F4A7C15ull;
 }
 
+namespace {
+
+// The communicator's collectives take tensors on its device (the CPU for MPI, the
+// GPU for NCCL): a contiguous tensor elsewhere travels there and back.
+template <class Collective>
+void on_device_of(const comm::Communicator& comm, const Tensor& x, Collective&& collective) {
+  if (x.device() == comm.device() && x.is_contiguous()) return collective(x);
+  const Tensor there = x.to(comm.device()).contiguous();
+  collective(there);
+  copy_(x, there.to(x.device()));
+}
+
+}  // namespace
+
 DataParallel::DataParallel(comm::Communicator& comm, std::vector<Tensor> params, int64_t bucket_bytes)
     : comm_(comm), params_(std::move(params)) {
   LOOM_CHECK(!params_.empty(), "data parallel: the model has no parameters");
@@ -50,15 +64,8 @@ datasets::Batch DataParallel::slice(const datasets::Batch& batch) const {
 void DataParallel::broadcast_from_rank0(const Module& model) {
   NoGradGuard no_grad;
   for (const NamedTensors& group : {model.named_parameters(), model.named_buffers()})
-    for (const auto& [name, tensor] : group) {
-      if (tensor.is_contiguous()) {
-        comm_.broadcast(tensor, 0);
-      } else {
-        const Tensor copy = tensor.contiguous();
-        comm_.broadcast(copy, 0);
-        copy_(tensor, copy);
-      }
-    }
+    for (const auto& [name, tensor] : group)
+      on_device_of(comm_, tensor, [&](const Tensor& x) { comm_.broadcast(x, 0); });
 }
 
 int64_t DataParallel::bytes_per_step() const {
@@ -75,7 +82,7 @@ ReducedStep DataParallel::all_reduce_gradients(double local_loss, int64_t local_
   double collectives = 0;
   auto timed = [&](const Tensor& buffer) {
     const auto t0 = Clock::now();
-    comm_.all_reduce_sum(buffer);
+    on_device_of(comm_, buffer, [&](const Tensor& x) { comm_.all_reduce_sum(x); });
     collectives += std::chrono::duration<double>(Clock::now() - t0).count();
   };
   const double weight = static_cast<double>(local_positions) / static_cast<double>(global_positions);
@@ -118,6 +125,7 @@ ReducedStep DataParallel::all_reduce_gradients(double local_loss, int64_t local_
   dropout.set_state(dropout.seed(), static_cast<uint64_t>(record[n + 2]));
   seconds_in_collectives_ += collectives;
   seconds_reducing_ += std::chrono::duration<double>(Clock::now() - start).count();
+  steps_reduced_ += 1;
   return {record[n], record[n + 1] > 0};
 }
 

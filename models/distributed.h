@@ -76,6 +76,7 @@ class DataParallel {
   // Seconds spent in all_reduce_gradients, and in the collectives alone, since the start.
   double seconds_reducing() const { return seconds_reducing_; }
   double seconds_in_collectives() const { return seconds_in_collectives_; }
+  int64_t steps_reduced() const { return steps_reduced_; }
 
  private:
   struct Bucket {
@@ -87,6 +88,7 @@ class DataParallel {
   std::vector<Tensor> params_;
   std::vector<Bucket> buckets_;
   double seconds_reducing_ = 0, seconds_in_collectives_ = 0;
+  int64_t steps_reduced_ = 0;
 };
 
 }  // namespace loom::models
