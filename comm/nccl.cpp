@@ -11,6 +11,7 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <cstdlib>
 #include <cstring>
 
 #include "comm/comm.h"
@@ -84,6 +85,7 @@ class NcclCommunicator final : public Communicator {
   [[noreturn]] void abort(int exit_code) override {
     if (comm_ != nullptr) ncclCommAbort(comm_), comm_ = nullptr;
     mpi_.abort(exit_code);
+    std::_Exit(exit_code);  // not reached: MPI's abort ends the process
   }
 
  private:
