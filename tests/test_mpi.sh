@@ -6,6 +6,7 @@
 #     dropout 0): the losses of the first 20 steps agree to 1e-5 and so do the
 #     checkpoints after them (weights, Adam moments; batcher state and step equal);
 #     also with slices of unequal size (batch 5) and a rank without columns (batch 1);
+#     `mpirun -np 1` gives the one-process run bit for bit;
 #  2. resume under MPI (dropout 0.1: per-rank dropout streams): 10 steps, then
 #     --resume to 20, against 20 uninterrupted steps: bit-identical losses and checkpoint;
 #  3. a rank that cannot read its data (mpirun's MPMD form gives rank 1 a config
@@ -70,6 +71,11 @@ run two "${mpirun[@]}" "$train" plain2.json --peak-gflops 1000 || fail "mpirun -
 grep -q "data parallel over mpi: 2 ranks" two.log || fail "the two-rank run did not report 2 ranks: $(head -5 two.log)"
 "$tool" losses one/metrics.jsonl two/metrics.jsonl 1 20 1e-5 || fail "losses differ"
 "$tool" checkpoints one two 1e-5 || fail "checkpoints differ"
+# One rank under mpirun is the plain run, bit for bit (weights 1, a sum over one rank).
+sed 's|"one"|"one_rank"|' plain.json > plain1.json
+run one_rank mpirun --oversubscribe -np 1 "$train" plain1.json --peak-gflops 1000 || fail "mpirun -np 1: $(tail -5 one_rank.log)"
+"$tool" losses one/metrics.jsonl one_rank/metrics.jsonl 1 20 0 || fail "mpirun -np 1: losses differ"
+"$tool" checkpoints one one_rank 0 || fail "mpirun -np 1: checkpoints differ"
 # Slices of unequal size (batch 5: 3 + 2 columns, weighted by their positions),
 # and a rank with no columns at all (batch 1).
 for batch in 5 1; do
