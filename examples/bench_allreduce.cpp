@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "comm/comm.h"
+#include "engine/comm/comm.h"
 #include "engine/error.h"
 #include "engine/tensor.h"
 

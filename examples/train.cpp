@@ -17,7 +17,7 @@
 // --peak-gflops sets the machine's float32 peak for MFU; without it the FMA probe
 // of engine/cpu_peak.h measures it (the same probe bench_ops prints).
 //
-// Data-parallel over MPI (models/distributed.h, comm/):
+// Data-parallel over MPI (models/distributed.h, engine/comm/):
 //   mpirun -np N ./build/examples/train config.json [--threads T] [--comm-timeout S]
 // runs N ranks; the config's batch is the global batch, split across them, so the
 // run sees the tokens one process would. Rank 0 alone writes out_dir and prints
@@ -39,7 +39,7 @@
 #include <string>
 #include <vector>
 
-#include "comm/comm.h"
+#include "engine/comm/comm.h"
 #include "datasets/text_dataset.h"
 #include "engine/cpu_peak.h"
 #include "engine/error.h"

@@ -28,7 +28,7 @@
 #include <utility>
 #include <vector>
 
-#include "comm/comm.h"
+#include "engine/comm/comm.h"
 #include "datasets/batcher.h"
 #include "engine/random.h"
 #include "models/module.h"

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "comm/comm.h"
+#include "engine/comm/comm.h"
 #include "models/distributed.h"
 
 using namespace loom;

@@ -14,7 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "comm/comm.h"
+#include "engine/comm/comm.h"
 #include "cuda/runtime.h"
 #include "engine/error.h"
 

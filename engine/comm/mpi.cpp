@@ -14,7 +14,7 @@
 #include <cstdlib>
 #include <thread>
 
-#include "comm/comm.h"
+#include "engine/comm/comm.h"
 #include "engine/error.h"
 #include "engine/ops.h"
 

@@ -1,7 +1,7 @@
 // comm.cpp: what every build has, with or without MPI: the launch environment,
 // the averaging all-reduce, start-up agreement, and the stubs that say MPI or
 // NCCL support is not built.
-#include "comm/comm.h"
+#include "engine/comm/comm.h"
 
 #include <cstdlib>
 #include <string>
