@@ -27,7 +27,7 @@
 //
 // Shared memory: R (forward), R and G (backward), plus a few rows. For D = 64 in
 // float32 that is 16 KiB and 32 KiB (float64: 32 and 64 KiB, past 48 KiB the
-// kernels opt in to more); D up to about 160 (float32) fits the backward on an
+// kernels opt in to more); D up to about 168 (float32) fits the backward on an
 // H100, and larger D is refused with an error naming the op and D.
 #include "cuda/block.cuh"
 #include "cuda/cuda_backend.h"
