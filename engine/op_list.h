@@ -65,6 +65,8 @@
   LOOM_OP(attention, true)                                     \
   /* delta_rule: the fast-weight recurrence */                 \
   LOOM_OP(delta_rule, true)                                    \
+  /* delta_rnn: the Delta RNN's recurrent fast weight */       \
+  LOOM_OP(delta_rnn, true)                                     \
   /* feedback: one step of attention over the memory */        \
   LOOM_OP(feedback_attention, true)
 
@@ -160,6 +162,21 @@
                                const Tensor& beta, const Tensor& vbar, const Tensor& final_state,               \
                                const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v,               \
                                const Tensor& grad_beta))                                                       \
+                                                                                                               \
+  /* ---- delta_rnn (cpu/delta_rnn.cpp, cuda/delta_rnn.cu) -------------------------------------------------- */ \
+  /* The Delta RNN's recurrence (ops.h) over contiguous z, rk, rv [L, B, H, D], gamma [L, B, H, 1],            \
+     initial_R [B, H, D, D] and initial_y [B, H, D] (undefined: zeros). Writes out [L, B, H, D]; final_R        \
+     [B, H, D, D] (R_L) and vbar [L, B, H, D] (R_{t-1} rk_t) when defined. */                                  \
+  KERNEL(delta_rnn, (const Tensor& z, const Tensor& rk, const Tensor& rv, const Tensor& gamma,                 \
+                     const Tensor& initial_R, const Tensor& initial_y, const Tensor& out, const Tensor& final_R,  \
+                     const Tensor& vbar))                                                                      \
+  /* Gradients of z, rk, rv, gamma (all contiguous) from grad_out, the inputs the backward needs, and what the  \
+     forward saved: out (each y_{t-1} gives softmax(y_{t-1})), vbar, and final_R = R_L, from which the kernel   \
+     rebuilds every R_t backwards. */                                                                          \
+  KERNEL(delta_rnn_backward, (const Tensor& grad_out, const Tensor& rk, const Tensor& rv, const Tensor& gamma,  \
+                              const Tensor& initial_y, const Tensor& out, const Tensor& vbar,                  \
+                              const Tensor& final_R, const Tensor& grad_z, const Tensor& grad_rk,              \
+                              const Tensor& grad_rv, const Tensor& grad_gamma))                                \
                                                                                                                \
   /* ---- feedback (cpu/feedback.cpp, cuda/feedback.cu) ----------------------------------------------------- */ \
   /* One step of attention over the memory (see feedback_attention in ops.h). q, P, s, u contiguous;          \

@@ -154,6 +154,23 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale
 Tensor delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta,
                   const Tensor& initial_state = Tensor(), Tensor* final_state = nullptr);
 
+// ---- delta_rnn (engine/ops/delta_rnn.cpp) -----------------------------------------------
+// The recurrent part of the Delta RNN ("Going Beyond Linear Transformers with Recurrent Fast
+// Weight Programmers", Irie et al. 2021, eq. 12): a recurrent fast weight R [D, D] per
+// batch item and head, written by the delta rule and read with the softmax of the
+// previous output. With R_0 = initial_R or 0, y_0 = initial_y or 0:
+//   R_t = R_{t-1} + gamma_t (rv_t - R_{t-1} rk_t) rk_tᵀ
+//   y_t = z_t + R_t softmax(y_{t-1})              (softmax over D, max-subtracted)
+// z [L, B, H, D] (the feed-forward fast part, e.g. a delta_rule output), rk [L, B, H, D]
+// (keys, softmax-normalised by the caller), rv [L, B, H, D], gamma [L, B, H, 1]
+// (sigmoid-ed by the caller) -> y [L, B, H, D]. initial_R [B, H, D, D] and initial_y
+// [B, H, D] may be undefined (zeros); no gradient flows to them. When given, final_R and
+// final_y receive R_L and y_L. Like delta_rule, the backward rebuilds R_t backwards from
+// R_L instead of storing it per step.
+Tensor delta_rnn(const Tensor& z, const Tensor& rk, const Tensor& rv, const Tensor& gamma,
+                 const Tensor& initial_R = Tensor(), const Tensor& initial_y = Tensor(), Tensor* final_R = nullptr,
+                 Tensor* final_y = nullptr);
+
 // ---- feedback (engine/ops/feedback.cpp) --------------------------------------------------
 // One step of the feedback transformer's attention over its memory (models/FAMILIES.md §3.2).
 // Per batch item b and head h, over the memory slots j = 0 … n−1 (oldest first):

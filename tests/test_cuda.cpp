@@ -790,6 +790,61 @@ TEST_CASE("cuda: delta_rule refuses a fast weight larger than a block's shared m
                        Error);
 }
 
+// ---- delta_rnn ----------------------------------------------------------------------------------
+
+// The Delta RNN's recurrence as the layer feeds it: softmax keys, sigmoid gamma.
+Tensor delta_rnn_of(const std::vector<Tensor>& v, const Tensor& r0 = Tensor(), const Tensor& y0 = Tensor(),
+                    Tensor* final_R = nullptr, Tensor* final_y = nullptr) {
+  auto here = [&](const Tensor& t) { return t.defined() ? t.to(v[0].device()).to(v[0].dtype()) : Tensor(); };
+  return delta_rnn(v[0], softmax(v[1], -1), v[2], sigmoid(v[3]), here(r0), here(y0), final_R, final_y);
+}
+
+TEST_CASE("cuda: delta_rnn, forward and gradients of z, rk, rv and gamma") {
+  struct Case {
+    std::string name;
+    int64_t L, B, H, D;
+  };
+  const std::vector<Case> cases{
+      {"small", 7, 2, 2, 12},
+      {"one step", 1, 1, 3, 5},
+      {"D not a multiple of the warps", 4, 1, 1, 33},
+      // Model-sized heads: R and its gradient are 32 KiB in float32, 64 KiB in float64.
+      {"D 64", 6, 2, 2, 64},
+      // 128: 128 KiB for the backward in float32, 256 KiB in float64 (too much for a block).
+      {"D 128", 3, 1, 1, 128},
+  };
+  for (const Case& c : cases) {
+    const std::vector<Tensor> inputs{random_cpu({c.L, c.B, c.H, c.D}, 290), random_cpu({c.L, c.B, c.H, c.D}, 291),
+                                     random_cpu({c.L, c.B, c.H, c.D}, 292), random_cpu({c.L, c.B, c.H, 1}, 293)};
+    const auto f = [](const auto& v) { return delta_rnn_of(v); };
+    if (c.D <= 64) check_op_both("delta_rnn " + c.name, inputs, f);
+    else check_op("delta_rnn " + c.name, inputs, f);
+  }
+  // Given initial states (no gradient flows to them) and the final states.
+  const Tensor r0 = random_cpu({2, 2, 10, 10}, 294, -0.3, 0.3), y0 = random_cpu({2, 2, 10}, 295);
+  const std::vector<Tensor> inputs{random_cpu({6, 2, 2, 10}, 296), random_cpu({6, 2, 2, 10}, 297),
+                                   random_cpu({6, 2, 2, 10}, 298), random_cpu({6, 2, 2, 1}, 299)};
+  check_op_both("delta_rnn from initial states", inputs, [r0, y0](const auto& v) { return delta_rnn_of(v, r0, y0); });
+  std::vector<Tensor> cpu, gpu;
+  for (const Tensor& t : inputs) {
+    cpu.push_back(t);
+    gpu.push_back(t.to(kCuda));
+  }
+  Tensor rc, rg, yc_last, yg_last;
+  GradModeGuard no_grad(false);
+  const Tensor yc = delta_rnn_of(cpu, r0, y0, &rc, &yc_last), yg = delta_rnn_of(gpu, r0, y0, &rg, &yg_last);
+  check_close(yg, yc, 1e-5, "delta_rnn output");
+  check_close(rg, rc, 1e-5, "delta_rnn final R");
+  check_close(yg_last, yc_last, 1e-5, "delta_rnn final y");
+}
+
+TEST_CASE("cuda: delta_rnn refuses a recurrent fast weight larger than a block's shared memory") {
+  // D = 256 in float32: R is 256 KiB, more than any GPU's shared memory per block.
+  const Tensor z = Tensor::zeros({2, 1, 1, 256}, DType::f32, kCuda), gamma = Tensor::zeros({2, 1, 1, 1}, DType::f32, kCuda);
+  CHECK_THROWS_WITH_AS(delta_rnn(z, z, z, gamma), doctest::Contains("delta_rnn"), Error);
+  CHECK_THROWS_WITH_AS(delta_rnn(z, z, z, gamma), doctest::Contains("D = 256"), Error);
+}
+
 // ---- feedback -----------------------------------------------------------------------------------
 
 TEST_CASE("cuda: feedback_attention, forward and gradients of every input") {
