@@ -67,6 +67,8 @@
   LOOM_OP(delta_rule, true)                                    \
   /* delta_rnn: the Delta RNN's recurrent fast weight */       \
   LOOM_OP(delta_rnn, true)                                     \
+  /* delta_lstm: the Delta LSTM's recurrence */                \
+  LOOM_OP(delta_lstm, true)                                    \
   /* feedback: one step of attention over the memory */        \
   LOOM_OP(feedback_attention, true)
 
@@ -177,6 +179,23 @@
                               const Tensor& initial_y, const Tensor& out, const Tensor& vbar,                  \
                               const Tensor& final_R, const Tensor& grad_z, const Tensor& grad_rk,              \
                               const Tensor& grad_rv, const Tensor& grad_gamma))                                \
+  /* ---- delta_lstm (cpu/delta_lstm.cpp, cuda/delta_lstm.cu) ----------------------------------------------- */ \
+  /* The Delta LSTM's recurrence (ops.h) over contiguous z, rk, rv [L, B, H, 3, D], gamma [L, B, H, 3, 1],    \
+     initial_R [B, H, 3, D, D], initial_h, initial_c [B, H, D] (undefined: zeros). Writes out = h            \
+     [L, B, H, D]; and when defined: cell [L, B, H, D] (c_t), vbar [L, B, H, 3, D] (R_g,t-1 rk_g,t),         \
+     final_R [B, H, 3, D, D], final_h, final_c [B, H, D]. */                                                  \
+  KERNEL(delta_lstm, (const Tensor& z, const Tensor& rk, const Tensor& rv, const Tensor& gamma,               \
+                      const Tensor& initial_R, const Tensor& initial_h, const Tensor& initial_c,              \
+                      const Tensor& out, const Tensor& cell, const Tensor& vbar, const Tensor& final_R,       \
+                      const Tensor& final_h, const Tensor& final_c))                                           \
+  /* Gradients of z, rk, rv, gamma (contiguous, overwritten) from grad_out, the inputs, the initial h and c   \
+     (undefined: zeros) and what the forward saved: out (h_t), cell (c_t), vbar and final_R = R_L, from      \
+     which the kernel rebuilds every R_t backwards. */                                                         \
+  KERNEL(delta_lstm_backward, (const Tensor& grad_out, const Tensor& z, const Tensor& rk, const Tensor& rv,   \
+                               const Tensor& gamma, const Tensor& initial_h, const Tensor& initial_c,          \
+                               const Tensor& out, const Tensor& cell, const Tensor& vbar,                      \
+                               const Tensor& final_R, const Tensor& grad_z, const Tensor& grad_rk,             \
+                               const Tensor& grad_rv, const Tensor& grad_gamma))                               \
                                                                                                                \
   /* ---- feedback (cpu/feedback.cpp, cuda/feedback.cu) ----------------------------------------------------- */ \
   /* One step of attention over the memory (see feedback_attention in ops.h). q, P, s, u contiguous;          \

@@ -170,6 +170,23 @@ Tensor delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
 Tensor delta_rnn(const Tensor& z, const Tensor& rk, const Tensor& rv, const Tensor& gamma,
                  const Tensor& initial_R = Tensor(), const Tensor& initial_y = Tensor(), Tensor* final_R = nullptr,
                  Tensor* final_y = nullptr);
+// ---- delta_lstm (engine/ops/delta_lstm.cpp) ---------------------------------------------
+// The recurrent part of the Delta LSTM (Irie et al. 2021, the authors' v4).
+// Per batch item and head, three gates g = 0 (input i), 1 (update u), 2 (output o), each with
+// its own recurrent fast weight R_g [D, D] (R_g,0 = initial_R or 0), and with
+// s_t = softmax(h_{t-1}) over D (max-subtracted; h_0 = initial_h or 0, c_0 = initial_c or 0):
+//   R_g,t = R_g,t-1 + gamma_g,t (rv_g,t - R_g,t-1 rk_g,t) rk_g,tᵀ
+//   i_t = σ(z_i,t + R_i,t s_t);  u_t = z_u,t + R_u,t s_t;  o_t = σ(z_o,t + R_o,t s_t)
+//   c_t = i_t ⊙ u_t + (1 - i_t) ⊙ c_{t-1}   (coupled input/forget gate);   h_t = o_t ⊙ c_t
+// z (the feed-forward fast parts), rk (keys, already softmax-normalised by the caller), rv
+// [L, B, H, 3, D]; gamma [L, B, H, 3, 1] (already sigmoid-ed) -> h [L, B, H, D].
+// initial_R [B, H, 3, D, D], initial_h, initial_c [B, H, D], each undefined = zeros; no
+// gradient flows to them. final_R, final_h, final_c (same shapes) receive the states after
+// step L when given. The backward rebuilds R_g,t backwards from R_g,L instead of storing it.
+Tensor delta_lstm(const Tensor& z, const Tensor& rk, const Tensor& rv, const Tensor& gamma,
+                  const Tensor& initial_R = Tensor(), const Tensor& initial_h = Tensor(),
+                  const Tensor& initial_c = Tensor(), Tensor* final_R = nullptr, Tensor* final_h = nullptr,
+                  Tensor* final_c = nullptr);
 
 // ---- feedback (engine/ops/feedback.cpp) --------------------------------------------------
 // One step of the feedback transformer's attention over its memory (models/FAMILIES.md §3.2).
