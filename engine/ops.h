@@ -212,6 +212,25 @@ Tensor feedback_attention(const Tensor& q, const Tensor& keys, const Tensor& val
 // over every later read, with one node per append and no O(n) copies.
 Tensor feedback_memory_append(const Tensor& buffer, const Tensor& rows, const Tensor& row);
 
+// ---- recurrent_delta_net (engine/ops/recurrent_delta_net.cpp) --------------------------
+// The Recurrent Delta Net, RDN (Irie et al. 2021): a delta-rule fast weight whose slow
+// net is recurrent through a_t = tanh(y_{t-1}). Per batch item and head, with W [D, D]
+// starting at initial_W or 0 and y_0 = initial_y or 0:
+//   a_t = tanh(y_{t-1})
+//   q_t = softmax(qx_t + Rq a_t);  k_t = softmax(kx_t + Rk a_t)   (softmax over D)
+//   v_t = vx_t + Rv a_t;           beta_t = sigmoid(bx_t + rb·a_t)
+//   W_t = W_{t-1} + beta_t (v_t - W_{t-1} k_t) k_tᵀ;  y_t = W_t q_t
+// qx, kx, vx [L, B, H, D] and bx [L, B, H, 1] are the slow net's feed-forward parts
+// (pre-activation); Rq, Rk, Rv [H, D, D] and rb [H, D] its recurrent parameters, shared
+// by the batch, with (Rq a)[i] = Σ_j Rq[h, i, j] a[j]. -> y [L, B, H, D]. initial_W
+// [B, H, D, D] and initial_y [B, H, D] may be undefined (zeros); no gradient flows to
+// them. final_W, final_y receive W_L and y_L when given. Every other input gets a
+// gradient; the backward rebuilds W_t backwards from W_L instead of storing it per step.
+Tensor recurrent_delta_net(const Tensor& qx, const Tensor& kx, const Tensor& vx, const Tensor& bx,
+                           const Tensor& Rq, const Tensor& Rk, const Tensor& Rv, const Tensor& rb,
+                           const Tensor& initial_W = Tensor(), const Tensor& initial_y = Tensor(),
+                           Tensor* final_W = nullptr, Tensor* final_y = nullptr);
+
 // ---- in place (never recorded; for optimizers, gradient accumulation, init) -----------
 // They refuse a tensor that requires grad while grad mode is on.
 void copy_(const Tensor& dst, const Tensor& src);  // src broadcasts to dst; casts
