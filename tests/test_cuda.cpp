@@ -1015,6 +1015,13 @@ std::vector<ModelCase> model_cases() {
   sum_rule.feature_map = "elu_plus_one";
   sum_rule.attention_layer_norm = true;
   cases.push_back({"fast_weights (sum rule, elu+1, layer norm)", sum_rule});
+  // Every other fast layer (model.fast_layer), ELU+1 features as the authors use them.
+  for (const char* kind : {"linear", "delta_delta", "delta_mlp", "delta_rnn", "delta_lstm", "rdn"}) {
+    models::ModelConfig c = tiny_config("fast_weights");
+    c.fast_layer = kind;
+    if (std::string(kind) != "rdn") c.feature_map = "elu_plus_one";
+    cases.push_back({std::string("fast_weights (fast_layer ") + kind + ")", c});
+  }
   models::ModelConfig per_head = tiny_config("primer_ez");
   per_head.conv_kernels = "per_head";
   cases.push_back({"primer_ez (per-head kernels)", per_head});
