@@ -723,6 +723,12 @@ TEST_CASE("fast_weights: training_flops_per_token grows with each fast_layer's f
   CHECK(flops(c) == doctest::Approx(delta_net * (4 * d + 1) / d));
   c.fast_layer = "delta_mlp";  // d -> d_ff/H = 32 -> d: [32, 32] and [16, 64] per head
   CHECK(flops(c) == doctest::Approx(layers * heads * (32 * 32 + 16 * 64) * 3 * 2 * 3));
+  c.fast_layer = "delta_rnn";  // the Delta Net part and R [d, d], read by y's softmax
+  CHECK(flops(c) == doctest::Approx(delta_net * (d_dot + d) / d_dot));
+  c.fast_layer = "delta_lstm";  // three of them
+  CHECK(flops(c) == doctest::Approx(3 * delta_net * (d_dot + d) / d_dot));
+  c.fast_layer = "rdn";  // W [d, d]; R_q, R_k, R_v are counted as matrix weights
+  CHECK(flops(c) == doctest::Approx(delta_net * d / d_dot));
 }
 
 TEST_CASE("fast_weights: fast_layer config errors name the key") {
