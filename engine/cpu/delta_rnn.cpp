@@ -14,11 +14,11 @@
 // Rows go one at a time, each a vectorised dot product and a fused
 // update-and-read. delta_rule.cpp's blocks of 8 rows sharing each load of the
 // key and query were tried here and measured slower at the Delta RNN's head
-// sizes: minimum CPU time of tests/bench_delta_rnn, 1 thread, AVX-512, float32,
+// sizes: minimum CPU time of build/tests/bench_delta_rnn, 1 thread, AVX-512, float32,
 // one row at a time against blocks of 8 (the machine was shared and noisy):
-//   D = 16 (L 512, B·H 256):  forward 45 vs 62 ms, backward 67 vs 101 ms
-//   D = 64 (L 256, B·H 64):   forward 23 vs 34 ms, backward 47 vs 66 ms
-//   D = 128 (L 128, B·H 32):  forward 19 vs 15 ms, backward 36 vs 42 ms
+//   D = 16  (bench_delta_rnn 512 16 16 16):  forward 45 vs 62 ms, backward 67 vs 101 ms
+//   D = 64  (bench_delta_rnn 256 8 8 64):    forward 23 vs 34 ms, backward 47 vs 66 ms
+//   D = 128 (bench_delta_rnn 128 4 8 128):   forward 19 vs 15 ms, backward 36 vs 42 ms
 //
 // The backward sweeps time in reverse with two D×D buffers: R (starting at the
 // saved R_L, rebuilt as R_{t-1} = R_t - u_t rk_tᵀ) and G = dL/dR_t (starting at
