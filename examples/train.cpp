@@ -16,6 +16,18 @@
 // --steps N sets the total step count (a resumed run continues up to N).
 // --peak-gflops sets the machine's float32 peak for MFU; without it the FMA probe
 // of engine/cpu_peak.h measures it (the same probe bench_ops prints).
+//
+// Data-parallel over MPI (models/distributed.h, comm/):
+//   mpirun -np N ./build/examples/train config.json [--threads T] [--comm-timeout S]
+// runs N ranks; the config's batch is the global batch, split across them, so the
+// run sees the tokens one process would. Rank 0 alone writes out_dir and prints
+// progress (tokens/s of the whole batch). A start-up error on any rank (the config,
+// the data, a checkpoint) is agreed on: every rank names the failing ranks and
+// exits. A collective that waits longer than --comm-timeout seconds (default 600)
+// for the other ranks aborts the job; so does an error on one rank while training.
+// With "device": "cuda" each rank takes the GPU of its local rank, and the
+// gradients go over NCCL when the build has it (through the host otherwise).
+// A build without MPI refuses to run under mpirun.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -23,8 +35,11 @@
 #include <cstdio>
 #include <filesystem>
 #include <cstring>
+#include <cstdlib>
 #include <string>
+#include <vector>
 
+#include "comm/comm.h"
 #include "datasets/text_dataset.h"
 #include "engine/cpu_peak.h"
 #include "engine/error.h"
@@ -39,7 +54,8 @@ namespace {
 
 const char* kUsage =
     "usage: train <config.json> [--resume [run directory | checkpoint]] [--overwrite] [--steps N] [--threads N]"
-    " [--peak-gflops G]";
+    " [--peak-gflops G] [--comm-timeout S]\n"
+    "       mpirun -np N train <config.json> ...   (data-parallel, one rank per process)";
 
 // Set by SIGINT/SIGTERM; the trainer finishes its step, saves and returns.
 std::atomic<bool> stop_requested{false};
@@ -77,95 +93,233 @@ int64_t positive_integer(const std::string& flag, const char* text) {
   LOOM_FAIL(flag, ": expected a positive integer, got \"", text, "\"");
 }
 
-}  // namespace
+struct Arguments {
+  std::string config_path, resume;
+  bool resuming = false, overwrite = false, help = false;
+  int64_t steps = 0, threads = 0;
+  double peak_gflops = 0;
+  double comm_timeout = 600;
+};
 
-int main(int argc, char** argv) {
-  try {
-    std::string config_path, resume;
-    bool resuming = false, overwrite = false;
-    int64_t steps = 0, threads = 0;
-    double peak_gflops = 0;
-    for (int i = 1; i < argc; ++i) {
-      const std::string arg = argv[i];
-      const bool has_value = i + 1 < argc;
-      if (arg == "--resume") {
-        // The path is optional: without one (or before the next flag) the run in out_dir goes on.
-        resuming = true;
-        if (has_value && std::string(argv[i + 1]).rfind("--", 0) != 0) resume = argv[++i];
-      } else if (arg == "--overwrite") {
-        overwrite = true;
-      } else if (arg == "--steps" && has_value) steps = positive_integer(arg, argv[++i]);
-      else if (arg == "--threads" && has_value) threads = positive_integer(arg, argv[++i]);
-      else if (arg == "--peak-gflops" && has_value) {
-        const std::string flag = arg, value = argv[++i];
-        try {
-          peak_gflops = std::stod(value);
-        } catch (const std::exception&) {
-        }
-        LOOM_CHECK(peak_gflops > 0, flag, ": expected a positive number, got \"", value, "\"");
-      } else if (arg == "-h" || arg == "--help") {
-        std::printf("%s\n", kUsage);
-        return 0;
-      } else if (arg.rfind("--", 0) != 0 && config_path.empty()) {
-        config_path = arg;
-      } else {
-        throw Error("unknown or incomplete argument '" + arg + "'\n" + kUsage);
+Arguments parse_arguments(int argc, char** argv) {
+  Arguments a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const bool has_value = i + 1 < argc;
+    if (arg == "--resume") {
+      // The path is optional: without one (or before the next flag) the run in out_dir goes on.
+      a.resuming = true;
+      if (has_value && std::string(argv[i + 1]).rfind("--", 0) != 0) a.resume = argv[++i];
+    } else if (arg == "--overwrite") {
+      a.overwrite = true;
+    } else if (arg == "--steps" && has_value) a.steps = positive_integer(arg, argv[++i]);
+    else if (arg == "--threads" && has_value) a.threads = positive_integer(arg, argv[++i]);
+    else if (arg == "--comm-timeout" && has_value) a.comm_timeout = static_cast<double>(positive_integer(arg, argv[++i]));
+    else if (arg == "--peak-gflops" && has_value) {
+      const std::string flag = arg, value = argv[++i];
+      try {
+        a.peak_gflops = std::stod(value);
+      } catch (const std::exception&) {
       }
+      LOOM_CHECK(a.peak_gflops > 0, flag, ": expected a positive number, got \"", value, "\"");
+    } else if (arg == "-h" || arg == "--help") {
+      a.help = true;
+    } else if (arg.rfind("--", 0) != 0 && a.config_path.empty()) {
+      a.config_path = arg;
+    } else {
+      throw Error("unknown or incomplete argument '" + arg + "'\n" + kUsage);
     }
-    LOOM_CHECK(!config_path.empty(), "no config file given\n", kUsage);
-    LOOM_CHECK(!(resuming && overwrite), "--resume and --overwrite contradict each other: give one");
+  }
+  if (a.help) return a;
+  LOOM_CHECK(!a.config_path.empty(), "no config file given\n", kUsage);
+  LOOM_CHECK(!(a.resuming && a.overwrite), "--resume and --overwrite contradict each other: give one");
+  return a;
+}
 
-    models::TrainConfig config = models::load_train_config(config_path);
-    if (steps > 0) config.training.steps = steps, config.training.epochs = 0;
-    if (threads > 0) config.training.threads = threads;
+// An exception as the user reads it: for a file system error the path and the
+// reason, not the library's "filesystem error: ..." text.
+std::string error_text(const std::exception& e) {
+  if (const auto* fs_error = dynamic_cast<const std::filesystem::filesystem_error*>(&e))
+    return detail::concat("'", fs_error->path1().string(), "': ", fs_error->code().message());
+  return e.what();
+}
+
+// What every rank must share: the resolved config and the token stream (FNV-1a
+// over the ids). Compared with rank 0's before the first step.
+std::string run_fingerprint(const models::TrainConfig& config, const datasets::TextDataset& data) {
+  uint64_t hash = 1469598103934665603ull;
+  for (const std::vector<int64_t>* ids : {&data.train_ids, &data.valid_ids})
+    for (int64_t id : *ids) hash = (hash ^ static_cast<uint64_t>(id)) * 1099511628211ull;
+  return models::to_json(config) + "\ntext: " + std::to_string(data.train_ids.size()) + " + " +
+         std::to_string(data.valid_ids.size()) + " tokens, hash " + std::to_string(hash);
+}
+
+// Data parallelism only: every rank passes its start-up error ("" for none); when
+// any rank has one, every rank throws the same comm::AgreedError naming them all.
+void agree(comm::Communicator* world, const std::string& error) {
+  if (world != nullptr) comm::agree_or_throw(*world, error);
+  else if (!error.empty()) throw Error(error);
+}
+
+// The training run of one process, or of one rank when `world` is given. Start-up
+// errors are agreed on (every rank throws comm::AgreedError); any later error is
+// this rank's alone.
+int train(const Arguments& args, comm::Communicator* world) {
+  const bool writer = world == nullptr || world->rank() == 0;
+  std::string error;  // this rank's start-up error
+  models::TrainConfig config;
+  std::unique_ptr<datasets::TextDataset> data;
+  try {
+    config = models::load_train_config(args.config_path);
+    if (args.steps > 0) config.training.steps = args.steps, config.training.epochs = 0;
+    if (args.threads > 0) config.training.threads = args.threads;
     if (config.training.threads > 0) set_num_threads(static_cast<int>(config.training.threads));
+    data = std::make_unique<datasets::TextDataset>(datasets::TextDataset::load(config.data.path, config.data.url));
+    models::resolve_vocab(config, data->tokenizer);
+  } catch (const std::exception& e) {
+    error = error_text(e);
+  }
+  agree(world, error);
+  if (world != nullptr) {
+    // Every rank must run the same config on the same tokens.
+    const std::vector<std::string> fingerprints = world->all_gather_text(run_fingerprint(config, *data));
+    std::string differences;
+    for (size_t r = 1; r < fingerprints.size(); ++r)
+      if (fingerprints[r] != fingerprints[0])
+        differences += detail::concat(differences.empty() ? "" : "\n", "rank ", r,
+                                      " has another config or text than rank 0 (every rank must run the same"
+                                      " config on the same data)");
+    if (!differences.empty()) throw comm::AgreedError(differences);
+  }
 
-    datasets::TextDataset data = datasets::TextDataset::load(config.data.path, config.data.url);
-    models::resolve_vocab(config, data.tokenizer);
+  // The communicator of the gradients: NCCL between GPUs when built, else MPI.
+  std::unique_ptr<comm::Communicator> nccl;
+  comm::Communicator* gradients = world;
+  if (world != nullptr && config.training.device == "cuda" && comm::nccl_built()) {
+    nccl = comm::make_nccl_communicator(*world);
+    gradients = nccl.get();
+  }
+
+  std::unique_ptr<models::LanguageModel> model;
+  std::unique_ptr<models::Trainer> trainer;
+  try {
     // Parameters, gradients and two Adam moments at 4 bytes each, plus activations.
     models::check_memory(config.model, 16, activation_bytes(config), "to train");
-    std::unique_ptr<models::LanguageModel> model = models::make_model(config.model);
-    std::fprintf(stderr, "%s: %lld parameters; text %s: %zu train / %zu valid tokens, vocabulary %lld; %d threads\n",
-                 config.model.family.c_str(), (long long)model->parameter_count(), data.source.c_str(),
-                 data.train_ids.size(), data.valid_ids.size(), (long long)data.tokenizer.vocab_size(), num_threads());
-
-    models::Trainer trainer(config, *model, std::move(data));
-    if (resuming) {
+    model = models::make_model(config.model);
+    if (writer)
+      std::fprintf(stderr, "%s: %lld parameters; text %s: %zu train / %zu valid tokens, vocabulary %lld; %d threads%s\n",
+                   config.model.family.c_str(), (long long)model->parameter_count(), data->source.c_str(),
+                   data->train_ids.size(), data->valid_ids.size(), (long long)data->tokenizer.vocab_size(),
+                   num_threads(), world ? detail::concat(" per rank, ", world->size(), " ranks").c_str() : "");
+    trainer = std::make_unique<models::Trainer>(config, *model, std::move(*data));
+    if (gradients != nullptr) trainer->distribute(*gradients);
+    if (args.resuming) {
+      std::string resume = args.resume;
       if (resume.empty()) {
         resume = config.training.out_dir;
         LOOM_CHECK(models::latest_checkpoint_step(resume) >= 0, "--resume: training.out_dir '", resume,
                    "' holds no checkpoint to resume (start without --resume, or give the checkpoint's path)");
       }
-      trainer.resume(resume);
-      std::fprintf(stderr, "resumed from %s at step %lld\n", models::find_checkpoint(resume).c_str(),
-                   (long long)trainer.step());
+      trainer->resume(resume);
+      if (writer)
+        std::fprintf(stderr, "resumed from %s at step %lld\n", models::find_checkpoint(resume).c_str(),
+                     (long long)trainer->step());
     }
-    trainer.prepare(overwrite);  // every check that can precede the first step
-    models::RunOptions options;
-    options.stop = &stop_requested;
-    install_stop_handlers();
-    options.peak_gflops = peak_gflops;
-    if (peak_gflops == 0 && config.training.device == "cpu") {  // no GPU estimate: MFU is left out there
-      const PeakMeasurement peak = measure_fp32_peak(num_threads());
-      options.peak_gflops = peak.gflops;
-      std::fprintf(stderr, "%s; MFU is against it (--peak-gflops overrides)\n", describe_peak(peak).c_str());
-    } else if (peak_gflops > 0) {
-      std::fprintf(stderr, "MFU against --peak-gflops %.1f GFLOP/s\n", peak_gflops);
-    }
+    trainer->prepare(args.overwrite);  // every check that can precede the first step
+  } catch (const std::exception& e) {
+    error = error_text(e);
+  }
+  agree(world, error);
+  if (world != nullptr) {
+    // Resumed ranks must stand at the same step (they read the same checkpoint).
+    const std::vector<std::string> steps = world->all_gather_text(std::to_string(trainer->step()));
+    for (size_t r = 1; r < steps.size(); ++r)
+      if (steps[r] != steps[0])
+        throw comm::AgreedError(detail::concat("rank ", r, " resumed at step ", steps[r], ", rank 0 at step ", steps[0],
+                                               " (every rank must see the same checkpoint)"));
+  }
+
+  models::RunOptions options;
+  options.stop = &stop_requested;
+  options.progress = writer;
+  install_stop_handlers();
+  options.peak_gflops = args.peak_gflops;
+  const int ranks = world ? world->size() : 1;
+  if (writer && args.peak_gflops == 0 && config.training.device == "cpu") {  // no GPU estimate: MFU is left out there
+    // Rank 0's probe stands for every rank: the peak of the whole job is N times it.
+    const PeakMeasurement peak = measure_fp32_peak(num_threads());
+    options.peak_gflops = peak.gflops * ranks;
+    std::fprintf(stderr, "%s%s; MFU is against it (--peak-gflops overrides)\n", describe_peak(peak).c_str(),
+                 ranks > 1 ? detail::concat(", times ", ranks, " ranks").c_str() : "");
+  } else if (writer && args.peak_gflops > 0) {
+    std::fprintf(stderr, "MFU against --peak-gflops %.1f GFLOP/s\n", args.peak_gflops);
+  }
+  if (writer) {
     std::fprintf(stderr, "training to step %lld (%lld batches of %lld x %lld tokens per epoch)\n",
-                 (long long)trainer.total_steps(), (long long)trainer.batches_per_epoch(),
+                 (long long)trainer->total_steps(), (long long)trainer->batches_per_epoch(),
                  (long long)config.data.seq_len, (long long)config.data.batch_size);
-    if (!trainer.run(options)) {
-      std::fprintf(stderr, "%s\n", stop_signal == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)");
-      return 128 + stop_signal;
+    if (const models::DataParallel* p = trainer->parallel())
+      std::fprintf(stderr, "data parallel over %s: %d ranks, %lld columns of each batch on rank 0, "
+                   "%lld bytes all-reduced per step in %lld buckets\n",
+                   p->communicator().name().c_str(), p->size(),
+                   (long long)(models::batch_slice(config.data.batch_size, 0, p->size()).second),
+                   (long long)p->bytes_per_step(), (long long)p->bucket_count());
+  }
+  const bool finished = trainer->run(options);
+  if (const models::DataParallel* p = trainer->parallel(); p && writer && p->steps_reduced() > 0)
+    std::fprintf(stderr,
+                 "rank 0: gradient all-reduce %.2f ms per step on average over %lld steps (%.2f ms of it in the "
+                 "collectives, waiting for the other ranks included)\n",
+                 1e3 * p->seconds_reducing() / p->steps_reduced(), (long long)p->steps_reduced(),
+                 1e3 * p->seconds_in_collectives() / p->steps_reduced());
+  if (!finished) {
+    if (writer) std::fprintf(stderr, "%s\n", stop_signal == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)");
+    return 128 + stop_signal;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Under mpirun this process is one rank of a data-parallel job.
+  const comm::Launch launch = comm::launch_from_environment();
+  const std::string who = launch.launched ? detail::concat("rank ", launch.rank, ": ") : "";
+  Arguments args;
+  std::unique_ptr<comm::Communicator> world;
+  try {
+    args = parse_arguments(argc, argv);
+    if (args.help) {
+      if (launch.rank == 0) std::printf("%s\n", kUsage);
+      return 0;
     }
-    return 0;
-  } catch (const std::filesystem::filesystem_error& e) {
-    // Not the library's "filesystem error: ..." text: the path and the reason.
-    std::fprintf(stderr, "\nerror: '%s': %s\n", e.path1().c_str(), e.code().message().c_str());
+    if (launch.launched) {
+      LOOM_CHECK(comm::mpi_built(), "started by mpirun as rank ", launch.rank, " of ", launch.size,
+                 ", but MPI support is not built into this train (apt-get install libopenmpi-dev openmpi-bin, "
+                 "then meson setup --reconfigure build)");
+      // One GPU per rank on a machine with several ranks, unless the launcher chose.
+      if (launch.local_size > 1 && std::getenv("CUDA_VISIBLE_DEVICES") == nullptr)
+        ::setenv("CUDA_VISIBLE_DEVICES", std::to_string(launch.local_rank).c_str(), 1);
+      world = comm::make_mpi_communicator();
+      world->set_timeout_seconds(args.comm_timeout);
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "\n%serror: %s\n", who.c_str(), e.what());
+    return 1;
+  }
+  try {
+    return train(args, world.get());
+  } catch (const comm::AgreedError& e) {
+    // Every rank raised it together: each says so and ends normally.
+    std::fprintf(stderr, "\n%serror: %s\n", who.c_str(), e.what());
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "\nerror: %s\n", e.what());
+    std::fprintf(stderr, "\n%serror: %s\n", who.c_str(), error_text(e).c_str());
+    // This rank's alone: the others may wait in a collective, so the job ends here.
+    if (world) {
+      std::fprintf(stderr, "%sstopping every rank\n", who.c_str());
+      world->abort(1);
+    }
     return 1;
   }
 }

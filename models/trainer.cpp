@@ -147,16 +147,29 @@ Tensor Trainer::forward_carried(const Tensor& input, bool epoch_start) {
 
 StepResult Trainer::train_step() {
   const bool epoch_start = train_batches_.at_epoch_start();
-  const datasets::Batch batch = to_device(train_batches_.next());
-  const Tensor logits =
-      config_.data.carry_over ? forward_carried(batch.input, epoch_start) : model_.forward(batch.input);
-  const int64_t vocab = logits.size(-1);
-  const Tensor loss = cross_entropy(logits.reshape({-1, vocab}), batch.target.reshape({-1}));
+  const datasets::Batch whole = train_batches_.next();
+  // Under data parallelism this rank's columns of the batch (distributed.h).
+  const datasets::Batch batch = to_device(parallel_ ? parallel_->slice(whole) : whole);
   StepResult r;
-  r.loss = loss.item();
-  check_loss(r.loss, step_ + 1, "the loss");  // before the weights change
-  last_batch_ = batch;
-  loss.backward();
+  const int64_t positions = batch.input.numel();
+  if (positions > 0) {
+    const Tensor logits =
+        config_.data.carry_over ? forward_carried(batch.input, epoch_start) : model_.forward(batch.input);
+    const int64_t vocab = logits.size(-1);
+    const Tensor loss = cross_entropy(logits.reshape({-1, vocab}), batch.target.reshape({-1}));
+    r.loss = loss.item();
+    if (!parallel_) check_loss(r.loss, step_ + 1, "the loss");  // before the weights change
+    last_batch_ = batch;
+    loss.backward();
+  }
+  if (parallel_) {
+    const bool stop = stop_flag_ && stop_flag_->load();
+    const ReducedStep reduced =
+        parallel_->all_reduce_gradients(r.loss, positions, whole.input.numel(), stop, model_.dropout_generator());
+    r.loss = reduced.loss;
+    stop_agreed_ = reduced.stop;
+    check_loss(r.loss, step_ + 1, "the loss");  // on every rank alike, before the weights change
+  }
 
   // No clipping is clipping at infinity: the norm is still measured for the log.
   const double max_norm = config_.optimizer.clip > 0 ? config_.optimizer.clip : std::numeric_limits<double>::infinity();
@@ -165,8 +178,18 @@ StepResult Trainer::train_step() {
   optimizer_->zero_grad();
   ++step_;
   r.lr = optimizer_->current_lr();
-  r.tokens = batch.input.numel();
+  r.tokens = whole.input.numel();
   return r;
+}
+
+void Trainer::distribute(comm::Communicator& comm) {
+  LOOM_CHECK(!parallel_ && !prepared_, "Trainer::distribute: call it once, before prepare()");
+  // A checkpoint holds one carried state (rank 0's): the other ranks' streams could not resume.
+  LOOM_CHECK(!config_.data.carry_over, "data.carry_over is not supported with data-parallel training (mpirun): ",
+             "a checkpoint would hold only rank 0's carried states; train it in one process");
+  parallel_ = std::make_unique<DataParallel>(comm, model_.parameters());
+  Generator& dropout = model_.dropout_generator();
+  dropout.set_state(dropout_seed_for_rank(dropout.seed(), parallel_->rank()), dropout.offset());
 }
 
 // A non-finite or exploding loss stops training before the weights change again.
@@ -275,7 +298,9 @@ void Trainer::resume(const std::string& path) {
   step_ = s.step;
   elapsed_ = s.elapsed_seconds;
   train_batches_.set_state(s.train_batcher);
-  model_.dropout_generator().set_state(s.dropout_seed, s.dropout_offset);
+  // The checkpoint holds rank 0's key (the model's own); other ranks derive theirs.
+  model_.dropout_generator().set_state(parallel_ ? dropout_seed_for_rank(s.dropout_seed, parallel_->rank()) : s.dropout_seed,
+                                       s.dropout_offset);
   carried_.reset();
   if (!s.carried_state.empty()) {
     LOOM_CHECK(config_.data.carry_over, "cannot resume from ", path, ": it holds a carried state but data.carry_over is off");
@@ -310,6 +335,10 @@ void Trainer::prepare(bool overwrite) {
     } catch (const Error& e) {
       LOOM_FAIL("sample.prompt \"", config_.sample.prompt.substr(0, 40), "\": ", e.what());
     }
+  }
+  if (!is_writer()) {  // rank 0 alone owns out_dir
+    prepared_ = true;
+    return;
   }
   const std::string& out_dir = config_.training.out_dir;
   std::error_code ec;
@@ -399,7 +428,14 @@ bool Trainer::run(const RunOptions& options) {
   const int64_t total = total_steps();
   const TrainingConfig& t = config_.training;
   prepare(options.overwrite);
-  const bool tty = options.progress && ::isatty(::fileno(stderr));
+  stop_flag_ = options.stop;
+  if (parallel_ && !parameters_synced_) {
+    // Every rank starts from rank 0's weights, fresh or resumed, whatever N.
+    parallel_->broadcast_from_rank0(model_);
+    parameters_synced_ = true;
+  }
+  const bool writer = is_writer();
+  const bool tty = writer && options.progress && ::isatty(::fileno(stderr));
   const double flops_per_token = model_.training_flops_per_token(config_.data.seq_len);
 
   // Accumulated since the last log line.
@@ -433,7 +469,7 @@ bool Trainer::run(const RunOptions& options) {
     if (tty) std::fputs("\r\033[K", stderr);
   };
 
-  if (options.progress && step_ >= total)
+  if (writer && options.progress && step_ >= total)
     std::fprintf(stderr, "already at step %lld of %lld: nothing to do\n", (long long)step_, (long long)total);
   while (step_ < total) {
     const auto start = Clock::now();
@@ -457,7 +493,8 @@ bool Trainer::run(const RunOptions& options) {
     if (step_ % t.log_interval == 0 || last) {
       StepResult mean = r;
       mean.loss = interval_loss / interval_steps;
-      if (options.progress && !tty) std::fprintf(stderr, "%s\n", progress_text(mean, tokens_per_s).c_str());
+      if (writer && options.progress && !tty)
+        std::fprintf(stderr, "%s\n", progress_text(mean, tokens_per_s).c_str());
       Json entry = {{"step", step_}, {"loss", mean.loss}, {"lr", r.lr}, {"grad_norm", r.grad_norm},
                     {"tokens_per_s", tokens_per_s}, {"elapsed", elapsed_}};
       if (options.peak_gflops > 0) entry["mfu"] = flops_per_token * tokens_per_s / (options.peak_gflops * 1e9);
@@ -466,7 +503,7 @@ bool Trainer::run(const RunOptions& options) {
       interval_steps = interval_tokens = 0;
     }
 
-    if ((t.eval_interval > 0 && step_ % t.eval_interval == 0) || last) {
+    if (writer && ((t.eval_interval > 0 && step_ % t.eval_interval == 0) || last)) {
       const auto eval_start = Clock::now();
       const EvalResult e = evaluate();
       elapsed_ += std::chrono::duration<double>(Clock::now() - eval_start).count();
@@ -483,8 +520,10 @@ bool Trainer::run(const RunOptions& options) {
                          {"sample", config_.sample.prompt + e.sample}});
     }
 
-    const bool stop = options.stop && options.stop->load();
-    if (((t.checkpoint_interval > 0 && step_ % t.checkpoint_interval == 0) || last || stop) && step_ != saved_step_) {
+    // Under data parallelism the request of any rank, agreed in the step: all stop after the same one.
+    const bool stop = parallel_ ? stop_agreed_ : options.stop && options.stop->load();
+    if (writer && ((t.checkpoint_interval > 0 && step_ % t.checkpoint_interval == 0) || last || stop) &&
+        step_ != saved_step_) {
       const std::string dir = save();
       if (options.progress) {
         clear_line();
@@ -493,7 +532,7 @@ bool Trainer::run(const RunOptions& options) {
     }
     if (stop && !last) {
       clear_line();
-      if (options.progress)
+      if (writer && options.progress)
         std::fprintf(stderr, "stopped at step %lld of %lld; continue with --resume %s\n", (long long)step_,
                      (long long)total, t.out_dir.c_str());
       return false;

@@ -18,6 +18,7 @@
 #include "datasets/batcher.h"
 #include "datasets/text_dataset.h"
 #include "models/config.h"
+#include "models/distributed.h"
 #include "models/language_model.h"
 #include "models/optim.h"
 
@@ -83,6 +84,15 @@ class Trainer {
   // is opened for appending. run() calls it when it was not called.
   void prepare(bool overwrite = false);
 
+  // Data-parallel training (models/distributed.h): this trainer is rank comm.rank()
+  // of comm.size(). Call before resume() and prepare(); no collective runs until
+  // run() (which first broadcasts rank 0's parameters), so start-up errors can be
+  // agreed on first. Only rank 0 touches out_dir, logs, evaluates and samples.
+  void distribute(comm::Communicator& comm);
+  const DataParallel* parallel() const { return parallel_.get(); }
+  // True on the one process that writes checkpoints, metrics and progress.
+  bool is_writer() const { return !parallel_ || parallel_->rank() == 0; }
+
   // Steps until total_steps(), logging, evaluating and checkpointing on the way.
   // Returns false when options.stop ended it early (after saving).
   bool run(const RunOptions& options = {});
@@ -118,6 +128,10 @@ class Trainer {
   // batch of the same epoch continues (null: zeros; an epoch starts from zeros).
   std::unique_ptr<DecodeState> carried_;
   Tensor forward_carried(const Tensor& input, bool epoch_start);
+  std::unique_ptr<DataParallel> parallel_;  // null: one process
+  bool parameters_synced_ = false;          // rank 0's parameters broadcast
+  const std::atomic<bool>* stop_flag_ = nullptr;  // run()'s options.stop, agreed in each step
+  bool stop_agreed_ = false;                // some rank asked to stop during the latest step
 
  public:
   ~Trainer();
