@@ -50,12 +50,15 @@ void check_sequence_classifier_config(const SequenceClassifierConfig& config);
 // One LSTM layer, PyTorch's parameters and equations (nn.LSTM, one layer):
 //   [i f g o] = W_ih x_t + b_ih + W_hh h_{t−1} + b_hh   (weight_ih [4H, in], weight_hh [4H, H])
 //   i, f, o = σ(·), g = tanh(·);  c_t = f⊙c_{t−1} + i⊙g;  h_t = o⊙tanh(c_t);  h_0 = c_0 = 0.
-// Init U(−1/√H, 1/√H) for all four tensors. W_ih x is one GEMM over all steps;
-// the recurrence is a loop of engine ops per step.
+// Init U(−1/√H, 1/√H) for all four tensors. A loop of engine ops per time step
+// on per-step tensors: the steps stay separate tensors from the embedding to the
+// read-out, because slicing step t out of one recorded [L, B, ·] tensor would
+// cost a full-size gradient per step in the backward (O(L²) time).
 class LSTMLayer : public Module {
  public:
   LSTMLayer(int64_t input_size, int64_t hidden_size, Generator& gen);
-  Tensor forward(const Tensor& x) const;  // [L, B, in] -> [L, B, H]
+  std::vector<Tensor> forward_steps(const std::vector<Tensor>& inputs) const;  // L × [B, in] -> L × [B, H]
+  Tensor forward(const Tensor& x) const;  // [L, B, in] -> [L, B, H] (slices x; for inputs without gradient)
   int64_t hidden_size;
   Tensor weight_ih, weight_hh, bias_ih, bias_hh;
 };
