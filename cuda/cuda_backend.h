@@ -5,7 +5,7 @@
 // engine/cpu/ so the two implementations can be read side by side:
 // backend.cu (memory, copies to and from the host), elementwise.cu, reduce.cu,
 // linalg.cu, softmax.cu, norm.cu, index.cu, conv.cu, attention.cu,
-// delta_rule.cu, feedback.cu, random.cu. The kernels are declared once, in
+// delta_rule.cu, delta_rnn.cu, feedback.cu, recurrent_delta_net.cu, random.cu. The kernels are declared once, in
 // engine/backend.h's LOOM_KERNELS; a kernel without a definition here fails
 // the link of every program built with the CUDA backend.
 #pragma once

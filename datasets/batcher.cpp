@@ -80,15 +80,25 @@ BatcherState BatcherState::from_json(const std::string& text) {
 
 // ---- ShuffledBatcher ------------------------------------------------------------------------
 
-ShuffledBatcher::ShuffledBatcher(std::vector<int64_t> ids, int64_t seq_len, int64_t batch_size, uint64_t seed)
-    : ids_(std::move(ids)), seq_len_(seq_len), batch_size_(batch_size) {
+ShuffledBatcher::ShuffledBatcher(std::vector<int64_t> ids, int64_t seq_len, int64_t batch_size, uint64_t seed,
+                                 BatchOrder order)
+    : ids_(std::move(ids)), seq_len_(seq_len), batch_size_(batch_size), order_kind_(order) {
   LOOM_CHECK(seq_len >= 1, "ShuffledBatcher: seq_len must be positive, got ", seq_len);
   LOOM_CHECK(batch_size >= 1, "ShuffledBatcher: batch_size must be positive, got ", batch_size);
   const auto n = static_cast<int64_t>(ids_.size());
+  state_.seed = seed;
+  if (order == BatchOrder::streams) {
+    stream_length_ = n >= 1 ? (n - 1) / batch_size : 0;
+    num_items_ = stream_length_ >= 1 ? (stream_length_ - 1) / seq_len : 0;
+    // The last target of the epoch, b·S + num_items·L, stays inside stream b's S tokens.
+    LOOM_CHECK(num_items_ >= 1, "ShuffledBatcher: ", n, " tokens cut into ", batch_size, " streams (data.carry_over) give ",
+               stream_length_, " tokens per stream, too few for one batch of seq_len ", seq_len, " (each stream needs ",
+               seq_len + 1, "); use a smaller data.batch_size or data.seq_len");
+    return;
+  }
   num_items_ = n >= 1 ? (n - 1) / seq_len : 0;
   LOOM_CHECK(num_items_ >= 1, "ShuffledBatcher: ", n, " tokens are too few for seq_len ", seq_len,
              " (one item needs seq_len + 1 = ", seq_len + 1, ")");
-  state_.seed = seed;
 }
 
 std::vector<int64_t> ShuffledBatcher::item_order(int64_t epoch) const {
@@ -107,7 +117,25 @@ void ShuffledBatcher::plan_epoch() {
   planned_epoch_ = state_.epoch;
 }
 
+Batch ShuffledBatcher::next_from_streams() {
+  const int64_t width = batch_size_, offset = state_.position * seq_len_;
+  std::vector<int64_t> input(static_cast<size_t>(seq_len_ * width)), target(input.size());
+  for (int64_t b = 0; b < width; ++b) {
+    const int64_t start = b * stream_length_ + offset;
+    for (int64_t t = 0; t < seq_len_; ++t) {
+      input[t * width + b] = ids_[start + t];
+      target[t * width + b] = ids_[start + t + 1];
+    }
+  }
+  if (++state_.position == batches_per_epoch()) {
+    ++state_.epoch;
+    state_.position = 0;
+  }
+  return {Tensor::from_vector(input, {seq_len_, width}), Tensor::from_vector(target, {seq_len_, width})};
+}
+
 Batch ShuffledBatcher::next() {
+  if (order_kind_ == BatchOrder::streams) return next_from_streams();
   plan_epoch();
   const int64_t first = state_.position * batch_size_;
   const int64_t width = std::min(batch_size_, num_items_ - first);

@@ -10,6 +10,14 @@
 //
 // All randomness of an epoch is a pure function of (seed, epoch), so the
 // state that resumes training exactly is three integers: BatcherState.
+//
+// BatchOrder::streams (data.carry_over) instead gives every batch row one
+// contiguous stream, as recurrent models carrying their state across batches
+// need: the N tokens are cut into B streams of S = floor((N - 1) / B) tokens,
+// stream b starting at token b·S; batch i holds tokens [b·S + i·L, b·S + i·L + L)
+// of every stream b as column b (targets one further), so batch i + 1 continues
+// batch i row by row. An epoch is floor((S - 1) / L) batches, all of width B; every
+// epoch is the same (the seed is unused) and starts the streams over.
 #pragma once
 
 #include <cstdint>
@@ -35,13 +43,20 @@ struct Batch {
   Tensor target;  // int64 [L, B'], input shifted by one token
 };
 
+enum class BatchOrder { shuffled, streams };
+
 class ShuffledBatcher {
  public:
-  // Needs at least seq_len + 1 tokens (one item).
-  ShuffledBatcher(std::vector<int64_t> ids, int64_t seq_len, int64_t batch_size, uint64_t seed);
+  // Needs at least seq_len + 1 tokens (one item); in streams order, B streams of
+  // at least seq_len + 1 tokens.
+  ShuffledBatcher(std::vector<int64_t> ids, int64_t seq_len, int64_t batch_size, uint64_t seed,
+                  BatchOrder order = BatchOrder::shuffled);
 
   int64_t num_items() const { return num_items_; }
-  int64_t batches_per_epoch() const { return (num_items_ + batch_size_ - 1) / batch_size_; }
+  int64_t batches_per_epoch() const {
+    return order_kind_ == BatchOrder::streams ? num_items_ : (num_items_ + batch_size_ - 1) / batch_size_;
+  }
+  BatchOrder order() const { return order_kind_; }
   int64_t seq_len() const { return seq_len_; }
   int64_t batch_size() const { return batch_size_; }
 
@@ -64,8 +79,12 @@ class ShuffledBatcher {
  private:
   void plan_epoch();  // fills order_/starts_ for state_.epoch
 
+  Batch next_from_streams();
+
   std::vector<int64_t> ids_;
-  int64_t seq_len_, batch_size_, num_items_;
+  int64_t seq_len_, batch_size_, num_items_;  // streams: num_items_ = batches per epoch
+  BatchOrder order_kind_;
+  int64_t stream_length_ = 0;  // S, streams only
   BatcherState state_;
   int64_t planned_epoch_ = -1;
   std::vector<int64_t> order_, starts_;

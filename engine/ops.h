@@ -154,6 +154,40 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale
 Tensor delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta,
                   const Tensor& initial_state = Tensor(), Tensor* final_state = nullptr);
 
+// ---- delta_rnn (engine/ops/delta_rnn.cpp) -----------------------------------------------
+// The recurrent part of the Delta RNN ("Going Beyond Linear Transformers with Recurrent Fast
+// Weight Programmers", Irie et al. 2021, eq. 12): a recurrent fast weight R [D, D] per
+// batch item and head, written by the delta rule and read with the softmax of the
+// previous output. With R_0 = initial_R or 0, y_0 = initial_y or 0:
+//   R_t = R_{t-1} + gamma_t (rv_t - R_{t-1} rk_t) rk_tᵀ
+//   y_t = z_t + R_t softmax(y_{t-1})              (softmax over D, max-subtracted)
+// z [L, B, H, D] (the feed-forward fast part, e.g. a delta_rule output), rk [L, B, H, D]
+// (keys, softmax-normalised by the caller), rv [L, B, H, D], gamma [L, B, H, 1]
+// (sigmoid-ed by the caller) -> y [L, B, H, D]. initial_R [B, H, D, D] and initial_y
+// [B, H, D] may be undefined (zeros); no gradient flows to them. When given, final_R and
+// final_y receive R_L and y_L. Like delta_rule, the backward rebuilds R_t backwards from
+// R_L instead of storing it per step.
+Tensor delta_rnn(const Tensor& z, const Tensor& rk, const Tensor& rv, const Tensor& gamma,
+                 const Tensor& initial_R = Tensor(), const Tensor& initial_y = Tensor(), Tensor* final_R = nullptr,
+                 Tensor* final_y = nullptr);
+// ---- delta_lstm (engine/ops/delta_lstm.cpp) ---------------------------------------------
+// The recurrent part of the Delta LSTM (Irie et al. 2021, the authors' v4).
+// Per batch item and head, three gates g = 0 (input i), 1 (update u), 2 (output o), each with
+// its own recurrent fast weight R_g [D, D] (R_g,0 = initial_R or 0), and with
+// s_t = softmax(h_{t-1}) over D (max-subtracted; h_0 = initial_h or 0, c_0 = initial_c or 0):
+//   R_g,t = R_g,t-1 + gamma_g,t (rv_g,t - R_g,t-1 rk_g,t) rk_g,tᵀ
+//   i_t = σ(z_i,t + R_i,t s_t);  u_t = z_u,t + R_u,t s_t;  o_t = σ(z_o,t + R_o,t s_t)
+//   c_t = i_t ⊙ u_t + (1 - i_t) ⊙ c_{t-1}   (coupled input/forget gate);   h_t = o_t ⊙ c_t
+// z (the feed-forward fast parts), rk (keys, already softmax-normalised by the caller), rv
+// [L, B, H, 3, D]; gamma [L, B, H, 3, 1] (already sigmoid-ed) -> h [L, B, H, D].
+// initial_R [B, H, 3, D, D], initial_h, initial_c [B, H, D], each undefined = zeros; no
+// gradient flows to them. final_R, final_h, final_c (same shapes) receive the states after
+// step L when given. The backward rebuilds R_g,t backwards from R_g,L instead of storing it.
+Tensor delta_lstm(const Tensor& z, const Tensor& rk, const Tensor& rv, const Tensor& gamma,
+                  const Tensor& initial_R = Tensor(), const Tensor& initial_h = Tensor(),
+                  const Tensor& initial_c = Tensor(), Tensor* final_R = nullptr, Tensor* final_h = nullptr,
+                  Tensor* final_c = nullptr);
+
 // ---- feedback (engine/ops/feedback.cpp) --------------------------------------------------
 // One step of the feedback transformer's attention over its memory (models/FAMILIES.md §3.2).
 // Per batch item b and head h, over the memory slots j = 0 … n−1 (oldest first):
@@ -177,6 +211,25 @@ Tensor feedback_attention(const Tensor& q, const Tensor& keys, const Tensor& val
 // each read flows down this chain of appends, so each row's producer receives the sum
 // over every later read, with one node per append and no O(n) copies.
 Tensor feedback_memory_append(const Tensor& buffer, const Tensor& rows, const Tensor& row);
+
+// ---- recurrent_delta_net (engine/ops/recurrent_delta_net.cpp) --------------------------
+// The Recurrent Delta Net, RDN (Irie et al. 2021): a delta-rule fast weight whose slow
+// net is recurrent through a_t = tanh(y_{t-1}). Per batch item and head, with W [D, D]
+// starting at initial_W or 0 and y_0 = initial_y or 0:
+//   a_t = tanh(y_{t-1})
+//   q_t = softmax(qx_t + Rq a_t);  k_t = softmax(kx_t + Rk a_t)   (softmax over D)
+//   v_t = vx_t + Rv a_t;           beta_t = sigmoid(bx_t + rb·a_t)
+//   W_t = W_{t-1} + beta_t (v_t - W_{t-1} k_t) k_tᵀ;  y_t = W_t q_t
+// qx, kx, vx [L, B, H, D] and bx [L, B, H, 1] are the slow net's feed-forward parts
+// (pre-activation); Rq, Rk, Rv [H, D, D] and rb [H, D] its recurrent parameters, shared
+// by the batch, with (Rq a)[i] = Σ_j Rq[h, i, j] a[j]. -> y [L, B, H, D]. initial_W
+// [B, H, D, D] and initial_y [B, H, D] may be undefined (zeros); no gradient flows to
+// them. final_W, final_y receive W_L and y_L when given. Every other input gets a
+// gradient; the backward rebuilds W_t backwards from W_L instead of storing it per step.
+Tensor recurrent_delta_net(const Tensor& qx, const Tensor& kx, const Tensor& vx, const Tensor& bx,
+                           const Tensor& Rq, const Tensor& Rk, const Tensor& Rv, const Tensor& rb,
+                           const Tensor& initial_W = Tensor(), const Tensor& initial_y = Tensor(),
+                           Tensor* final_W = nullptr, Tensor* final_y = nullptr);
 
 // ---- in place (never recorded; for optimizers, gradient accumulation, init) -----------
 // They refuse a tensor that requires grad while grad mode is on.

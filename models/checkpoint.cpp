@@ -3,6 +3,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <cstring>
 #include <map>
 #include <sstream>
 
@@ -57,6 +58,9 @@ std::string number_text(double x) {
 }
 
 bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
+
+// Names of the carried state (TrainingState::carried_state) among the Adam tensors.
+constexpr const char* kCarriedStatePrefix = "carried_state.";
 
 // ".checkpoint-40.tmp-XXXXXX" (a directory being written) and "checkpoint.tmp-XXXXXX"
 // (a link being renamed into place): what an interrupted save leaves.
@@ -161,7 +165,9 @@ std::string save_checkpoint(const std::string& out_dir, const Module& model, con
   const std::string step = std::to_string(state.step);
   const std::string where = "checkpoint of step " + step;
   // Non-finite values never reach the disk: the previous checkpoint stays the newest.
-  const NamedTensors model_state = model_tensors(model), optimizer_state = optimizer.state_tensors();
+  const NamedTensors model_state = model_tensors(model);
+  NamedTensors optimizer_state = optimizer.state_tensors();
+  for (const auto& [name, t] : state.carried_state) optimizer_state.push_back({kCarriedStatePrefix + name, t});
   check_finite(model_state, "cannot save the " + where + ": the model");
   check_finite(optimizer_state, "cannot save the " + where + ": the optimizer state");
   const std::string vocab_json = datasets::CharTokenizer(state.vocab).to_json() + "\n";
@@ -261,13 +267,18 @@ TrainingState load_checkpoint(const std::string& path, Module& model, Adam& opti
       parse_number<uint64_t>(required(meta, "dropout_rng_offset", optim_path), "dropout_rng_offset", optim_path);
   s.vocab = load_checkpoint_vocab(dir).chars();
   check_finite(optim.tensors, "checkpoint " + optim_path);
+  NamedTensors adam_state;
+  for (auto& [name, t] : optim.tensors) {
+    if (starts_with(name, kCarriedStatePrefix)) s.carried_state.push_back({name.substr(std::strlen(kCarriedStatePrefix)), t});
+    else adam_state.push_back({name, t});
+  }
 
   const std::string model_step = required(load_safetensors_metadata(model_path), "step", model_path);
   LOOM_CHECK(model_step == std::to_string(s.step), model_path, " is at step ", model_step, " but ", optim_path,
              " is at step ", s.step, " (the files come from different saves)");
   load_model(model_path, model);
   try {
-    optimizer.load_state_tensors(optim.tensors);
+    optimizer.load_state_tensors(adam_state);
   } catch (const Error& e) {
     throw Error(optim_path + ": " + e.what());
   }

@@ -60,6 +60,9 @@ struct TrainingState {
   datasets::BatcherState train_batcher;
   uint64_t dropout_seed = 0, dropout_offset = 0;  // the model's dropout Generator
   std::string vocab;             // the tokenizer's characters in id order
+  // data.carry_over: the model's carried state (DecodeState::tensors()), stored in the
+  // optimizer file under "carried_state.<name>"; empty otherwise.
+  NamedTensors carried_state;
 };
 
 // Where a checkpoint is. `path` may be a run directory (its "checkpoint" link is

@@ -13,6 +13,7 @@
 
 #include "engine/error.h"
 #include "engine/json.h"
+#include "models/fast_weights.h"
 
 namespace loom::models {
 
@@ -69,7 +70,8 @@ bool family_uses_key(const std::string& family, const std::string& key) {
   if (key == "heads" || key == "d_ff" || key == "layers" || key == "dropout") return true;
   if (key == "conv_kernels" || key == "conv_width") return family == "primer_ez";
   if (key == "activation") return family == "transformer" || family == "primer_ez";
-  if (key == "feature_map" || key == "dpfp_nu" || key == "update_rule" || key == "attention_layer_norm")
+  if (key == "feature_map" || key == "dpfp_nu" || key == "update_rule" || key == "attention_layer_norm" ||
+      key == "fast_layer" || key == "fast_net_depth")
     return family == "fast_weights";
   if (key == "shared_kv") return family == "feedback";
   if (key == "max_seq_len") return family == "transformer" || family == "primer_ez" || family == "feedback";
@@ -222,7 +224,7 @@ std::vector<std::string> families() { return {std::begin(kFamilies), std::end(kF
 constexpr const char* kFamilyKeys[] = {"heads",        "d_ff",    "layers",      "dropout",
                                        "conv_kernels", "conv_width", "feature_map", "dpfp_nu",
                                        "update_rule",  "attention_layer_norm", "shared_kv", "max_seq_len",
-                                       "activation"};
+                                       "activation",   "fast_layer", "fast_net_depth"};
 
 std::string families_using(const std::string& key) {
   std::string out;
@@ -267,6 +269,9 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
   if (uses("dpfp_nu")) model.integer("dpfp_nu", m.dpfp_nu, 1);
   if (uses("update_rule")) model.choice("update_rule", m.update_rule, {"delta", "sum"});
   if (uses("attention_layer_norm")) model.boolean("attention_layer_norm", m.attention_layer_norm);
+  if (uses("fast_layer"))
+    model.choice("fast_layer", m.fast_layer, {std::begin(kFastLayers), std::end(kFastLayers)});
+  if (uses("fast_net_depth")) model.integer("fast_net_depth", m.fast_net_depth, 1);
   if (uses("shared_kv")) model.boolean("shared_kv", m.shared_kv);
   if (uses("max_seq_len")) model.integer("max_seq_len", m.max_seq_len, 1);
   for (const char* key : kFamilyKeys)
@@ -283,7 +288,11 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
   data.integer("seq_len", c.data.seq_len, 1);
   data.integer("batch_size", c.data.batch_size, 1);
   data.seed("seed", c.data.seed);
+  data.boolean("carry_over", c.data.carry_over);
   data.finish();
+  // Only the fast weights layers have a state that outlives a batch.
+  if (c.data.carry_over && family != "fast_weights")
+    data.fail("data.carry_over", "only the fast_weights family carries its states across batches, not " + family);
   // The transformers' positional tables and the feedback memory have a fixed length.
   if (family != "fast_weights" && family != "bigram" && c.data.seq_len > m.max_seq_len)
     data.fail("data.seq_len", std::to_string(c.data.seq_len) + " is longer than model.max_seq_len " +
@@ -361,10 +370,12 @@ std::string to_json(const TrainConfig& c, int indent) {
                     {"update_rule", m.update_rule},
                     {"attention_layer_norm", m.attention_layer_norm},
                     {"shared_kv", m.shared_kv},
-                    {"max_seq_len", m.max_seq_len}};
+                    {"max_seq_len", m.max_seq_len},
+                    {"fast_layer", m.fast_layer}};
   for (const auto& [key, value] : all.items())  // only the keys the family reads
     if (family_uses_key(m.family, key)) model[key] = value;
   if (!m.activation.empty() && family_uses_key(m.family, "activation")) model["activation"] = m.activation;
+  if (m.fast_layer == "delta_mlp" && family_uses_key(m.family, "fast_net_depth")) model["fast_net_depth"] = m.fast_net_depth;
   const OptimizerConfig& o = c.optimizer;
   const TrainingConfig& t = c.training;
   Json training;
@@ -384,7 +395,8 @@ std::string to_json(const TrainConfig& c, int indent) {
                 {"url", c.data.url},
                 {"seq_len", c.data.seq_len},
                 {"batch_size", c.data.batch_size},
-                {"seed", c.data.seed}}},
+                {"seed", c.data.seed},
+                {"carry_over", c.data.carry_over}}},
       {"optimizer", {{"kind", o.kind},
                      {"form", o.form},
                      {"lr", o.lr},

@@ -37,6 +37,10 @@ struct DataConfig {
   int64_t seq_len = 128;
   int64_t batch_size = 16;
   uint64_t seed = 0;  // shuffling and window offsets of the batcher
+  // fast_weights only: batch row b is one contiguous stream of the text (no shuffling),
+  // and each layer's final state of one batch is the next batch's initial state
+  // (detached), so the model sees an unbounded context (models/FAMILIES.md §2.8).
+  bool carry_over = false;
 };
 
 struct OptimizerConfig {

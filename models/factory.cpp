@@ -5,6 +5,7 @@
 
 #include "engine/error.h"
 #include "models/bigram.h"
+#include "models/fast_weights.h"
 #include "models/language_model.h"
 
 namespace loom::models {
@@ -23,8 +24,13 @@ double estimate_parameters(const ModelConfig& c) {
   double positions = 0;
   if (c.family == "transformer" || c.family == "primer_ez") positions = 5000 * d;  // the positional table
   if (c.family == "feedback") positions = static_cast<double>(c.max_seq_len) * d;
-  if (c.family == "fast_weights" && c.feature_map == "dpfp") per_layer += 2 * d * static_cast<double>(c.dpfp_nu);
+  if (c.family == "fast_weights") per_layer = fast_weights_layer_parameters(c);  // each fast layer its own
   return embeddings + layers * per_layer + positions;
+}
+
+void DecodeState::load_tensors(const NamedTensors& tensors) {
+  LOOM_CHECK(tensors.empty(), "this model's decoding state carries no tensors, but ", tensors.size(),
+             " were given (a carried state from another family?)");
 }
 
 namespace {

@@ -1,6 +1,7 @@
 // fast_weights.cpp: the Fast Weights Transformer (see fast_weights.h).
 #include "models/fast_weights.h"
 
+#include <cstdio>
 #include <string>
 
 #include "engine/error.h"
@@ -8,6 +9,12 @@
 namespace loom::models {
 
 // ---- configuration -----------------------------------------------------------------
+
+std::string fast_layer_names() {
+  std::string out;
+  for (const char* k : kFastLayers) out += (out.empty() ? "" : ", ") + std::string(k);
+  return out;
+}
 
 void check_fast_weights_config(const ModelConfig& c) {
   LOOM_CHECK(c.vocab > 0, "model.vocab: must be positive, got ", c.vocab);
@@ -27,6 +34,50 @@ void check_fast_weights_config(const ModelConfig& c) {
   }
   LOOM_CHECK(c.update_rule == "delta" || c.update_rule == "sum", "model.update_rule: unknown update rule '",
              c.update_rule, "' (expected delta or sum)");
+  const std::string& kind = c.fast_layer;
+  bool known = false;
+  for (const char* k : kFastLayers) known = known || kind == k;
+  LOOM_CHECK(known, "model.fast_layer: unknown fast layer '", kind, "' (expected one of ", fast_layer_names(), ")");
+  // Keys a layer does not read are refused unless they keep their default.
+  LOOM_CHECK(c.update_rule == "delta" || kind == "delta_net", "model.update_rule: '", c.update_rule,
+             "' is read only by fast_layer delta_net (fast_layer ", kind,
+             " has its own rule; fast_layer linear is the sum rule)");
+  LOOM_CHECK(kind != "rdn" || (c.feature_map == "dpfp" && c.dpfp_nu == 1), "model.feature_map / model.dpfp_nu: ",
+             "fast_layer rdn normalises its q and k with a softmax inside its op and reads no feature map; ",
+             "leave them at their defaults");
+  LOOM_CHECK(c.fast_net_depth >= 1, "model.fast_net_depth: must be at least 1, got ", c.fast_net_depth);
+  LOOM_CHECK(c.fast_net_depth == 1 || kind == "delta_mlp", "model.fast_net_depth: read only by fast_layer delta_mlp, ",
+             "not ", kind);
+  if (kind == "delta_mlp") {
+    LOOM_CHECK(c.d_ff % c.heads == 0, "model.d_ff: fast_layer delta_mlp splits d_ff = ", c.d_ff, " over ", c.heads,
+               " heads (its fast hidden layer has d_ff / heads units per head); it is not divisible");
+    const int64_t hidden = c.d_ff / c.heads;
+    LOOM_CHECK(c.feature_map != "dpfp" || c.dpfp_nu <= 2 * hidden - 1, "model.dpfp_nu: must be at most 2·(d_ff / heads) - 1 = ",
+               2 * hidden - 1, " for the delta_mlp fast hidden layer of ", hidden, " units, got ", c.dpfp_nu);
+  }
+}
+
+double fast_weights_layer_parameters(const ModelConfig& c) {
+  const double d = static_cast<double>(c.d_model), H = static_cast<double>(c.heads);
+  const double dk = d / H, ff = static_cast<double>(c.d_ff);
+  // Feed-forward block, its norm and the (possibly unused) attention norm, the output projection.
+  const double common = 2 * d * ff + ff + d + 4 * d + d * d + d;
+  const std::string& kind = c.fast_layer;
+  double per_head = 0, extra = 0;  // slow projection outputs per head; other parameters
+  if (kind == "delta_net") per_head = 3 * dk + (c.update_rule == "delta" ? 1 : 0);
+  else if (kind == "linear") per_head = 3 * dk;
+  else if (kind == "delta_delta") per_head = 5 * dk + 2;
+  else if (kind == "delta_mlp") {
+    const double hidden = ff / H, depth = static_cast<double>(c.fast_net_depth);
+    per_head = dk + depth * 2 * (dk + hidden + 1);
+    extra = depth * 2 * (dk + hidden);  // the layer norms before each fast matrix
+  } else if (kind == "delta_rnn") per_head = 5 * dk + 2;
+  else if (kind == "delta_lstm") per_head = 3 * (5 * dk + 2);
+  else if (kind == "rdn") {
+    per_head = 3 * dk + 1;
+    extra = H * (3 * dk * dk + dk);  // R_q, R_k, R_v, r_beta
+  }
+  return common + d * H * per_head + extra;
 }
 
 // ---- feature maps --------------------------------------------------------------------
@@ -58,12 +109,20 @@ Tensor dpfp_features(const Tensor& x, int64_t nu, double eps) {
 // retrieves a stored value when φ'(k) sums to 1. ELU+1 > 0, so the sum is never 0.
 Tensor elu_plus_one_features(const Tensor& x, double eps) { return sum_normalise(elu(x) + 1.0, eps); }
 
-// ---- modules --------------------------------------------------------------------------
+Features::Features(const ModelConfig& c)
+    : map(c.feature_map == "dpfp" ? FeatureMap::dpfp : FeatureMap::elu_plus_one), nu(c.dpfp_nu) {}
+
+Tensor Features::operator()(const Tensor& x) const {
+  return map == FeatureMap::dpfp ? dpfp_features(x, nu) : elu_plus_one_features(x);
+}
+
+int64_t Features::size(int64_t n) const { return map == FeatureMap::dpfp ? 2 * n * nu : n; }
+
+// ---- delta_net and linear ---------------------------------------------------------------
 
 FastWeightAttention::FastWeightAttention(const ModelConfig& c, Generator& gen)
-    : feature_map(c.feature_map == "dpfp" ? FeatureMap::dpfp : FeatureMap::elu_plus_one),
-      nu(c.dpfp_nu),
-      delta(c.update_rule == "delta"),
+    : phi(c),
+      delta(c.fast_layer == "delta_net" && c.update_rule == "delta"),
       heads(c.heads),
       d_k(c.d_model / c.heads),
       query(c.d_model, heads, d_k, false, gen),
@@ -82,14 +141,6 @@ FastWeightAttention::FastWeightAttention(const ModelConfig& c, Generator& gen)
   register_module("output", output);
 }
 
-int64_t FastWeightAttention::feature_size() const {
-  return feature_map == FeatureMap::dpfp ? 2 * d_k * nu : d_k;
-}
-
-Tensor FastWeightAttention::features(const Tensor& x) const {
-  return feature_map == FeatureMap::dpfp ? dpfp_features(x, nu) : elu_plus_one_features(x);
-}
-
 Tensor FastWeightAttention::forward(const Tensor& x, const Tensor& state, Tensor* final_state) const {
   const int64_t L = x.size(0), B = x.size(1);
   const Tensor q = features(query.forward(x));                       // [L, B, H, d_dot]
@@ -100,23 +151,142 @@ Tensor FastWeightAttention::forward(const Tensor& x, const Tensor& state, Tensor
   return output.forward(reshape(y, {L, B, heads * d_k}));
 }
 
+namespace {
+
+// Entry i of a state (empty: zeros) and the slot for entry i of a final state.
+Tensor entry(const LayerState& state, size_t i) { return i < state.size() ? state[i] : Tensor(); }
+Tensor* slot(LayerState* final_state, size_t i) { return final_state ? &(*final_state)[i] : nullptr; }
+
+// Forward FLOPs per token of one delta_rule over W [rows, cols] per head: vbar, the
+// write and the read-out each pass over W once (the sum rule skips vbar), 2 FLOPs each.
+double delta_rule_flops(double heads, double rows, double cols, bool delta = true) {
+  return heads * rows * cols * (delta ? 3.0 : 2.0) * 2.0;
+}
+
+}  // namespace
+
+Tensor FastWeightAttention::forward(const Tensor& x, const LayerState& state, LayerState* final_state) const {
+  return forward(x, entry(state, 0), slot(final_state, 0));
+}
+
+double FastWeightAttention::recurrence_flops_per_token() const {
+  return delta_rule_flops(static_cast<double>(heads), static_cast<double>(d_k),
+                          static_cast<double>(feature_size()), delta);
+}
+
+// ---- delta_delta -------------------------------------------------------------------------
+//
+// Why delta_rule twice and no fused op of its own: W1's update reads only k and v, which
+// come from the slow projection of x, never from W2; so the whole sequence of W1's
+// outputs o_t = W1_t φ(q_t) is known before W2 starts, and W2's own update reads only
+// (parts of) o_t. Two sequential calls compute exactly the interleaved per-step
+// recurrence, and each keeps the delta rule's memory-lean backward.
+
+DeltaDeltaLayer::DeltaDeltaLayer(const ModelConfig& c, Generator& gen)
+    : phi(c),
+      heads(c.heads),
+      d_k(c.d_model / c.heads),
+      slow(c.d_model, heads, 5 * d_k + 2, false, gen),
+      output(c.d_model, c.d_model, true, gen) {
+  register_module("slow", slow);
+  register_module("output", output);
+}
+
+Tensor DeltaDeltaLayer::forward(const Tensor& x, const LayerState& state, LayerState* final_state) const {
+  const int64_t L = x.size(0), B = x.size(1), d = d_k;
+  const Tensor p = slow.forward(x);  // [L, B, H, 5d + 2]: q, k [d], v [3d + 1], beta [1]
+  const Tensor o = delta_rule(phi(narrow(p, -1, 0, d)), phi(narrow(p, -1, d, d)), narrow(p, -1, 2 * d, 3 * d + 1),
+                              sigmoid(narrow(p, -1, 5 * d + 1, 1)), entry(state, 0), slot(final_state, 0));
+  // o [L, B, H, 3d + 1] = (q', k', v', beta') programs and reads the second fast weight.
+  const Tensor y = delta_rule(phi(narrow(o, -1, 0, d)), phi(narrow(o, -1, d, d)), narrow(o, -1, 2 * d, d),
+                              sigmoid(narrow(o, -1, 3 * d, 1)), entry(state, 1), slot(final_state, 1));
+  return output.forward(reshape(y, {L, B, heads * d_k}));
+}
+
+double DeltaDeltaLayer::recurrence_flops_per_token() const {
+  const double H = static_cast<double>(heads), d = static_cast<double>(d_k);
+  const double d_dot = static_cast<double>(phi.size(d_k));
+  return delta_rule_flops(H, 3 * d + 1, d_dot) + delta_rule_flops(H, d, d_dot);
+}
+
+// ---- delta_mlp ---------------------------------------------------------------------------
+//
+// Why delta_rule per fast matrix and no fused op: every fast matrix is programmed from
+// its own slow keys, values and betas (functions of x_t alone), so its sequence of
+// states does not depend on the activations flowing through the fast net. Only the
+// read-outs chain (the query of matrix j+1 at step t is built from matrix j's output at
+// step t, read after matrix j's write of step t), and delta_rule takes all L queries at
+// once: one call per matrix, in order, is the per-step recurrence.
+
+DeltaMlpLayer::DeltaMlpLayer(const ModelConfig& c, Generator& gen)
+    : phi(c),
+      heads(c.heads),
+      d_k(c.d_model / c.heads),
+      hidden(c.d_ff / c.heads),
+      slow(c.d_model, heads, d_k + c.fast_net_depth * 2 * (d_k + hidden + 1), false, gen),
+      output(c.d_model, c.d_model, true, gen) {
+  int64_t offset = d_k;  // after the query
+  for (int64_t block = 0; block < c.fast_net_depth; ++block)
+    for (const auto& [in, out] : {std::pair{d_k, hidden}, std::pair{hidden, d_k}}) {
+      matrices.push_back({in, out, offset});
+      offset += in + out + 1;
+      owned_norms.push_back(std::make_unique<LayerNorm>(in));
+      norms.append(*owned_norms.back());
+    }
+  register_module("slow", slow);
+  register_module("norms", norms);
+  register_module("output", output);
+}
+
+Tensor DeltaMlpLayer::forward(const Tensor& x, const LayerState& state, LayerState* final_state) const {
+  const int64_t L = x.size(0), B = x.size(1);
+  const Tensor p = slow.forward(x);  // [L, B, H, width]
+  Tensor h = narrow(p, -1, 0, d_k);  // the slow query starts the fast net
+  Tensor a;                          // the block's hidden activation
+  for (size_t j = 0; j < matrices.size(); ++j) {
+    const FastMatrix& m = matrices[j];
+    const Tensor input = phi(owned_norms[j]->forward(j % 2 == 0 ? h : a));
+    const Tensor y = delta_rule(input, phi(narrow(p, -1, m.offset, m.in)), narrow(p, -1, m.offset + m.in, m.out),
+                                sigmoid(narrow(p, -1, m.offset + m.in + m.out, 1)), entry(state, j), slot(final_state, j));
+    if (j % 2 == 0) a = y;
+    else h = h + y;  // the residual around each fast block
+  }
+  return output.forward(reshape(h, {L, B, heads * d_k}));
+}
+
+double DeltaMlpLayer::recurrence_flops_per_token() const {
+  double flops = 0;
+  for (const FastMatrix& m : matrices)
+    flops += delta_rule_flops(static_cast<double>(heads), static_cast<double>(m.out), static_cast<double>(phi.size(m.in)));
+  return flops;
+}
+
+// ---- the layer ---------------------------------------------------------------------------
+
+std::unique_ptr<FastLayer> make_fast_layer(const ModelConfig& c, Generator& gen) {
+  if (c.fast_layer == "delta_net" || c.fast_layer == "linear") return std::make_unique<FastWeightAttention>(c, gen);
+  if (c.fast_layer == "delta_delta") return std::make_unique<DeltaDeltaLayer>(c, gen);
+  if (c.fast_layer == "delta_mlp") return std::make_unique<DeltaMlpLayer>(c, gen);
+  LOOM_FAIL("model.fast_layer: unknown fast layer '", c.fast_layer, "'");
+}
+
 FastWeightsLayer::FastWeightsLayer(const ModelConfig& c, Generator& gen)
-    : attn(c, gen),
+    : fast(make_fast_layer(c, gen)),
       feed_forward(c.d_model, c.d_ff, Activation::relu, c.dropout, gen),
       norm_self_attn(c.d_model),
       norm_ff(c.d_model),
       dropout(c.dropout),
       attention_layer_norm(c.attention_layer_norm) {
-  register_module("attn", attn);
+  register_module("attn", *fast);
   register_module("feed_forward", feed_forward);
   register_module("norm_self_attn", norm_self_attn);
   register_module("norm_ff", norm_ff);
 }
 
-Tensor FastWeightsLayer::forward(const Tensor& x, const Tensor& state, Tensor* final_state,
+Tensor FastWeightsLayer::forward(const Tensor& x, const LayerState& state, LayerState* final_state,
                                  Generator& dropout_gen) const {
   // labml feeds the raw residual stream to the attention (norm_self_attn unused).
-  const Tensor a = attn.forward(attention_layer_norm ? norm_self_attn.forward(x) : x, state, final_state);
+  const Tensor a = fast->forward(attention_layer_norm ? norm_self_attn.forward(x) : x, state, final_state);
   const Tensor h = x + loom::dropout(a, dropout, dropout_gen, training());
   const Tensor f = feed_forward.forward(norm_ff.forward(h), dropout_gen);
   return h + loom::dropout(f, dropout, dropout_gen, training());
@@ -148,14 +318,19 @@ FastWeightsTransformer::FastWeightsTransformer(const ModelConfig& config)
   register_module("generator", generator_);
 }
 
-Tensor FastWeightsTransformer::run(const Tensor& tokens, const std::vector<Tensor>& states,
-                                   std::vector<Tensor>* final_states) {
+Tensor FastWeightsTransformer::run(const Tensor& tokens, const std::vector<LayerState>& states,
+                                   std::vector<LayerState>* final_states) {
   LOOM_CHECK(tokens.defined() && tokens.dtype() == DType::i64 && tokens.dim() == 2,
              "fast_weights: tokens must be int64 [L, B], got ", tokens.defined() ? tokens.describe() : "undefined");
   Tensor x = src_embed_.forward(tokens);  // [L, B, d]: no scaling, no positional encoding
   for (size_t l = 0; l < transformer_.owned.size(); ++l) {
-    const Tensor state = states.empty() ? Tensor() : states[l];
-    Tensor* final_state = final_states ? &(*final_states)[l] : nullptr;
+    const LayerState none;
+    const LayerState& state = states.empty() ? none : states[l];
+    LayerState* final_state = nullptr;
+    if (final_states) {
+      final_state = &(*final_states)[l];
+      final_state->assign(transformer_.owned[l]->fast->state_size(), Tensor());
+    }
     x = transformer_.owned[l]->forward(x, state, final_state, dropout_gen_);
   }
   return generator_.forward(transformer_.norm.forward(x));
@@ -167,39 +342,66 @@ std::unique_ptr<DecodeState> FastWeightsTransformer::start_decoding(int64_t batc
   LOOM_CHECK(batch > 0, "fast_weights: start_decoding needs a positive batch size, got ", batch);
   auto state = std::make_unique<FastWeightsState>();
   state->batch = batch;
-  state->weights.resize(transformer_.owned.size());  // undefined: W = 0 before the first token
+  state->layers.resize(transformer_.owned.size());  // empty: every state is zero before the first token
   return state;
 }
 
 Tensor FastWeightsTransformer::decode(DecodeState& state, const Tensor& tokens) {
   auto* s = dynamic_cast<FastWeightsState*>(&state);
-  LOOM_CHECK(s != nullptr && s->weights.size() == transformer_.owned.size(),
+  LOOM_CHECK(s != nullptr && s->layers.size() == transformer_.owned.size(),
              "fast_weights: decode needs a state from this model's start_decoding");
   LOOM_CHECK(tokens.defined() && tokens.dim() == 2 && tokens.size(1) == s->batch, "fast_weights: decode tokens ",
              tokens.defined() ? shape_str(tokens.shape()) : "undefined", " do not match the state's batch of ",
              s->batch, " (expected [T, ", s->batch, "])");
-  // Each layer continues from its W and leaves the new W in the state: the
-  // prefix is summarised by W and never recomputed.
-  std::vector<Tensor> next(s->weights.size());
-  const Tensor logits = run(tokens, s->weights, &next);
-  s->weights = std::move(next);
+  // Each layer continues from its state and leaves the new one in it: the prefix is
+  // summarised by the fast weights and recurrent outputs, never recomputed. The
+  // states are detached, so a training step that continues a carried state
+  // (data.carry_over) backpropagates through its own batch only.
+  std::vector<LayerState> next(s->layers.size());
+  const Tensor logits = run(tokens, s->layers, &next);
+  for (LayerState& layer : next)
+    for (Tensor& t : layer)
+      if (t.defined()) t = t.detach();
+  s->layers = std::move(next);
   return logits;
 }
 
+NamedTensors FastWeightsState::tensors() const {
+  NamedTensors out;
+  for (size_t l = 0; l < layers.size(); ++l)
+    for (size_t i = 0; i < layers[l].size(); ++i)
+      if (layers[l][i].defined()) out.push_back({"layers." + std::to_string(l) + "." + std::to_string(i), layers[l][i]});
+  return out;
+}
+
+void FastWeightsState::load_tensors(const NamedTensors& tensors) {
+  for (LayerState& layer : layers) layer.clear();
+  for (const auto& [name, t] : tensors) {
+    size_t l = 0, i = 0;
+    int used = 0;
+    const bool ok = std::sscanf(name.c_str(), "layers.%zu.%zu%n", &l, &i, &used) == 2 &&
+                    used == static_cast<int>(name.size()) && l < layers.size() && i < 64;
+    LOOM_CHECK(ok, "fast_weights: carried state tensor '", name, "' names no layer of this model (", layers.size(),
+               " layers)");
+    LOOM_CHECK(t.dim() >= 1 && t.size(0) == batch, "fast_weights: carried state tensor '", name, "' ",
+               shape_str(t.shape()), " is not for a batch of ", batch);
+    if (layers[l].size() <= i) layers[l].resize(i + 1);
+    layers[l][i] = t;
+  }
+}
+
 double FastWeightsTransformer::training_flops_per_token(int64_t /*seq_len*/) const {
-  // 6 per weight used in a product (2 forward, 4 backward); the embedding is only
-  // looked up. The recurrence touches every element of each head's W [d_k, d_dot]
-  // 3 times per token forward (delta rule: read vbar, write, read out; sum rule: 2),
-  // 2 FLOPs each, x3 with the backward. Neither depends on the sequence length.
-  const FastWeightAttention& attn = transformer_.owned.front()->attn;
-  const double d = static_cast<double>(config_.d_model), ff = static_cast<double>(config_.d_ff);
-  const double heads = static_cast<double>(attn.heads), d_k = static_cast<double>(attn.d_k);
-  const double d_dot = static_cast<double>(attn.feature_size());
-  const double per_layer_weights = 4.0 * d * d + (attn.delta ? d * heads : 0.0) + 2.0 * d * ff;
-  const double weights = static_cast<double>(config_.layers) * per_layer_weights + d * config_.vocab;
-  const double passes = attn.delta ? 3.0 : 2.0;
-  const double recurrence = static_cast<double>(config_.layers) * heads * d_k * d_dot * passes * 2.0 * 3.0;
-  return 6.0 * weights + recurrence;
+  // 6 per weight used in a product (2 forward, 4 backward): every parameter of two or
+  // more axes is a matrix (or, for rdn, a stack of per-head matrices) applied to each
+  // token, except the embedding table, which is only looked up. The fast recurrence
+  // costs what each layer reports forward, x3 with the backward. Neither depends on
+  // the sequence length.
+  double weights = 0;
+  for (const auto& [name, t] : named_parameters())
+    if (t.dim() >= 2 && name != "src_embed.weight") weights += static_cast<double>(t.numel());
+  double recurrence = 0;
+  for (const auto& layer : transformer_.owned) recurrence += layer->fast->recurrence_flops_per_token();
+  return 6.0 * weights + 3.0 * recurrence;
 }
 
 std::unique_ptr<LanguageModel> make_fast_weights(const ModelConfig& config) {

@@ -29,6 +29,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "models/language_model.h"
@@ -46,24 +47,67 @@ Tensor dpfp_features(const Tensor& x, int64_t nu, double eps = 1e-6);
 // φ(x) = ELU(x) + 1 (Katharopoulos et al.), then the same sum normalisation as DPFP.
 Tensor elu_plus_one_features(const Tensor& x, double eps = 1e-6);
 
-// ---- modules ------------------------------------------------------------------------
+// ---- the fast layers (model.fast_layer) ----------------------------------------------------
+//
+// A FastWeightsLayer's first block is one of these: it reads the residual stream x
+// [L, B, d_model] and returns [L, B, d_model] after its output projection. Each
+// carries its state (fast weights, recurrent outputs) as a list of tensors, so that
+// decoding and carry-over across batches treat every kind alike:
+//
+//   kind         state (per batch item)                                   op
+//   delta_net    {W [H, d_k, d_dot]}                                      delta_rule
+//   linear       {W [H, d_k, d_dot]} (sum rule)                           delta_rule, beta undefined
+//   delta_delta  {W1 [H, 3d_k+1, d_dot], W2 [H, d_k, d_dot]}              delta_rule twice
+//   delta_mlp    {W per fast matrix, 2 per fast_net_depth}                delta_rule per matrix
+//   delta_rnn    {W [H, d_k, d_dot], R [H, d_k, d_k], y [H, d_k]}          delta_rule + delta_rnn
+//   delta_lstm   {W [3H, d_k, d_dot], R [H, 3, d_k, d_k], h, c [H, d_k]}   delta_rule + delta_lstm
+//   rdn          {W [H, d_k, d_k], y [H, d_k]}                             recurrent_delta_net
+//
+// (d_dot: the feature size of the configured feature map.) Undefined entries are
+// zeros, the state before the first token. models/FAMILIES.md §2.8 has the equations.
+
+using LayerState = std::vector<Tensor>;
+
+class FastLayer : public Module {
+ public:
+  // x [L, B, d_model] -> [L, B, d_model], starting from `state` (empty, or state_size()
+  // entries, undefined ones meaning zeros). `final_state`, when given, receives the
+  // state_size() tensors after the last token; they are not part of the autodiff graph.
+  virtual Tensor forward(const Tensor& x, const LayerState& state, LayerState* final_state) const = 0;
+  virtual size_t state_size() const = 0;
+  // Forward FLOPs per token of the fast (recurrent) part: each pass over a fast matrix
+  // element costs 2. The slow projections are counted from the parameters.
+  virtual double recurrence_flops_per_token() const = 0;
+};
 
 enum class FeatureMap { dpfp, elu_plus_one };
 
-class FastWeightAttention : public Module {
+// The feature map of q and k (dpfp_ν or ELU+1, each sum-normalised) as the config sets it.
+struct Features {
+  explicit Features(const ModelConfig& config);
+  Tensor operator()(const Tensor& x) const;  // [..., n] -> [..., size(n)]
+  int64_t size(int64_t n) const;             // 2·n·ν (DPFP) or n (ELU+1)
+  FeatureMap map;
+  int64_t nu;
+};
+
+// delta_net and linear: labml's FastWeightsAttention (the names above).
+class FastWeightAttention : public FastLayer {
  public:
   FastWeightAttention(const ModelConfig& config, Generator& gen);
   // x [L, B, d_model] -> [L, B, d_model]. `state` [B, H, d_k, d_dot] is W before the
   // first token (undefined: zeros); when `final_state` is given it receives W after
   // the last token.
   Tensor forward(const Tensor& x, const Tensor& state, Tensor* final_state) const;
+  Tensor forward(const Tensor& x, const LayerState& state, LayerState* final_state) const override;
+  size_t state_size() const override { return 1; }
+  double recurrence_flops_per_token() const override;
   // φ' of q or k [..., d_k] -> [..., d_dot].
-  Tensor features(const Tensor& x) const;
+  Tensor features(const Tensor& x) const { return phi(x); }
   // d_dot, the features per head: 2·d_k·ν (DPFP) or d_k (ELU+1).
-  int64_t feature_size() const;
+  int64_t feature_size() const { return phi.size(d_k); }
 
-  FeatureMap feature_map;
-  int64_t nu;
+  Features phi;
   bool delta;  // the delta rule; false: the sum rule
   int64_t heads, d_k;
 
@@ -73,18 +117,63 @@ class FastWeightAttention : public Module {
   Linear output;
 };
 
+// delta_delta: a first delta net programs the q, k, v, beta of a second one. The slow
+// projection `slow` gives per head q, k [d_k], v [3d_k+1], beta [1]; W1 [3d_k+1, d_dot]
+// reads o = W1 φ(q) = (q', k', v', beta'); W2 [d_k, d_dot] is programmed with φ(k'),
+// v', σ(beta') and read with φ(q'). State {W1, W2}.
+class DeltaDeltaLayer : public FastLayer {
+ public:
+  DeltaDeltaLayer(const ModelConfig& config, Generator& gen);
+  Tensor forward(const Tensor& x, const LayerState& state, LayerState* final_state) const override;
+  size_t state_size() const override { return 2; }
+  double recurrence_flops_per_token() const override;
+
+  Features phi;
+  int64_t heads, d_k;
+  HeadProjection slow;
+  Linear output;
+};
+
+// delta_mlp: a deep fast net. h = q (the slow query, [d_k] per head); per fast block
+// (model.fast_net_depth of them) h ← h + W_b φ(LN_b(W_a φ(LN_a(h)))) with W_a
+// [hidden, feat(d_k)], W_b [d_k, feat(hidden)], hidden = d_ff / heads; each fast matrix
+// is programmed by the delta rule from its own slow keys, values and beta. State: the
+// 2·depth fast matrices in order.
+class DeltaMlpLayer : public FastLayer {
+ public:
+  DeltaMlpLayer(const ModelConfig& config, Generator& gen);
+  Tensor forward(const Tensor& x, const LayerState& state, LayerState* final_state) const override;
+  size_t state_size() const override { return matrices.size(); }
+  double recurrence_flops_per_token() const override;
+
+  struct FastMatrix {
+    int64_t in, out;  // y = W φ(LN(x)): x [in] -> y [out]
+    int64_t offset;   // where its key [in], value [out] and beta [1] start in the slow projection
+  };
+  Features phi;
+  int64_t heads, d_k, hidden;
+  std::vector<FastMatrix> matrices;
+  HeadProjection slow;  // per head: q [d_k], then each matrix's key, value, beta
+  std::vector<std::unique_ptr<LayerNorm>> owned_norms;
+  ModuleList norms;  // one per fast matrix, over its input
+  Linear output;
+};
+
 class FastWeightsLayer : public Module {
  public:
   FastWeightsLayer(const ModelConfig& config, Generator& gen);
-  Tensor forward(const Tensor& x, const Tensor& state, Tensor* final_state, Generator& dropout_gen) const;
+  Tensor forward(const Tensor& x, const LayerState& state, LayerState* final_state, Generator& dropout_gen) const;
 
-  FastWeightAttention attn;
+  std::unique_ptr<FastLayer> fast;  // registered as "attn"
   FeedForward feed_forward;
   LayerNorm norm_self_attn;  // used only with attention_layer_norm
   LayerNorm norm_ff;
   double dropout;
   bool attention_layer_norm;
 };
+
+// Builds the fast layer model.fast_layer names.
+std::unique_ptr<FastLayer> make_fast_layer(const ModelConfig& config, Generator& gen);
 
 // labml's FastWeightsAttentionTransformer: the layers and the final norm.
 class FastWeightsStack : public Module {
@@ -95,11 +184,13 @@ class FastWeightsStack : public Module {
   LayerNorm norm;
 };
 
-// What decoding carries between calls: each layer's W [B, H, d_k, d_dot]
-// (undefined until the first token: zeros).
+// What decoding (and carry-over across training batches) carries between calls:
+// each layer's state (undefined entries until the first token: zeros).
 struct FastWeightsState : DecodeState {
   int64_t batch = 0;
-  std::vector<Tensor> weights;
+  std::vector<LayerState> layers;
+  NamedTensors tensors() const override;  // "layers.<l>.<i>", the defined entries
+  void load_tensors(const NamedTensors& tensors) override;
 };
 
 class FastWeightsTransformer : public LanguageModel {
@@ -120,10 +211,18 @@ class FastWeightsTransformer : public LanguageModel {
   Linear generator_;
 
   // Runs every layer on tokens [L, B]; states/final_states per layer may be empty.
-  Tensor run(const Tensor& tokens, const std::vector<Tensor>& states, std::vector<Tensor>* final_states);
+  Tensor run(const Tensor& tokens, const std::vector<LayerState>& states, std::vector<LayerState>* final_states);
 };
 
 // Checks the fast-weights keys of `config` (errors name the key, e.g. model.feature_map).
 void check_fast_weights_config(const ModelConfig& config);
+
+// The parameters one layer of `config` holds (its fast part, feed-forward block and norms),
+// for estimate_parameters.
+double fast_weights_layer_parameters(const ModelConfig& config);
+
+// The kinds model.fast_layer may name, and them as one comma-separated line.
+std::string fast_layer_names();
+inline constexpr const char* kFastLayers[] = {"delta_net", "linear", "delta_delta", "delta_mlp"};
 
 }  // namespace loom::models

@@ -37,6 +37,11 @@ struct ModelConfig {
   int64_t dpfp_nu = 1;
   std::string update_rule = "delta";
   bool attention_layer_norm = false;
+  // fast_weights: the layer's fast part (models/fast_weights.h): "delta_net" (default),
+  // "linear", "delta_delta", "delta_mlp", "delta_rnn", "delta_lstm" or "rdn"; and the
+  // number of fast blocks (two fast matrices each) of delta_mlp.
+  std::string fast_layer = "delta_net";
+  int64_t fast_net_depth = 1;
   // feedback: shared key/value projections (labml's default) or per-layer (original).
   bool shared_kv = true;
   int64_t max_seq_len = 512;  // feedback memory capacity; positional tables for transformers
@@ -46,6 +51,11 @@ struct ModelConfig {
 // weights, or the feedback memory. Each family defines its own.
 struct DecodeState {
   virtual ~DecodeState() = default;
+  // The state as named tensors, for a checkpoint of a run that carries it across
+  // batches (data.carry_over); load_tensors takes them back. Families that carry
+  // nothing across batches have none.
+  virtual NamedTensors tensors() const { return {}; }
+  virtual void load_tensors(const NamedTensors& tensors);
 };
 
 class LanguageModel : public Module {

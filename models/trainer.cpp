@@ -52,6 +52,11 @@ const std::vector<int64_t>& long_enough(const std::vector<int64_t>& ids, const c
   return ids;
 }
 
+// data.carry_over needs every batch row to continue the row before it.
+datasets::BatchOrder batch_order(const TrainConfig& c) {
+  return c.data.carry_over ? datasets::BatchOrder::streams : datasets::BatchOrder::shuffled;
+}
+
 // Restores train mode when an evaluation or sample ends, even by an exception.
 struct EvalMode {
   Module& model;
@@ -91,10 +96,10 @@ Trainer::Trainer(TrainConfig config, LanguageModel& model, datasets::TextDataset
       data_(std::move(data)),
       device_(parse_device(config_.training.device)),
       train_batches_(long_enough(data_.train_ids, "train", config_), config_.data.seq_len, config_.data.batch_size,
-                     config_.data.seed),
+                     config_.data.seed, batch_order(config_)),
       // The valid split has its own stream (seed + 1); see evaluate().
       valid_batches_(long_enough(data_.valid_ids, "valid", config_), config_.data.seq_len, config_.data.batch_size,
-                     config_.data.seed + 1) {
+                     config_.data.seed + 1, batch_order(config_)) {
   LOOM_CHECK(!config_.vocab_from_data, "Trainer: call resolve_vocab on the config first");
   LOOM_CHECK(model_.config().vocab == data_.tokenizer.vocab_size(), "Trainer: the model has a vocabulary of ",
              model_.config().vocab, " but the tokenizer has ", data_.tokenizer.vocab_size(), " tokens");
@@ -132,9 +137,19 @@ datasets::Batch Trainer::to_device(datasets::Batch batch) const {
   return batch;
 }
 
+// data.carry_over: the batch continues the previous one row by row, so the model
+// starts from the states the previous step left (decode() keeps them detached: the
+// gradient stays inside this batch); a new epoch starts the streams, and the states, over.
+Tensor Trainer::forward_carried(const Tensor& input, bool epoch_start) {
+  if (epoch_start || !carried_) carried_ = model_.start_decoding(input.size(1));
+  return model_.decode(*carried_, input);
+}
+
 StepResult Trainer::train_step() {
+  const bool epoch_start = train_batches_.at_epoch_start();
   const datasets::Batch batch = to_device(train_batches_.next());
-  const Tensor logits = model_.forward(batch.input);
+  const Tensor logits =
+      config_.data.carry_over ? forward_carried(batch.input, epoch_start) : model_.forward(batch.input);
   const int64_t vocab = logits.size(-1);
   const Tensor loss = cross_entropy(logits.reshape({-1, vocab}), batch.target.reshape({-1}));
   StepResult r;
@@ -176,9 +191,14 @@ EvalResult Trainer::evaluate() {
     // evaluations are comparable with each other, and when they happen never
     // changes what they measure, so an interrupted run logs what an uninterrupted one does.
     valid_batches_.set_state({config_.data.seed + 1, 0, 0});
+    // With carry-over the valid batches are consecutive segments of B streams, each
+    // read with the states the previous segment left (from zeros at the first).
+    std::unique_ptr<DecodeState> carried =
+        config_.data.carry_over ? model_.start_decoding(config_.data.batch_size) : nullptr;
     for (int64_t i = 0; i < config_.training.eval_batches; ++i) {
+      if (valid_batches_.at_epoch_start() && carried) carried = model_.start_decoding(config_.data.batch_size);
       const datasets::Batch batch = to_device(valid_batches_.next());
-      const Tensor logits = model_.forward(batch.input);
+      const Tensor logits = carried ? model_.decode(*carried, batch.input) : model_.forward(batch.input);
       const int64_t vocab = logits.size(-1), n = batch.target.numel();
       loss_sum += cross_entropy(logits.reshape({-1, vocab}), batch.target.reshape({-1})).item() * n;
       const std::vector<int64_t> predicted = argmax(logits, -1).to(Device::cpu).to_vector<int64_t>();
@@ -220,6 +240,7 @@ std::string Trainer::save() {
   s.dropout_seed = model_.dropout_generator().seed();
   s.dropout_offset = model_.dropout_generator().offset();
   s.vocab = data_.tokenizer.chars();
+  if (carried_ && !train_batches_.at_epoch_start()) s.carried_state = carried_->tensors();  // else: zeros next
   const std::string dir = save_checkpoint(config_.training.out_dir, model_, *optimizer_, s);
   saved_step_ = step_;
   return dir;
@@ -238,7 +259,7 @@ void Trainer::resume(const std::string& path) {
   for (const auto& [key, value] : current["model"].items())
     if (saved["model"][key] != value)
       differences.push_back("model." + key + " is " + saved["model"][key].dump() + " there, " + value.dump() + " here");
-  for (const char* key : {"seq_len", "batch_size", "seed"})
+  for (const char* key : {"seq_len", "batch_size", "seed", "carry_over"})
     if (saved["data"][key] != current["data"][key])
       differences.push_back(std::string("data.") + key + " is " + saved["data"][key].dump() + " there, " +
                             current["data"][key].dump() + " here");
@@ -255,6 +276,14 @@ void Trainer::resume(const std::string& path) {
   elapsed_ = s.elapsed_seconds;
   train_batches_.set_state(s.train_batcher);
   model_.dropout_generator().set_state(s.dropout_seed, s.dropout_offset);
+  carried_.reset();
+  if (!s.carried_state.empty()) {
+    LOOM_CHECK(config_.data.carry_over, "cannot resume from ", path, ": it holds a carried state but data.carry_over is off");
+    NamedTensors on_device = s.carried_state;
+    for (auto& entry : on_device) entry.second = entry.second.to(device_);
+    carried_ = model_.start_decoding(config_.data.batch_size);
+    carried_->load_tensors(on_device);
+  }
   resumed_ = true;
 }
 

@@ -114,6 +114,10 @@ class Trainer {
   int64_t saved_step_ = -1;    // the step of the newest checkpoint in out_dir (-1: none)
   int lock_fd_ = -1;           // flock on <out_dir>/.lock while prepared
   datasets::Batch last_batch_;  // the batch of the latest step, for the check before a save
+  // data.carry_over: the layers' states after the latest training batch, which the next
+  // batch of the same epoch continues (null: zeros; an epoch starts from zeros).
+  std::unique_ptr<DecodeState> carried_;
+  Tensor forward_carried(const Tensor& input, bool epoch_start);
 
  public:
   ~Trainer();

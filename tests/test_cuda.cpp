@@ -790,6 +790,61 @@ TEST_CASE("cuda: delta_rule refuses a fast weight larger than a block's shared m
                        Error);
 }
 
+// ---- delta_rnn ----------------------------------------------------------------------------------
+
+// The Delta RNN's recurrence as the layer feeds it: softmax keys, sigmoid gamma.
+Tensor delta_rnn_of(const std::vector<Tensor>& v, const Tensor& r0 = Tensor(), const Tensor& y0 = Tensor(),
+                    Tensor* final_R = nullptr, Tensor* final_y = nullptr) {
+  auto here = [&](const Tensor& t) { return t.defined() ? t.to(v[0].device()).to(v[0].dtype()) : Tensor(); };
+  return delta_rnn(v[0], softmax(v[1], -1), v[2], sigmoid(v[3]), here(r0), here(y0), final_R, final_y);
+}
+
+TEST_CASE("cuda: delta_rnn, forward and gradients of z, rk, rv and gamma") {
+  struct Case {
+    std::string name;
+    int64_t L, B, H, D;
+  };
+  const std::vector<Case> cases{
+      {"small", 7, 2, 2, 12},
+      {"one step", 1, 1, 3, 5},
+      {"D not a multiple of the warps", 4, 1, 1, 33},
+      // Model-sized heads: R and its gradient are 32 KiB in float32, 64 KiB in float64.
+      {"D 64", 6, 2, 2, 64},
+      // 128: 128 KiB for the backward in float32, 256 KiB in float64 (too much for a block).
+      {"D 128", 3, 1, 1, 128},
+  };
+  for (const Case& c : cases) {
+    const std::vector<Tensor> inputs{random_cpu({c.L, c.B, c.H, c.D}, 290), random_cpu({c.L, c.B, c.H, c.D}, 291),
+                                     random_cpu({c.L, c.B, c.H, c.D}, 292), random_cpu({c.L, c.B, c.H, 1}, 293)};
+    const auto f = [](const auto& v) { return delta_rnn_of(v); };
+    if (c.D <= 64) check_op_both("delta_rnn " + c.name, inputs, f);
+    else check_op("delta_rnn " + c.name, inputs, f);
+  }
+  // Given initial states (no gradient flows to them) and the final states.
+  const Tensor r0 = random_cpu({2, 2, 10, 10}, 294, -0.3, 0.3), y0 = random_cpu({2, 2, 10}, 295);
+  const std::vector<Tensor> inputs{random_cpu({6, 2, 2, 10}, 296), random_cpu({6, 2, 2, 10}, 297),
+                                   random_cpu({6, 2, 2, 10}, 298), random_cpu({6, 2, 2, 1}, 299)};
+  check_op_both("delta_rnn from initial states", inputs, [r0, y0](const auto& v) { return delta_rnn_of(v, r0, y0); });
+  std::vector<Tensor> cpu, gpu;
+  for (const Tensor& t : inputs) {
+    cpu.push_back(t);
+    gpu.push_back(t.to(kCuda));
+  }
+  Tensor rc, rg, yc_last, yg_last;
+  GradModeGuard no_grad(false);
+  const Tensor yc = delta_rnn_of(cpu, r0, y0, &rc, &yc_last), yg = delta_rnn_of(gpu, r0, y0, &rg, &yg_last);
+  check_close(yg, yc, 1e-5, "delta_rnn output");
+  check_close(rg, rc, 1e-5, "delta_rnn final R");
+  check_close(yg_last, yc_last, 1e-5, "delta_rnn final y");
+}
+
+TEST_CASE("cuda: delta_rnn refuses a recurrent fast weight larger than a block's shared memory") {
+  // D = 256 in float32: R is 256 KiB, more than any GPU's shared memory per block.
+  const Tensor z = Tensor::zeros({2, 1, 1, 256}, DType::f32, kCuda), gamma = Tensor::zeros({2, 1, 1, 1}, DType::f32, kCuda);
+  CHECK_THROWS_WITH_AS(delta_rnn(z, z, z, gamma), doctest::Contains("delta_rnn"), Error);
+  CHECK_THROWS_WITH_AS(delta_rnn(z, z, z, gamma), doctest::Contains("D = 256"), Error);
+}
+
 // ---- feedback -----------------------------------------------------------------------------------
 
 TEST_CASE("cuda: feedback_attention, forward and gradients of every input") {
@@ -819,6 +874,91 @@ TEST_CASE("cuda: feedback_attention, forward and gradients of every input") {
            [](const auto& v) {
              return feedback_attention(v[0], v[1].narrow(3, 0, 4), v[1].narrow(3, 4, 4), v[2], v[3], v[4], 0.5);
            });
+}
+
+// ---- recurrent_delta_net ------------------------------------------------------------------------
+
+// The RDN on inputs qx, kx, vx, bx and the parameters Rq, Rk, Rv, rb at the
+// authors' scale (entries of order 1/sqrt(D)), from the given initial states.
+Tensor recurrent_delta_net_of(const std::vector<Tensor>& v, const Tensor& W0 = Tensor(), const Tensor& y0 = Tensor(),
+                              Tensor* final_W = nullptr, Tensor* final_y = nullptr) {
+  auto here = [&](const Tensor& t) { return t.defined() ? t.to(v[0].device()).to(v[0].dtype()) : Tensor(); };
+  return recurrent_delta_net(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], here(W0), here(y0), final_W, final_y);
+}
+
+std::vector<Tensor> recurrent_delta_net_inputs(int64_t L, int64_t B, int64_t H, int64_t D, uint64_t seed) {
+  const double r = 1.0 / std::sqrt(static_cast<double>(D));
+  return {random_cpu({L, B, H, D}, seed, -1, 1),     random_cpu({L, B, H, D}, seed + 1, -1, 1),
+          random_cpu({L, B, H, D}, seed + 2, -1, 1), random_cpu({L, B, H, 1}, seed + 3, -1, 1),
+          random_cpu({H, D, D}, seed + 4, -r, r),    random_cpu({H, D, D}, seed + 5, -r, r),
+          random_cpu({H, D, D}, seed + 6, -r, r),    random_cpu({H, D}, seed + 7, -r, r)};
+}
+
+TEST_CASE("cuda: recurrent_delta_net, forward and gradients of every input and parameter") {
+  struct Case {
+    std::string name;
+    int64_t L, B, H, D;
+  };
+  const std::vector<Case> cases{
+      {"small", 7, 2, 2, 12},
+      {"one step", 1, 1, 3, 5},
+      {"D not a multiple of the warps", 5, 3, 1, 33},
+      // 64-wide heads: W and its gradient take 71 KiB in float64 (above the 48 KiB default).
+      {"64-wide heads", 6, 2, 2, 64},
+  };
+  for (const Case& c : cases)
+    check_op_both("recurrent_delta_net " + c.name, recurrent_delta_net_inputs(c.L, c.B, c.H, c.D, 300),
+                  [](const auto& v) { return recurrent_delta_net_of(v); });
+  // Given initial states (no gradient flows to them) and the final states.
+  const Tensor W0 = random_cpu({2, 2, 10, 10}, 310, -0.3, 0.3), y0 = random_cpu({2, 2, 10}, 311, -1, 1);
+  const std::vector<Tensor> inputs = recurrent_delta_net_inputs(6, 2, 2, 10, 312);
+  check_op_both("recurrent_delta_net from initial states", inputs,
+                [&](const auto& v) { return recurrent_delta_net_of(v, W0, y0); });
+  std::vector<Tensor> gpu;
+  for (const Tensor& t : inputs) gpu.push_back(t.to(kCuda));
+  GradModeGuard no_grad(false);
+  Tensor Wc, yc_last, Wg, yg_last;
+  const Tensor yc = recurrent_delta_net_of(inputs, W0, y0, &Wc, &yc_last);
+  const Tensor yg = recurrent_delta_net_of(gpu, W0, y0, &Wg, &yg_last);
+  check_close(yg, yc, 1e-5, "recurrent_delta_net output");
+  check_close(Wg, Wc, 1e-5, "recurrent_delta_net final W");
+  check_close(yg_last, yc_last, 1e-5, "recurrent_delta_net final y");
+}
+
+TEST_CASE("cuda: recurrent_delta_net's parameter gradients have the same bits run after run") {
+  // 8 batch items per head: the per-sequence sums are added in the order of b.
+  std::vector<Tensor> inputs;
+  for (const Tensor& t : recurrent_delta_net_inputs(9, 8, 2, 16, 320)) inputs.push_back(t.to(kCuda).requires_grad_());
+  std::vector<std::vector<double>> first;
+  for (int run = 0; run < 2; ++run) {
+    for (Tensor& t : inputs) t.zero_grad();
+    const Tensor y = recurrent_delta_net_of(inputs);
+    y.backward(Tensor::ones(y.shape(), DType::f32, kCuda));
+    for (size_t i = 4; i < 8; ++i) {
+      const std::vector<double> g = values(inputs[i].grad());
+      if (run == 0) first.push_back(g);
+      else CHECK(g == first[i - 4]);
+    }
+  }
+}
+
+TEST_CASE("cuda: recurrent_delta_net refuses a head size larger than a block's shared memory") {
+  // D = 192 in float32: W (144 KiB) fits the forward; W and its gradient (288 KiB)
+  // are more than any GPU's shared memory per block.
+  const int64_t D = 192;
+  std::vector<Tensor> inputs;
+  for (const Tensor& t : recurrent_delta_net_inputs(2, 1, 1, D, 330)) inputs.push_back(t.to(kCuda).requires_grad_());
+  const Tensor y = recurrent_delta_net_of(inputs);
+  std::string message;
+  try {
+    y.backward(Tensor::ones(y.shape(), DType::f32, kCuda));
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  INFO("message: ", message);
+  CHECK(message.find("recurrent_delta_net") != std::string::npos);
+  CHECK(message.find("D = 192") != std::string::npos);
+  CHECK(message.find("shared memory") != std::string::npos);
 }
 
 // ---- the op table -------------------------------------------------------------------------------------

@@ -330,6 +330,31 @@ TEST_CASE("batcher: same seed, same batches; saved state resumes exactly") {
   }
 }
 
+TEST_CASE("batcher: streams order gives each row one contiguous stream that the next batch continues") {
+  // 103 tokens, 4 streams of S = floor(102 / 4) = 25 tokens at 0, 25, 50, 75; seq_len 6: 4 batches.
+  ShuffledBatcher batcher(iota_ids(103), 6, 4, 7, datasets::BatchOrder::streams);
+  REQUIRE(batcher.batches_per_epoch() == 4);
+  for (int64_t epoch = 0; epoch < 2; ++epoch)
+    for (int64_t i = 0; i < 4; ++i) {
+      INFO("epoch ", epoch, " batch ", i);
+      CHECK(batcher.at_epoch_start() == (i == 0));
+      const Batch batch = batcher.next();
+      REQUIRE(batch.input.shape() == (Shape{6, 4}));
+      const std::vector<int64_t> input = batch.input.to_vector<int64_t>(), target = batch.target.to_vector<int64_t>();
+      for (int64_t t = 0; t < 6; ++t)
+        for (int64_t b = 0; b < 4; ++b) {
+          CHECK(input[t * 4 + b] == b * 25 + i * 6 + t);
+          CHECK(target[t * 4 + b] == b * 25 + i * 6 + t + 1);
+        }
+    }
+  // The last target (75 + 24 = 99) stays inside the last stream; a saved state resumes.
+  batcher.set_state({7, 5, 2});
+  CHECK(batcher.next().input.to_vector<int64_t>()[0] == 12);
+  CHECK(contains(error_of([] { ShuffledBatcher(iota_ids(40), 8, 8, 0, datasets::BatchOrder::streams); }),
+                 "40 tokens cut into 8 streams (data.carry_over) give 4 tokens per stream, too few for one batch of "
+                 "seq_len 8"));
+}
+
 TEST_CASE("batcher: invalid arguments and states are rejected") {
   CHECK(contains(error_of([] { ShuffledBatcher(iota_ids(16), 16, 4, 0); }),
                  "16 tokens are too few for seq_len 16 (one item needs seq_len + 1 = 17)"));

@@ -10,6 +10,7 @@
 
 #include "autodiff/grad_mode.h"
 #include "engine/ops.h"
+#include "models/config.h"
 #include "models/fast_weights.h"
 #include "models/generate.h"
 #include "models/optim.h"
@@ -323,9 +324,10 @@ TEST_CASE("fast_weights: decoding carries one W per layer and refuses a mismatch
   auto state = model->start_decoding(2);
   model->decode(*state, random_tokens(4, 2, c.vocab, 1));
   auto& s = dynamic_cast<models::FastWeightsState&>(*state);
-  REQUIRE(s.weights.size() == 2);
+  REQUIRE(s.layers.size() == 2);
+  REQUIRE(s.layers[0].size() == 1);
   // [B, H, d_k, d_dot] with d_dot = 2·d_k·nu = 2·8·2.
-  CHECK(s.weights[0].shape() == (Shape{2, 2, 8, 32}));
+  CHECK(s.layers[0][0].shape() == (Shape{2, 2, 8, 32}));
   const std::string msg = error_of([&] { model->decode(*state, random_tokens(1, 3, c.vocab, 1)); });
   CHECK(contains(msg, "fast_weights"));
   CHECK(contains(msg, "[1, 3]"));
@@ -462,6 +464,266 @@ TEST_CASE("fast_weights: config errors name the key") {
           c.feature_map = "elu_plus_one";
           c.dpfp_nu = 0;
         }) == "");
+}
+
+// ---- (g) the other fast layers (model.fast_layer) -------------------------------------------------
+
+namespace {
+
+// The kinds the model builds: every test below covers each of them.
+std::vector<std::string> fast_layers() { return {std::begin(models::kFastLayers), std::end(models::kFastLayers)}; }
+
+ModelConfig tiny_layer_config(const std::string& kind) {
+  ModelConfig c = tiny_config();
+  c.fast_layer = kind;
+  c.dpfp_nu = 1;
+  if (kind == "delta_mlp") c.fast_net_depth = 2;
+  if (kind == "delta_rnn" || kind == "delta_lstm") c.feature_map = "elu_plus_one";  // the authors' features
+  return c;
+}
+
+// One delta-rule step per batch item and head, written out: W [B, H, Dv, Dk] +=
+// beta (v - W k) kᵀ (beta undefined: v kᵀ); returns W q, read after the write.
+Tensor naive_step(Tensor& W, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta) {
+  const Tensor kc = unsqueeze(k, -1), vc = unsqueeze(v, -1);
+  const Tensor u = beta.defined() ? unsqueeze(beta, -1) * (vc - matmul(W, kc)) : vc;
+  W = W + matmul(u, transpose(kc, -1, -2));
+  return squeeze(matmul(W, unsqueeze(q, -1)), -1);
+}
+
+Tensor at_step(const Tensor& x, int64_t t) { return squeeze(narrow(x, 0, t, 1), 0); }
+Tensor part(const Tensor& x, int64_t start, int64_t length) { return narrow(x, -1, start, length); }
+
+// The delta_delta and delta_mlp fast parts as one loop over time that interleaves every
+// fast matrix's write and read per step (the layer runs one delta_rule per matrix over
+// the whole sequence instead). p [L, B, H, width] is the slow projection.
+Tensor naive_fast_part(const ModelConfig& c, const NamedTensors& ps, const std::string& prefix, const Tensor& p) {
+  const int64_t L = p.size(0), B = p.size(1), H = c.heads, d = c.d_model / c.heads, hidden = c.d_ff / c.heads;
+  auto phi = [&](const Tensor& t) { return c.feature_map == "dpfp" ? naive_dpfp(t, c.dpfp_nu) : naive_elu_plus_one(t); };
+  auto fsize = [&](int64_t n) { return c.feature_map == "dpfp" ? 2 * n * c.dpfp_nu : n; };
+  std::vector<Tensor> ys;
+  if (c.fast_layer == "delta_delta") {
+    Tensor W1 = Tensor::zeros({B, H, 3 * d + 1, fsize(d)}, p.dtype()), W2 = Tensor::zeros({B, H, d, fsize(d)}, p.dtype());
+    for (int64_t t = 0; t < L; ++t) {
+      const Tensor pt = at_step(p, t);
+      const Tensor o = naive_step(W1, phi(part(pt, 0, d)), phi(part(pt, d, d)), part(pt, 2 * d, 3 * d + 1),
+                                  sigmoid(part(pt, 5 * d + 1, 1)));
+      ys.push_back(naive_step(W2, phi(part(o, 0, d)), phi(part(o, d, d)), part(o, 2 * d, d), sigmoid(part(o, 3 * d, 1))));
+    }
+  } else {  // delta_mlp
+    std::vector<Tensor> Ws;
+    std::vector<std::pair<int64_t, int64_t>> dims;
+    for (int64_t b = 0; b < c.fast_net_depth; ++b) {
+      dims.push_back({d, hidden});
+      dims.push_back({hidden, d});
+    }
+    for (const auto& [in, out] : dims) Ws.push_back(Tensor::zeros({B, H, out, fsize(in)}, p.dtype()));
+    for (int64_t t = 0; t < L; ++t) {
+      const Tensor pt = at_step(p, t);
+      Tensor h = part(pt, 0, d), a;
+      int64_t offset = d;
+      for (size_t j = 0; j < dims.size(); ++j) {
+        const auto [in, out] = dims[j];
+        const Tensor input = phi(naive_layer_norm(ps, j % 2 == 0 ? h : a, prefix + "norms." + std::to_string(j)));
+        const Tensor y = naive_step(Ws[j], input, phi(part(pt, offset, in)), part(pt, offset + in, out),
+                                    sigmoid(part(pt, offset + in + out, 1)));
+        offset += in + out + 1;
+        if (j % 2 == 0) a = y;
+        else h = h + y;
+      }
+      ys.push_back(h);
+    }
+  }
+  return stack(ys, 0);  // [L, B, H, d]
+}
+
+// naive_logits with the fast part of delta_delta or delta_mlp.
+Tensor naive_layer_logits(const ModelConfig& c, const NamedTensors& ps, const Tensor& tokens) {
+  const int64_t L = tokens.size(0), B = tokens.size(1);
+  Tensor x = index_select(param(ps, "src_embed.weight"), 0, tokens.reshape({L * B})).reshape({L, B, c.d_model});
+  for (int64_t l = 0; l < c.layers; ++l) {
+    const std::string p = "transformer.layers." + std::to_string(l) + ".";
+    const Tensor slow = naive_linear(ps, x, p + "attn.slow.linear", false);
+    const Tensor projected = slow.reshape({L, B, c.heads, slow.size(-1) / c.heads});
+    const Tensor y = naive_fast_part(c, ps, p + "attn.", projected);
+    x = x + naive_linear(ps, y.reshape({L, B, c.d_model}), p + "attn.output", true);
+    const Tensor z = naive_layer_norm(ps, x, p + "norm_ff");
+    x = x + naive_linear(ps, relu(naive_linear(ps, z, p + "feed_forward.layer1", true)), p + "feed_forward.layer2",
+                         true);
+  }
+  return naive_linear(ps, naive_layer_norm(ps, x, "transformer.norm"), "generator", true);
+}
+
+}  // namespace
+
+TEST_CASE("fast_weights: delta_delta and delta_mlp equal a per-step loop interleaving every fast matrix (float64)") {
+  for (const char* kind : {"delta_delta", "delta_mlp"})
+    for (const char* map : {"dpfp", "elu_plus_one"}) {
+      INFO(kind, ", ", map);
+      ModelConfig c = tiny_layer_config(kind);
+      c.feature_map = map;
+      auto model = tiny_model(c, DType::f64);
+      const Tensor tokens = random_tokens(9, 3, c.vocab, 5);
+      NoGradGuard no_grad;
+      const Tensor logits = model->forward(tokens);
+      CHECK(max_abs_relative(logits, naive_layer_logits(c, model->named_parameters(), tokens)) < 1e-10);
+    }
+  // linear is the sum rule of the delta_net layer, with the same names.
+  ModelConfig c = tiny_layer_config("linear");
+  auto model = tiny_model(c, DType::f64);
+  const Tensor tokens = random_tokens(9, 3, c.vocab, 5);
+  NoGradGuard no_grad;
+  c.update_rule = "sum";
+  CHECK(max_abs_relative(model->forward(tokens), naive_logits(c, model->named_parameters(), tokens)) < 1e-10);
+}
+
+TEST_CASE("fast_weights: every fast_layer decodes incrementally exactly as the full forward, carrying its whole state") {
+  for (const std::string& kind : fast_layers()) {
+    INFO("fast_layer ", kind);
+    ModelConfig c = tiny_layer_config(kind);
+    auto model = tiny_model(c, DType::f64);
+    model->eval();
+    const int64_t L = 11, B = 2;
+    const Tensor tokens = random_tokens(L, B, c.vocab, 7);
+    NoGradGuard no_grad;
+    const Tensor full = model->forward(tokens);
+    for (const std::vector<int64_t>& chunks : {std::vector<int64_t>(L, 1), std::vector<int64_t>{3, 1, 5, 2}}) {
+      auto state = model->start_decoding(B);
+      std::vector<Tensor> parts;
+      int64_t start = 0;
+      for (int64_t n : chunks) {
+        parts.push_back(model->decode(*state, narrow(tokens, 0, start, n)));
+        start += n;
+      }
+      CHECK(max_abs_relative(concat(parts, 0), full) < 1e-10);
+      // Every entry of every layer's state is carried (a dropped one would restart from zeros).
+      const auto& s = dynamic_cast<models::FastWeightsState&>(*state);
+      for (const models::LayerState& layer : s.layers) {
+        CHECK(!layer.empty());
+        for (const Tensor& t : layer) CHECK((t.defined() && t.size(0) == B && !t.requires_grad()));
+      }
+    }
+    // Decoding from zeros again reproduces the start: nothing leaks between states.
+    auto fresh = model->start_decoding(B);
+    CHECK(max_abs_relative(model->decode(*fresh, narrow(tokens, 0, 0, 4)), narrow(full, 0, 0, 4)) < 1e-10);
+  }
+}
+
+TEST_CASE("fast_weights: every fast_layer's float64 gradients match central differences") {
+  for (const std::string& kind : fast_layers()) {
+    INFO("fast_layer ", kind);
+    ModelConfig c = tiny_layer_config(kind);
+    c.layers = 1;
+    auto model = tiny_model(c, DType::f64);
+    const Tensor tokens = random_tokens(6, 2, c.vocab, 9);
+    const Tensor targets = random_tokens(6, 2, c.vocab, 10).reshape({12});
+    auto loss = [&] { return cross_entropy(model->forward(tokens).reshape({12, c.vocab}), targets); };
+    loss().backward();
+    std::mt19937_64 rng(4);
+    for (const auto& [name, t] : model->named_parameters()) {
+      if (contains(name, "norm_self_attn")) continue;
+      INFO("parameter: ", name);
+      REQUIRE(t.grad().defined());
+      const std::vector<double> grad = t.grad().to_vector<double>();
+      for (int sample = 0; sample < 2; ++sample) {
+        const int64_t i = static_cast<int64_t>(rng() % t.numel());
+        double* element = t.data<double>() + i;
+        const double saved = *element, eps = 1e-6;
+        double up, down;
+        {
+          NoGradGuard no_grad;
+          *element = saved + eps;
+          up = loss().item();
+          *element = saved - eps;
+          down = loss().item();
+          *element = saved;
+        }
+        const double numeric = (up - down) / (2 * eps);
+        INFO("element ", i, ": analytic ", grad[i], ", numeric ", numeric);
+        CHECK(std::abs(grad[i] - numeric) <= 1e-8 + 1e-5 * std::abs(numeric));
+      }
+    }
+  }
+}
+
+TEST_CASE("fast_weights: estimate_parameters counts each fast_layer's layer exactly") {
+  for (const std::string& kind : fast_layers()) {
+    INFO("fast_layer ", kind);
+    ModelConfig c = tiny_layer_config(kind);
+    c.layers = 1;
+    const int64_t one = models::make_model(c)->parameter_count();
+    const double estimate_one = models::estimate_parameters(c);
+    c.layers = 3;
+    const int64_t three = models::make_model(c)->parameter_count();
+    // The layers are what differs between the kinds; the estimate leaves out only the
+    // final norm and the generator's bias.
+    CHECK(models::estimate_parameters(c) - estimate_one == static_cast<double>(three - one));
+    CHECK(estimate_one == doctest::Approx(static_cast<double>(one)).epsilon(0.05));
+  }
+}
+
+TEST_CASE("fast_weights: training_flops_per_token grows with each fast_layer's fast matrices") {
+  // The fast part of delta_delta holds W1 [3d+1, d_dot] and W2 [d, d_dot] per head: 4d + 1
+  // rows against delta_net's d, so its recurrence costs (4d + 1) / d times as much.
+  ModelConfig c = tiny_layer_config("delta_net");
+  c.d_model = 64, c.heads = 4, c.d_ff = 128;
+  auto flops = [](const ModelConfig& config) {
+    auto model = models::make_model(config);
+    double matrix_weights = 0;
+    for (const auto& [name, t] : model->named_parameters())
+      if (t.dim() >= 2 && name != "src_embed.weight") matrix_weights += static_cast<double>(t.numel());
+    return model->training_flops_per_token(64) - 6.0 * matrix_weights;  // the recurrence alone
+  };
+  const double d = 16, d_dot = 32, heads = 4, layers = 2;
+  const double delta_net = flops(c);
+  CHECK(delta_net == doctest::Approx(layers * heads * d * d_dot * 3 * 2 * 3));
+  c.fast_layer = "linear";
+  CHECK(flops(c) == doctest::Approx(delta_net * 2.0 / 3.0));  // no read of vbar
+  c.fast_layer = "delta_delta";
+  CHECK(flops(c) == doctest::Approx(delta_net * (4 * d + 1) / d));
+  c.fast_layer = "delta_mlp";  // d -> d_ff/H = 32 -> d: [32, 32] and [16, 64] per head
+  CHECK(flops(c) == doctest::Approx(layers * heads * (32 * 32 + 16 * 64) * 3 * 2 * 3));
+}
+
+TEST_CASE("fast_weights: fast_layer config errors name the key") {
+  auto error_for = [](auto change) {
+    ModelConfig c = tiny_config();
+    change(c);
+    return error_of([&] { models::make_model(c); });
+  };
+  std::string msg = error_for([](ModelConfig& c) { c.fast_layer = "delta_gru"; });
+  CHECK(contains(msg, "model.fast_layer"));
+  CHECK(contains(msg, "'delta_gru'"));
+  CHECK(contains(msg, "delta_mlp"));
+  msg = error_for([](ModelConfig& c) {
+    c.fast_layer = "delta_delta";
+    c.update_rule = "sum";
+  });
+  CHECK(contains(msg, "model.update_rule"));
+  CHECK(contains(msg, "delta_delta"));
+  msg = error_for([](ModelConfig& c) { c.fast_net_depth = 3; });
+  CHECK(contains(msg, "model.fast_net_depth"));
+  CHECK(contains(msg, "delta_mlp"));
+  msg = error_for([](ModelConfig& c) {
+    c.fast_layer = "delta_mlp";
+    c.d_ff = 25;
+  });
+  CHECK(contains(msg, "model.d_ff"));
+  msg = error_for([](ModelConfig& c) {
+    c.fast_layer = "delta_mlp";
+    c.d_ff = 4;  // 2 hidden units per head: dpfp_nu at most 3
+    c.dpfp_nu = 4;
+  });
+  CHECK(contains(msg, "model.dpfp_nu"));
+  CHECK(contains(msg, "at most"));
+  CHECK(contains(error_of([] {
+                   models::parse_train_config(R"({"model": {"family": "fast_weights", "fast_layer": "lstm"}})");
+                 }),
+                 "model.fast_layer: expected one of"));
+  CHECK(contains(error_of([] {
+                   models::parse_train_config(R"({"model": {"family": "transformer", "fast_layer": "linear"}})");
+                 }),
+                 "model.fast_layer: not used by the transformer family"));
 }
 
 }  // namespace loom::test

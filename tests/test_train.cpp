@@ -11,6 +11,7 @@
 #include "autodiff/grad_mode.h"
 #include "model_test_utils.h"
 #include "models/checkpoint.h"
+#include "models/fast_weights.h"
 #include "models/generate.h"
 #include "models/layers.h"
 #include "models/trainer.h"
@@ -240,6 +241,134 @@ TEST_CASE("train: vocabulary, prompt and device problems are refused with a mess
     g.training.device = "cuda";
     CHECK(contains(error_of([&] { models::Trainer t(g, model, data); }), "training.device is \"cuda\" but"));
   }
+}
+
+// ---- fast weights layers on Tiny Shakespeare, and carry-over --------------------------------------
+
+namespace {
+
+// The example config of a fast layer (examples/configs/), shrunk to seconds: the
+// shipped Tiny Shakespeare, dropout on (so resuming must restore the RNG).
+TrainConfig fast_layer_config(const std::string& kind, const std::string& out_dir, int64_t steps, bool carry_over) {
+  const std::string file = kind == "delta_net" ? "fast_weights_small.json" : "fast_weights_" + kind + ".json";
+  TrainConfig c = models::load_train_config(std::string(LOOM_SOURCE_ROOT) + "/examples/configs/" + file);
+  REQUIRE(c.model.fast_layer == kind);
+  c.model.d_model = 16;
+  c.model.heads = 2;
+  c.model.d_ff = 32;
+  c.model.layers = 2;
+  c.model.dropout = 0.1;
+  c.data.path = std::string(LOOM_SOURCE_ROOT) + "/datasets/tinyshakespeare.txt";
+  c.data.seq_len = 16;
+  c.data.batch_size = 3;
+  c.data.carry_over = carry_over;
+  c.training.steps = steps;
+  c.training.log_interval = 1;
+  c.training.eval_interval = 2;  // at the split step too, so both logs hold the same evaluations
+  c.training.eval_batches = 2;
+  c.training.checkpoint_interval = 0;
+  c.training.threads = 0;
+  c.training.out_dir = out_dir;
+  c.sample.length = 6;
+  c.optimizer.lr = 1e-2;  // visible progress within a few steps
+  return c;
+}
+
+const datasets::TextDataset& tiny_shakespeare() {
+  static const datasets::TextDataset data =
+      datasets::TextDataset::load(std::string(LOOM_SOURCE_ROOT) + "/datasets/tinyshakespeare.txt");
+  return data;
+}
+
+void train_fast_model(TrainConfig config, const std::string& resume = "") {
+  datasets::TextDataset data = tiny_shakespeare();
+  models::resolve_vocab(config, data.tokenizer);
+  auto model = models::make_model(config.model);
+  models::Trainer trainer(config, *model, std::move(data));
+  if (!resume.empty()) trainer.resume(resume);
+  models::RunOptions quiet;
+  quiet.progress = false;
+  trainer.run(quiet);
+}
+
+}  // namespace
+
+TEST_CASE("train: every fast_layer trains on Tiny Shakespeare from its config, checkpoints and resumes exactly") {
+  std::vector<std::pair<std::string, bool>> runs;
+  for (const char* kind : models::kFastLayers) runs.push_back({kind, true});  // carried states must resume too
+  runs.push_back({"delta_net", false});
+  for (const auto& [kind, carry] : runs) {
+    INFO("fast_layer ", kind, std::string(carry ? " with" : " without"), " carry-over");
+    TempDir dir("train-fast-" + kind);
+    const int64_t k = 4;
+    train_fast_model(fast_layer_config(kind, dir.file("whole"), 2 * k, carry));
+    train_fast_model(fast_layer_config(kind, dir.file("split"), k, carry));
+    // The carried states are in the checkpoint of step k (the run continues its epoch).
+    bool has_carried = false;
+    for (const auto& [name, t] : load_safetensors(dir.file("split/checkpoint/optimizer.safetensors")))
+      has_carried = has_carried || name.rfind("carried_state.layers.", 0) == 0;
+    CHECK(has_carried == carry);
+    train_fast_model(fast_layer_config(kind, dir.file("split"), 2 * k, carry), dir.file("split"));
+
+    const auto whole = read_metrics(dir.file("whole/metrics.jsonl"));
+    const auto split = read_metrics(dir.file("split/metrics.jsonl"));
+    REQUIRE(whole.size() == split.size());
+    for (const auto& [key, value] : whole) {
+      INFO("step ", key.first, " ", key.second);
+      REQUIRE(split.count(key));
+      CHECK(split.at(key) == relative(value, 1e-6));
+    }
+    CHECK(whole.at({2 * k, "loss"}) < whole.at({1, "loss"}) - 0.1);  // it learns from the first steps
+  }
+}
+
+TEST_CASE("train: with data.carry_over, evaluation over carried segments equals one forward over their concatenation") {
+  for (const char* kind : models::kFastLayers) {
+    INFO("fast_layer ", kind);
+    TempDir dir(std::string("carry-") + kind);
+    TrainConfig config = fast_layer_config(kind, dir.file("run"), 2, true);
+    config.training.eval_batches = 3;
+    config.model.dropout = 0;
+    datasets::TextDataset data = tiny_shakespeare();
+    models::resolve_vocab(config, data.tokenizer);
+    auto model = models::make_model(config.model);
+    models::Trainer trainer(config, *model, data);
+    trainer.train_step();  // the weights move off their initial values
+    trainer.train_step();
+    const double carried = trainer.evaluate().loss;
+
+    // The same three valid segments, taken from the streams independently, as one sequence.
+    const int64_t L = config.data.seq_len, B = config.data.batch_size;
+    datasets::ShuffledBatcher streams(data.valid_ids, L, B, config.data.seed + 1, datasets::BatchOrder::streams);
+    std::vector<Tensor> inputs, targets;
+    for (int i = 0; i < 3; ++i) {
+      const datasets::Batch batch = streams.next();
+      if (!targets.empty())  // each row continues where it ended
+        CHECK(narrow(batch.input, 0, 0, 1).to_vector<int64_t>() == narrow(targets.back(), 0, L - 1, 1).to_vector<int64_t>());
+      inputs.push_back(batch.input);
+      targets.push_back(batch.target);
+    }
+    NoGradGuard no_grad;
+    model->eval();
+    const Tensor logits = model->forward(concat(inputs, 0));  // [3L, B, V], from zero states
+    const int64_t V = logits.size(-1);
+    const double whole = cross_entropy(logits.reshape({-1, V}), concat(targets, 0).reshape({-1})).item();
+    CHECK(carried == relative(whole, 1e-5));
+    // Without the carried states the later segments would start from zeros: another loss.
+    double restarted = 0;
+    for (int i = 0; i < 3; ++i)
+      restarted += cross_entropy(model->forward(inputs[i]).reshape({-1, V}), targets[i].reshape({-1})).item() / 3;
+    CHECK(std::abs(restarted - whole) > 1e-4);
+  }
+}
+
+TEST_CASE("train: data.carry_over is refused for families without a carried state, and on resume when it changes") {
+  CHECK(contains(error_of([] { models::parse_train_config(R"({"model": {"family": "transformer"}, "data": {"carry_over": true}})"); }),
+                 "data.carry_over: only the fast_weights family carries its states across batches, not transformer"));
+  TempDir dir("carry-resume");
+  train_fast_model(fast_layer_config("delta_net", dir.file("run"), 2, true));
+  CHECK(contains(error_of([&] { train_fast_model(fast_layer_config("delta_net", dir.file("run"), 4, false), dir.file("run")); }),
+                 "data.carry_over is true there, false here"));
 }
 
 }  // namespace loom::test
