@@ -10,7 +10,11 @@
 
 namespace loom::models {
 
-std::vector<std::string> sequence_layer_names() { return {"lstm", "delta_net", "linear"}; }
+std::vector<std::string> sequence_layer_names() {
+  std::vector<std::string> names{"lstm"};
+  for (const char* kind : kFastLayers) names.push_back(kind);
+  return names;
+}
 
 void check_sequence_classifier_config(const SequenceClassifierConfig& c) {
   LOOM_CHECK(c.vocab >= 1, "model.vocab: must be positive, got ", c.vocab);
@@ -100,8 +104,9 @@ class LSTMSequenceLayer : public SequenceLayer {
   bool first_;
 };
 
-// The fast-weights block of models/fast_weights.h, in the form of the authors'
-// algorithmic code: pre-norm, ELU+1 with sum normalisation.
+// The fast-weights block of models/fast_weights.h (its fast layer is
+// model.fast_layer = config.layer), in the form of the authors' algorithmic code:
+// pre-norm, ELU+1 with sum normalisation where the layer has a feature map.
 class FastWeightsSequenceLayer : public SequenceLayer {
  public:
   FastWeightsSequenceLayer(const ModelConfig& config, Generator& gen) : block(config, gen) {
@@ -123,8 +128,9 @@ ModelConfig fast_weights_config(const SequenceClassifierConfig& c) {
   m.layers = c.layers;
   m.dropout = c.dropout;
   m.seed = c.seed;
-  m.feature_map = "elu_plus_one";
-  m.update_rule = c.layer == "linear" ? "sum" : "delta";
+  m.fast_layer = c.layer;
+  // rdn normalises q and k with a softmax inside its op and reads no feature map.
+  if (c.layer != "rdn") m.feature_map = "elu_plus_one";
   m.attention_layer_norm = true;
   check_fast_weights_config(m);
   return m;

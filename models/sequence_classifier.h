@@ -13,11 +13,14 @@
 //   lstm       the baseline: a standard LSTM (PyTorch's nn.LSTM equations, gates
 //              i, f, g, o), hidden size d_model, stacked with dropout between
 //              layers; composed of engine ops one time step at a time.
-//   delta_net  the Delta Net block of the authors' algorithmic code: pre-norm,
-//              x + FastWeightAttention(LN(x)), then x + FFN(LN(x)); ELU+1 features
-//              with sum normalisation, no 1/√d (models/fast_weights.h with
-//              feature_map elu_plus_one, attention_layer_norm true).
-//   linear     the same block with the sum rule (the linear transformer).
+//   every fast layer of models/fast_weights.h (kFastLayers: delta_net, linear,
+//              delta_delta, delta_mlp, and delta_rnn, delta_lstm, rdn where the
+//              factory has them), in the block of the authors' algorithmic code:
+//              pre-norm, x + FastLayer(LN(x)), then x + FFN(LN(x)); ELU+1 features
+//              with sum normalisation (softmax inside the op for rdn), no 1/√d
+//              (model.fast_layer = layer, feature_map elu_plus_one,
+//              attention_layer_norm true). delta_net is the Delta Net, linear the
+//              linear transformer (sum rule).
 #pragma once
 
 #include <cstdint>
