@@ -1,6 +1,7 @@
 // fast_weights.cpp: the Fast Weights Transformer (see fast_weights.h).
 #include "models/fast_weights.h"
 
+#include <cmath>
 #include <cstdio>
 #include <string>
 
@@ -261,12 +262,109 @@ double DeltaMlpLayer::recurrence_flops_per_token() const {
   return flops;
 }
 
+// ---- delta_rnn, delta_lstm, rdn: the recurrent fast layers --------------------------------
+//
+// Their states feed back through the read-out (y_{t-1} or h_{t-1} enters step t), so the
+// time loop cannot be split into independent delta_rule calls: each has its fused op
+// (engine/ops.h). The layer applies the feature maps, softmax and σ the op expects of
+// its inputs; RDN's softmax and σ depend on y_{t-1} and happen inside its op.
+
+DeltaRnnLayer::DeltaRnnLayer(const ModelConfig& c, Generator& gen)
+    : phi(c),
+      heads(c.heads),
+      d_k(c.d_model / c.heads),
+      slow(c.d_model, heads, 5 * d_k + 2, false, gen),
+      output(c.d_model, c.d_model, true, gen) {
+  register_module("slow", slow);
+  register_module("output", output);
+}
+
+Tensor DeltaRnnLayer::forward(const Tensor& x, const LayerState& state, LayerState* final_state) const {
+  const int64_t L = x.size(0), B = x.size(1), d = d_k;
+  const Tensor p = slow.forward(x);  // [L, B, H, 5d + 2]: q, k, v [d], beta [1], rk, rv [d], gamma [1]
+  const Tensor z = delta_rule(phi(narrow(p, -1, 0, d)), phi(narrow(p, -1, d, d)), narrow(p, -1, 2 * d, d),
+                              sigmoid(narrow(p, -1, 3 * d, 1)), entry(state, 0), slot(final_state, 0));
+  const Tensor y = delta_rnn(z, softmax(narrow(p, -1, 3 * d + 1, d)), narrow(p, -1, 4 * d + 1, d),
+                             sigmoid(narrow(p, -1, 5 * d + 1, 1)), entry(state, 1), entry(state, 2),
+                             slot(final_state, 1), slot(final_state, 2));
+  return output.forward(reshape(y, {L, B, heads * d_k}));
+}
+
+double DeltaRnnLayer::recurrence_flops_per_token() const {
+  const double H = static_cast<double>(heads), d = static_cast<double>(d_k);
+  // R [d, d]: vbar, the write and the read-out R s, as in the delta rule.
+  return delta_rule_flops(H, d, static_cast<double>(phi.size(d_k))) + delta_rule_flops(H, d, d);
+}
+
+DeltaLstmLayer::DeltaLstmLayer(const ModelConfig& c, Generator& gen)
+    : phi(c),
+      heads(c.heads),
+      d_k(c.d_model / c.heads),
+      slow(c.d_model, heads, 3 * (5 * d_k + 2), false, gen),
+      output(c.d_model, c.d_model, true, gen) {
+  register_module("slow", slow);
+  register_module("output", output);
+}
+
+Tensor DeltaLstmLayer::forward(const Tensor& x, const LayerState& state, LayerState* final_state) const {
+  const int64_t L = x.size(0), B = x.size(1), H = heads, d = d_k;
+  const Tensor p = reshape(slow.forward(x), {L, B, H, 3, 5 * d + 2});  // per gate as in delta_rnn
+  // The three gates' delta_net parts are one delta_rule over 3H heads (head-major, then gate).
+  auto gates_as_heads = [&](const Tensor& t) { return reshape(t, {L, B, 3 * H, t.size(-1)}); };
+  const Tensor z = delta_rule(gates_as_heads(phi(narrow(p, -1, 0, d))), gates_as_heads(phi(narrow(p, -1, d, d))),
+                              gates_as_heads(narrow(p, -1, 2 * d, d)), gates_as_heads(sigmoid(narrow(p, -1, 3 * d, 1))),
+                              entry(state, 0), slot(final_state, 0));
+  const Tensor h = delta_lstm(reshape(z, {L, B, H, 3, d}), softmax(narrow(p, -1, 3 * d + 1, d)),
+                              narrow(p, -1, 4 * d + 1, d), sigmoid(narrow(p, -1, 5 * d + 1, 1)), entry(state, 1),
+                              entry(state, 2), entry(state, 3), slot(final_state, 1), slot(final_state, 2),
+                              slot(final_state, 3));
+  return output.forward(reshape(h, {L, B, heads * d_k}));
+}
+
+double DeltaLstmLayer::recurrence_flops_per_token() const {
+  const double H = static_cast<double>(heads), d = static_cast<double>(d_k);
+  return 3 * (delta_rule_flops(H, d, static_cast<double>(phi.size(d_k))) + delta_rule_flops(H, d, d));
+}
+
+RecurrentDeltaLayer::RecurrentDeltaLayer(const ModelConfig& c, Generator& gen)
+    : heads(c.heads),
+      d_k(c.d_model / c.heads),
+      slow(c.d_model, heads, 3 * d_k + 1, false, gen),
+      output(c.d_model, c.d_model, true, gen) {
+  // The authors' initialisation of the recurrent slow weights: N(0, 1/√d_k).
+  const double std = 1.0 / std::sqrt(static_cast<double>(d_k));
+  recurrent_query = register_parameter("recurrent_query", normal({heads, d_k, d_k}, 0.0, std, gen));
+  recurrent_key = register_parameter("recurrent_key", normal({heads, d_k, d_k}, 0.0, std, gen));
+  recurrent_value = register_parameter("recurrent_value", normal({heads, d_k, d_k}, 0.0, std, gen));
+  recurrent_beta = register_parameter("recurrent_beta", normal({heads, d_k}, 0.0, std, gen));
+  register_module("slow", slow);
+  register_module("output", output);
+}
+
+Tensor RecurrentDeltaLayer::forward(const Tensor& x, const LayerState& state, LayerState* final_state) const {
+  const int64_t L = x.size(0), B = x.size(1), d = d_k;
+  const Tensor p = slow.forward(x);  // [L, B, H, 3d + 1]: W_q x, W_k x, W_v x [d], w_beta x [1]
+  const Tensor y = recurrent_delta_net(narrow(p, -1, 0, d), narrow(p, -1, d, d), narrow(p, -1, 2 * d, d),
+                                       narrow(p, -1, 3 * d, 1), recurrent_query, recurrent_key, recurrent_value,
+                                       recurrent_beta, entry(state, 0), entry(state, 1), slot(final_state, 0),
+                                       slot(final_state, 1));
+  return output.forward(reshape(y, {L, B, heads * d_k}));
+}
+
+double RecurrentDeltaLayer::recurrence_flops_per_token() const {
+  // The fast weight W [d, d]; R_q a, R_k a, R_v a are counted with the parameters.
+  return delta_rule_flops(static_cast<double>(heads), static_cast<double>(d_k), static_cast<double>(d_k));
+}
+
 // ---- the layer ---------------------------------------------------------------------------
 
 std::unique_ptr<FastLayer> make_fast_layer(const ModelConfig& c, Generator& gen) {
   if (c.fast_layer == "delta_net" || c.fast_layer == "linear") return std::make_unique<FastWeightAttention>(c, gen);
   if (c.fast_layer == "delta_delta") return std::make_unique<DeltaDeltaLayer>(c, gen);
   if (c.fast_layer == "delta_mlp") return std::make_unique<DeltaMlpLayer>(c, gen);
+  if (c.fast_layer == "delta_rnn") return std::make_unique<DeltaRnnLayer>(c, gen);
+  if (c.fast_layer == "delta_lstm") return std::make_unique<DeltaLstmLayer>(c, gen);
+  if (c.fast_layer == "rdn") return std::make_unique<RecurrentDeltaLayer>(c, gen);
   LOOM_FAIL("model.fast_layer: unknown fast layer '", c.fast_layer, "'");
 }
 

@@ -64,7 +64,7 @@ Tensor elu_plus_one_features(const Tensor& x, double eps = 1e-6);
 //   rdn          {W [H, d_k, d_k], y [H, d_k]}                             recurrent_delta_net
 //
 // (d_dot: the feature size of the configured feature map.) Undefined entries are
-// zeros, the state before the first token. models/FAMILIES.md §2.8 has the equations.
+// zeros, the state before the first token. models/FAMILIES.md §2.7 has the equations.
 
 using LayerState = std::vector<Tensor>;
 
@@ -159,6 +159,61 @@ class DeltaMlpLayer : public FastLayer {
   Linear output;
 };
 
+// delta_rnn (the paper's eq. 12, the authors' v2): a delta_net part z (q, k, v, beta)
+// plus a recurrent fast weight R [d_k, d_k] programmed by the delta rule with keys
+// softmax(rk), values rv and rate σ(gamma), read with the softmax of the previous output:
+// y_t = z_t + R_t softmax(y_{t-1}). The slow projection gives per head q, k, v [d_k],
+// beta [1], rk, rv [d_k], gamma [1]. State {W, R, y}.
+class DeltaRnnLayer : public FastLayer {
+ public:
+  DeltaRnnLayer(const ModelConfig& config, Generator& gen);
+  Tensor forward(const Tensor& x, const LayerState& state, LayerState* final_state) const override;
+  size_t state_size() const override { return 3; }
+  double recurrence_flops_per_token() const override;
+
+  Features phi;
+  int64_t heads, d_k;
+  HeadProjection slow;
+  Linear output;
+};
+
+// delta_lstm (the authors' v4): per gate g in (input, update, output) the delta_rnn
+// slow outputs (q, k, v, beta, rk, rv, gamma: 5d_k + 2 per gate and head); three
+// delta_net parts z_g (one delta_rule over 3H heads) and three recurrent fast weights
+// R_g read with softmax(h_{t-1}); i = σ(z_i + R_i s), u = z_u + R_u s, o = σ(z_o + R_o s),
+// c_t = i u + (1 - i) c_{t-1}, h_t = o c_t. State {W, R, h, c}.
+class DeltaLstmLayer : public FastLayer {
+ public:
+  DeltaLstmLayer(const ModelConfig& config, Generator& gen);
+  Tensor forward(const Tensor& x, const LayerState& state, LayerState* final_state) const override;
+  size_t state_size() const override { return 4; }
+  double recurrence_flops_per_token() const override;
+
+  Features phi;
+  int64_t heads, d_k;
+  HeadProjection slow;
+  Linear output;
+};
+
+// rdn, the Recurrent Delta Net (the paper's eqs. 15-18): the slow net that programs the
+// fast weight W [d_k, d_k] is itself recurrent through a = tanh(y_{t-1}):
+// q = softmax(W_q x + R_q a), k = softmax(W_k x + R_k a), v = W_v x + R_v a,
+// beta = σ(w_beta x + r_beta·a); y_t = W_t q_t. The slow projection gives W_q x, W_k x,
+// W_v x [d_k] and w_beta x [1] per head; R_q, R_k, R_v [H, d_k, d_k] and r_beta [H, d_k]
+// are parameters of the layer. State {W, y}.
+class RecurrentDeltaLayer : public FastLayer {
+ public:
+  RecurrentDeltaLayer(const ModelConfig& config, Generator& gen);
+  Tensor forward(const Tensor& x, const LayerState& state, LayerState* final_state) const override;
+  size_t state_size() const override { return 2; }
+  double recurrence_flops_per_token() const override;
+
+  int64_t heads, d_k;
+  HeadProjection slow;
+  Tensor recurrent_query, recurrent_key, recurrent_value, recurrent_beta;
+  Linear output;
+};
+
 class FastWeightsLayer : public Module {
  public:
   FastWeightsLayer(const ModelConfig& config, Generator& gen);
@@ -223,6 +278,7 @@ double fast_weights_layer_parameters(const ModelConfig& config);
 
 // The kinds model.fast_layer may name, and them as one comma-separated line.
 std::string fast_layer_names();
-inline constexpr const char* kFastLayers[] = {"delta_net", "linear", "delta_delta", "delta_mlp"};
+inline constexpr const char* kFastLayers[] = {"delta_net", "linear",     "delta_delta", "delta_mlp",
+                                              "delta_rnn", "delta_lstm", "rdn"};
 
 }  // namespace loom::models

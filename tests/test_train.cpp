@@ -324,7 +324,7 @@ TEST_CASE("train: every fast_layer trains on Tiny Shakespeare from its config, c
 
 TEST_CASE("train: with data.carry_over, evaluation over carried segments equals one forward over their concatenation") {
   for (const char* kind : models::kFastLayers) {
-    INFO("fast_layer ", kind);
+    INFO("fast_layer ", std::string(kind));
     TempDir dir(std::string("carry-") + kind);
     TrainConfig config = fast_layer_config(kind, dir.file("run"), 2, true);
     config.training.eval_batches = 3;
