@@ -14,8 +14,8 @@
 //              i, f, g, o), hidden size d_model, stacked with dropout between
 //              layers; composed of engine ops one time step at a time.
 //   every fast layer of models/fast_weights.h (kFastLayers: delta_net, linear,
-//              delta_delta, delta_mlp, and delta_rnn, delta_lstm, rdn where the
-//              factory has them), in the block of the authors' algorithmic code:
+//              delta_delta, delta_mlp, delta_rnn, delta_lstm, rdn), in the block
+//              of the authors' algorithmic code:
 //              pre-norm, x + FastLayer(LN(x)), then x + FFN(LN(x)); ELU+1 features
 //              with sum normalisation (softmax inside the op for rdn), no 1/√d
 //              (model.fast_layer = layer, feature_map elu_plus_one,
