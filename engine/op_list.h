@@ -216,25 +216,25 @@
                                        const Tensor& grad_u))                                                  \
                                                                                                                \
   /* ---- recurrent_delta_net (cpu/recurrent_delta_net.cpp, cuda/recurrent_delta_net.cu) ------------------ */ \
-  /* The RDN recurrence (ops.h) over contiguous qx, kx, vx [L, B, H, D], bx [L, B, H, 1], Rq, Rk, Rv         \
-     [H, D, D], rb [H, D], initial_W [B, H, D, D] and initial_y [B, H, D] (undefined: zeros). Writes out      \
+  /* The RDN recurrence (ops.h) over contiguous qx, kx, vx [L, B, H, D], bx [L, B, H, 1], Rq, Rk, Rv           \
+     [H, D, D], rb [H, D], initial_W [B, H, D, D] and initial_y [B, H, D] (undefined: zeros). Writes out       \
      [L, B, H, D]; final_W [B, H, D, D] (W_L) and final_y [B, H, D] when defined; and, for the backward, the   \
-     per-step q, k, v, vbar = W_{t-1} k_t [L, B, H, D] and beta [L, B, H, 1] when defined (all or none). */   \
-  KERNEL(recurrent_delta_net, (const Tensor& qx, const Tensor& kx, const Tensor& vx, const Tensor& bx,          \
-                               const Tensor& Rq, const Tensor& Rk, const Tensor& Rv, const Tensor& rb,          \
-                               const Tensor& initial_W, const Tensor& initial_y, const Tensor& out,             \
-                               const Tensor& final_W, const Tensor& final_y, const Tensor& q, const Tensor& k,  \
-                               const Tensor& v, const Tensor& beta, const Tensor& vbar))                        \
-  /* Gradients of qx, kx, vx, bx (overwritten, contiguous) and of Rq, Rk, Rv, rb (overwritten: sums over the \
-     batch in a fixed order) from grad_out, the output y, initial_y (undefined: zeros), the parameters and    \
-     what the forward saved; W_t is rebuilt backwards from final_W = W_L. */                                  \
+     per-step q, k, v, vbar = W_{t-1} k_t [L, B, H, D] and beta [L, B, H, 1] when defined (all or none). */    \
+  KERNEL(recurrent_delta_net, (const Tensor& qx, const Tensor& kx, const Tensor& vx, const Tensor& bx,         \
+                               const Tensor& Rq, const Tensor& Rk, const Tensor& Rv, const Tensor& rb,         \
+                               const Tensor& initial_W, const Tensor& initial_y, const Tensor& out,            \
+                               const Tensor& final_W, const Tensor& final_y, const Tensor& q, const Tensor& k, \
+                               const Tensor& v, const Tensor& beta, const Tensor& vbar))                       \
+  /* Gradients of qx, kx, vx, bx (overwritten, contiguous) and of Rq, Rk, Rv, rb (overwritten: sums over the   \
+     batch in a fixed order) from grad_out, the output y, initial_y (undefined: zeros), the parameters and     \
+     what the forward saved; W_t is rebuilt backwards from final_W = W_L. */                                   \
   KERNEL(recurrent_delta_net_backward, (const Tensor& grad_out, const Tensor& y, const Tensor& initial_y,      \
                                         const Tensor& Rq, const Tensor& Rk, const Tensor& Rv, const Tensor& rb, \
-                                        const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta,  \
-                                        const Tensor& vbar, const Tensor& final_W, const Tensor& grad_qx,       \
-                                        const Tensor& grad_kx, const Tensor& grad_vx, const Tensor& grad_bx,    \
-                                        const Tensor& grad_Rq, const Tensor& grad_Rk, const Tensor& grad_Rv,    \
-                                        const Tensor& grad_rb))                                                 \
+                                        const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta, \
+                                        const Tensor& vbar, const Tensor& final_W, const Tensor& grad_qx,      \
+                                        const Tensor& grad_kx, const Tensor& grad_vx, const Tensor& grad_bx,   \
+                                        const Tensor& grad_Rq, const Tensor& grad_Rk, const Tensor& grad_Rv,   \
+                                        const Tensor& grad_rb))                                                \
                                                                                                                \
   /* ---- random (cpu/random.cpp, cuda/random.cu) ---------------------------------------------------------- */ \
   /* Element i uses Philox counter offset + i/4 (word i%4): the same numbers on every device and thread      \

@@ -17,6 +17,10 @@
 // Tokens are embedded without scaling or positional encoding (the recurrence
 // knows the order); a final LayerNorm and a Linear give the logits.
 //
+// model.fast_layer swaps FastWeightAttention for another fast part with the same
+// place in the layer (below: linear, delta_delta, delta_mlp, delta_rnn, delta_lstm,
+// rdn; models/FAMILIES.md §2.7); "delta_net", the default, is the layer drawn above.
+//
 // Defaults are labml's: the attention reads the un-normalised x, and the layer's
 // norm_self_attn exists (so checkpoints load) but is unused. ModelConfig options:
 //   feature_map: "dpfp" (default, ν = dpfp_nu) | "elu_plus_one"

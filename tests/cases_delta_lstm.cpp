@@ -280,6 +280,21 @@ TEST_CASE("delta_lstm: the final states hand the recurrence over between chunks"
   }
 }
 
+TEST_CASE("delta_lstm: an empty sequence hands the initial states through") {
+  const Inputs in = make_inputs(3, 2, 2, 4, true, 12);
+  auto none = [](const Tensor& t) { return narrow(t, 0, 0, 0); };
+  Tensor R, h, c;
+  const Tensor y = delta_lstm(none(in.z), none(in.rk), none(in.rv), none(in.gamma), in.R0, in.h0, in.c0, &R, &h, &c);
+  CHECK(y.shape() == (Shape{0, 2, 2, 4}));
+  CHECK(Ref::from(R).v == Ref::from(in.R0).v);
+  CHECK(Ref::from(h).v == Ref::from(in.h0).v);
+  CHECK(Ref::from(c).v == Ref::from(in.c0).v);
+  // And its backward: every gradient is empty.
+  Tensor z = none(in.z).detach().requires_grad_();
+  sum(delta_lstm(z, none(in.rk), none(in.rv), none(in.gamma))).backward();
+  CHECK(z.grad().shape() == (Shape{0, 2, 2, 3, 4}));
+}
+
 TEST_CASE("delta_lstm: the backward keeps vbar, c_t and R_L, never an R per step; no gradient to the states") {
   const int64_t L = 7, B = 2, H = 3, D = 5;
   Inputs in = make_inputs(L, B, H, D, true, 3);

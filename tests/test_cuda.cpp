@@ -845,6 +845,78 @@ TEST_CASE("cuda: delta_rnn refuses a recurrent fast weight larger than a block's
   CHECK_THROWS_WITH_AS(delta_rnn(z, z, z, gamma), doctest::Contains("D = 256"), Error);
 }
 
+// ---- delta_lstm ---------------------------------------------------------------------------------
+
+// The Delta LSTM as the model feeds it: softmax keys, sigmoid rates. v = {z, rk logits, rv, gamma logits}.
+Tensor delta_lstm_of(const std::vector<Tensor>& v, const std::vector<Tensor>& states = {},
+                     Tensor* final_R = nullptr, Tensor* final_h = nullptr, Tensor* final_c = nullptr) {
+  auto state = [&](size_t i) {
+    return i < states.size() ? states[i].to(v[0].device()).to(v[0].dtype()) : Tensor();
+  };
+  return delta_lstm(v[0], softmax(v[1], -1), v[2], sigmoid(v[3]), state(0), state(1), state(2), final_R, final_h,
+                    final_c);
+}
+
+TEST_CASE("cuda: delta_lstm, forward and gradients of z, rk, rv and gamma") {
+  struct Case {
+    std::string name;
+    int64_t L, B, H, D;
+    bool f64;  // also in float64 (R and its gradient fit in an A100's block too)
+  };
+  const std::vector<Case> cases{
+      {"small", 7, 2, 2, 10, true},
+      {"one step", 1, 1, 3, 5, true},
+      {"D not a multiple of a warp", 4, 1, 1, 33, true},
+      // R and its gradient: 108 KiB in float32 (above the 48 KiB default); 212 KiB in
+      // float64, which fits an H100's block (227 KiB) but not an A100's (163 KiB).
+      {"D 64", 5, 1, 2, 64, false},
+  };
+  for (const Case& c : cases) {
+    const std::vector<Tensor> inputs{random_cpu({c.L, c.B, c.H, 3, c.D}, 290, -2, 2),
+                                     random_cpu({c.L, c.B, c.H, 3, c.D}, 291, -2, 2),
+                                     random_cpu({c.L, c.B, c.H, 3, c.D}, 292),
+                                     random_cpu({c.L, c.B, c.H, 3, 1}, 293, -2, 2)};
+    const auto lstm = [](const auto& v) { return delta_lstm_of(v); };
+    if (c.f64) check_op_both("delta lstm " + c.name, inputs, lstm);
+    else check_op("delta lstm " + c.name, inputs, lstm);
+  }
+  // Given initial states (no gradient flows to them) and the final states.
+  const std::vector<Tensor> states{random_cpu({2, 2, 3, 10, 10}, 294, -0.5, 0.5), random_cpu({2, 2, 10}, 295),
+                                   random_cpu({2, 2, 10}, 296)};
+  const std::vector<Tensor> inputs{random_cpu({6, 2, 2, 3, 10}, 297, -2, 2), random_cpu({6, 2, 2, 3, 10}, 298, -2, 2),
+                                   random_cpu({6, 2, 2, 3, 10}, 299), random_cpu({6, 2, 2, 3, 1}, 300, -2, 2)};
+  check_op_both("delta lstm from initial states", inputs, [states](const auto& v) { return delta_lstm_of(v, states); });
+  std::vector<Tensor> cpu, gpu;
+  for (const Tensor& t : inputs) {
+    cpu.push_back(t);
+    gpu.push_back(t.to(kCuda));
+  }
+  Tensor Rc, hc, cc, Rg, hg, cg;
+  GradModeGuard no_grad(false);
+  const Tensor yc = delta_lstm_of(cpu, states, &Rc, &hc, &cc), yg = delta_lstm_of(gpu, states, &Rg, &hg, &cg);
+  check_close(yg, yc, 1e-5, "delta lstm output");
+  check_close(Rg, Rc, 1e-5, "delta lstm final R");
+  check_close(hg, hc, 1e-5, "delta lstm final h");
+  check_close(cg, cc, 1e-5, "delta lstm final c");
+}
+
+TEST_CASE("cuda: delta_lstm refuses fast weights larger than a block's shared memory") {
+  // D = 128 in float32: the three R_g are 192 KiB, which the forward may use on an H100;
+  // R and its gradient need 384 KiB per block, more than any GPU's shared memory.
+  Tensor z = Tensor::zeros({2, 1, 1, 3, 128}, DType::f32, kCuda), gamma = Tensor::zeros({2, 1, 1, 3, 1}, DType::f32, kCuda);
+  z.requires_grad_();
+  CHECK_THROWS_WITH_AS(
+      [&] {
+        const Tensor y = delta_lstm(z, z, z, gamma);
+        y.backward(Tensor::ones(y.shape(), DType::f32, kCuda));
+      }(),
+      doctest::Contains("on cuda: the three fast weights R_g [D, D] with D = 128 in float32"), Error);
+  // D = 256: not even the forward's R fits.
+  const Tensor big = Tensor::zeros({1, 1, 1, 3, 256}, DType::f32, kCuda);
+  CHECK_THROWS_WITH_AS(delta_lstm(big, big, big, narrow(big, 4, 0, 1)),
+                       doctest::Contains("delta_lstm on cuda: the three fast weights R_g [D, D] with D = 256"), Error);
+}
+
 // ---- feedback -----------------------------------------------------------------------------------
 
 TEST_CASE("cuda: feedback_attention, forward and gradients of every input") {
@@ -1015,6 +1087,13 @@ std::vector<ModelCase> model_cases() {
   sum_rule.feature_map = "elu_plus_one";
   sum_rule.attention_layer_norm = true;
   cases.push_back({"fast_weights (sum rule, elu+1, layer norm)", sum_rule});
+  // Every other fast layer (model.fast_layer), ELU+1 features as the authors use them.
+  for (const char* kind : {"linear", "delta_delta", "delta_mlp", "delta_rnn", "delta_lstm", "rdn"}) {
+    models::ModelConfig c = tiny_config("fast_weights");
+    c.fast_layer = kind;
+    if (std::string(kind) != "rdn") c.feature_map = "elu_plus_one";
+    cases.push_back({std::string("fast_weights (fast_layer ") + kind + ")", c});
+  }
   models::ModelConfig per_head = tiny_config("primer_ez");
   per_head.conv_kernels = "per_head";
   cases.push_back({"primer_ez (per-head kernels)", per_head});

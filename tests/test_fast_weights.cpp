@@ -494,9 +494,10 @@ Tensor naive_step(Tensor& W, const Tensor& q, const Tensor& k, const Tensor& v, 
 Tensor at_step(const Tensor& x, int64_t t) { return squeeze(narrow(x, 0, t, 1), 0); }
 Tensor part(const Tensor& x, int64_t start, int64_t length) { return narrow(x, -1, start, length); }
 
-// The delta_delta and delta_mlp fast parts as one loop over time that interleaves every
-// fast matrix's write and read per step (the layer runs one delta_rule per matrix over
-// the whole sequence instead). p [L, B, H, width] is the slow projection.
+// The fast parts of the layers other than delta_net as one loop over time, from
+// models/FAMILIES.md §2.7: per step every fast matrix's write, then its read, with
+// matmul, softmax, sigmoid and tanh (the layers run delta_rule once per matrix over the
+// whole sequence, or their fused op). p [L, B, H, width] is the slow projection.
 Tensor naive_fast_part(const ModelConfig& c, const NamedTensors& ps, const std::string& prefix, const Tensor& p) {
   const int64_t L = p.size(0), B = p.size(1), H = c.heads, d = c.d_model / c.heads, hidden = c.d_ff / c.heads;
   auto phi = [&](const Tensor& t) { return c.feature_map == "dpfp" ? naive_dpfp(t, c.dpfp_nu) : naive_elu_plus_one(t); };
@@ -509,6 +510,44 @@ Tensor naive_fast_part(const ModelConfig& c, const NamedTensors& ps, const std::
       const Tensor o = naive_step(W1, phi(part(pt, 0, d)), phi(part(pt, d, d)), part(pt, 2 * d, 3 * d + 1),
                                   sigmoid(part(pt, 5 * d + 1, 1)));
       ys.push_back(naive_step(W2, phi(part(o, 0, d)), phi(part(o, d, d)), part(o, 2 * d, d), sigmoid(part(o, 3 * d, 1))));
+    }
+  } else if (c.fast_layer == "delta_rnn") {
+    Tensor W = Tensor::zeros({B, H, d, fsize(d)}, p.dtype()), R = Tensor::zeros({B, H, d, d}, p.dtype());
+    Tensor y = Tensor::zeros({B, H, d}, p.dtype());
+    for (int64_t t = 0; t < L; ++t) {
+      const Tensor pt = at_step(p, t);
+      const Tensor z = naive_step(W, phi(part(pt, 0, d)), phi(part(pt, d, d)), part(pt, 2 * d, d), sigmoid(part(pt, 3 * d, 1)));
+      y = z + naive_step(R, softmax(y, -1), softmax(part(pt, 3 * d + 1, d), -1), part(pt, 4 * d + 1, d),
+                         sigmoid(part(pt, 5 * d + 1, 1)));
+      ys.push_back(y);
+    }
+  } else if (c.fast_layer == "delta_lstm") {
+    Tensor W = Tensor::zeros({B, H, 3, d, fsize(d)}, p.dtype()), R = Tensor::zeros({B, H, 3, d, d}, p.dtype());
+    Tensor h = Tensor::zeros({B, H, d}, p.dtype()), cell = h;
+    for (int64_t t = 0; t < L; ++t) {
+      const Tensor pt = at_step(p, t).reshape({B, H, 3, 5 * d + 2});  // gates i, u, o
+      const Tensor z = naive_step(W, phi(part(pt, 0, d)), phi(part(pt, d, d)), part(pt, 2 * d, d), sigmoid(part(pt, 3 * d, 1)));
+      const Tensor s_prev = unsqueeze(softmax(h, -1), 2);
+      const Tensor r = naive_step(R, concat({s_prev, s_prev, s_prev}, 2), softmax(part(pt, 3 * d + 1, d), -1),
+                                  part(pt, 4 * d + 1, d), sigmoid(part(pt, 5 * d + 1, 1)));
+      auto gate = [&](int64_t g) { return squeeze(narrow(z + r, 2, g, 1), 2); };
+      const Tensor i = sigmoid(gate(0)), u = gate(1), o = sigmoid(gate(2));
+      cell = i * u + (1.0 - i) * cell;
+      h = o * cell;
+      ys.push_back(h);
+    }
+  } else if (c.fast_layer == "rdn") {
+    Tensor W = Tensor::zeros({B, H, d, d}, p.dtype()), y = Tensor::zeros({B, H, d}, p.dtype());
+    // (R a)[i] = Σ_j R[h, i, j] a[j], written as a broadcast product and a sum.
+    auto apply = [&](const std::string& name, const Tensor& a) { return sum(param(ps, prefix + name) * unsqueeze(a, -2), {-1}); };
+    for (int64_t t = 0; t < L; ++t) {
+      const Tensor pt = at_step(p, t), a = tanh(y);
+      const Tensor q = softmax(part(pt, 0, d) + apply("recurrent_query", a), -1);
+      const Tensor k = softmax(part(pt, d, d) + apply("recurrent_key", a), -1);
+      const Tensor v = part(pt, 2 * d, d) + apply("recurrent_value", a);
+      const Tensor beta = sigmoid(part(pt, 3 * d, 1) + sum(param(ps, prefix + "recurrent_beta") * a, {-1}, true));
+      y = naive_step(W, q, k, v, beta);
+      ys.push_back(y);
     }
   } else {  // delta_mlp
     std::vector<Tensor> Ws;
@@ -537,7 +576,7 @@ Tensor naive_fast_part(const ModelConfig& c, const NamedTensors& ps, const std::
   return stack(ys, 0);  // [L, B, H, d]
 }
 
-// naive_logits with the fast part of delta_delta or delta_mlp.
+// naive_logits with the fast part of another fast_layer.
 Tensor naive_layer_logits(const ModelConfig& c, const NamedTensors& ps, const Tensor& tokens) {
   const int64_t L = tokens.size(0), B = tokens.size(1);
   Tensor x = index_select(param(ps, "src_embed.weight"), 0, tokens.reshape({L * B})).reshape({L, B, c.d_model});
@@ -556,10 +595,11 @@ Tensor naive_layer_logits(const ModelConfig& c, const NamedTensors& ps, const Te
 
 }  // namespace
 
-TEST_CASE("fast_weights: delta_delta and delta_mlp equal a per-step loop interleaving every fast matrix (float64)") {
-  for (const char* kind : {"delta_delta", "delta_mlp"})
+TEST_CASE("fast_weights: every other fast_layer equals a per-step loop of its equations (float64)") {
+  for (const char* kind : {"delta_delta", "delta_mlp", "delta_rnn", "delta_lstm", "rdn"})
     for (const char* map : {"dpfp", "elu_plus_one"}) {
-      INFO(kind, ", ", map);
+      if (std::string(kind) == "rdn" && std::string(map) != "dpfp") continue;  // rdn reads no feature map
+      INFO(std::string(kind), ", ", std::string(map));
       ModelConfig c = tiny_layer_config(kind);
       c.feature_map = map;
       auto model = tiny_model(c, DType::f64);
@@ -683,6 +723,12 @@ TEST_CASE("fast_weights: training_flops_per_token grows with each fast_layer's f
   CHECK(flops(c) == doctest::Approx(delta_net * (4 * d + 1) / d));
   c.fast_layer = "delta_mlp";  // d -> d_ff/H = 32 -> d: [32, 32] and [16, 64] per head
   CHECK(flops(c) == doctest::Approx(layers * heads * (32 * 32 + 16 * 64) * 3 * 2 * 3));
+  c.fast_layer = "delta_rnn";  // the Delta Net part and R [d, d], read by y's softmax
+  CHECK(flops(c) == doctest::Approx(delta_net * (d_dot + d) / d_dot));
+  c.fast_layer = "delta_lstm";  // three of them
+  CHECK(flops(c) == doctest::Approx(3 * delta_net * (d_dot + d) / d_dot));
+  c.fast_layer = "rdn";  // W [d, d]; R_q, R_k, R_v are counted as matrix weights
+  CHECK(flops(c) == doctest::Approx(delta_net * d / d_dot));
 }
 
 TEST_CASE("fast_weights: fast_layer config errors name the key") {

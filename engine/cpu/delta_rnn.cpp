@@ -11,6 +11,15 @@
 //   vbar_i = R[i]·rk_t;  u_i = gamma_t (rv_t[i] - vbar_i);  R[i] += u_i rk_t;
 //   y_t[i] = z_t[i] + R[i]·s_t
 //
+// Rows go one at a time, each a vectorised dot product and a fused
+// update-and-read. delta_rule.cpp's blocks of 8 rows sharing each load of the
+// key and query were tried here and measured slower at the Delta RNN's head
+// sizes: minimum CPU time of build/tests/bench_delta_rnn, 1 thread, AVX-512, float32,
+// one row at a time against blocks of 8 (the machine was shared and noisy):
+//   D = 16  (bench_delta_rnn 512 16 16 16):  forward 45 vs 62 ms, backward 67 vs 101 ms
+//   D = 64  (bench_delta_rnn 256 8 8 64):    forward 23 vs 34 ms, backward 47 vs 66 ms
+//   D = 128 (bench_delta_rnn 128 4 8 128):   forward 19 vs 15 ms, backward 36 vs 42 ms
+//
 // The backward sweeps time in reverse with two D×D buffers: R (starting at the
 // saved R_L, rebuilt as R_{t-1} = R_t - u_t rk_tᵀ) and G = dL/dR_t (starting at
 // 0), and a vector gy = dL/dy_t carried from step t+1 (through s_{t+1}). Per
