@@ -23,34 +23,14 @@
 #include "engine/backend.h"
 #include "engine/device.h"
 #include "engine/ops.h"
+#include "tests/bench_timing.h"
 
 namespace {
 
 using namespace loom;
 
-struct Timing {
-  double wall_median = 0, wall_min = 0, cpu_min = 0;  // seconds
-};
-
-double cpu_seconds() {
-  timespec ts;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + ts.tv_nsec * 1e-9;
-}
-
-Timing measure(int runs, const std::function<void()>& f) {
-  f();  // warm-up: the allocator's cache, page faults
-  std::vector<double> wall, cpu;
-  for (int r = 0; r < runs; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    const double c0 = cpu_seconds();
-    f();
-    cpu.push_back(cpu_seconds() - c0);
-    wall.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(wall.begin(), wall.end());
-  return {wall[wall.size() / 2], wall.front(), *std::min_element(cpu.begin(), cpu.end())};
-}
+using timing::measure;
+using timing::Timing;
 
 void print(const char* what, int threads, const Timing& t, double flops) {
   std::printf("  %-28s %d thr  wall median %8.2f ms (min %8.2f)  cpu min %8.2f ms  %6.1f GFLOP/s (median wall)\n",
