@@ -297,7 +297,10 @@ TEST_CASE("train: every fast_layer trains on Tiny Shakespeare from its config, c
   std::vector<std::pair<std::string, bool>> runs;
   for (const char* kind : models::kFastLayers) runs.push_back({kind, true});  // carried states must resume too
   runs.push_back({"delta_net", false});
-  for (const auto& [kind, carry] : runs) {
+  for (const auto& run : runs) {
+    // Plain names, not structured bindings: clang 14 cannot capture those in INFO.
+    const std::string& kind = run.first;
+    const bool carry = run.second;
     INFO("fast_layer ", kind, std::string(carry ? " with" : " without"), " carry-over");
     TempDir dir("train-fast-" + kind);
     const int64_t k = 4;
@@ -313,7 +316,9 @@ TEST_CASE("train: every fast_layer trains on Tiny Shakespeare from its config, c
     const auto whole = read_metrics(dir.file("whole/metrics.jsonl"));
     const auto split = read_metrics(dir.file("split/metrics.jsonl"));
     REQUIRE(whole.size() == split.size());
-    for (const auto& [key, value] : whole) {
+    for (const auto& entry : whole) {
+      const auto& key = entry.first;
+      const double value = entry.second;
       INFO("step ", key.first, " ", key.second);
       REQUIRE(split.count(key));
       CHECK(split.at(key) == relative(value, 1e-6));
