@@ -31,12 +31,7 @@ const char* const kOp = "delta_rnn";
 
 // t has the same dtype and device as z, and `dims` axes.
 void check_operand(const Tensor& t, const char* what, const Tensor& z, int64_t dims, const char* layout) {
-  detail::check_defined(kOp, t, what);
-  LOOM_CHECK(t.dtype() == z.dtype(), kOp, ": ", what, " ", t.describe(), " does not match the dtype of z ",
-             z.describe());
-  LOOM_CHECK(t.device() == z.device(), kOp, ": ", what, " ", t.describe(), " is not on the device of z ",
-             z.describe());
-  LOOM_CHECK(t.dim() == dims, kOp, ": ", what, " must be ", layout, ", got shape ", shape_str(t.shape()));
+  detail::check_operand_like(kOp, t, what, z, "z", dims, layout);
 }
 
 // t has exactly `expected`, or an error naming t, z and the expected shape.

@@ -20,12 +20,7 @@ const char* const kOp = "delta_rule";
 
 // t has the same dtype and device as q, and `dims` axes.
 void check_operand(const Tensor& t, const char* what, const Tensor& q, int64_t dims, const char* layout) {
-  detail::check_defined(kOp, t, what);
-  LOOM_CHECK(t.dtype() == q.dtype(), kOp, ": ", what, " ", t.describe(), " does not match the dtype of q ",
-             q.describe());
-  LOOM_CHECK(t.device() == q.device(), kOp, ": ", what, " ", t.describe(), " is not on the device of q ",
-             q.describe());
-  LOOM_CHECK(t.dim() == dims, kOp, ": ", what, " must be ", layout, ", got shape ", shape_str(t.shape()));
+  detail::check_operand_like(kOp, t, what, q, "q", dims, layout);
 }
 
 }  // namespace

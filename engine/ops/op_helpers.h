@@ -40,6 +40,18 @@ inline Tensor broadcast_view(const Tensor& t, const Shape& shape) {
   return t.as_strided(shape, strides, t.offset());
 }
 
+// An operand of a fused op read beside a reference operand `ref` (named `ref_name`):
+// defined, of ref's dtype and device, with `dims` axes (`layout` names them in the error).
+inline void check_operand_like(const char* op, const Tensor& t, const char* what, const Tensor& ref,
+                               const char* ref_name, int64_t dims, const char* layout) {
+  check_defined(op, t, what);
+  LOOM_CHECK(t.dtype() == ref.dtype(), op, ": ", what, " ", t.describe(), " does not match the dtype of ", ref_name,
+             " ", ref.describe());
+  LOOM_CHECK(t.device() == ref.device(), op, ": ", what, " ", t.describe(), " is not on the device of ", ref_name,
+             " ", ref.describe());
+  LOOM_CHECK(t.dim() == dims, op, ": ", what, " must be ", layout, ", got shape ", shape_str(t.shape()));
+}
+
 inline Tensor scalar_like(double v, const Tensor& like) { return Tensor::scalar(v, like.dtype(), like.device()); }
 
 }  // namespace loom::detail
