@@ -75,20 +75,11 @@ int main(int argc, char** argv) {
     }
     LOOM_CHECK(!checkpoint.empty(), "no checkpoint given\n", kUsage);
 
-    const std::string dir = models::find_checkpoint(checkpoint);
-    const std::string model_file = dir + "/" + models::kModelFile;
-    const auto metadata = load_safetensors_metadata(model_file);
-    const auto config_entry = metadata.find("config");
-    LOOM_CHECK(config_entry != metadata.end(), model_file,
-               ": metadata has no \"config\", so the model cannot be rebuilt (was it written by train?)");
-    const models::TrainConfig config = models::parse_train_config(config_entry->second, model_file + " (config)");
-    const datasets::CharTokenizer tokenizer = models::load_checkpoint_vocab(dir);
-    LOOM_CHECK(tokenizer.vocab_size() == config.model.vocab, dir, "/", models::kVocabFile, " has ",
-               tokenizer.vocab_size(), " tokens but the model was trained with ", config.model.vocab);
-
+    const models::TrainedModel trained = models::load_trained_model(checkpoint);
+    const models::TrainConfig& config = trained.config;
+    const datasets::CharTokenizer& tokenizer = trained.tokenizer;
     models::check_prompt(tokenizer, prompt);  // before anything is printed
-    std::unique_ptr<models::LanguageModel> model = models::make_model(config.model);
-    models::load_model(model_file, *model);  // refuses non-finite weights
+    models::LanguageModel* model = trained.model.get();
     if (device == "cuda") {
       LOOM_CHECK(cuda_available(), "--device cuda: this build has no CUDA backend or no GPU is visible");
       model->to(Device::cuda);
@@ -96,8 +87,7 @@ int main(int argc, char** argv) {
     model->eval();
 
     std::fprintf(stderr, "%s, step %s, seed %llu, temperature %g, top-k %lld\n", config.model.family.c_str(),
-                 metadata.count("step") ? metadata.at("step").c_str() : "?", (unsigned long long)seed,
-                 sampling.temperature, (long long)sampling.top_k);
+                 trained.step.c_str(), (unsigned long long)seed, sampling.temperature, (long long)sampling.top_k);
     if (model->context_length() > 0 && static_cast<int64_t>(prompt.size()) + length > model->context_length())
       std::fprintf(stderr, "the model sees %lld positions; past them it continues from a sliding window of the last "
                    "%lld to %lld characters\n", (long long)model->context_length(),

@@ -241,6 +241,25 @@ datasets::CharTokenizer load_checkpoint_vocab(const std::string& checkpoint_dir)
   return parse_vocab(text.str(), "'" + path + "': ");
 }
 
+TrainedModel load_trained_model(const std::string& path) {
+  TrainedModel t;
+  t.checkpoint_dir = find_checkpoint(path);
+  const std::string model_file = (fs::path(t.checkpoint_dir) / kModelFile).string();
+  const auto metadata = load_safetensors_metadata(model_file);
+  const auto config_entry = metadata.find("config");
+  LOOM_CHECK(config_entry != metadata.end(), model_file,
+             ": metadata has no \"config\", so the model cannot be rebuilt (was it written by train?)");
+  t.config = parse_train_config(config_entry->second, model_file + " (config)");
+  t.tokenizer = load_checkpoint_vocab(t.checkpoint_dir);
+  LOOM_CHECK(t.tokenizer.vocab_size() == t.config.model.vocab, t.checkpoint_dir, "/", kVocabFile, " has ",
+             t.tokenizer.vocab_size(), " tokens but the model was trained with ", t.config.model.vocab);
+  t.model = make_model(t.config.model);
+  load_model(model_file, *t.model);  // refuses non-finite weights
+  const auto step = metadata.find("step");
+  t.step = step != metadata.end() ? step->second : "?";
+  return t;
+}
+
 TrainingState load_checkpoint(const std::string& path, Module& model, Adam& optimizer) {
   const std::string dir = find_checkpoint(path);
   const std::string model_path = (fs::path(dir) / kModelFile).string();

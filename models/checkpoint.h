@@ -24,10 +24,13 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <string>
 
 #include "datasets/batcher.h"
 #include "datasets/char_tokenizer.h"
+#include "models/config.h"
+#include "models/language_model.h"
 #include "models/module.h"
 #include "models/optim.h"
 
@@ -87,6 +90,18 @@ datasets::CharTokenizer load_checkpoint_vocab(const std::string& checkpoint_dir)
 // A vocab.json text: a JSON list of one-character strings (CharTokenizer::to_json) whose
 // characters are in ascending byte order, as every vocabulary built from a text is.
 datasets::CharTokenizer parse_vocab(const std::string& text, const std::string& where);
+
+// A trained model ready to use (generate, context_probe): the checkpoint at `path`
+// (find_checkpoint), its model rebuilt from the config in the model file's metadata
+// and loaded (non-finite weights refused), and its vocabulary, checked against the config.
+struct TrainedModel {
+  std::string checkpoint_dir;
+  TrainConfig config;
+  datasets::CharTokenizer tokenizer;
+  std::unique_ptr<LanguageModel> model;
+  std::string step;  // the "step" metadata, "?" when absent
+};
+TrainedModel load_trained_model(const std::string& path);
 
 // The step of the checkpoint out_dir's link names, or -1 when there is none.
 int64_t latest_checkpoint_step(const std::string& out_dir);

@@ -11,6 +11,7 @@
 #include "autodiff/grad_mode.h"
 #include "engine/ops.h"
 #include "models/config.h"
+#include "models/context_probe.h"
 #include "models/fast_weights.h"
 #include "models/generate.h"
 #include "models/optim.h"
@@ -773,6 +774,72 @@ TEST_CASE("fast_weights: fast_layer config errors name the key") {
                    models::parse_train_config(R"({"model": {"family": "transformer", "fast_layer": "linear"}})");
                  }),
                  "model.fast_layer: not used by the transformer family"));
+}
+
+// ---- the context probe (models/context_probe.h) ---------------------------------------------
+
+TEST_CASE("fast_weights: the context probe's window losses equal one forward over each stream's text") {
+  for (const std::string& kind : {std::string("delta_net"), std::string("delta_rnn")}) {
+    INFO("fast_layer ", kind);
+    ModelConfig c = tiny_layer_config(kind);
+    auto model = tiny_model(c, DType::f64);
+    // 3 streams of (103 - 1) / 3 = 34 tokens: 4 windows of 8, each with its next-token targets.
+    const int64_t B = 3, T = 8, N = 103, S = (N - 1) / B;
+    const std::vector<int64_t> ids = random_tokens(N, 1, c.vocab, 5).to_vector<int64_t>();
+    const std::vector<models::WindowReport> reports = models::probe_carried_context(*model, ids, B, T, 10);
+    REQUIRE(reports.size() == 4);  // (34 - 1) / 8 windows fit: asking for 10 reads what there is
+    CHECK(model->training());      // the probe puts the mode back
+
+    // The reference: every stream's 32 tokens in one forward from zero states, in eval mode.
+    NoGradGuard no_grad;
+    model->eval();
+    const int64_t W = static_cast<int64_t>(reports.size());
+    std::vector<int64_t> input(W * T * B), target(W * T * B);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < W * T; ++t) {
+        input[t * B + b] = ids[b * S + t];
+        target[t * B + b] = ids[b * S + t + 1];
+      }
+    const Tensor logits = model->forward(Tensor::from_vector(input, {W * T, B}));
+    const Tensor targets = Tensor::from_vector(target, {W * T, B});
+    for (int64_t w = 0; w < W; ++w) {
+      const Tensor window_logits = narrow(logits, 0, w * T, T);
+      const double expected = cross_entropy(window_logits.reshape({-1, c.vocab}), narrow(targets, 0, w * T, T).reshape({-1})).item();
+      CHECK(reports[w].window == w);
+      CHECK(reports[w].tokens_read == w * T);
+      CHECK(std::abs(reports[w].loss - expected) < 1e-10 * std::abs(expected));
+    }
+    // The state sizes: the RMS of the states after all W windows, from one decode call.
+    auto state = model->start_decoding(B);
+    model->decode(*state, Tensor::from_vector(input, {W * T, B}));
+    const NamedTensors final_state = state->tensors();
+    REQUIRE(reports.back().state_rms.size() == final_state.size());
+    for (size_t i = 0; i < final_state.size(); ++i) {
+      const std::vector<double> v = final_state[i].second.to_vector<double>();
+      double squares = 0;
+      for (double x : v) squares += x * x;
+      CHECK(reports.back().state_rms[i].first == final_state[i].first);
+      CHECK(std::abs(reports.back().state_rms[i].second - std::sqrt(squares / v.size())) < 1e-10);
+    }
+  }
+}
+
+TEST_CASE("fast_weights: the context probe refuses a bounded context and text too short for a window") {
+  ModelConfig t;
+  t.family = "transformer";
+  t.vocab = 11;
+  t.d_model = 16;
+  t.heads = 2;
+  t.d_ff = 24;
+  t.layers = 1;
+  auto transformer = models::make_model(t);
+  const std::vector<int64_t> ids(100, 1);
+  const std::string bounded = error_of([&] { models::probe_carried_context(*transformer, ids, 2, 8, 3); });
+  CHECK(contains(bounded, "the transformer model holds " + std::to_string(transformer->context_length()) + " positions"));
+  auto fast = tiny_model(tiny_layer_config("delta_net"), DType::f32);
+  CHECK(contains(error_of([&] { models::probe_carried_context(*fast, std::vector<int64_t>(10, 1), 2, 8, 3); }),
+                 "too few for one batch of seq_len 8"));
+  CHECK(contains(error_of([&] { models::probe_carried_context(*fast, ids, 0, 8, 3); }), "must be positive"));
 }
 
 }  // namespace loom::test

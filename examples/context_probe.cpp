@@ -1,0 +1,106 @@
+// context_probe: how a trained fast-weights model does as it reads further into a
+// text, its states carried from window to window (models/context_probe.h).
+//
+//   ./build/examples/context_probe runs/fast_weights_delta_rnn --split valid --windows 50
+//
+// The checkpoint is a run directory, a checkpoint directory or its
+// model.safetensors, as for generate. The text is the run's data.path, cut into
+// train and valid as training cut it; the streams and the window length are the
+// run's data.batch_size and data.seq_len unless --streams and --seq-len say
+// otherwise. One line per window (every --every-th): the tokens each stream has
+// read before it, its loss, the running mean, and the root mean square of each
+// layer's carried states. A model trained without carry-over shows where its loss
+// leaves the training length behind; one trained with carry-over, how long its
+// states take to warm up.
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include "datasets/text_dataset.h"
+#include "engine/error.h"
+#include "engine/device.h"
+#include "models/checkpoint.h"
+#include "models/context_probe.h"
+
+using namespace loom;
+
+namespace {
+
+const char* kUsage =
+    "usage: context_probe <run directory | checkpoint> [--split valid|train] [--windows N] [--streams B]"
+    " [--seq-len L] [--every K] [--threads N]";
+
+int64_t positive(const std::string& flag, const std::string& text) {
+  try {
+    size_t used = 0;
+    const long long v = std::stoll(text, &used);
+    if (used == text.size() && v >= 1) return v;
+  } catch (const std::exception&) {
+  }
+  LOOM_FAIL(flag, ": expected a positive integer, got \"", text, "\"\n", kUsage);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    std::string checkpoint, split = "valid";
+    int64_t windows = 1 << 30, streams = 0, seq_len = 0, every = 1;
+    for (int i = 1; i < argc; ++i) {
+      const std::string arg = argv[i];
+      if (arg == "-h" || arg == "--help") {
+        std::puts(kUsage);
+        return 0;
+      }
+      if (arg.rfind("--", 0) != 0 && checkpoint.empty()) {
+        checkpoint = arg;
+        continue;
+      }
+      LOOM_CHECK(i + 1 < argc, "unknown or incomplete argument '", arg, "'\n", kUsage);
+      const std::string value = argv[++i];
+      if (arg == "--split" && (value == "valid" || value == "train")) split = value;
+      else if (arg == "--windows") windows = positive(arg, value);
+      else if (arg == "--streams") streams = positive(arg, value);
+      else if (arg == "--seq-len") seq_len = positive(arg, value);
+      else if (arg == "--every") every = positive(arg, value);
+      else if (arg == "--threads") set_num_threads(static_cast<int>(positive(arg, value)));
+      else LOOM_FAIL("unknown argument '", arg, " ", value, "'\n", kUsage);
+    }
+    LOOM_CHECK(!checkpoint.empty(), "no checkpoint given\n", kUsage);
+
+    models::TrainedModel trained = models::load_trained_model(checkpoint);
+    const models::TrainConfig& config = trained.config;
+    if (streams == 0) streams = config.data.batch_size;
+    if (seq_len == 0) seq_len = config.data.seq_len;
+    const datasets::TextDataset data = datasets::TextDataset::load(config.data.path, config.data.url, trained.tokenizer);
+    const std::vector<int64_t>& ids = split == "train" ? data.train_ids : data.valid_ids;
+
+    std::printf("# %s (%s, step %s, data.carry_over %s), %s split of %s: %lld streams of %lld tokens, windows of %lld\n",
+                trained.checkpoint_dir.c_str(), config.model.family.c_str(), trained.step.c_str(),
+                config.data.carry_over ? "on" : "off", split.c_str(), config.data.path.c_str(), (long long)streams,
+                (long long)(static_cast<int64_t>(ids.size()) - 1) / streams, (long long)seq_len);
+    const std::vector<models::WindowReport> reports =
+        models::probe_carried_context(*trained.model, ids, streams, seq_len, windows);
+    double total = 0;
+    for (const models::WindowReport& r : reports) {
+      total += r.loss;
+      if (r.window % every != 0 && r.window + 1 != static_cast<int64_t>(reports.size())) continue;
+      if (r.window == 0) {
+        std::printf("%8s %8s %9s %10s", "window", "read", "loss", "mean loss");
+        for (const auto& [name, rms] : r.state_rms) std::printf(" %11s", ("rms " + name).c_str());
+        std::printf("\n");
+      }
+      std::printf("%8lld %8lld %9.4f %10.4f", (long long)r.window, (long long)r.tokens_read, r.loss,
+                  total / static_cast<double>(r.window + 1));
+      for (const auto& [name, rms] : r.state_rms) std::printf(" %11.4g", rms);
+      std::printf("\n");
+    }
+    return 0;
+  } catch (const std::filesystem::filesystem_error& e) {
+    std::fprintf(stderr, "error: '%s': %s\n", e.path1().c_str(), e.code().message().c_str());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}
