@@ -2,8 +2,14 @@
 // the list of mismatches, and the optimizer/training-state file.
 #include <doctest/doctest.h>
 
+#include <filesystem>
+#include <fstream>
+
+#include "autodiff/grad_mode.h"
+#include "engine/ops.h"
 #include "engine/safetensors.h"
 #include "model_test_utils.h"
+#include "tests/fused_check.h"
 #include "models/checkpoint.h"
 
 namespace loom::test {
@@ -132,6 +138,51 @@ TEST_CASE("checkpoint: the optimizer and training state resume exactly") {
   check_mentions(error_of([&] { models::find_checkpoint(dir.file("nothing")); }), {"nothing", "does not exist"});
   check_mentions(error_of([&] { models::find_checkpoint(dir.path.string()); }),
                  {"holds no checkpoint", "a run directory with a 'checkpoint' link"});
+}
+
+TEST_CASE("checkpoint: load_trained_model rebuilds the model from the file's config, with its vocabulary") {
+  TempDir dir("checkpoint-trained");
+  models::TrainConfig config;
+  config.model.family = "fast_weights";
+  config.model.vocab = 5;
+  config.vocab_from_data = false;  // the vocabulary size is written into the config
+  config.model.d_model = 8;
+  config.model.heads = 2;
+  config.model.d_ff = 16;
+  config.model.layers = 1;
+  config.model.seed = 4;
+  auto saved = models::make_model(config.model);
+  {
+    NoGradGuard no_grad;
+    uint64_t k = 0;
+    for (const Tensor& p : saved->parameters()) copy_(p, random_f64(p.shape(), 90 + k++, -1.0, 1.0));
+  }
+  const std::string ckpt = dir.file("checkpoint-3");
+  std::filesystem::create_directories(ckpt);
+  models::save_model(ckpt + "/model.safetensors", *saved, {{"step", "3"}, {"config", models::to_json(config)}});
+  std::ofstream(ckpt + "/vocab.json") << datasets::CharTokenizer("abcde").to_json();
+
+  const models::TrainedModel trained = models::load_trained_model(ckpt);
+  CHECK(trained.step == "3");
+  CHECK(trained.config.model.family == "fast_weights");
+  CHECK(trained.tokenizer.vocab_size() == 5);
+  CHECK(trained.tokenizer.encode("cab") == std::vector<int64_t>{2, 0, 1});
+  const NamedTensors expected = saved->named_parameters(), got = trained.model->named_parameters();
+  REQUIRE(got.size() == expected.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    CHECK(got[i].first == expected[i].first);
+    CHECK(values(got[i].second) == values(expected[i].second));
+  }
+
+  // A vocabulary that does not fit the model, and a model file without its config, are named.
+  std::ofstream(ckpt + "/vocab.json", std::ios::trunc) << datasets::CharTokenizer("abcd").to_json();
+  const std::string vocab_error = error_of([&] { models::load_trained_model(ckpt); });
+  CHECK(contains(vocab_error, ckpt + "/vocab.json"));
+  CHECK(contains(vocab_error, "has 4 tokens but the model was trained with 5"));
+  models::save_model(ckpt + "/model.safetensors", *saved, {{"step", "3"}});
+  const std::string config_error = error_of([&] { models::load_trained_model(ckpt); });
+  CHECK(contains(config_error, ckpt + "/model.safetensors"));
+  CHECK(contains(config_error, "metadata has no \"config\""));
 }
 
 }  // namespace loom::test
