@@ -25,6 +25,7 @@
 
 #include "engine/device.h"
 #include "engine/error.h"
+#include "examples/command_line.h"
 #include "models/algorithmic.h"
 
 using namespace loom;
@@ -71,15 +72,7 @@ std::string csv_safe(std::string s) {
 }
 
 int64_t positive_integer(const std::string& flag, const std::string& text) {
-  size_t used = 0;
-  int64_t n = 0;
-  try {
-    n = std::stoll(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  LOOM_CHECK(used == text.size() && n >= 1, "algorithmic: ", flag, " expects a positive integer, got '", text, "'");
-  return n;
+  return examples::positive_integer("algorithmic", flag, text);
 }
 
 int usage() {

@@ -17,8 +17,9 @@
 #include <string>
 
 #include "datasets/text_dataset.h"
-#include "engine/error.h"
 #include "engine/device.h"
+#include "engine/error.h"
+#include "examples/command_line.h"
 #include "models/checkpoint.h"
 #include "models/context_probe.h"
 
@@ -31,13 +32,7 @@ const char* kUsage =
     " [--seq-len L] [--every K] [--threads N]";
 
 int64_t positive(const std::string& flag, const std::string& text) {
-  try {
-    size_t used = 0;
-    const long long v = std::stoll(text, &used);
-    if (used == text.size() && v >= 1) return v;
-  } catch (const std::exception&) {
-  }
-  LOOM_FAIL(flag, ": expected a positive integer, got \"", text, "\"\n", kUsage);
+  return examples::positive_integer("context_probe", flag, text);
 }
 
 }  // namespace

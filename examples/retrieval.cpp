@@ -31,6 +31,7 @@
 #include "datasets/associative_retrieval.h"
 #include "engine/device.h"
 #include "engine/error.h"
+#include "examples/command_line.h"
 #include "models/retrieval.h"
 
 using namespace loom;
@@ -378,15 +379,7 @@ std::vector<std::string> split_list(const std::string& text) {
 
 // A positive integer given for `flag`, or an error naming both.
 int64_t positive_integer(const std::string& flag, const std::string& text) {
-  size_t used = 0;
-  int64_t n = 0;
-  try {
-    n = std::stoll(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  LOOM_CHECK(used == text.size() && n >= 1, "retrieval: ", flag, " expects a positive integer, got '", text, "'");
-  return n;
+  return examples::positive_integer("retrieval", flag, text);
 }
 
 // FAVOR+ features exp(±u − ‖x‖²/2) underflow into subnormal floats, on which x86
