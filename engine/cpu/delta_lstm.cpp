@@ -43,10 +43,12 @@
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/loops.h"
+#include "engine/cpu/row_math.h"
 #include "engine/delta_lstm_cell.h"
 
 namespace loom {
 
+using cpu::dot;
 using cpu::parallel_for;
 
 namespace {
@@ -58,27 +60,6 @@ struct Dims {
 };
 
 Dims dims_of(const Tensor& z) { return {z.size(0), z.size(1) * z.size(2), z.size(4)}; }
-
-template <class T>
-T dot(const T* a, const T* b, int64_t n) {
-  T acc = 0;
-#pragma omp simd reduction(+ : acc)
-  for (int64_t j = 0; j < n; ++j) acc += a[j] * b[j];
-  return acc;
-}
-
-// out = softmax(x) over n elements, max-subtracted (n = 0: nothing).
-template <class T>
-void softmax(const T* x, T* out, int64_t n) {
-  if (n == 0) return;
-  const T m = *std::max_element(x, x + n);
-  T total = 0;
-  for (int64_t j = 0; j < n; ++j) {
-    out[j] = std::exp(x[j] - m);
-    total += out[j];
-  }
-  for (int64_t j = 0; j < n; ++j) out[j] /= total;
-}
 
 // The inputs and the forward's saved tensors, as raw pointers.
 template <class T>
@@ -105,7 +86,7 @@ void forward_sequences(const Operands<T>& in, T* h, T* cell, T* vbar, T* R_last,
       }
       for (int64_t t = 0; t < L; ++t) {
         const int64_t row = in.step(t, s);
-        softmax(h_prev.data(), sm.data(), D);
+        cpu::softmax_row(h_prev.data(), sm.data(), D);
         for (int64_t g = 0; g < kGates; ++g) {
           const int64_t gr = row * kGates + g;  // this gate's row of [L, B, H, 3, *]
           const T* rk = in.rk + gr * D;
@@ -169,7 +150,7 @@ void backward_sequences(const T* g_out, const Operands<T>& in, const Saved<T>& s
         const T* h_prev = t > 0 ? sv.h + in.step(t - 1, s) * D : in.h0 ? in.h0 + s * D : zeros.data();
         const T* c_prev = t > 0 ? sv.cell + in.step(t - 1, s) * D : in.c0 ? in.c0 + s * D : zeros.data();
         const T* c = sv.cell + row * D;
-        softmax(h_prev, sm.data(), D);
+        cpu::softmax_row(h_prev, sm.data(), D);
         std::fill(ds.begin(), ds.end(), T(0));
         T* dz = gr_out.z + row * kGates * D;  // [3, D]: da_g = dz_g
         T* drk = gr_out.rk + row * kGates * D;

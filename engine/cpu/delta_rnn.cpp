@@ -45,9 +45,11 @@
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/loops.h"
+#include "engine/cpu/row_math.h"
 
 namespace loom {
 
+using cpu::dot;
 using cpu::parallel_for;
 
 namespace {
@@ -58,30 +60,11 @@ struct Dims {
 
 Dims dims_of(const Tensor& z) { return {z.size(0), z.size(1) * z.size(2), z.size(3)}; }
 
-template <class T>
-T dot(const T* a, const T* b, int64_t n) {
-  T acc = 0;
-#pragma omp simd reduction(+ : acc)
-  for (int64_t j = 0; j < n; ++j) acc += a[j] * b[j];
-  return acc;
-}
-
 // s = softmax(y) over n entries, max-subtracted; y == nullptr means y = 0 (s uniform).
 template <class T>
 void softmax_of(const T* y, T* s, int64_t n) {
-  if (n == 0) return;
-  if (!y) {
-    std::fill(s, s + n, T(1) / static_cast<T>(n));
-    return;
-  }
-  const T top = *std::max_element(y, y + n);
-  T total = 0;
-  for (int64_t j = 0; j < n; ++j) {
-    s[j] = std::exp(y[j] - top);
-    total += s[j];
-  }
-  const T inv = T(1) / total;
-  for (int64_t j = 0; j < n; ++j) s[j] *= inv;
+  if (y) cpu::softmax_row(y, s, n);
+  else std::fill(s, s + n, T(1) / static_cast<T>(n));
 }
 
 // y_{t-1} of sequence s at step t: the previous output row, initial_y, or null (zeros).

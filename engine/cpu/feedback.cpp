@@ -29,10 +29,12 @@
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/loops.h"
+#include "engine/cpu/row_math.h"
 #include "engine/feedback_layout.h"
 
 namespace loom {
 
+using cpu::dot;
 using cpu::parallel_for;
 
 namespace {
@@ -57,14 +59,6 @@ void query_plus_bias(const Inputs<T>& a, int64_t b, int64_t h, T* qu) {
   const T* qb = a.q_row(b, h);
   const T* uh = a.u + h * a.D;
   for (int64_t d = 0; d < a.D; ++d) qu[d] = qb[d] + uh[d];
-}
-
-template <class T>
-T dot(const T* a, const T* b, int64_t n) {
-  T acc = 0;
-#pragma omp simd reduction(+ : acc)
-  for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
-  return acc;
 }
 
 // y += alpha * x

@@ -40,9 +40,11 @@
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/loops.h"
+#include "engine/cpu/row_math.h"
 
 namespace loom {
 
+using cpu::dot;
 using cpu::parallel_for;
 
 namespace {
@@ -86,14 +88,6 @@ void tanh_of(const T* y, T* a, int64_t D, int64_t Dp) {
   else std::fill(a, a + D, T(0));
   std::fill(a + D, a + Dp, T(0));
   PacketMap<T>(a, Dp) = PacketMap<T>(a, Dp).tanh();
-}
-
-template <class T>
-T dot(const T* x, const T* y, int64_t n) {
-  T s = 0;
-#pragma omp simd reduction(+ : s)
-  for (int64_t j = 0; j < n; ++j) s += x[j] * y[j];
-  return s;
 }
 
 // out = softmax(x) over D entries, the maximum subtracted first. x is an aligned

@@ -1,0 +1,36 @@
+// row_math.h: small per-row helpers of the CPU recurrence kernels (delta_rnn,
+// delta_lstm, recurrent_delta_net, feedback), which walk one sequence at a time
+// over rows of a few dozen entries.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+namespace loom::cpu {
+
+// a·b over n entries.
+template <class T>
+T dot(const T* a, const T* b, int64_t n) {
+  T acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t j = 0; j < n; ++j) acc += a[j] * b[j];
+  return acc;
+}
+
+// out = softmax(x) over n entries, the maximum subtracted first (n = 0: nothing).
+// out may be x.
+template <class T>
+void softmax_row(const T* x, T* out, int64_t n) {
+  if (n == 0) return;
+  const T top = *std::max_element(x, x + n);
+  T total = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    out[j] = std::exp(x[j] - top);
+    total += out[j];
+  }
+  const T inv = T(1) / total;
+  for (int64_t j = 0; j < n; ++j) out[j] *= inv;
+}
+
+}  // namespace loom::cpu
