@@ -4,7 +4,7 @@
 // methods are defined in the stem files beside this header, named as in
 // engine/cpu/ so the two implementations can be read side by side:
 // backend.cu (memory, copies to and from the host), elementwise.cu, reduce.cu,
-// linalg.cu, softmax.cu, norm.cu, index.cu, conv.cu, attention.cu,
+// linalg.cu, softmax.cu, norm.cu, index.cu, conv.cu, dpfp.cu, attention.cu,
 // delta_rule.cu, delta_rnn.cu, feedback.cu, recurrent_delta_net.cu, random.cu. The kernels are declared once, in
 // engine/backend.h's LOOM_KERNELS; a kernel without a definition here fails
 // the link of every program built with the CUDA backend.

@@ -61,6 +61,8 @@
   LOOM_OP(mul_, false)                                         \
   /* conv */                                                   \
   LOOM_OP(causal_conv1d, true)                                 \
+  /* dpfp: the DPFP feature map of the fast weights */         \
+  LOOM_OP(dpfp, true)                                          \
   /* attention: fused causal softmax attention */              \
   LOOM_OP(attention, true)                                     \
   /* delta_rule: the fast-weight recurrence */                 \
@@ -136,6 +138,13 @@
   /* grad_weight/grad_bias are overwritten; any of the three outputs may be undefined. */                      \
   KERNEL(causal_conv1d_backward, (const Tensor& grad_out, const Tensor& x, const Tensor& weight,               \
                                   const Tensor& grad_x, const Tensor& grad_weight, const Tensor& grad_bias))    \
+                                                                                                               \
+  /* ---- dpfp (cpu/dpfp.cpp, cuda/dpfp.cu) ------------------------------------------------------------------ */ \
+  /* x contiguous [rows, n] (any leading axes merged), out contiguous [rows, 2n·nu], 1 <= nu <= 2n-1: with     \
+     r = relu([x, -x]), out[row, (i-1)·2n + j] = r[j] · r[(j - i) mod 2n] for i = 1..nu, j < 2n. */             \
+  KERNEL(dpfp, (const Tensor& x, int64_t nu, const Tensor& out))                                               \
+  /* grad_x (contiguous, overwritten) from grad_out [rows, 2n·nu] and x [rows, n], r recomputed from x. */     \
+  KERNEL(dpfp_backward, (const Tensor& grad_out, const Tensor& x, int64_t nu, const Tensor& grad_x))           \
                                                                                                                \
   /* ---- attention (cpu/attention.cpp, cuda/attention.cu) -------------------------------------------------- */ \
   /* Scaled dot-product attention per (batch, head): q [Lq, B, H, D], k [Lk, B, H, D], v [Lk, B, H, Dv] with  \

@@ -132,6 +132,14 @@ Tensor dropout(const Tensor& x, double p, Generator& gen, bool training = true);
 // bias [C] / [1] or undefined. out[t] = bias + sum_k weight[:, k] * x[t-K+1+k].
 Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias);
 
+// ---- dpfp (engine/ops/dpfp.cpp) --------------------------------------------------------
+// The DPFP_ν feature map (Schlag, Irie & Schmidhuber 2021; models/FAMILIES.md §2.3), over
+// the last axis of x [..., n], without normalisation: r = relu(concat(x, -x)) (2n entries),
+// block_i[j] = r[j] · r[(j - i) mod 2n] for i = 1..nu (labml's roll order), and the output
+// [..., 2n·nu] is concat(block_1, ..., block_nu). 1 <= nu <= 2n - 1. Fused: one pass
+// forward, one backward, which recomputes r from x (the output is not kept).
+Tensor dpfp(const Tensor& x, int64_t nu);
+
 // ---- attention (engine/ops/attention.cpp) ---------------------------------------------
 // Scaled dot-product attention, sequence-first (labml's layout):
 // q [Lq, B, H, D], k [Lk, B, H, D], v [Lk, B, H, Dv] -> [Lq, B, H, Dv].

@@ -91,17 +91,9 @@ Tensor sum_normalise(const Tensor& phi, double eps) { return phi / (sum(phi, {-1
 
 }  // namespace
 
-Tensor dpfp_features(const Tensor& x, int64_t nu, double eps) {
-  const Tensor r = relu(concat({x, neg(x)}, -1));
-  const int64_t n = r.size(-1);
-  std::vector<Tensor> blocks;
-  for (int64_t i = 1; i <= nu; ++i) {
-    // torch.roll(r, i): rolled[j] = r[(j - i) mod n], i.e. the last i entries move to the front.
-    const Tensor rolled = concat({narrow(r, -1, n - i, i), narrow(r, -1, 0, n - i)}, -1);
-    blocks.push_back(r * rolled);
-  }
-  return sum_normalise(blocks.size() == 1 ? blocks[0] : concat(blocks, -1), eps);
-}
+// The map itself is one fused op (engine/ops/dpfp.cpp): r = relu([x, -x]) times
+// torch.roll(r, i) for i = 1..nu, the blocks side by side.
+Tensor dpfp_features(const Tensor& x, int64_t nu, double eps) { return sum_normalise(dpfp(x, nu), eps); }
 
 // Katharopoulos et al. pair ELU+1 with the attention denominator z·φ(q), z the
 // running sum of φ(k). Here it gets the sum normalisation instead, as in Schlag

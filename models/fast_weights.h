@@ -41,11 +41,11 @@
 
 namespace loom::models {
 
-// ---- feature maps (last axis, composed of engine ops) --------------------------------
+// ---- feature maps (last axis) -------------------------------------------------------
 
 // DPFP_ν with sum normalisation, in labml's index order (models/FAMILIES.md §2.3):
 //   r = ReLU([x; -x]) (2d entries);  block_i[j] = r[j] · r[(j - i) mod 2d] for i = 1..ν;
-//   φ = concat(block_1..block_ν) (2dν entries);  φ' = φ / (Σ φ + eps).
+//   φ = concat(block_1..block_ν) (2dν entries), the fused op dpfp(x, ν);  φ' = φ / (Σ φ + eps).
 Tensor dpfp_features(const Tensor& x, int64_t nu, double eps = 1e-6);
 
 // φ(x) = ELU(x) + 1 (Katharopoulos et al.), then the same sum normalisation as DPFP.

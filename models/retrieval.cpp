@@ -177,15 +177,8 @@ Tensor RetrievalModel::features(const Tensor& x) const {
   switch (config.feature_map) {
     case RetrievalFeatureMap::softmax: return x;
     case RetrievalFeatureMap::linear: return elu(x) + 1.0;
-    case RetrievalFeatureMap::dpfp: {
-      // r = ReLU([x; −x]); block i is r · roll(r, i), rolled[j] = r[(j − i) mod 2d].
-      const Tensor r = relu(concat({x, neg(x)}, -1));
-      const int64_t n = r.size(-1);
-      std::vector<Tensor> blocks;
-      for (int64_t i = 1; i <= config.feature_arg; ++i)
-        blocks.push_back(r * concat({narrow(r, -1, n - i, i), narrow(r, -1, 0, n - i)}, -1));
-      return blocks.size() == 1 ? blocks[0] : concat(blocks, -1);
-    }
+    // r = ReLU([x; −x]); block i is r · roll(r, i), rolled[j] = r[(j − i) mod 2d]: one fused op.
+    case RetrievalFeatureMap::dpfp: return dpfp(x, config.feature_arg);
     case RetrievalFeatureMap::favor: {
       // exp(±xΩ − ‖x‖²/2) / √(2m), the log of the scale folded into the exponent.
       LOOM_CHECK(favor_projection.defined(), "retrieval model: no FAVOR+ projection drawn yet");

@@ -165,6 +165,10 @@ TEST_CASE("cuda sizes: causal_conv1d of Primer EZ, L 256, 512 channels, width 3"
                 [](const auto& v) { return causal_conv1d(v[0], v[1], v[2]); });
 }
 
+TEST_CASE("cuda sizes: dpfp of 64-wide heads, nu 2 (DPFP keys 256), L 256, batch x heads 256") {
+  check_at_size("dpfp", {uniform64({256, 32, 8, kHeadDim}, 40, -2, 2)}, [](const auto& v) { return dpfp(v[0], 2); });
+}
+
 TEST_CASE("cuda sizes: softmax and log_softmax over 256 keys, batch x heads x queries rows") {
   check_at_size("softmax", {uniform64({256 * 256, 256}, 23, -4, 4)}, [](const auto& v) { return softmax(v[0], -1); });
   check_at_size("log_softmax", {uniform64({256 * 256, 256}, 24, -4, 4)},

@@ -2,7 +2,7 @@
 //
 // One class; its kernels (declared once, in engine/backend.h's LOOM_KERNELS)
 // are defined in the stem files beside this header (elementwise.cpp,
-// reduce.cpp, linalg.cpp, softmax.cpp, norm.cpp, index.cpp, conv.cpp,
+// reduce.cpp, linalg.cpp, softmax.cpp, norm.cpp, index.cpp, conv.cpp, dpfp.cpp,
 // attention.cpp, delta_rule.cpp, delta_rnn.cpp, feedback.cpp, recurrent_delta_net.cpp,
 // random.cpp), so a reader finds each kernel next to its siblings.
 #pragma once

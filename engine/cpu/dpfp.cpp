@@ -1,0 +1,108 @@
+// dpfp.cpp: CPU kernels of the DPFP feature map (engine/ops/dpfp.cpp).
+//
+// x [rows, n] is walked row by row; rows are independent tasks. Each row first
+// lays out r = relu([x, -x]) twice over in a buffer of 4n entries, r2[k] =
+// r[k mod 2n], so every cyclic read r[(j ± i) mod 2n] is a plain offset into it
+// and the inner loops run over j with unit stride and no wrap-around test
+// (they vectorise).
+//
+// Forward, block i (1 <= i <= nu < 2n) of the row's output:
+//   out[i][j] = r[j] · r[(j - i) mod 2n] = r2[j] · r2[j + 2n - i],  j < 2n.
+// Backward, with g[i][j] the gradient of out[i][j]: r[j] appears in out[i][j]
+// (times r[(j - i) mod 2n]) and in out[i][(j + i) mod 2n] (times r[(j + i) mod 2n]):
+//   dr[j] = Σ_i g[i][j] · r2[j + 2n - i] + g[i][(j + i) mod 2n] · r2[j + i]
+//   dx[c] = dr[c]·[x_c > 0] - dr[n + c]·[x_c < 0]       (relu of x and of -x)
+// The sum runs over i in order, the two terms of each i in the order written,
+// in x's dtype (as the CUDA kernel does).
+#include <vector>
+
+#include "engine/cpu/cpu_backend.h"
+#include "engine/cpu/loops.h"
+
+namespace loom {
+
+using cpu::parallel_for;
+
+namespace {
+
+// r2[k] = r[k mod 2n] for k < 4n, r = relu([x, -x]), x the row's n entries.
+template <class T>
+void fill_doubled_r(const T* x, int64_t n, T* r2) {
+  for (int64_t c = 0; c < n; ++c) {
+    const T pos = x[c] > T(0) ? x[c] : T(0);       // relu(x), as the Relu functor
+    const T neg = -x[c] > T(0) ? -x[c] : T(0);     // relu(-x)
+    r2[c] = r2[2 * n + c] = pos;
+    r2[n + c] = r2[3 * n + c] = neg;
+  }
+}
+
+template <class T>
+void forward_rows(const T* x, T* out, int64_t rows, int64_t n, int64_t nu) {
+  const int64_t m = 2 * n;  // entries of r and of each block
+  parallel_for(rows, m * nu, [&](int64_t lo, int64_t hi) {
+    std::vector<T> r2(2 * m);
+    for (int64_t row = lo; row < hi; ++row) {
+      fill_doubled_r(x + row * n, n, r2.data());
+      T* o = out + row * m * nu;
+      for (int64_t i = 1; i <= nu; ++i, o += m) {
+        const T* rolled = r2.data() + m - i;  // rolled[j] = r[(j - i) mod 2n]
+        for (int64_t j = 0; j < m; ++j) o[j] = r2[j] * rolled[j];
+      }
+    }
+  });
+}
+
+template <class T>
+void backward_rows(const T* g, const T* x, T* gx, int64_t rows, int64_t n, int64_t nu) {
+  const int64_t m = 2 * n;
+  parallel_for(rows, 2 * m * nu, [&](int64_t lo, int64_t hi) {
+    std::vector<T> r2(2 * m), dr(m);
+    for (int64_t row = lo; row < hi; ++row) {
+      const T* xr = x + row * n;
+      fill_doubled_r(xr, n, r2.data());
+      std::fill(dr.begin(), dr.end(), T(0));
+      const T* gi = g + row * m * nu;
+      for (int64_t i = 1; i <= nu; ++i, gi += m) {
+        const T* r_back = r2.data() + m - i;  // r_back[j] = r[(j - i) mod 2n]
+        const T* r_ahead = r2.data() + i;     // r_ahead[j] = r[(j + i) mod 2n]
+        // g[i][(j + i) mod 2n]: gi + i for j < 2n - i, then it wraps to gi + i - 2n.
+        const int64_t split = m - i;
+        for (int64_t j = 0; j < split; ++j) dr[j] = dr[j] + gi[j] * r_back[j] + gi[j + i] * r_ahead[j];
+        for (int64_t j = split; j < m; ++j) dr[j] = dr[j] + gi[j] * r_back[j] + gi[j - split] * r_ahead[j];
+      }
+      T* gxr = gx + row * n;
+      for (int64_t c = 0; c < n; ++c)
+        gxr[c] = (xr[c] > T(0) ? dr[c] : T(0)) - (xr[c] < T(0) ? dr[n + c] : T(0));
+    }
+  });
+}
+
+// x's last axis and the number of rows before it.
+void row_dims(const Tensor& x, int64_t& rows, int64_t& n) {
+  n = x.shape().back();
+  rows = n > 0 ? x.numel() / n : 0;
+}
+
+}  // namespace
+
+void CpuBackend::dpfp(const Tensor& x_in, int64_t nu, const Tensor& out) {
+  const Tensor x = dense(x_in);
+  int64_t rows, n;
+  row_dims(x, rows, n);
+  dispatch_float(x.dtype(), "dpfp", [&](auto zero) {
+    using T = decltype(zero);
+    forward_rows<T>(x.data<T>(), out.data<T>(), rows, n, nu);
+  });
+}
+
+void CpuBackend::dpfp_backward(const Tensor& grad_out_in, const Tensor& x_in, int64_t nu, const Tensor& grad_x) {
+  const Tensor g = dense(grad_out_in), x = dense(x_in);
+  int64_t rows, n;
+  row_dims(x, rows, n);
+  dispatch_float(x.dtype(), "dpfp_backward", [&](auto zero) {
+    using T = decltype(zero);
+    backward_rows<T>(g.data<T>(), x.data<T>(), grad_x.data<T>(), rows, n, nu);
+  });
+}
+
+}  // namespace loom
