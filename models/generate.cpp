@@ -97,7 +97,9 @@ void check_prompt(const datasets::CharTokenizer& tokenizer, const std::string& p
   for (size_t i = 0; i < prompt.size(); ++i) {
     const unsigned char c = static_cast<unsigned char>(prompt[i]);
     if (tokenizer.contains(prompt[i])) continue;
-    const std::string shown = c >= 0x20 && c < 0x7f ? "'" + std::string(1, prompt[i]) + "' " : "";
+    // Printable characters are shown quoted (built from a list: GCC 12 warns, wrongly,
+    // about overlapping copies in "'" + std::string(1, ch) + "' ").
+    const std::string shown = c >= 0x20 && c < 0x7f ? std::string{'\'', prompt[i], '\'', ' '} : std::string();
     LOOM_FAIL("generate: the prompt's character ", shown, "(byte ", static_cast<int>(c), " at position ", i,
               ") is not in the vocabulary");
   }
