@@ -9,10 +9,11 @@ holds short runs of the same models and S made with the current code, e.g.
         --max-steps 100 --fresh --keys 20,40,...,440 --out /tmp/retimed
 
 Each run of SWEEP.csv with S below FIRST_MEASURED_S that has a re-timed run
-counts as its step count times the re-timed seconds per step; every other run
-(done with the current code: S >= FIRST_MEASURED_S, or a model left out of the
-re-timing) counts as measured, and the models left out are listed. For the runs at S >= FIRST_MEASURED_S that
-were re-timed too, the projection is printed beside the measurement as a check.
+counts as its step count times the re-timed seconds per step. Every other run
+was done with the current code and counts as measured: those at S >=
+FIRST_MEASURED_S, and those of models left out of the re-timing (listed in the
+output). Runs at S >= FIRST_MEASURED_S that were re-timed too are projected as
+well, and the projection is printed beside the measurement as a check.
 """
 import csv
 import sys
@@ -29,14 +30,12 @@ def main(sweep_csv, retimed_csv, first_measured):
         seconds = float(r["seconds"])
         measured_total += seconds
         projected = seconds_per_step[key] * int(r["steps"]) if key in seconds_per_step else None
-        if key[1] < first_measured and projected is not None:
-            projected_total += projected
-        else:
-            projected_total += seconds
-            if key[1] < first_measured:
-                not_retimed.add(key[0])
-            elif projected is not None:
-                checks.append((key, seconds, projected))
+        done_with_current_code = key[1] >= first_measured or projected is None
+        projected_total += seconds if done_with_current_code else projected
+        if projected is None and key[1] < first_measured:
+            not_retimed.add(key[0])
+        elif projected is not None and key[1] >= first_measured:
+            checks.append((key, seconds, projected))
     print(f"sum of measured run times {measured_total / 3600:.2f} h; "
           f"projected with the re-timed code {projected_total / 3600:.2f} h")
     if not_retimed:
