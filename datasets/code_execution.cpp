@@ -76,23 +76,15 @@ CodeExecution::CodeExecution(const CodeExecutionConfig& c) : config_(c), vocabul
   LOOM_CHECK(c.variables >= 1 && c.variables <= kMaxVariables, "code execution: variables must be in [1, ",
              kMaxVariables, "], got ", c.variables);
   LOOM_CHECK(c.statements >= 1, "code execution: statements must be at least 1, got ", c.statements);
-  LOOM_CHECK(c.train_size >= 1 && c.valid_size >= 1 && c.test_size >= 1,
-             "code execution: train_size, valid_size and test_size must be at least 1, got ", c.train_size, ", ",
-             c.valid_size, ", ", c.test_size);
+  check_split_sizes("code execution", c.train_size, c.valid_size, c.test_size);
 }
 
 int64_t CodeExecution::split_size(Split split) const {
-  switch (split) {
-    case Split::train: return config_.train_size;
-    case Split::valid: return config_.valid_size;
-    case Split::test: return config_.test_size;
-  }
-  return 0;
+  return size_of_split(split, config_.train_size, config_.valid_size, config_.test_size);
 }
 
 LabelledSequence CodeExecution::example(Split split, int64_t index) const {
-  LOOM_CHECK(index >= 0 && index < split_size(split), "code execution: example ", index, " of the ",
-             split_name(split), " split, which has ", split_size(split));
+  check_example_index("code execution", split, index, split_size(split));
   std::mt19937_64 rng = example_rng(config_.seed, split, static_cast<uint64_t>(index));
   LabelledSequence out;
   const std::vector<std::string> words = draw_program(rng, config_, out.label);

@@ -73,23 +73,15 @@ ListOps::ListOps(const ListOpsConfig& c) : config_(c), vocabulary_(kListOpsWords
   LOOM_CHECK(c.max_length >= 3 * c.min_depth + 1, "listops: max_length ", c.max_length,
              " cannot hold a tree of depth min_depth = ", c.min_depth, " (that takes at least ", 3 * c.min_depth + 1,
              " tokens)");
-  LOOM_CHECK(c.train_size >= 1 && c.valid_size >= 1 && c.test_size >= 1,
-             "listops: train_size, valid_size and test_size must be at least 1, got ", c.train_size, ", ",
-             c.valid_size, ", ", c.test_size);
+  check_split_sizes("listops", c.train_size, c.valid_size, c.test_size);
 }
 
 int64_t ListOps::split_size(Split split) const {
-  switch (split) {
-    case Split::train: return config_.train_size;
-    case Split::valid: return config_.valid_size;
-    case Split::test: return config_.test_size;
-  }
-  return 0;
+  return size_of_split(split, config_.train_size, config_.valid_size, config_.test_size);
 }
 
 LabelledSequence ListOps::example(Split split, int64_t index) const {
-  LOOM_CHECK(index >= 0 && index < split_size(split), "listops: example ", index, " of the ", split_name(split),
-             " split, which has ", split_size(split));
+  check_example_index("listops", split, index, split_size(split));
   std::mt19937_64 rng = example_rng(config_.seed, split, static_cast<uint64_t>(index));
   TreeDrawer drawer(rng, config_);
   for (int64_t attempt = 0; attempt < kRedraws; ++attempt) {

@@ -68,7 +68,40 @@ ClassificationBatch make_batch(const std::vector<LabelledSequence>& examples) {
   b.tokens.assign(b.length * b.batch, kPadId);
   for (int64_t s = 0; s < b.batch; ++s)
     for (int64_t t = 0; t < b.lengths[s]; ++t) b.tokens[t * b.batch + s] = examples[s].tokens[t];
+  const bool every_token = !examples.front().targets.empty();
+  for (size_t i = 0; i < examples.size(); ++i) {
+    const auto& e = examples[i];
+    LOOM_CHECK(e.targets.empty() != every_token, "make_batch: example ", i, every_token ? " has no" : " has",
+               " per-token targets, unlike example 0");
+    LOOM_CHECK(e.targets.empty() || e.targets.size() == e.tokens.size(), "make_batch: example ", i, " has ",
+               e.targets.size(), " targets for ", e.tokens.size(), " tokens");
+  }
+  if (every_token) {
+    b.targets.assign(b.length * b.batch, kNoTarget);
+    for (int64_t s = 0; s < b.batch; ++s)
+      for (int64_t t = 0; t < b.lengths[s]; ++t) b.targets[t * b.batch + s] = examples[s].targets[t];
+  }
   return b;
+}
+
+int64_t size_of_split(Split split, int64_t train_size, int64_t valid_size, int64_t test_size) {
+  switch (split) {
+    case Split::train: return train_size;
+    case Split::valid: return valid_size;
+    case Split::test: return test_size;
+  }
+  return 0;
+}
+
+void check_split_sizes(const std::string& task, int64_t train_size, int64_t valid_size, int64_t test_size) {
+  LOOM_CHECK(train_size >= 1 && valid_size >= 1 && test_size >= 1, task,
+             ": train_size, valid_size and test_size must be at least 1, got ", train_size, ", ", valid_size, ", ",
+             test_size);
+}
+
+void check_example_index(const std::string& task, Split split, int64_t index, int64_t split_size) {
+  LOOM_CHECK(index >= 0 && index < split_size, task, ": example ", index, " of the ", split_name(split),
+             " split, which has ", split_size);
 }
 
 std::mt19937_64 example_rng(uint64_t seed, Split split, uint64_t index) {

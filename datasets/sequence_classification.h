@@ -23,7 +23,10 @@ const char* split_name(Split split);
 
 struct LabelledSequence {
   std::vector<int64_t> tokens;  // ids into the task's vocabulary, no padding
-  int64_t label = 0;            // in [0, num_classes)
+  int64_t label = 0;            // in [0, num_classes): the class of the last token
+  // Tasks that label every token (SequenceTask::labels_every_token): one class per
+  // token, tokens.size() of them, label == targets.back(). Empty otherwise.
+  std::vector<int64_t> targets;
 };
 
 // A fixed word vocabulary; id 0 is always "<pad>".
@@ -52,8 +55,13 @@ struct ClassificationBatch {
   std::vector<int64_t> tokens;   // [length, batch]
   std::vector<int64_t> lengths;  // [batch]
   std::vector<int64_t> labels;   // [batch]
+  // [length, batch] when the examples label every token: kNoTarget past a
+  // sequence's end. Empty otherwise.
+  std::vector<int64_t> targets;
 };
-// Throws when `examples` is empty or one of them has no tokens.
+inline constexpr int64_t kNoTarget = -1;
+// Throws when `examples` is empty, one of them has no tokens, or some label every
+// token and others do not.
 ClassificationBatch make_batch(const std::vector<LabelledSequence>& examples);
 
 // What a task offers the training program.
@@ -66,7 +74,21 @@ class SequenceTask {
   virtual int64_t split_size(Split split) const = 0;
   virtual LabelledSequence example(Split split, int64_t index) const = 0;
   virtual std::string name() const = 0;  // e.g. "code_execution(variables=5, ...)"
+  // Sequence labelling: every token carries a class (LabelledSequence::targets),
+  // not only the last one.
+  virtual bool labels_every_token() const { return false; }
+  // The class of a token that outputs nothing (the authors' "_"), or -1 when the
+  // task has none. Accuracies "per output" count only the other positions.
+  virtual int64_t blank_class() const { return -1; }
+  // A readable name of class c (a printed value, a digit).
+  virtual std::string class_name(int64_t c) const { return std::to_string(c); }
 };
+
+// What every task's config and example() share: the size of `split` among the
+// three, and the checks (messages start with `task`).
+int64_t size_of_split(Split split, int64_t train_size, int64_t valid_size, int64_t test_size);
+void check_split_sizes(const std::string& task, int64_t train_size, int64_t valid_size, int64_t test_size);
+void check_example_index(const std::string& task, Split split, int64_t index, int64_t split_size);
 
 // The random stream of one example: seeded by (seed, split, index) only.
 std::mt19937_64 example_rng(uint64_t seed, Split split, uint64_t index);

@@ -5,11 +5,15 @@
 #include <cstdio>
 #include <fstream>
 #include <sstream>
+#include <cerrno>
+#include <cstdlib>
+#include <map>
 #include <type_traits>
 
 #include "autodiff/grad_mode.h"
 #include "engine/error.h"
 #include "engine/json.h"
+#include "engine/safetensors.h"
 #include "models/optim.h"
 
 namespace loom::models {
@@ -47,16 +51,42 @@ T get(const Json& j, const std::string& key, const std::string& where, T fallbac
   return v.get<T>();
 }
 
+// The keys every task config has.
+template <class TaskConfig>
+void read_sizes_and_seed(const Json& t, const std::string& where, TaskConfig& k) {
+  k.train_size = get<int64_t>(t, "train_size", where, k.train_size);
+  k.valid_size = get<int64_t>(t, "valid_size", where, k.valid_size);
+  k.test_size = get<int64_t>(t, "test_size", where, k.test_size);
+  k.seed = get<uint64_t>(t, "seed", where, k.seed);
+}
+
 void positive(int64_t value, const std::string& where, const char* key) {
   LOOM_CHECK(value >= 1, where, ".", key, ": must be at least 1, got ", value);
 }
 
 }  // namespace
 
+constexpr const char* kTaskKinds = "\"code_execution_rfwp\", \"listops_rfwp\", \"code_execution\" or \"listops\"";
+
 std::unique_ptr<datasets::SequenceTask> make_algorithmic_task(const AlgorithmicConfig& c) {
   if (c.task_kind == "code_execution") return std::make_unique<datasets::CodeExecution>(c.code);
   if (c.task_kind == "listops") return std::make_unique<datasets::ListOps>(c.listops);
-  LOOM_FAIL("algorithmic: unknown task kind '", c.task_kind, "' (expected code_execution or listops)");
+  if (c.task_kind == "code_execution_rfwp") return std::make_unique<datasets::CodeExecutionRfwp>(c.code_rfwp);
+  if (c.task_kind == "listops_rfwp") return std::make_unique<datasets::ListOpsRfwp>(c.listops_rfwp);
+  LOOM_FAIL("algorithmic: unknown task kind '", c.task_kind, "' (expected ", kTaskKinds, ")");
+}
+
+uint64_t algorithmic_task_seed(const AlgorithmicConfig& c) {
+  if (c.task_kind == "code_execution") return c.code.seed;
+  if (c.task_kind == "listops") return c.listops.seed;
+  if (c.task_kind == "code_execution_rfwp") return c.code_rfwp.seed;
+  return c.listops_rfwp.seed;
+}
+
+int64_t steps_per_epoch(int64_t train_size, int64_t batch_size) { return (train_size + batch_size - 1) / batch_size; }
+
+int64_t total_steps(const AlgorithmicTraining& t, int64_t train_size) {
+  return t.epochs > 0 ? t.epochs * steps_per_epoch(train_size, t.batch_size) : t.steps;
 }
 
 AlgorithmicConfig parse_algorithmic_config(const std::string& text, const std::string& source) {
@@ -76,10 +106,7 @@ AlgorithmicConfig parse_algorithmic_config(const std::string& text, const std::s
     auto& k = c.code;
     k.variables = get<int64_t>(t, "variables", tw, k.variables);
     k.statements = get<int64_t>(t, "statements", tw, k.statements);
-    k.train_size = get<int64_t>(t, "train_size", tw, k.train_size);
-    k.valid_size = get<int64_t>(t, "valid_size", tw, k.valid_size);
-    k.test_size = get<int64_t>(t, "test_size", tw, k.test_size);
-    k.seed = get<uint64_t>(t, "seed", tw, k.seed);
+    read_sizes_and_seed(t, tw, k);
   } else if (c.task_kind == "listops") {
     check_keys(t, tw, {"kind", "max_depth", "min_depth", "max_args", "operation_percent", "max_length", "train_size",
                        "valid_size", "test_size", "seed"});
@@ -89,12 +116,30 @@ AlgorithmicConfig parse_algorithmic_config(const std::string& text, const std::s
     k.max_args = get<int64_t>(t, "max_args", tw, k.max_args);
     k.operation_percent = get<int64_t>(t, "operation_percent", tw, k.operation_percent);
     k.max_length = get<int64_t>(t, "max_length", tw, k.max_length);
-    k.train_size = get<int64_t>(t, "train_size", tw, k.train_size);
-    k.valid_size = get<int64_t>(t, "valid_size", tw, k.valid_size);
-    k.test_size = get<int64_t>(t, "test_size", tw, k.test_size);
-    k.seed = get<uint64_t>(t, "seed", tw, k.seed);
+    read_sizes_and_seed(t, tw, k);
+  } else if (c.task_kind == "code_execution_rfwp") {
+    check_keys(t, tw, {"kind", "variables", "statements", "semantics", "train_size", "valid_size", "test_size", "seed"});
+    auto& k = c.code_rfwp;
+    k.variables = get<int64_t>(t, "variables", tw, k.variables);
+    k.statements = get<int64_t>(t, "statements", tw, k.statements);
+    const std::string semantics = get<std::string>(t, "semantics", tw, "authors");
+    LOOM_CHECK(semantics == "authors" || semantics == "exact", tw,
+               ".semantics: expected \"authors\" or \"exact\", got \"", semantics, "\"");
+    k.semantics = semantics == "authors" ? datasets::CodeSemantics::authors : datasets::CodeSemantics::exact;
+    read_sizes_and_seed(t, tw, k);
+  } else if (c.task_kind == "listops_rfwp") {
+    check_keys(t, tw, {"kind", "depth", "max_args", "operators", "train_size", "valid_size", "test_size", "seed"});
+    auto& k = c.listops_rfwp;
+    k.depth = get<int64_t>(t, "depth", tw, k.depth);
+    k.max_args = get<int64_t>(t, "max_args", tw, k.max_args);
+    const std::string operators = get<std::string>(t, "operators", tw, "min_max_first");
+    LOOM_CHECK(operators == "min_max_first" || operators == "min_max_med_sm", tw,
+               ".operators: expected \"min_max_first\" or \"min_max_med_sm\", got \"", operators, "\"");
+    k.operators = operators == "min_max_first" ? datasets::ListOpsOperators::min_max_first
+                                               : datasets::ListOpsOperators::min_max_med_sm;
+    read_sizes_and_seed(t, tw, k);
   } else {
-    LOOM_FAIL(tw, ".kind: expected \"code_execution\" or \"listops\", got \"", c.task_kind, "\"");
+    LOOM_FAIL(tw, ".kind: expected ", kTaskKinds, ", got \"", c.task_kind, "\"");
   }
   std::unique_ptr<datasets::SequenceTask> task;
   try {
@@ -127,17 +172,32 @@ AlgorithmicConfig parse_algorithmic_config(const std::string& text, const std::s
   if (j.contains("training")) {
     const Json& r = j.at("training");
     const std::string rw = source + ".training";
-    check_keys(r, rw, {"steps", "batch_size", "lr", "clip", "log_interval", "eval_interval", "eval_batch_size", "threads"});
+    check_keys(r, rw, {"steps", "epochs", "batch_size", "lr", "adam_beta1", "adam_beta2", "adam_eps", "clip",
+                       "log_interval", "eval_interval", "patience", "eval_batch_size", "threads"});
     auto& k = c.training;
+    LOOM_CHECK(!(r.contains("steps") && r.contains("epochs")), rw, ": give steps or epochs, not both");
     k.steps = get<int64_t>(r, "steps", rw, k.steps);
+    k.epochs = get<int64_t>(r, "epochs", rw, k.epochs);
+    k.adam_beta1 = get<double>(r, "adam_beta1", rw, k.adam_beta1);
+    k.adam_beta2 = get<double>(r, "adam_beta2", rw, k.adam_beta2);
+    k.adam_eps = get<double>(r, "adam_eps", rw, k.adam_eps);
+    k.patience = get<int64_t>(r, "patience", rw, k.patience);
     k.batch_size = get<int64_t>(r, "batch_size", rw, k.batch_size);
     k.lr = get<double>(r, "lr", rw, k.lr);
     k.clip = get<double>(r, "clip", rw, k.clip);
     k.log_interval = get<int64_t>(r, "log_interval", rw, k.log_interval);
-    k.eval_interval = get<int64_t>(r, "eval_interval", rw, k.eval_interval);
+    // With epochs, the authors' protocol: one validation per epoch.
+    k.eval_interval = get<int64_t>(r, "eval_interval", rw,
+                                   k.epochs > 0 ? steps_per_epoch(task->split_size(datasets::Split::train), k.batch_size)
+                                                : k.eval_interval);
     k.eval_batch_size = get<int64_t>(r, "eval_batch_size", rw, k.eval_batch_size);
     k.threads = get<int64_t>(r, "threads", rw, k.threads);
     positive(k.steps, rw, "steps");
+    LOOM_CHECK(k.epochs >= 0, rw, ".epochs: must be >= 0 (0: use steps), got ", k.epochs);
+    LOOM_CHECK(k.patience >= 0, rw, ".patience: must be >= 0 (0: never stop early), got ", k.patience);
+    LOOM_CHECK(k.adam_beta1 >= 0.0 && k.adam_beta1 < 1.0, rw, ".adam_beta1: must be in [0, 1), got ", k.adam_beta1);
+    LOOM_CHECK(k.adam_beta2 >= 0.0 && k.adam_beta2 < 1.0, rw, ".adam_beta2: must be in [0, 1), got ", k.adam_beta2);
+    LOOM_CHECK(k.adam_eps > 0.0 && std::isfinite(k.adam_eps), rw, ".adam_eps: must be positive, got ", k.adam_eps);
     positive(k.batch_size, rw, "batch_size");
     positive(k.log_interval, rw, "log_interval");
     positive(k.eval_interval, rw, "eval_interval");
@@ -162,11 +222,180 @@ AlgorithmicConfig load_algorithmic_config(const std::string& path) {
   return parse_algorithmic_config(text.str(), path);
 }
 
+std::string algorithmic_run_identity(const AlgorithmicConfig& c, const datasets::SequenceTask& task) {
+  const SequenceClassifierConfig& m = c.model;
+  const AlgorithmicTraining& t = c.training;
+  char text[1024];
+  std::snprintf(text, sizeof text,
+                "task %s (seed %llu, %lld train); model %s d_model %lld layers %lld heads %lld d_ff %lld dropout %g "
+                "seed %llu; batch %lld lr %g betas %g %g eps %g clip %g",
+                task.name().c_str(), (unsigned long long)algorithmic_task_seed(c),
+                (long long)task.split_size(datasets::Split::train), m.layer.c_str(), (long long)m.d_model,
+                (long long)m.layers, (long long)m.heads, (long long)m.d_ff, m.dropout, (unsigned long long)m.seed,
+                (long long)t.batch_size, t.lr, t.adam_beta1, t.adam_beta2, t.adam_eps, t.clip);
+  return text;
+}
+
+namespace {
+
+Json point_json(const EvalPoint& p) {
+  const auto number = [](double v) { return std::isfinite(v) ? Json(v) : Json(nullptr); };
+  return Json{{"step", p.step},
+              {"epoch", p.epoch},
+              {"train_loss", number(p.train_loss)},
+              {"train_accuracy", number(p.train_accuracy)},
+              {"valid_loss", number(p.valid_loss)},
+              {"valid_accuracy", number(p.valid_accuracy)},
+              {"valid_output_accuracy", number(p.valid_output_accuracy)},
+              {"tokens_per_second", number(p.tokens_per_second)},
+              {"seconds", p.seconds}};
+}
+
+EvalPoint point_from_json(const Json& j, const std::string& where) {
+  const auto number = [&](const char* key) {
+    LOOM_CHECK(j.contains(key), where, ": history point without \"", key, "\"");
+    const Json& v = j.at(key);
+    LOOM_CHECK(v.is_null() || v.is_number(), where, ": history \"", key, "\" is not a number");
+    return v.is_null() ? NAN : v.get<double>();
+  };
+  EvalPoint p;
+  p.step = static_cast<int64_t>(number("step"));
+  p.epoch = number("epoch");
+  p.train_loss = number("train_loss");
+  p.train_accuracy = number("train_accuracy");
+  p.valid_loss = number("valid_loss");
+  p.valid_accuracy = number("valid_accuracy");
+  p.valid_output_accuracy = number("valid_output_accuracy");
+  p.tokens_per_second = number("tokens_per_second");
+  p.seconds = number("seconds");
+  return p;
+}
+
+// What a run's state file holds besides the optimizer's tensors.
+struct RunState {
+  int64_t step = 0;
+  double seconds = 0.0;
+  double best_valid_accuracy = -1.0, best_valid_output_accuracy = NAN;
+  int64_t best_step = 0, evaluations_since_best = 0;
+  uint64_t dropout_offset = 0;
+  std::vector<EvalPoint> history;
+};
+
+constexpr const char* kModelPrefix = "model.";
+constexpr const char* kBestPrefix = "best.";
+constexpr const char* kAdamPrefix = "adam.";
+
+void save_run_state(const RunPersistence& where, const SequenceClassifier& model, const std::vector<Tensor>& best,
+                    const Adam& adam, const RunState& st) {
+  NamedTensors tensors;
+  const NamedTensors params = model.named_parameters();
+  for (size_t i = 0; i < params.size(); ++i) {
+    tensors.emplace_back(kModelPrefix + params[i].first, params[i].second);
+    if (!best.empty()) tensors.emplace_back(kBestPrefix + params[i].first, best[i]);
+  }
+  for (const auto& [name, t] : adam.state_tensors()) tensors.emplace_back(kAdamPrefix + name, t);
+  Json history = Json::array();
+  for (const EvalPoint& p : st.history) history.push_back(point_json(p));
+  char number[64];
+  const auto exact = [&](double v) {  // round-trips every double
+    std::snprintf(number, sizeof number, "%.17g", v);
+    return std::string(number);
+  };
+  save_safetensors(where.state_path, tensors,
+                   {{"format", "loom-algorithmic-run"},
+                    {"identity", where.identity},
+                    {"step", std::to_string(st.step)},
+                    {"seconds", exact(st.seconds)},
+                    {"best_valid_accuracy", exact(st.best_valid_accuracy)},
+                    {"best_valid_output_accuracy", exact(st.best_valid_output_accuracy)},
+                    {"best_step", std::to_string(st.best_step)},
+                    {"evaluations_since_best", std::to_string(st.evaluations_since_best)},
+                    {"dropout_offset", std::to_string(st.dropout_offset)},
+                    {"history", history.dump()}});
+}
+
+RunState load_run_state(const RunPersistence& where, SequenceClassifier& model, std::vector<Tensor>& best, Adam& adam) {
+  const std::string& path = where.state_path;
+  const SafetensorsFile file = read_safetensors(path);
+  const auto meta = [&](const char* key) -> const std::string& {
+    const auto it = file.metadata.find(key);
+    LOOM_CHECK(it != file.metadata.end(), path, ": not a run state of this program (no \"", key, "\" in its metadata)");
+    return it->second;
+  };
+  LOOM_CHECK(meta("format") == "loom-algorithmic-run", path, ": not a run state of this program (format \"",
+             meta("format"), "\")");
+  LOOM_CHECK(meta("identity") == where.identity, path, ": the run was started with other settings:\n  saved:  ",
+             meta("identity"), "\n  config: ", where.identity, "\nstart it over with --overwrite, or restore the config");
+  const auto integer = [&](const char* key) {
+    const std::string& v = meta(key);
+    char* end = nullptr;
+    errno = 0;
+    const long long x = std::strtoll(v.c_str(), &end, 10);
+    LOOM_CHECK(!v.empty() && *end == '\0' && errno == 0 && x >= 0, path, ": metadata \"", key, "\" = \"", v,
+               "\" is not a non-negative integer");
+    return static_cast<int64_t>(x);
+  };
+  const auto real = [&](const char* key) {
+    const std::string& v = meta(key);
+    char* end = nullptr;
+    const double x = std::strtod(v.c_str(), &end);
+    LOOM_CHECK(!v.empty() && *end == '\0', path, ": metadata \"", key, "\" = \"", v, "\" is not a number");
+    return x;
+  };
+  RunState st;
+  st.step = integer("step");
+  st.seconds = real("seconds");
+  st.best_valid_accuracy = real("best_valid_accuracy");
+  st.best_valid_output_accuracy = real("best_valid_output_accuracy");
+  st.best_step = integer("best_step");
+  st.evaluations_since_best = integer("evaluations_since_best");
+  st.dropout_offset = static_cast<uint64_t>(integer("dropout_offset"));
+  const Json history = parse_json_strictly(meta("history"), path + ": history: ");
+  LOOM_CHECK(history.is_array(), path, ": history is not a list");
+  for (const Json& p : history) st.history.push_back(point_from_json(p, path));
+
+  // Every tensor is checked before anything changes.
+  std::map<std::string, Tensor> by_name(file.tensors.begin(), file.tensors.end());
+  const NamedTensors params = model.named_parameters();
+  std::vector<Tensor> current, saved_best;
+  for (const auto& [name, p] : params) {
+    for (const char* prefix : {kModelPrefix, kBestPrefix}) {
+      const auto it = by_name.find(prefix + name);
+      if (it == by_name.end()) {
+        LOOM_CHECK(prefix == kBestPrefix && st.best_step == 0, path, ": tensor ", prefix, name, " is missing");
+        continue;
+      }
+      LOOM_CHECK(it->second.shape() == p.shape() && it->second.dtype() == p.dtype(), path, ": tensor ", prefix, name,
+                 " is ", it->second.describe(), ", the model's is ", p.describe());
+      (prefix == kModelPrefix ? current : saved_best).push_back(it->second);
+      by_name.erase(it);
+    }
+  }
+  NamedTensors adam_state;
+  for (const auto& [name, t] : by_name) {
+    LOOM_CHECK(name.rfind(kAdamPrefix, 0) == 0, path, ": unexpected tensor ", name);
+    adam_state.emplace_back(name.substr(std::string(kAdamPrefix).size()), t);
+  }
+  adam.load_state_tensors(adam_state);
+  NoGradGuard no_grad;
+  for (size_t i = 0; i < params.size(); ++i) copy_(params[i].second, current[i]);
+  best.clear();
+  for (const Tensor& t : saved_best) best.push_back(clone(t.to(params.front().second.device())));
+  return st;
+}
+
+}  // namespace
+
+std::string history_jsonl(const std::vector<EvalPoint>& history) {
+  std::string text;
+  for (const EvalPoint& p : history) text += point_json(p).dump() + "\n";
+  return text;
+}
+
 AlgorithmicRun train_algorithmic(SequenceClassifier& model, const datasets::SequenceTask& task,
                                  const AlgorithmicTraining& tr, uint64_t shuffle_seed,
-                                 const std::function<void(const std::string&)>& log) {
+                                 const std::function<void(const std::string&)>& log, const RunPersistence& persist) {
   const auto start = std::chrono::steady_clock::now();
-  const auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   const auto say = [&](const char* format, auto... values) {
     char line[512];
     std::snprintf(line, sizeof line, format, values...);
@@ -174,64 +403,137 @@ AlgorithmicRun train_algorithmic(SequenceClassifier& model, const datasets::Sequ
   };
   AdamOptions options;
   options.form = AdamForm::pytorch;  // torch.optim.Adam, as the authors
+  options.beta1 = tr.adam_beta1;
+  options.beta2 = tr.adam_beta2;
+  options.eps = tr.adam_eps;
   Adam adam(model.named_parameters(), options, LrSchedule::constant(tr.lr));
   const std::vector<Tensor> params = model.parameters();
   const Device device = params.front().device();
+  const bool every_token = task.labels_every_token();
 
-  AlgorithmicRun run;
-  run.best_valid_accuracy = -1.0;
-  std::vector<Tensor> best_params;
   const int64_t train_size = task.split_size(datasets::Split::train);
+  const int64_t per_epoch = steps_per_epoch(train_size, tr.batch_size);
+  const int64_t planned = total_steps(tr, train_size);
+  RunState st;
+  std::vector<Tensor> best_params;
+  if (persist.resume) {
+    st = load_run_state(persist, model, best_params, adam);
+    model.dropout_generator().set_state(model.dropout_generator().seed(), st.dropout_offset);
+    say("resumed at step %lld of %lld (best valid %.2f%% at step %lld)", (long long)st.step, (long long)planned,
+        100.0 * std::max(0.0, st.best_valid_accuracy), (long long)st.best_step);
+  }
+  const double seconds_before = st.seconds;
+  const auto seconds = [&] {
+    return seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  const auto save = [&] {
+    if (persist.state_path.empty()) return;
+    st.seconds = seconds();
+    st.dropout_offset = model.dropout_generator().offset();
+    save_run_state(persist, model, best_params, adam, st);
+  };
+
   std::vector<int64_t> order;
-  int64_t epoch = -1, cursor = train_size;
-  double loss_sum = 0.0;
-  int64_t correct = 0, seen = 0;
-  for (int64_t step = 1; step <= tr.steps; ++step) {
-    std::vector<datasets::LabelledSequence> examples;
-    while (static_cast<int64_t>(examples.size()) < tr.batch_size) {
-      if (cursor == train_size) {
-        order = datasets::epoch_order(train_size, shuffle_seed, static_cast<uint64_t>(++epoch));
-        cursor = 0;
-      }
-      examples.push_back(task.example(datasets::Split::train, order[cursor++]));
+  int64_t order_epoch = -1;
+  double loss_sum = 0.0, eval_loss_sum = 0.0;
+  int64_t loss_steps = 0, eval_loss_steps = 0;
+  datasets::Scorer train_scorer(task.blank_class()), eval_scorer(task.blank_class());
+  int64_t tokens = 0;
+  double tokens_since = seconds();
+  bool stop = st.best_step > 0 && tr.patience > 0 && st.evaluations_since_best >= tr.patience;
+  while (st.step < planned && !stop) {
+    // Batch `step` is a pure function of the step: epoch step / per_epoch, its
+    // (step % per_epoch)-th slice of that epoch's order. So a resumed run draws
+    // the very batches it would have.
+    const int64_t epoch = st.step / per_epoch, first = (st.step % per_epoch) * tr.batch_size;
+    if (epoch != order_epoch) {
+      order = datasets::epoch_order(train_size, shuffle_seed, static_cast<uint64_t>(epoch));
+      order_epoch = epoch;
     }
+    std::vector<datasets::LabelledSequence> examples;
+    for (int64_t i = first; i < std::min(first + tr.batch_size, train_size); ++i)
+      examples.push_back(task.example(datasets::Split::train, order[i]));
+    ++st.step;
     model.train();
-    const ClassifierTensors t = to_tensors(datasets::make_batch(examples), device);
-    const Tensor logits = model.forward(t.tokens, t.lengths);
-    const Tensor loss = cross_entropy(logits, t.labels);
-    loss.backward();
+    const datasets::ClassificationBatch batch = datasets::make_batch(examples);
+    const BatchResult r = classify_batch(model, to_tensors(batch, device), every_token);
+    r.loss.backward();
     if (tr.clip > 0.0) clip_grad_norm(params, tr.clip);
     adam.step();
     adam.zero_grad();
-    const double loss_value = loss.item();
-    LOOM_CHECK(std::isfinite(loss_value), "algorithmic: the training loss is ", loss_value, " at step ", step);
-    const std::vector<int64_t> predicted = argmax(logits, 1).to(Device::cpu).to_vector<int64_t>();
-    for (size_t i = 0; i < predicted.size(); ++i) correct += predicted[i] == examples[i].label;
-    loss_sum += loss_value * static_cast<double>(examples.size());
-    seen += static_cast<int64_t>(examples.size());
+    const double loss_value = r.loss.item();
+    LOOM_CHECK(std::isfinite(loss_value), "algorithmic: the training loss is ", loss_value, " at step ", st.step);
+    score_batch(train_scorer, batch, r.predicted);
+    score_batch(eval_scorer, batch, r.predicted);
+    loss_sum += loss_value, eval_loss_sum += loss_value;
+    ++loss_steps, ++eval_loss_steps;
+    for (int64_t n : batch.lengths) tokens += n;
+    const double epochs_done = static_cast<double>(st.step) / static_cast<double>(per_epoch);
 
-    if (step % tr.log_interval == 0 || step == tr.steps) {
-      say("step %6lld  epoch %.2f  train loss %.4f  train acc %5.1f%%  %.1f s", (long long)step,
-          epoch + static_cast<double>(cursor) / static_cast<double>(train_size), loss_sum / seen,
-          100.0 * correct / seen, seconds());
+    if (st.step % tr.log_interval == 0 || st.step == planned) {
+      say("step %6lld  epoch %.2f  train loss %.4f  train acc %5.1f%%  %.1f s", (long long)st.step, epochs_done,
+          loss_sum / loss_steps, 100.0 * train_scorer.accuracy(), seconds());
       loss_sum = 0.0;
-      correct = seen = 0;
+      loss_steps = 0;
+      train_scorer = datasets::Scorer(task.blank_class());
     }
-    if (step % tr.eval_interval == 0 || step == tr.steps) {
+    if (st.step % tr.eval_interval == 0 || st.step == planned) {
+      const double now = seconds();
+      EvalPoint p;
+      p.step = st.step;
+      p.epoch = epochs_done;
+      p.train_loss = eval_loss_sum / eval_loss_steps;
+      p.train_accuracy = eval_scorer.accuracy();
+      p.tokens_per_second = static_cast<double>(tokens) / (now - tokens_since);
       const Evaluation v = evaluate(model, task, datasets::Split::valid, tr.eval_batch_size);
-      const bool better = v.accuracy > run.best_valid_accuracy;
+      p.valid_loss = v.loss;
+      p.valid_accuracy = v.accuracy;
+      p.valid_output_accuracy = v.output_accuracy;
+      p.seconds = seconds();
+      st.history.push_back(p);
+      const bool better = v.accuracy > st.best_valid_accuracy;
       if (better) {
         NoGradGuard no_grad;
-        run.best_valid_accuracy = v.accuracy;
-        run.best_step = step;
+        st.best_valid_accuracy = v.accuracy;
+        st.best_valid_output_accuracy = v.output_accuracy;
+        st.best_step = st.step;
+        st.evaluations_since_best = 0;
         best_params.clear();
-        for (const Tensor& p : params) best_params.push_back(clone(p));
+        for (const Tensor& t : params) best_params.push_back(clone(t));
+      } else {
+        ++st.evaluations_since_best;
       }
-      say("step %6lld  valid loss %.4f  valid acc %5.1f%%%s  (best %5.1f%% at step %lld)", (long long)step, v.loss,
-          100.0 * v.accuracy, better ? " *" : "  ", 100.0 * run.best_valid_accuracy, (long long)run.best_step);
+      if (every_token) {
+        say("step %6lld  valid loss %.4f  valid acc %5.1f%%  per output %5.1f%%%s  (best %5.1f%% at step %lld)",
+            (long long)st.step, v.loss, 100.0 * v.accuracy, 100.0 * v.output_accuracy, better ? " *" : "  ",
+            100.0 * st.best_valid_accuracy, (long long)st.best_step);
+      } else {
+        say("step %6lld  valid loss %.4f  valid acc %5.1f%%%s  (best %5.1f%% at step %lld)", (long long)st.step, v.loss,
+            100.0 * v.accuracy, better ? " *" : "  ", 100.0 * st.best_valid_accuracy, (long long)st.best_step);
+      }
+      stop = tr.patience > 0 && st.evaluations_since_best >= tr.patience;
+      if (stop)
+        say("no better validation accuracy in %lld evaluations: stopping at step %lld", (long long)tr.patience,
+            (long long)st.step);
+      save();
+      if (persist.on_eval) persist.on_eval(st.history);
+      eval_loss_sum = 0.0;
+      eval_loss_steps = 0;
+      eval_scorer = datasets::Scorer(task.blank_class());
+      tokens = 0;
+      tokens_since = seconds();
+    } else if (persist.save_interval > 0 && st.step % persist.save_interval == 0) {
+      save();
     }
   }
-  {
+  AlgorithmicRun run;
+  run.best_valid_accuracy = st.best_valid_accuracy;
+  run.best_valid_output_accuracy = st.best_valid_output_accuracy;
+  run.best_step = st.best_step;
+  run.steps = st.step;
+  run.stopped_early = st.step < planned;
+  run.history = st.history;
+  if (!best_params.empty()) {
     NoGradGuard no_grad;
     for (size_t i = 0; i < params.size(); ++i) copy_(params[i], best_params[i]);
   }

@@ -165,6 +165,26 @@ SequenceClassifier::SequenceClassifier(const SequenceClassifierConfig& config)
   register_module("head", head_);
 }
 
+Tensor SequenceClassifier::hidden(const Tensor& tokens) {
+  LOOM_CHECK(tokens.defined() && tokens.dtype() == DType::i64 && tokens.dim() == 2,
+             "sequence classifier: tokens must be int64 [L, B], got ", tokens.defined() ? tokens.describe() : "undefined");
+  const int64_t L = tokens.size(0);
+  if (config_.layer == "lstm") {
+    // Step by step from the embedding on: slicing one recorded [L, B, ·] tensor per
+    // step would cost a full-size gradient per step in the backward (O(L²)).
+    std::vector<Tensor> steps;
+    for (int64_t t = 0; t < L; ++t)  // embedding() reports token ids outside the vocabulary
+      steps.push_back(loom::dropout(embedding_.forward(squeeze(narrow(tokens, 0, t, 1), 0)), config_.dropout,
+                                    dropout_gen_, training()));
+    for (const auto& layer : owned_)
+      steps = static_cast<const LSTMSequenceLayer&>(*layer).forward_steps(std::move(steps), dropout_gen_);
+    return stack(steps, 0);
+  }
+  Tensor x = loom::dropout(embedding_.forward(tokens), config_.dropout, dropout_gen_, training());
+  for (const auto& layer : owned_) x = layer->forward(x, dropout_gen_);
+  return x;
+}
+
 Tensor SequenceClassifier::forward(const Tensor& tokens, const Tensor& lengths) {
   LOOM_CHECK(tokens.defined() && tokens.dtype() == DType::i64 && tokens.dim() == 2,
              "sequence classifier: tokens must be int64 [L, B], got ", tokens.defined() ? tokens.describe() : "undefined");
@@ -179,31 +199,60 @@ Tensor SequenceClassifier::forward(const Tensor& tokens, const Tensor& lengths) 
     LOOM_CHECK(n[b] >= 1 && n[b] <= L, "sequence classifier: lengths[", b, "] = ", n[b], " is outside [1, L = ", L, "]");
     last_rows[b] = (n[b] - 1) * B + b;
   }
-  Tensor x;
-  if (config_.layer == "lstm") {
-    // Step by step from the embedding on: slicing one recorded [L, B, ·] tensor per
-    // step would cost a full-size gradient per step in the backward (O(L²)).
-    std::vector<Tensor> steps;
-    for (int64_t t = 0; t < L; ++t)  // embedding() reports token ids outside the vocabulary
-      steps.push_back(loom::dropout(embedding_.forward(squeeze(narrow(tokens, 0, t, 1), 0)), config_.dropout,
-                                    dropout_gen_, training()));
-    for (const auto& layer : owned_)
-      steps = static_cast<const LSTMSequenceLayer&>(*layer).forward_steps(std::move(steps), dropout_gen_);
-    x = stack(steps, 0);
-  } else {
-    x = loom::dropout(embedding_.forward(tokens), config_.dropout, dropout_gen_, training());
-    for (const auto& layer : owned_) x = layer->forward(x, dropout_gen_);
-  }
+  const Tensor x = hidden(tokens);
   const Tensor rows = Tensor::from_vector(last_rows, {B}).to(x.device());
   const Tensor last = index_select(reshape(x, {L * B, config_.d_model}), 0, rows);  // [B, d]
   return head_.forward(norm_.forward(last));
 }
 
+Tensor SequenceClassifier::forward_every_token(const Tensor& tokens) { return head_.forward(norm_.forward(hidden(tokens))); }
+
 // ---- data and metrics -------------------------------------------------------------------------
 
 ClassifierTensors to_tensors(const datasets::ClassificationBatch& b, Device device) {
-  return {Tensor::from_vector(b.tokens, {b.length, b.batch}).to(device),
-          Tensor::from_vector(b.lengths, {b.batch}).to(device), Tensor::from_vector(b.labels, {b.batch}).to(device)};
+  ClassifierTensors t{Tensor::from_vector(b.tokens, {b.length, b.batch}).to(device),
+                      Tensor::from_vector(b.lengths, {b.batch}).to(device),
+                      Tensor::from_vector(b.labels, {b.batch}).to(device), Tensor()};
+  if (!b.targets.empty()) t.targets = Tensor::from_vector(b.targets, {b.length, b.batch}).to(device);
+  return t;
+}
+
+BatchResult classify_batch(SequenceClassifier& model, const ClassifierTensors& batch, bool every_token) {
+  BatchResult r;
+  if (!every_token) {
+    const Tensor logits = model.forward(batch.tokens, batch.lengths);
+    r.loss = cross_entropy(logits, batch.labels);
+    r.predicted = argmax(logits, 1).to(Device::cpu).to_vector<int64_t>();
+    return r;
+  }
+  LOOM_CHECK(batch.targets.defined(), "sequence classifier: the task labels every token but the batch has no targets");
+  const int64_t L = batch.tokens.size(0), B = batch.tokens.size(1);
+  const Tensor logits = reshape(model.forward_every_token(batch.tokens), {L * B, model.config().classes});
+  // The loss reads the real tokens' rows only, as a cross entropy that ignores padding.
+  const std::vector<int64_t> targets = batch.targets.to(Device::cpu).to_vector<int64_t>();
+  std::vector<int64_t> rows, labels;
+  for (int64_t i = 0; i < L * B; ++i)
+    if (targets[i] != datasets::kNoTarget) rows.push_back(i), labels.push_back(targets[i]);
+  const int64_t n = static_cast<int64_t>(rows.size());
+  const Tensor real = index_select(logits, 0, Tensor::from_vector(rows, {n}).to(logits.device()));
+  r.loss = cross_entropy(real, Tensor::from_vector(labels, {n}).to(logits.device()));
+  r.predicted = argmax(logits, 1).to(Device::cpu).to_vector<int64_t>();
+  return r;
+}
+
+void score_batch(datasets::Scorer& scorer, const datasets::ClassificationBatch& b, const std::vector<int64_t>& predicted) {
+  if (b.targets.empty()) {
+    for (int64_t s = 0; s < b.batch; ++s) scorer.add_label(predicted.at(s), b.labels[s]);
+    return;
+  }
+  for (int64_t s = 0; s < b.batch; ++s) {
+    std::vector<int64_t> p(b.lengths[s]), t(b.lengths[s]);
+    for (int64_t i = 0; i < b.lengths[s]; ++i) {
+      p[i] = predicted.at(i * b.batch + s);
+      t[i] = b.targets[i * b.batch + s];
+    }
+    scorer.add_sequence(p, t);
+  }
 }
 
 datasets::ClassificationBatch split_batch(const datasets::SequenceTask& task, datasets::Split split, int64_t first,
@@ -222,22 +271,28 @@ Evaluation evaluate(SequenceClassifier& model, const datasets::SequenceTask& tas
   model.eval();
   NoGradGuard no_grad;
   const Device device = model.parameters().front().device();
-  Evaluation e;
-  double loss_sum = 0.0;
-  int64_t correct = 0;
+  datasets::Scorer scorer(task.blank_class());
+  double loss_sum = 0.0, weight_sum = 0.0;
   for (int64_t first = 0; first < total; first += batch_size) {
     const int64_t count = std::min(batch_size, total - first);
-    const ClassifierTensors t = to_tensors(split_batch(task, split, first, count), device);
-    const Tensor logits = model.forward(t.tokens, t.lengths);
-    loss_sum += cross_entropy(logits, t.labels).item() * static_cast<double>(count);
-    const std::vector<int64_t> predicted = argmax(logits, 1).to(Device::cpu).to_vector<int64_t>();
-    const std::vector<int64_t> labels = t.labels.to(Device::cpu).to_vector<int64_t>();
-    for (int64_t i = 0; i < count; ++i) correct += predicted[i] == labels[i];
+    const datasets::ClassificationBatch batch = split_batch(task, split, first, count);
+    const BatchResult r = classify_batch(model, to_tensors(batch, device), task.labels_every_token());
+    // Weighted by what the loss averages over: labelled tokens, or sequences.
+    double weight = static_cast<double>(count);
+    if (task.labels_every_token()) {
+      weight = 0.0;
+      for (int64_t n : batch.lengths) weight += static_cast<double>(n);
+    }
+    loss_sum += r.loss.item() * weight;
+    weight_sum += weight;
+    score_batch(scorer, batch, r.predicted);
   }
   model.train(was_training);
+  Evaluation e;
   e.examples = total;
-  e.loss = loss_sum / static_cast<double>(total);
-  e.accuracy = static_cast<double>(correct) / static_cast<double>(total);
+  e.loss = loss_sum / weight_sum;
+  e.accuracy = scorer.accuracy();
+  e.output_accuracy = scorer.output_accuracy();
   return e;
 }
 

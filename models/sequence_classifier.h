@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "datasets/sequence_classification.h"
+#include "datasets/task_readings.h"
 #include "models/layers.h"
 
 namespace loom::models {
@@ -79,11 +80,15 @@ class SequenceClassifier : public Module {
   // tokens int64 [L, B]; lengths int64 [B], each in [1, L] -> logits [B, classes]
   // read at position lengths[b] − 1 of sequence b.
   Tensor forward(const Tensor& tokens, const Tensor& lengths);
+  // tokens int64 [L, B] -> logits [L, B, classes] at every position (sequence
+  // labelling: every layer is causal, so position t has read tokens 0 … t only).
+  Tensor forward_every_token(const Tensor& tokens);
 
   const SequenceClassifierConfig& config() const { return config_; }
   Generator& dropout_generator() { return dropout_gen_; }
 
  private:
+  Tensor hidden(const Tensor& tokens);  // [L, B, d_model] before the final norm
   SequenceClassifierConfig config_;
   Generator init_gen_, dropout_gen_;
   Embedding embedding_;
@@ -97,6 +102,7 @@ class SequenceClassifier : public Module {
 
 struct ClassifierTensors {
   Tensor tokens, lengths, labels;  // int64 [L, B], [B], [B]
+  Tensor targets;                  // int64 [L, B] (datasets::kNoTarget past an end); tasks labelling every token only
 };
 ClassifierTensors to_tensors(const datasets::ClassificationBatch& batch, Device device = Device::cpu);
 
@@ -104,9 +110,23 @@ ClassifierTensors to_tensors(const datasets::ClassificationBatch& batch, Device 
 datasets::ClassificationBatch split_batch(const datasets::SequenceTask& task, datasets::Split split, int64_t first,
                                           int64_t count);
 
+// The training loss and the predictions of one batch: for a task that labels
+// every token, the mean cross entropy over the real tokens (the authors' loss,
+// padding ignored) and the argmax at every position [L, B]; otherwise the mean
+// cross entropy of the labels and the argmax per sequence [B].
+struct BatchResult {
+  Tensor loss;
+  std::vector<int64_t> predicted;
+};
+BatchResult classify_batch(SequenceClassifier& model, const ClassifierTensors& batch, bool every_token);
+// Adds a batch's predictions (from classify_batch) to `scorer`.
+void score_batch(datasets::Scorer& scorer, const datasets::ClassificationBatch& batch,
+                 const std::vector<int64_t>& predicted);
+
 struct Evaluation {
-  double loss = 0.0;      // mean cross entropy
-  double accuracy = 0.0;  // fraction of argmax == label
+  double loss = 0.0;             // mean cross entropy per labelled token (per label for one-label tasks)
+  double accuracy = 0.0;         // sequences with every labelled position right (datasets/task_readings.h)
+  double output_accuracy = NAN;  // non-blank positions right; NaN for tasks without a blank class
   int64_t examples = 0;
 };
 // The whole split (or its first `limit` examples when limit > 0), in batches of
