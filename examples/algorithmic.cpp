@@ -1,19 +1,27 @@
-// algorithmic: trains a sequence classifier (models/sequence_classifier.h) on one
-// of the algorithmic tasks of "Going Beyond Linear Transformers with Recurrent
-// Fast Weight Programmers" — code execution (datasets/code_execution.h) or
-// sequential ListOps (datasets/listops.h) — from a config, prints progress
-// lines, keeps the parameters of the best validation accuracy, reports their test
-// accuracy and appends one row to a CSV.
+// algorithmic: trains sequence classifiers (models/sequence_classifier.h) on one of
+// the algorithmic tasks of "Going Beyond Linear Transformers with Recurrent Fast
+// Weight Programmers" — the authors' code execution or sequential ListOps
+// (task kinds code_execution_rfwp, listops_rfwp), or the small variants for quick
+// runs (code_execution, listops) — from a config, for one or several layers and
+// seeds. Each run prints progress lines, keeps the parameters of the best
+// validation accuracy, reports their test accuracy beside the shallow readings of
+// the same test split (datasets/task_readings.h) and appends one row to a CSV.
 //
 //   algorithmic --check <config.json>...      (only validates the configs)
-//   algorithmic <config.json> [--layer NAME] [--steps N] [--threads N] [--out DIR] [--csv FILE]
+//   algorithmic <config.json> [--layers A,B,...] [--seeds 1,2,...] [--steps N | --epochs N]
+//               [--threads N] [--out DIR] [--csv FILE] [--overwrite]
 //
-// --layer replaces model.layer (lstm, delta_net, ...), --steps training.steps.
-// The CSV (default <out_dir>/results.csv) gains one row per run; it is rewritten
-// through a temporary file, so a reader never sees half of it. With "expect":
-// {"test_accuracy_above": x} in the config, the exit status is 1 when the test
-// accuracy is not above x (which makes a quick config a test). The config and
-// the training protocol are models/algorithmic.h's.
+// --layers replaces model.layer (lstm, delta_net, delta_rnn, rdn, ...), --seeds
+// model.seed (initialisation and dropout; the data stay those of task.seed); each
+// (layer, seed) is one run, in turn. A run lives in <out>/<layer>-seed<N>/
+// (run_state.safetensors, metrics.jsonl); <out> is the config's out_dir unless
+// --out is given. A command is a sweep that can be stopped and started again at
+// any moment: a run with a row in the CSV is done and skipped, a run with a state
+// goes on from it, any other starts. --overwrite starts every named run over.
+// The CSV (default <out>/results.csv) is rewritten through a temporary file, so a
+// reader never sees half of it. With "expect": {"test_accuracy_above": x} in the
+// config, the exit status is 1 when a run's test accuracy is not above x (which
+// makes a quick config a test).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -22,11 +30,12 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <vector>
 
+#include "datasets/task_readings.h"
 #include "engine/device.h"
 #include "engine/error.h"
 #include "engine/file_io.h"
-#include "datasets/task_readings.h"
 #include "examples/command_line.h"
 #include "models/algorithmic.h"
 
@@ -39,51 +48,39 @@ const char* const kCsvHeader =
     "best_valid_output_accuracy,best_step,test_accuracy,test_output_accuracy,test_loss,seconds,threads,"
     "strongest_baseline,strongest_baseline_accuracy";
 
+// The CSV's rows (without the header); none when the file does not exist.
+std::vector<std::string> read_rows(const std::string& path) {
+  std::vector<std::string> rows;
+  std::ifstream in(path);
+  if (!in) return rows;
+  std::string line;
+  std::getline(in, line);
+  LOOM_CHECK(line == kCsvHeader, path, ": not a results file of this program (header '", line, "')");
+  while (std::getline(in, line))
+    if (!line.empty()) rows.push_back(line);
+  return rows;
+}
+
 // Appends `row` to the CSV at `path` (creating it with its header), rewriting the
-// file through a temporary so that a reader never sees half of it.
+// file atomically so that a reader never sees half of it.
 void append_row(const std::string& path, const std::string& row) {
-  std::string text;
-  {
-    std::ifstream in(path);
-    if (in) {
-      std::string header;
-      std::getline(in, header);
-      LOOM_CHECK(header == kCsvHeader, path, ": not a results file of this program (header '", header, "')");
-      std::stringstream rest;
-      rest << in.rdbuf();
-      text = header + "\n" + rest.str();
-    } else {
-      text = std::string(kCsvHeader) + "\n";
-    }
-  }
-  text += row + "\n";
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    LOOM_CHECK(out, "algorithmic: cannot write ", tmp);
-    out << text;
-    out.flush();
-    LOOM_CHECK(out, "algorithmic: writing ", tmp, " failed");
-  }
-  std::filesystem::rename(tmp, path);
+  std::string text = std::string(kCsvHeader) + "\n";
+  for (const std::string& r : read_rows(path)) text += r + "\n";
+  io::write_file_atomically(path, text + row + "\n");
+}
+
+std::vector<std::string> fields(const std::string& row) {
+  std::vector<std::string> out;
+  std::stringstream s(row);
+  std::string f;
+  while (std::getline(s, f, ',')) out.push_back(f);
+  return out;
 }
 
 // The task's name without commas (the CSV has no quoting).
 std::string csv_safe(std::string s) {
   std::replace(s.begin(), s.end(), ',', ' ');
   return s;
-}
-
-int64_t positive_integer(const std::string& flag, const std::string& text) {
-  return examples::positive_integer("algorithmic", flag, text);
-}
-
-int usage() {
-  std::fprintf(stderr,
-               "usage: algorithmic <config.json> [--layer NAME] [--steps N | --epochs N] [--seed N] [--threads N]\n"
-               "                   [--out DIR] [--csv FILE] [--resume | --overwrite]\n"
-               "       algorithmic --check <config.json>...\n");
-  return 2;
 }
 
 // "12.3%", or "-" for a figure that does not apply.
@@ -101,6 +98,131 @@ std::string csv_number(double value) {
   return text;
 }
 
+int64_t positive_integer(const std::string& flag, const std::string& text) {
+  return examples::positive_integer("algorithmic", flag, text);
+}
+
+std::vector<std::string> comma_list(const std::string& flag, const std::string& text) {
+  std::vector<std::string> items;
+  std::stringstream s(text);
+  std::string item;
+  while (std::getline(s, item, ',')) {
+    LOOM_CHECK(!item.empty(), "algorithmic: ", flag, " expects a comma-separated list, got '", text, "'");
+    items.push_back(item);
+  }
+  LOOM_CHECK(!items.empty(), "algorithmic: ", flag, " expects a comma-separated list, got '", text, "'");
+  return items;
+}
+
+int usage() {
+  std::fprintf(stderr,
+               "usage: algorithmic <config.json> [--layers A,B,...] [--seeds 1,2,...] [--steps N | --epochs N]\n"
+               "                   [--threads N] [--out DIR] [--csv FILE] [--overwrite]\n"
+               "       algorithmic --check <config.json>...\n");
+  return 2;
+}
+
+struct Options {
+  std::vector<std::string> layers;  // empty: the config's
+  std::vector<int64_t> seeds;       // empty: the config's
+  int64_t steps = 0, epochs = 0, threads = 0;
+  std::string out, csv;
+  bool overwrite = false;
+};
+
+// One (layer, seed) run: done already (skipped), resumed or started. Returns
+// false when the config's expectation failed.
+bool run_one(models::AlgorithmicConfig config, const Options& o, const std::string& out_dir, const std::string& csv) {
+  models::check_sequence_classifier_config(config.model);
+  const std::unique_ptr<datasets::SequenceTask> task = models::make_algorithmic_task(config);
+  const std::string name = config.model.layer + "-seed" + std::to_string(config.model.seed);
+  const std::string task_name = csv_safe(task->name());
+  for (const std::string& row : read_rows(csv)) {
+    const std::vector<std::string> f = fields(row);
+    if (f.size() > 6 && f[0] == task_name && f[1] == config.model.layer && f[6] == std::to_string(config.model.seed) &&
+        !o.overwrite) {
+      std::printf("%s: done (a row in %s)\n", name.c_str(), csv.c_str());
+      return true;
+    }
+  }
+  const std::string run_dir = out_dir + "/" + name;
+  std::filesystem::create_directories(run_dir);
+  const std::string state_path = run_dir + "/run_state.safetensors";
+  const std::string metrics_path = run_dir + "/metrics.jsonl";
+  if (o.overwrite) std::filesystem::remove(state_path);
+  const bool resume = std::filesystem::exists(state_path);
+
+  models::SequenceClassifier model(config.model);
+  int64_t parameter_count = 0;
+  for (const Tensor& p : model.parameters()) parameter_count += p.numel();
+  const models::AlgorithmicTraining& tr = config.training;
+  const int64_t train_size = task->split_size(datasets::Split::train);
+  const int64_t per_epoch = models::steps_per_epoch(train_size, tr.batch_size);
+  const int64_t planned = models::total_steps(tr, train_size);
+  std::printf("%s: %s, layer %s (d_model %lld, %lld layers): %lld parameters; %lld train / %lld valid / %lld test "
+              "examples; %lld steps of %lld (%.1f epochs), %d threads\n",
+              name.c_str(), task->name().c_str(), config.model.layer.c_str(), (long long)config.model.d_model,
+              (long long)config.model.layers, (long long)parameter_count, (long long)train_size,
+              (long long)task->split_size(datasets::Split::valid), (long long)task->split_size(datasets::Split::test),
+              (long long)planned, (long long)tr.batch_size, static_cast<double>(planned) / per_epoch, num_threads());
+  std::fflush(stdout);
+
+  models::RunPersistence persist;
+  persist.state_path = state_path;
+  persist.identity = models::algorithmic_run_identity(config, *task);
+  persist.resume = resume;
+  persist.save_interval = std::max<int64_t>(1, tr.eval_interval / 4);
+  persist.on_eval = [&](const std::vector<models::EvalPoint>& history) {
+    io::write_file_atomically(metrics_path, models::history_jsonl(history));
+  };
+  const models::AlgorithmicRun run = models::train_algorithmic(
+      model, *task, tr, models::algorithmic_task_seed(config),
+      [](const std::string& line) {
+        std::printf("%s\n", line.c_str());
+        std::fflush(stdout);
+      },
+      persist);
+  const bool every_token = task->labels_every_token();
+  std::printf("test accuracy %s%s%s (loss %.4f) with the parameters of step %lld (valid %s); %lld steps, %.1f s%s\n",
+              percent(run.test.accuracy).c_str(), every_token ? ", per output " : "",
+              every_token ? percent(run.test.output_accuracy).c_str() : "", run.test.loss, (long long)run.best_step,
+              percent(run.best_valid_accuracy).c_str(), (long long)run.steps, run.seconds,
+              run.stopped_early ? " (stopped early: patience)" : "");
+
+  // The shallow readings of the same test split: a trained model must beat them.
+  const std::vector<datasets::ReadingScore> readings = datasets::score_readings(*task, datasets::Split::test);
+  const datasets::ReadingScore* strongest = &readings.front();
+  std::printf("baselines on the same test split (accuracy%s):\n", every_token ? ", per output" : "");
+  for (const datasets::ReadingScore& r : readings) {
+    std::printf("  %-40s %8s  %s\n", r.name.c_str(), percent(r.accuracy).c_str(),
+                every_token ? percent(r.output_accuracy).c_str() : "");
+    if (r.accuracy > strongest->accuracy) strongest = &r;
+  }
+  std::printf("the model is %s the strongest baseline (%s, %s)\n",
+              run.test.accuracy > strongest->accuracy ? "above" : "NOT above", strongest->name.c_str(),
+              percent(strongest->accuracy).c_str());
+
+  char row[2048];
+  std::snprintf(row, sizeof row, "%s,%s,%lld,%lld,%lld,%lld,%lld,%lld,%.2f,%lld,%g,%s,%s,%lld,%s,%s,%.4f,%.1f,%d,%s,%s",
+                task_name.c_str(), config.model.layer.c_str(), (long long)config.model.d_model,
+                (long long)config.model.layers, (long long)config.model.heads, (long long)parameter_count,
+                (long long)config.model.seed, (long long)run.steps, static_cast<double>(run.steps) / per_epoch,
+                (long long)tr.batch_size, tr.lr, csv_number(run.best_valid_accuracy).c_str(),
+                csv_number(run.best_valid_output_accuracy).c_str(), (long long)run.best_step,
+                csv_number(run.test.accuracy).c_str(), csv_number(run.test.output_accuracy).c_str(), run.test.loss,
+                run.seconds, num_threads(), csv_safe(strongest->name).c_str(), csv_number(strongest->accuracy).c_str());
+  append_row(csv, row);
+  std::printf("results: %s\nhistory: %s\n", csv.c_str(), metrics_path.c_str());
+
+  if (!std::isnan(config.expect_test_accuracy_above)) {
+    const bool ok = run.test.accuracy > config.expect_test_accuracy_above;
+    std::printf("expect: test accuracy %.4f > %g: %s\n", run.test.accuracy, config.expect_test_accuracy_above,
+                ok ? "ok" : "FAILED");
+    return ok;
+  }
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -111,127 +233,61 @@ int main(int argc, char** argv) {
       std::printf("%d config(s) valid\n", argc - 2);
       return argc > 2 ? 0 : usage();
     }
-    std::string config_path, layer, out_override, csv_override;
-    int64_t steps = 0, epochs = 0, threads = 0, seed = 0;
-    bool resume = false, overwrite = false;
+    std::string config_path;
+    Options o;
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
       const auto value = [&]() -> std::string {
         LOOM_CHECK(i + 1 < argc, "algorithmic: ", a, " needs a value");
         return argv[++i];
       };
-      if (a == "--layer") layer = value();
-      else if (a == "--steps") steps = positive_integer(a, value());
-      else if (a == "--epochs") epochs = positive_integer(a, value());
-      else if (a == "--seed") seed = positive_integer(a, value());
-      else if (a == "--threads") threads = positive_integer(a, value());
-      else if (a == "--out") out_override = value();
-      else if (a == "--csv") csv_override = value();
-      else if (a == "--resume") resume = true;
-      else if (a == "--overwrite") overwrite = true;
+      if (a == "--layers" || a == "--layer") o.layers = comma_list(a, value());
+      else if (a == "--seeds" || a == "--seed") {
+        for (const std::string& s : comma_list(a, value())) o.seeds.push_back(positive_integer(a, s));
+      } else if (a == "--steps") o.steps = positive_integer(a, value());
+      else if (a == "--epochs") o.epochs = positive_integer(a, value());
+      else if (a == "--threads") o.threads = positive_integer(a, value());
+      else if (a == "--out") o.out = value();
+      else if (a == "--csv") o.csv = value();
+      else if (a == "--overwrite") o.overwrite = true;
       else if (!a.empty() && a[0] == '-') return usage();
       else if (config_path.empty()) config_path = a;
       else return usage();
     }
     if (config_path.empty()) return usage();
-    LOOM_CHECK(!(resume && overwrite), "algorithmic: --resume and --overwrite exclude each other");
-    LOOM_CHECK(!(steps > 0 && epochs > 0), "algorithmic: --steps and --epochs exclude each other");
+    LOOM_CHECK(!(o.steps > 0 && o.epochs > 0), "algorithmic: --steps and --epochs exclude each other");
     models::AlgorithmicConfig config = models::load_algorithmic_config(config_path);
-    if (!layer.empty()) {
-      config.model.layer = layer;
+    if (o.steps > 0) config.training.steps = o.steps, config.training.epochs = 0;
+    if (o.epochs > 0) config.training.epochs = o.epochs;
+    if (o.threads > 0) config.training.threads = o.threads;
+    if (config.training.threads > 0) set_num_threads(static_cast<int>(config.training.threads));
+    const std::string out_dir = o.out.empty() ? config.out_dir : o.out;
+    std::filesystem::create_directories(out_dir);
+    const std::string csv = o.csv.empty() ? out_dir + "/results.csv" : o.csv;
+
+    const std::vector<std::string> layers = o.layers.empty() ? std::vector<std::string>{config.model.layer} : o.layers;
+    const std::vector<int64_t> seeds =
+        o.seeds.empty() ? std::vector<int64_t>{static_cast<int64_t>(config.model.seed)} : o.seeds;
+    // Every name is checked before the first run starts.
+    for (const std::string& layer : layers) {
+      models::SequenceClassifierConfig m = config.model;
+      m.layer = layer;
       try {
-        models::check_sequence_classifier_config(config.model);
+        models::check_sequence_classifier_config(m);
       } catch (const Error& e) {
-        throw Error(std::string("--layer: ") + e.what());
+        throw Error(std::string("--layers: ") + e.what());
       }
     }
-    if (seed > 0) config.model.seed = static_cast<uint64_t>(seed);
-    if (steps > 0) config.training.steps = steps, config.training.epochs = 0;
-    if (epochs > 0) config.training.epochs = epochs;
-    if (threads > 0) config.training.threads = threads;
-    if (config.training.threads > 0) set_num_threads(static_cast<int>(config.training.threads));
-    const std::unique_ptr<datasets::SequenceTask> task = models::make_algorithmic_task(config);
-    const std::string out_dir = out_override.empty() ? config.out_dir : out_override;
-    std::filesystem::create_directories(out_dir);
-    const std::string csv = csv_override.empty() ? out_dir + "/results.csv" : csv_override;
-    const std::string state_path = out_dir + "/run_state.safetensors";
-    const std::string metrics_path = out_dir + "/metrics.jsonl";
-    const bool saved = std::filesystem::exists(state_path);
-    LOOM_CHECK(!resume || saved, "algorithmic: --resume: ", state_path, " does not exist (nothing to continue)");
-    LOOM_CHECK(!saved || resume || overwrite, "algorithmic: ", out_dir,
-               " holds a run already (", state_path, "): --resume continues it, --overwrite starts it over");
-    if (overwrite && saved) std::filesystem::remove(state_path);
-
-    models::SequenceClassifier model(config.model);
-    int64_t parameter_count = 0;
-    for (const Tensor& p : model.parameters()) parameter_count += p.numel();
-    const models::AlgorithmicTraining& tr = config.training;
-    const int64_t train_size = task->split_size(datasets::Split::train);
-    const int64_t planned = models::total_steps(tr, train_size);
-    std::printf("%s, layer %s (d_model %lld, %lld layers): %lld parameters; %lld train / %lld valid / %lld test "
-                "examples; %lld steps of %lld (%.1f epochs), %d threads\n",
-                task->name().c_str(), config.model.layer.c_str(), (long long)config.model.d_model,
-                (long long)config.model.layers, (long long)parameter_count, (long long)train_size,
-                (long long)task->split_size(datasets::Split::valid), (long long)task->split_size(datasets::Split::test),
-                (long long)planned, (long long)tr.batch_size,
-                static_cast<double>(planned) / models::steps_per_epoch(train_size, tr.batch_size), num_threads());
-    std::fflush(stdout);
-
-    models::RunPersistence persist;
-    persist.state_path = state_path;
-    persist.identity = models::algorithmic_run_identity(config, *task);
-    persist.resume = resume;
-    persist.save_interval = std::max<int64_t>(1, tr.eval_interval / 4);
-    persist.on_eval = [&](const std::vector<models::EvalPoint>& history) {
-      io::write_file_atomically(metrics_path, models::history_jsonl(history));
-    };
-    const models::AlgorithmicRun run = models::train_algorithmic(
-        model, *task, tr, models::algorithmic_task_seed(config),
-        [](const std::string& line) {
-          std::printf("%s\n", line.c_str());
-          std::fflush(stdout);
-        },
-        persist);
-    const bool labels_every_token = task->labels_every_token();
-    std::printf("test accuracy %s%s%s (loss %.4f) with the parameters of step %lld (valid %s); %lld steps, %.1f s%s\n",
-                percent(run.test.accuracy).c_str(), labels_every_token ? ", per output " : "",
-                labels_every_token ? percent(run.test.output_accuracy).c_str() : "", run.test.loss,
-                (long long)run.best_step, percent(run.best_valid_accuracy).c_str(), (long long)run.steps, run.seconds,
-                run.stopped_early ? " (stopped early: patience)" : "");
-
-    // The shallow readings of the same test split: a trained model must beat them.
-    const std::vector<datasets::ReadingScore> readings = datasets::score_readings(*task, datasets::Split::test);
-    const datasets::ReadingScore* strongest = &readings.front();
-    std::printf("baselines on the same test split (accuracy%s):\n", labels_every_token ? ", per output" : "");
-    for (const datasets::ReadingScore& r : readings) {
-      std::printf("  %-40s %8s%s%s\n", r.name.c_str(), percent(r.accuracy).c_str(), labels_every_token ? "  " : "",
-                  labels_every_token ? percent(r.output_accuracy).c_str() : "");
-      if (r.accuracy > strongest->accuracy) strongest = &r;
+    bool all_ok = true;
+    for (const std::string& layer : layers) {
+      for (const int64_t seed : seeds) {
+        models::AlgorithmicConfig c = config;
+        c.model.layer = layer;
+        c.model.seed = static_cast<uint64_t>(seed);
+        all_ok = run_one(c, o, out_dir, csv) && all_ok;
+      }
     }
-    const bool below = run.test.accuracy <= strongest->accuracy;
-    std::printf("the model is %s the strongest baseline (%s, %s)\n", below ? "NOT above" : "above",
-                strongest->name.c_str(), percent(strongest->accuracy).c_str());
-
-    char row[2048];
-    std::snprintf(row, sizeof row, "%s,%s,%lld,%lld,%lld,%lld,%lld,%lld,%.2f,%lld,%g,%s,%s,%lld,%s,%s,%.4f,%.1f,%d,%s,%s",
-                  csv_safe(task->name()).c_str(), config.model.layer.c_str(), (long long)config.model.d_model,
-                  (long long)config.model.layers, (long long)config.model.heads, (long long)parameter_count,
-                  (long long)config.model.seed, (long long)run.steps,
-                  static_cast<double>(run.steps) / models::steps_per_epoch(train_size, tr.batch_size),
-                  (long long)tr.batch_size, tr.lr, csv_number(run.best_valid_accuracy).c_str(),
-                  csv_number(run.best_valid_output_accuracy).c_str(), (long long)run.best_step,
-                  csv_number(run.test.accuracy).c_str(), csv_number(run.test.output_accuracy).c_str(), run.test.loss,
-                  run.seconds, num_threads(), csv_safe(strongest->name).c_str(),
-                  csv_number(strongest->accuracy).c_str());
-    append_row(csv, row);
-    std::printf("results: %s\nhistory: %s\n", csv.c_str(), metrics_path.c_str());
-    if (!std::isnan(config.expect_test_accuracy_above)) {
-      const bool ok = run.test.accuracy > config.expect_test_accuracy_above;
-      std::printf("expect: test accuracy %.4f > %g: %s\n", run.test.accuracy, config.expect_test_accuracy_above,
-                  ok ? "ok" : "FAILED");
-      return ok ? 0 : 1;
-    }
-    return 0;
+    return all_ok ? 0 : 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

@@ -510,9 +510,9 @@ TEST_CASE("algorithmic config: a valid config, with the vocabulary and classes f
   CHECK(c.training.lr == 0.01);
   CHECK(std::isnan(c.expect_test_accuracy_above));
   // Every shipped config parses.
-  for (const char* name : {"code_execution_quick", "code_execution_lstm", "code_execution_delta_net",
-                           "code_execution_delta_rnn", "code_execution_rdn", "listops_lstm", "listops_delta_net",
-                           "listops_delta_rnn", "listops_rdn"}) {
+  for (const char* name : {"code_execution_quick", "code_execution_rfwp", "code_execution_rfwp_reduced",
+                           "listops_rfwp_depth10", "listops_rfwp_depth10_reduced", "listops_rfwp_depth15",
+                           "listops_rfwp_depth15_reduced"}) {
     CAPTURE(name);
     CHECK_NOTHROW(models::load_algorithmic_config(std::string(LOOM_SOURCE_ROOT) + "/examples/configs/" + name + ".json"));
   }
