@@ -8,6 +8,7 @@
 // the same test split (datasets/task_readings.h) and appends one row to a CSV.
 //
 //   algorithmic --check <config.json>...      (only validates the configs)
+//   algorithmic --baselines <config.json>      (the shallow readings' accuracies on valid and test)
 //   algorithmic <config.json> [--layers A,B,...] [--seeds 1,2,...] [--steps N | --epochs N]
 //               [--threads N] [--out DIR] [--csv FILE] [--overwrite]
 //
@@ -118,7 +119,8 @@ int usage() {
   std::fprintf(stderr,
                "usage: algorithmic <config.json> [--layers A,B,...] [--seeds 1,2,...] [--steps N | --epochs N]\n"
                "                   [--threads N] [--out DIR] [--csv FILE] [--overwrite]\n"
-               "       algorithmic --check <config.json>...\n");
+               "       algorithmic --check <config.json>...\n"
+               "       algorithmic --baselines <config.json>\n");
   return 2;
 }
 
@@ -228,6 +230,24 @@ bool run_one(models::AlgorithmicConfig config, const Options& o, const std::stri
 int main(int argc, char** argv) {
   if (argc < 2) return usage();
   try {
+    if (std::string(argv[1]) == "--baselines") {
+      LOOM_CHECK(argc == 3, "algorithmic: --baselines takes one config");
+      const models::AlgorithmicConfig config = models::load_algorithmic_config(argv[2]);
+      const std::unique_ptr<datasets::SequenceTask> task = models::make_algorithmic_task(config);
+      std::printf("%s\n| reading | valid | test |%s\n| --- | ---: | ---: |%s\n", task->name().c_str(),
+                  task->labels_every_token() ? " valid per output | test per output |" : "",
+                  task->labels_every_token() ? " ---: | ---: |" : "");
+      const auto valid = datasets::score_readings(*task, datasets::Split::valid);
+      const auto test = datasets::score_readings(*task, datasets::Split::test);
+      for (size_t i = 0; i < test.size(); ++i) {
+        std::printf("| %s | %s | %s |", test[i].name.c_str(), percent(valid[i].accuracy).c_str(),
+                    percent(test[i].accuracy).c_str());
+        if (task->labels_every_token())
+          std::printf(" %s | %s |", percent(valid[i].output_accuracy).c_str(), percent(test[i].output_accuracy).c_str());
+        std::printf("\n");
+      }
+      return 0;
+    }
     if (std::string(argv[1]) == "--check") {
       for (int i = 2; i < argc; ++i) models::load_algorithmic_config(argv[i]);
       std::printf("%d config(s) valid\n", argc - 2);
