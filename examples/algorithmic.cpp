@@ -71,45 +71,44 @@ std::string csv_safe(std::string s) {
   return s;
 }
 
-int64_t positive_integer(const std::string& flag, const std::string& text) {
-  return examples::positive_integer("algorithmic", flag, text);
-}
-
-int usage() {
-  std::fprintf(stderr,
-               "usage: algorithmic <config.json> [--layer NAME] [--steps N] [--threads N] [--out DIR] [--csv FILE]\n"
-               "       algorithmic --check <config.json>...\n");
-  return 2;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) return usage();
   try {
-    if (std::string(argv[1]) == "--check") {
-      for (int i = 2; i < argc; ++i) models::load_algorithmic_config(argv[i]);
-      std::printf("%d config(s) valid\n", argc - 2);
-      return argc > 2 ? 0 : usage();
-    }
-    std::string config_path, layer, out_override, csv_override;
+    std::string layer, out_override, csv_override;
     int64_t steps = 0, threads = 0;
-    for (int i = 1; i < argc; ++i) {
-      const std::string a = argv[i];
-      const auto value = [&]() -> std::string {
-        LOOM_CHECK(i + 1 < argc, "algorithmic: ", a, " needs a value");
-        return argv[++i];
-      };
-      if (a == "--layer") layer = value();
-      else if (a == "--steps") steps = positive_integer(a, value());
-      else if (a == "--threads") threads = positive_integer(a, value());
-      else if (a == "--out") out_override = value();
-      else if (a == "--csv") csv_override = value();
-      else if (!a.empty() && a[0] == '-') return usage();
-      else if (config_path.empty()) config_path = a;
-      else return usage();
+    bool check = false;
+    examples::CommandLine cli(
+        "algorithmic",
+        "trains a sequence classifier (models/sequence_classifier.h) on code execution or sequential ListOps "
+        "from a config (models/algorithmic.h), prints progress lines to stdout, keeps the parameters of the best "
+        "validation accuracy and reports their test accuracy. With \"expect\": {\"test_accuracy_above\": x} in "
+        "the config the exit status is 1 when the test accuracy is not above x.",
+        "./build/examples/algorithmic examples/configs/code_execution_quick.json --layer delta_net");
+    cli.argument("<config.json>", "the run (examples/configs/code_execution_*.json, listops_*.json); with --check, "
+                 "any number of them.", false, true);
+    cli.flag("--check", "only validate the configs, print how many are valid, and exit.",
+             [&](const auto&) { check = true; });
+    cli.option("--layer", "NAME", "the config's model.layer", "the recurrent layer: lstm, delta_net, delta_rnn, rdn, ...",
+               [&](const auto& v) { layer = v.text; });
+    cli.option("--steps", "N", "the config's training.steps", "training steps.",
+               [&](const auto& v) { steps = v.positive_integer(); });
+    cli.option("--threads", "N", "the config's training.threads, else every core", "CPU threads.",
+               [&](const auto& v) { threads = v.positive_integer(); });
+    cli.option("--out", "DIR", "the config's out_dir", "the run directory; results.csv goes there unless --csv says otherwise.",
+               [&](const auto& v) { out_override = v.text; });
+    cli.option("--csv", "FILE", "DIR/results.csv", "the CSV that gains one row per run (rewritten atomically).",
+               [&](const auto& v) { csv_override = v.text; });
+    const examples::CommandLine::Parsed parsed = cli.parse(argc, argv);
+    if (parsed.exit) return 0;
+    if (check) {
+      for (const std::string& path : parsed.arguments) models::load_algorithmic_config(path);
+      std::printf("%zu config(s) valid\n", parsed.arguments.size());
+      return 0;
     }
-    if (config_path.empty()) return usage();
+    LOOM_CHECK(parsed.arguments.size() == 1, "algorithmic: one config to run, got ", parsed.arguments.size(), "\n",
+               cli.usage());
+    const std::string& config_path = parsed.arguments[0];
     models::AlgorithmicConfig config = models::load_algorithmic_config(config_path);
     if (!layer.empty()) {
       config.model.layer = layer;
