@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -114,7 +115,7 @@ models::TrainConfig chart_config(const std::string& out_dir, int64_t steps) {
   models::TrainConfig c = models::parse_train_config(R"({
     "model": {"family": "bigram", "d_model": 16, "seed": 3},
     "data": {"seq_len": 16, "batch_size": 4, "seed": 5},
-    "training": {"log_interval": 1, "eval_interval": 2, "eval_batches": 2, "checkpoint_interval": 4},
+    "training": {"log_interval": 1, "eval_interval": 2, "eval_batches": 2, "checkpoint_interval": 0},
     "sample": {"prompt": "ab", "length": 4}
   })");
   c.training.steps = steps;
@@ -192,19 +193,23 @@ TEST_CASE("charts: a metrics line that is not JSON is an error naming the file a
 TEST_CASE("charts: train draws curves.svg from its log; a resumed run continues it without lost or doubled points") {
   TempDir dir("charts-run");
   const std::string run = dir.file("run");
-  run_to(6, run);  // evaluations at 2, 4, 6; checkpoints at 4 and 6
+  run_to(4, run);  // evaluations at 2 and 4, a checkpoint at 4
+  check_chart_matches_log(run + "/curves.svg", run + "/metrics.jsonl", 4);
+  std::filesystem::copy(run + "/checkpoint-4", dir.file("step-4"), std::filesystem::copy_options::recursive);
+  run_to(6, run, run);  // resumed at its end: nothing to drop
   check_chart_matches_log(run + "/curves.svg", run + "/metrics.jsonl", 6);
 
-  // Resumed from the checkpoint of step 4: the log holds steps 5 and 6 twice,
-  // the chart must hold them once, with the resumed run's values.
-  run_to(10, run, run + "/checkpoint-4");
+  // Resumed from the copy of step 4, as after a run killed before its save at
+  // step 6: the log holds steps 5 and 6 twice, the chart must hold them once,
+  // with the resumed run's values.
+  run_to(10, run, dir.file("step-4"));
   check_chart_matches_log(run + "/curves.svg", run + "/metrics.jsonl", 10);
   int64_t loss_lines = 0;
   std::ifstream log(run + "/metrics.jsonl");
   for (std::string line; std::getline(log, line);) loss_lines += contains(line, "\"loss\"");
-  CHECK(loss_lines == 12);  // 1..6, then 5..10: the chart's 10 points are not a count of lines
+  CHECK(loss_lines == 12);  // 1..4, 5..6, then 5..10: the chart's 10 points are not a count of lines
   const models::TrainingCurves curves = models::read_training_curves(run + "/metrics.jsonl");
-  CHECK(curves.resumed_at == std::vector<double>{4});
+  CHECK(curves.resumed_at == std::vector<double>{4, 4});
 }
 
 }  // namespace loom::test
