@@ -57,8 +57,8 @@ int main(int argc, char** argv) {
     size("--steps", "N", steps, "timed steps.", steps);
     cli.option("--warmup", "N", std::to_string(warmup), "untimed steps first (they fill the allocator's cache).",
                [&](const auto& v) { warmup = v.integer_at_least(0); });
-    cli.flag("--original", "the original feedback transformer with separate key and value memories "
-                           "(default: one shared projection).",
+    cli.flag("--original", "the original feedback transformer: separate key and value memories instead of one "
+                           "shared projection.",
              [&](const auto&) { c.shared_kv = false; });
     if (cli.parse(argc, argv).exit) return 0;
     c.max_seq_len = std::max<int64_t>(L, c.max_seq_len);

@@ -157,7 +157,7 @@ void draw_panel(std::ostringstream& s, const ChartPanel& panel, double width, do
     s << "</g>\n";
     if (series.in_legend) legend_entry(series.label, colour, series.dashed ? " stroke-dasharray=\"6,4\"" : "");
   }
-  legend_y += 4;
+  legend_y += 14;  // the notes sit a little apart from the entries
   for (const std::string& note : panel.notes) {
     s << format("<text x=\"%.1f\" y=\"%.1f\" fill=\"#555\">", kLeft + pw + 12, legend_y) << escape_xml(note)
       << "</text>\n";
@@ -229,11 +229,16 @@ TrainingCurves read_training_curves(const std::string& metrics_path) {
 Chart training_chart(const TrainingCurves& curves, const std::string& title) {
   Chart chart;
   chart.title = title;
+  // The panels share the step axis, from 0 to the last step logged.
+  double last_step = 1;
+  for (const ChartPoints* points : {&curves.train_loss, &curves.valid_loss, &curves.valid_accuracy, &curves.tokens_per_s})
+    for (const auto& point : *points) last_step = std::max(last_step, point.first);
   const auto panel = [&](const char* y_label, double height) {
     ChartPanel p;
     p.x_label = "step";
     p.y_label = y_label;
     p.x_min = 0;
+    p.x_max = last_step;
     p.min_x_step = 1;
     p.height = height;
     p.x_marks = curves.resumed_at;
