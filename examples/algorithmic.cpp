@@ -15,7 +15,8 @@
 // --layers replaces model.layer (lstm, delta_net, delta_rnn, rdn, ...), --seeds
 // model.seed (initialisation and dropout; the data stay those of task.seed); each
 // (layer, seed) is one run, in turn. A run lives in <out>/<layer>-seed<N>/
-// (run_state.safetensors, metrics.jsonl); <out> is the config's out_dir unless
+// (run_state.safetensors, metrics.jsonl, curves.svg) and <out>/valid_accuracy.svg
+// draws every run's validation accuracy; <out> is the config's out_dir unless
 // --out is given. A command is a sweep that can be stopped and started again at
 // any moment: a run with a row in the CSV is done and skipped, a run with a state
 // goes on from it, any other starts. --overwrite starts every named run over.
@@ -37,8 +38,10 @@
 #include "engine/device.h"
 #include "engine/error.h"
 #include "engine/file_io.h"
+#include "engine/json.h"
 #include "examples/command_line.h"
 #include "models/algorithmic.h"
+#include "models/charts.h"
 
 using namespace loom;
 
@@ -115,13 +118,52 @@ std::vector<std::string> comma_list(const std::string& flag, const std::string& 
   return items;
 }
 
-int usage() {
-  std::fprintf(stderr,
-               "usage: algorithmic <config.json> [--layers A,B,...] [--seeds 1,2,...] [--steps N | --epochs N]\n"
-               "                   [--threads N] [--out DIR] [--csv FILE] [--overwrite]\n"
-               "       algorithmic --check <config.json>...\n"
-               "       algorithmic --baselines <config.json>\n");
-  return 2;
+
+// Every run's validation accuracy against the epoch, one series per run of the
+// sweep that has a history, written atomically to OUT/valid_accuracy.svg.
+void write_sweep_chart(const std::string& out_dir, const std::vector<std::string>& runs, const std::string& title) {
+  models::ChartPanel panel;
+  panel.x_label = "epoch";
+  panel.y_label = "validation accuracy";
+  panel.y_min = 0.0;
+  panel.y_max = 1.0;
+  for (const std::string& run : runs) {
+    std::ifstream in(out_dir + "/" + run + "/metrics.jsonl");
+    if (!in) continue;
+    models::ChartSeries series;
+    series.label = run;
+    std::string line;
+    for (int n = 1; std::getline(in, line); ++n) {
+      if (line.empty()) continue;
+      const auto j = parse_json_strictly(line, out_dir + "/" + run + "/metrics.jsonl line " + std::to_string(n) + ": ");
+      if (j.contains("epoch") && j.contains("valid_accuracy") && j.at("valid_accuracy").is_number())
+        series.points.emplace_back(j.at("epoch").get<double>(), j.at("valid_accuracy").get<double>());
+    }
+    if (!series.points.empty()) panel.series.push_back(std::move(series));
+  }
+  if (panel.series.empty()) return;
+  models::Chart chart;
+  chart.title = title;
+  chart.panels.push_back(std::move(panel));
+  io::write_file_atomically(out_dir + "/valid_accuracy.svg", models::chart_svg(chart));
+}
+
+// The shallow readings of a config's task on its valid and test splits, as a Markdown table.
+void print_baselines(const std::string& config_path) {
+  const models::AlgorithmicConfig config = models::load_algorithmic_config(config_path);
+  const std::unique_ptr<datasets::SequenceTask> task = models::make_algorithmic_task(config);
+  const bool every_token = task->labels_every_token();
+  std::printf("%s\n| reading | valid | test |%s\n| --- | ---: | ---: |%s\n", task->name().c_str(),
+              every_token ? " valid per output | test per output |" : "", every_token ? " ---: | ---: |" : "");
+  const auto valid = datasets::score_readings(*task, datasets::Split::valid);
+  const auto test = datasets::score_readings(*task, datasets::Split::test);
+  for (size_t i = 0; i < test.size(); ++i) {
+    std::printf("| %s | %s | %s |", test[i].name.c_str(), percent(valid[i].accuracy).c_str(),
+                percent(test[i].accuracy).c_str());
+    if (every_token)
+      std::printf(" %s | %s |", percent(valid[i].output_accuracy).c_str(), percent(test[i].output_accuracy).c_str());
+    std::printf("\n");
+  }
 }
 
 struct Options {
@@ -176,6 +218,15 @@ bool run_one(models::AlgorithmicConfig config, const Options& o, const std::stri
   persist.save_interval = std::max<int64_t>(1, tr.eval_interval / 4);
   persist.on_eval = [&](const std::vector<models::EvalPoint>& history) {
     io::write_file_atomically(metrics_path, models::history_jsonl(history));
+    models::TrainingCurves curves;
+    for (const models::EvalPoint& p : history) {
+      const double x = static_cast<double>(p.step);
+      curves.train_loss.emplace_back(x, p.train_loss);
+      curves.valid_loss.emplace_back(x, p.valid_loss);
+      curves.valid_accuracy.emplace_back(x, p.valid_accuracy);
+      curves.tokens_per_s.emplace_back(x, p.tokens_per_second);
+    }
+    models::write_training_chart(run_dir + "/curves.svg", curves, name + ": " + task->name());
   };
   const models::AlgorithmicRun run = models::train_algorithmic(
       model, *task, tr, models::algorithmic_task_seed(config),
@@ -228,53 +279,64 @@ bool run_one(models::AlgorithmicConfig config, const Options& o, const std::stri
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) return usage();
   try {
-    if (std::string(argv[1]) == "--baselines") {
-      LOOM_CHECK(argc == 3, "algorithmic: --baselines takes one config");
-      const models::AlgorithmicConfig config = models::load_algorithmic_config(argv[2]);
-      const std::unique_ptr<datasets::SequenceTask> task = models::make_algorithmic_task(config);
-      std::printf("%s\n| reading | valid | test |%s\n| --- | ---: | ---: |%s\n", task->name().c_str(),
-                  task->labels_every_token() ? " valid per output | test per output |" : "",
-                  task->labels_every_token() ? " ---: | ---: |" : "");
-      const auto valid = datasets::score_readings(*task, datasets::Split::valid);
-      const auto test = datasets::score_readings(*task, datasets::Split::test);
-      for (size_t i = 0; i < test.size(); ++i) {
-        std::printf("| %s | %s | %s |", test[i].name.c_str(), percent(valid[i].accuracy).c_str(),
-                    percent(test[i].accuracy).c_str());
-        if (task->labels_every_token())
-          std::printf(" %s | %s |", percent(valid[i].output_accuracy).c_str(), percent(test[i].output_accuracy).c_str());
-        std::printf("\n");
-      }
+    Options o;
+    bool check = false, baselines = false;
+    examples::CommandLine cli(
+        "algorithmic",
+        "trains sequence classifiers (models/sequence_classifier.h) on the authors' code execution or sequential "
+        "ListOps (or the small smoke variants) from a config (models/algorithmic.h), for each layer of --layers and "
+        "seed of --seeds in turn. Each run prints progress lines, keeps the parameters of the best validation "
+        "accuracy, prints their test accuracy beside the shallow readings of the same test split "
+        "(datasets/task_readings.h) and appends a row to the CSV. A run lives in OUT/<layer>-seed<N>/: "
+        "run_state.safetensors (its state, replaced atomically several times an epoch), metrics.jsonl (one line per "
+        "validation) and curves.svg (its curves); OUT/valid_accuracy.svg draws every run's validation accuracy. "
+        "Running the same command again skips the runs with a row in the CSV, continues those with a state, "
+        "bit for bit, and starts the rest. With \"expect\": {\"test_accuracy_above\": x} in the config the exit "
+        "status is 1 when a run's test accuracy is not above x.",
+        "./build/examples/algorithmic examples/configs/listops_rfwp_depth10_reduced.json --layers delta_net,lstm "
+        "--threads 1");
+    cli.argument("<config.json>", "the task, model and training (examples/configs/*rfwp*.json, "
+                 "code_execution_quick.json); with --check, any number of them.", false, true);
+    cli.flag("--check", "only validate the configs, print how many are valid, and exit.",
+             [&](const auto&) { check = true; });
+    cli.flag("--baselines", "only print the shallow readings' accuracies on the valid and test splits of the "
+             "config's task, as a Markdown table, and exit.", [&](const auto&) { baselines = true; });
+    cli.option("--layers", "A,B,...", "the config's model.layer",
+               "the layers to train in turn: lstm, delta_net, delta_rnn, rdn, linear, ... (--layer is the same).",
+               [&](const auto& v) { o.layers = comma_list(v.option, v.text); });
+    cli.option("--layer", "NAME", "the config's model.layer", "one layer (as --layers).",
+               [&](const auto& v) { o.layers = comma_list(v.option, v.text); });
+    cli.option("--seeds", "1,2,...", "the config's model.seed",
+               "initialisation and dropout seeds, one run each (the data stay those of task.seed).",
+               [&](const auto& v) {
+                 for (const std::string& s : comma_list(v.option, v.text)) o.seeds.push_back(positive_integer(v.option, s));
+               });
+    cli.option("--steps", "N", "the config's training", "training steps (replaces training.epochs).",
+               [&](const auto& v) { o.steps = v.positive_integer(); });
+    cli.option("--epochs", "N", "the config's training", "passes over the training split.",
+               [&](const auto& v) { o.epochs = v.positive_integer(); });
+    cli.option("--threads", "N", "the config's training.threads, else every core", "CPU threads.",
+               [&](const auto& v) { o.threads = v.positive_integer(); });
+    cli.option("--out", "DIR", "the config's out_dir", "where the runs live; results.csv goes there unless --csv.",
+               [&](const auto& v) { o.out = v.text; });
+    cli.option("--csv", "FILE", "OUT/results.csv", "the CSV that gains one row per finished run (rewritten atomically).",
+               [&](const auto& v) { o.csv = v.text; });
+    cli.flag("--overwrite", "start every named run over, discarding its state.", [&](const auto&) { o.overwrite = true; });
+    const examples::CommandLine::Parsed parsed = cli.parse(argc, argv);
+    if (parsed.exit) return 0;
+    if (check) {
+      for (const std::string& path : parsed.arguments) models::load_algorithmic_config(path);
+      std::printf("%zu config(s) valid\n", parsed.arguments.size());
       return 0;
     }
-    if (std::string(argv[1]) == "--check") {
-      for (int i = 2; i < argc; ++i) models::load_algorithmic_config(argv[i]);
-      std::printf("%d config(s) valid\n", argc - 2);
-      return argc > 2 ? 0 : usage();
+    LOOM_CHECK(parsed.arguments.size() == 1, "algorithmic: one config to run, got ", parsed.arguments.size(), "\n",
+               cli.usage());
+    const std::string& config_path = parsed.arguments[0];
+    if (baselines) {
+      print_baselines(config_path);
+      return 0;
     }
-    std::string config_path;
-    Options o;
-    for (int i = 1; i < argc; ++i) {
-      const std::string a = argv[i];
-      const auto value = [&]() -> std::string {
-        LOOM_CHECK(i + 1 < argc, "algorithmic: ", a, " needs a value");
-        return argv[++i];
-      };
-      if (a == "--layers" || a == "--layer") o.layers = comma_list(a, value());
-      else if (a == "--seeds" || a == "--seed") {
-        for (const std::string& s : comma_list(a, value())) o.seeds.push_back(positive_integer(a, s));
-      } else if (a == "--steps") o.steps = positive_integer(a, value());
-      else if (a == "--epochs") o.epochs = positive_integer(a, value());
-      else if (a == "--threads") o.threads = positive_integer(a, value());
-      else if (a == "--out") o.out = value();
-      else if (a == "--csv") o.csv = value();
-      else if (a == "--overwrite") o.overwrite = true;
-      else if (!a.empty() && a[0] == '-') return usage();
-      else if (config_path.empty()) config_path = a;
-      else return usage();
-    }
-    if (config_path.empty()) return usage();
     LOOM_CHECK(!(o.steps > 0 && o.epochs > 0), "algorithmic: --steps and --epochs exclude each other");
     models::AlgorithmicConfig config = models::load_algorithmic_config(config_path);
     if (o.steps > 0) config.training.steps = o.steps, config.training.epochs = 0;
@@ -298,6 +360,10 @@ int main(int argc, char** argv) {
         throw Error(std::string("--layers: ") + e.what());
       }
     }
+    std::vector<std::string> runs;
+    for (const std::string& layer : layers)
+      for (const int64_t seed : seeds) runs.push_back(layer + "-seed" + std::to_string(seed));
+    const std::string title = "validation accuracy: " + models::make_algorithmic_task(config)->name();
     bool all_ok = true;
     for (const std::string& layer : layers) {
       for (const int64_t seed : seeds) {
@@ -305,8 +371,10 @@ int main(int argc, char** argv) {
         c.model.layer = layer;
         c.model.seed = static_cast<uint64_t>(seed);
         all_ok = run_one(c, o, out_dir, csv) && all_ok;
+        write_sweep_chart(out_dir, runs, title);
       }
     }
+    std::printf("chart: %s/valid_accuracy.svg\n", out_dir.c_str());
     return all_ok ? 0 : 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

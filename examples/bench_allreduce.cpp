@@ -18,6 +18,7 @@
 
 #include "engine/comm/comm.h"
 #include "engine/error.h"
+#include "examples/command_line.h"
 #include "engine/tensor.h"
 
 using namespace loom;
@@ -26,12 +27,18 @@ int main(int argc, char** argv) {
   try {
     std::vector<int64_t> sizes;
     int repeats = 50;
-    for (int i = 1; i < argc; ++i) {
-      const std::string arg = argv[i];
-      if (arg == "--bytes" && i + 1 < argc) sizes.push_back(std::stoll(argv[++i]));
-      else if (arg == "--repeats" && i + 1 < argc) repeats = std::max(1, std::atoi(argv[++i]));
-      else LOOM_FAIL("unknown argument '", arg, "'\nusage: mpirun -np N bench_allreduce [--bytes B ...] [--repeats R]");
-    }
+    examples::CommandLine cli(
+        "bench_allreduce",
+        "the time of one gradient all-reduce over MPI, without training. For each buffer size all ranks meet at a "
+        "barrier, then time R in-place float32 sum all-reduces; rank 0 prints the median time per call and the bus "
+        "bandwidth 2 (N - 1) / N x bytes / time to stdout (nothing is written to disk). Start it with mpirun.",
+        "mpirun -np 2 ./build/examples/bench_allreduce --bytes 1657092 --repeats 20");
+    cli.option("--bytes", "B", "the flat gradients of bigram, primer_ez_small and primer_ez",
+               "a buffer size in bytes; give it several times for several sizes.",
+               [&](const auto& v) { sizes.push_back(v.positive_integer()); });
+    cli.option("--repeats", "R", "50", "timed all-reduces per size.",
+               [&](const auto& v) { repeats = static_cast<int>(v.positive_integer()); });
+    if (cli.parse(argc, argv).exit) return 0;
     // 4 bytes x parameters: bigram 8,385; primer_ez_small 414,273; primer_ez at labml's size 18,986,561 (models/FAMILIES.md).
     if (sizes.empty()) sizes = {4 * 8385, 4 * 414273, 4 * 18986561};
     LOOM_CHECK(comm::launch_from_environment().launched, "start it with mpirun -np N");

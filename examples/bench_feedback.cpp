@@ -16,6 +16,7 @@
 #include <string>
 
 #include "engine/ops.h"
+#include "examples/command_line.h"
 #include "models/language_model.h"
 
 using namespace loom;
@@ -37,24 +38,29 @@ int main(int argc, char** argv) {
     c.d_ff = 1024;
     c.layers = 4;
     int64_t L = 64, B = 16;
-    int steps = 5, warmup = 1;
-    for (int i = 1; i < argc; ++i) {
-      const std::string arg = argv[i];
-      auto next = [&]() -> int64_t {
-        if (i + 1 >= argc) throw Error("bench_feedback: " + arg + " needs a value");
-        return std::stoll(argv[++i]);
-      };
-      if (arg == "--d-model") c.d_model = next();
-      else if (arg == "--heads") c.heads = next();
-      else if (arg == "--d-ff") c.d_ff = next();
-      else if (arg == "--layers") c.layers = next();
-      else if (arg == "--seq-len") L = next();
-      else if (arg == "--batch") B = next();
-      else if (arg == "--steps") steps = static_cast<int>(next());
-      else if (arg == "--warmup") warmup = static_cast<int>(next());
-      else if (arg == "--original") c.shared_kv = false;
-      else throw Error("bench_feedback: unknown argument '" + arg + "'");
-    }
+    int64_t steps = 5, warmup = 1;
+    examples::CommandLine cli(
+        "bench_feedback",
+        "training-step throughput of the feedback transformer: times forward + backward on random tokens after "
+        "untimed warm-up steps and prints tokens/s, model GFLOP/s and the process's CPU time to stdout (nothing is "
+        "written to disk).",
+        "OMP_NUM_THREADS=2 ./build/examples/bench_feedback --layers 2 --steps 3");
+    const auto size = [&](const char* name, const char* value, int64_t fallback, const char* what, int64_t& target) {
+      cli.option(name, value, std::to_string(fallback), what, [&target](const auto& v) { target = v.positive_integer(); });
+    };
+    size("--d-model", "D", c.d_model, "model width.", c.d_model);
+    size("--heads", "H", c.heads, "attention heads.", c.heads);
+    size("--d-ff", "F", c.d_ff, "feed-forward width.", c.d_ff);
+    size("--layers", "N", c.layers, "layers.", c.layers);
+    size("--seq-len", "L", L, "tokens per sequence.", L);
+    size("--batch", "B", B, "sequences per step.", B);
+    size("--steps", "N", steps, "timed steps.", steps);
+    cli.option("--warmup", "N", std::to_string(warmup), "untimed steps first (they fill the allocator's cache).",
+               [&](const auto& v) { warmup = v.integer_at_least(0); });
+    cli.flag("--original", "the original feedback transformer: separate key and value memories instead of one "
+                           "shared projection.",
+             [&](const auto&) { c.shared_kv = false; });
+    if (cli.parse(argc, argv).exit) return 0;
     c.max_seq_len = std::max<int64_t>(L, c.max_seq_len);
     const auto model = models::make_model(c);
 
@@ -66,7 +72,7 @@ int main(int argc, char** argv) {
     const Tensor targets = Tensor::from_vector(next_ids, {L * B});
 
     double seconds = 0.0, fwd_seconds = 0.0, cpu = 0.0;
-    for (int s = 0; s < warmup + steps; ++s) {
+    for (int64_t s = 0; s < warmup + steps; ++s) {
       for (const Tensor& p : model->parameters()) p.zero_grad();
       const double c0 = cpu_seconds();
       const auto t0 = std::chrono::steady_clock::now();
@@ -84,7 +90,7 @@ int main(int argc, char** argv) {
     const double tokens_per_s = static_cast<double>(L * B) / per_step;
     std::printf("feedback %s d_model %lld heads %lld d_ff %lld layers %lld, L %lld B %lld: %d steps\n",
                 c.shared_kv ? "shared-KV" : "original", (long long)c.d_model, (long long)c.heads,
-                (long long)c.d_ff, (long long)c.layers, (long long)L, (long long)B, steps);
+                (long long)c.d_ff, (long long)c.layers, (long long)L, (long long)B, (int)steps);
     std::printf("  step %.3f s (forward %.3f s, backward %.3f s)  %.0f tokens/s  %.1f model GFLOP/s\n", per_step,
                 fwd_seconds / steps, per_step - fwd_seconds / steps, tokens_per_s,
                 tokens_per_s * model->training_flops_per_token(L) / 1e9);

@@ -7,8 +7,15 @@
 # Per run: the median of the per-log-interval tokens/s (first interval left out:
 # warm-up), and rank 0's mean time per step in the gradient all-reduce (packing,
 # the collective, waiting for the other rank). Printed: the median over rounds.
-# Runs in a scratch directory; shared memory only (as tests/test_mpi.sh).
+# Runs in a scratch directory; shared memory only (as tests/test_mpi.sh), and
+# writes nothing else: the table goes to stdout.
+#   defaults: CONFIG examples/configs/primer_ez_small.json, STEPS 60, ROUNDS 3
+#   example:  examples/bench_scaling.sh examples/configs/primer_ez_small.json 40 2
 set -euo pipefail
+if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then
+  sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+  exit 0
+fi
 root=$(cd "$(dirname "$0")/.." && pwd)
 config=${1:-$root/examples/configs/primer_ez_small.json}
 steps=${2:-60}

@@ -25,43 +25,36 @@
 
 using namespace loom;
 
-namespace {
-
-const char* kUsage =
-    "usage: context_probe <run directory | checkpoint> [--split valid|train] [--windows N] [--streams B]"
-    " [--seq-len L] [--every K] [--threads N]";
-
-int64_t positive(const std::string& flag, const std::string& text) {
-  return examples::positive_integer("context_probe", flag, text);
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   try {
-    std::string checkpoint, split = "valid";
+    std::string split = "valid";
     int64_t windows = 1 << 30, streams = 0, seq_len = 0, every = 1;
-    for (int i = 1; i < argc; ++i) {
-      const std::string arg = argv[i];
-      if (arg == "-h" || arg == "--help") {
-        std::puts(kUsage);
-        return 0;
-      }
-      if (arg.rfind("--", 0) != 0 && checkpoint.empty()) {
-        checkpoint = arg;
-        continue;
-      }
-      LOOM_CHECK(i + 1 < argc, "unknown or incomplete argument '", arg, "'\n", kUsage);
-      const std::string value = argv[++i];
-      if (arg == "--split" && (value == "valid" || value == "train")) split = value;
-      else if (arg == "--windows") windows = positive(arg, value);
-      else if (arg == "--streams") streams = positive(arg, value);
-      else if (arg == "--seq-len") seq_len = positive(arg, value);
-      else if (arg == "--every") every = positive(arg, value);
-      else if (arg == "--threads") set_num_threads(static_cast<int>(positive(arg, value)));
-      else LOOM_FAIL("unknown argument '", arg, " ", value, "'\n", kUsage);
-    }
-    LOOM_CHECK(!checkpoint.empty(), "no checkpoint given\n", kUsage);
+    examples::CommandLine cli(
+        "context_probe",
+        "how a trained model does as it reads further into a text, its states carried from window to window "
+        "(models/context_probe.h). Prints one line per window to stdout: the tokens each stream has read before "
+        "it, its loss, the running mean, and the root mean square of each layer's carried states.",
+        "./build/examples/context_probe runs/fast_weights_delta_rnn --split valid --windows 50");
+    cli.argument("<run directory | checkpoint>",
+                 "a run directory, a checkpoint directory or its model.safetensors, as for generate; the text is the "
+                 "run's data.path, cut into train and valid as training cut it.");
+    cli.option("--split", "valid|train", "valid", "the part of the text to read.",
+               [&](const auto& v) { split = v.one_of({"valid", "train"}); });
+    cli.option("--windows", "N", "as many as the split holds", "stop after N windows.",
+               [&](const auto& v) { windows = v.positive_integer(); });
+    cli.option("--streams", "B", "the run's data.batch_size", "parallel streams the split is cut into.",
+               [&](const auto& v) { streams = v.positive_integer(); });
+    cli.option("--seq-len", "L", "the run's data.seq_len", "tokens per window.",
+               [&](const auto& v) { seq_len = v.positive_integer(); });
+    cli.option("--every", "K", "1", "print every K-th window only.",
+               [&](const auto& v) { every = v.positive_integer(); });
+    cli.option("--threads", "N", "every core (OMP_NUM_THREADS)", "CPU threads.",
+               [&](const auto& v) { set_num_threads(static_cast<int>(v.positive_integer())); });
+    cli.note("A model trained without carry-over shows where its loss leaves the training length behind; one "
+             "trained with carry-over, how long its states take to warm up. Nothing is written to disk.");
+    const examples::CommandLine::Parsed parsed = cli.parse(argc, argv);
+    if (parsed.exit) return 0;
+    const std::string& checkpoint = parsed.arguments.at(0);
 
     models::TrainedModel trained = models::load_trained_model(checkpoint);
     const models::TrainConfig& config = trained.config;

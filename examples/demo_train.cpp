@@ -12,6 +12,7 @@
 
 #include "autodiff/grad_mode.h"
 #include "engine/ops.h"
+#include "examples/command_line.h"
 
 using namespace loom;
 
@@ -48,14 +49,18 @@ Tensor sin_target(const Tensor& x) {
 
 int main(int argc, char** argv) {
   try {
-    int steps = 500;
+    int64_t steps = 500;
     uint64_t seed = 0;
-    for (int i = 1; i < argc; ++i) {
-      const std::string arg = argv[i];
-      if (arg == "--steps" && i + 1 < argc) steps = std::stoi(argv[++i]);
-      else if (arg == "--seed" && i + 1 < argc) seed = std::stoull(argv[++i]);
-      else throw Error("demo_train: unknown argument '" + arg + "' (expected --steps N or --seed S)");
-    }
+    examples::CommandLine cli("demo_train",
+                              "the smallest complete training loop on loom's engine: a two-layer tanh network "
+                              "learns y = sin(3x) on [-1, 1] with Adam, printing the loss to stdout. Needs no data "
+                              "and writes nothing to disk.",
+                              "./build/examples/demo_train --steps 1000");
+    cli.option("--steps", "N", "500", "training steps; the loss is printed at step 1 and every 50 steps.",
+               [&](const auto& v) { steps = v.positive_integer(); });
+    cli.option("--seed", "S", "0", "seed of the initial weights and the sampled inputs.",
+               [&](const auto& v) { seed = static_cast<uint64_t>(v.integer_at_least(0)); });
+    if (cli.parse(argc, argv).exit) return 0;
     Generator gen(seed);
     const int64_t hidden = 64, batch = 256;
     // PyTorch's default Linear initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).

@@ -6,7 +6,8 @@
 Per run directory: the fast layer and feature map (from the checkpoint's config), the
 parameters (from the checkpoint's model.safetensors), the last validation loss and
 accuracy, and the median tokens/s over the metrics log's lines (each the mean of
-log_interval steps). Only the standard library is needed.
+log_interval steps). Prints the table to stdout and writes nothing; it has no
+options. Only the standard library is needed.
 """
 import json
 import statistics
@@ -52,6 +53,9 @@ def summarise(run):
 
 
 def main():
+    if not sys.argv[1:] or sys.argv[1] in ("-h", "--help"):
+        print(__doc__.strip())  # no options: the arguments are run directories; it writes only stdout
+        sys.exit(0 if sys.argv[1:] else 2)
     rows = [summarise(run) for run in sys.argv[1:]]
     print("| fast_layer | q, k features | parameters | steps | valid loss | valid acc | tokens/s (median) |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")

@@ -18,6 +18,7 @@
 #include "datasets/char_tokenizer.h"
 #include "engine/error.h"
 #include "engine/safetensors.h"
+#include "examples/command_line.h"
 #include "models/checkpoint.h"
 #include "models/config.h"
 #include "models/generate.h"
@@ -25,55 +26,38 @@
 
 using namespace loom;
 
-namespace {
-
-const char* kUsage =
-    "usage: generate <run directory | checkpoint> [--prompt TEXT] [--length N] [--temperature T] [--top-k K] [--seed S]"
-    " [--device cpu|cuda]";
-
-template <class T>
-T parse(const std::string& flag, const std::string& text, bool (*ok)(T)) {
-  try {
-    size_t used = 0;
-    T v;
-    if constexpr (std::is_same_v<T, double>) v = std::stod(text, &used);
-    else if constexpr (std::is_same_v<T, uint64_t>) v = std::stoull(text, &used);
-    else v = std::stoll(text, &used);
-    if (used == text.size() && ok(v)) return v;
-  } catch (const std::exception&) {
-  }
-  LOOM_FAIL(flag, ": invalid value \"", text, "\"\n", kUsage);
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   try {
-    std::string checkpoint, prompt = "It is", device = "cpu";
+    std::string prompt = "It is", device = "cpu";
     int64_t length = 200;
     models::SamplingOptions sampling{0.8, 20};
     uint64_t seed = static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
-    for (int i = 1; i < argc; ++i) {
-      const std::string arg = argv[i];
-      if (arg == "-h" || arg == "--help") {
-        std::printf("%s\n", kUsage);
-        return 0;
-      }
-      if (arg.rfind("--", 0) != 0 && checkpoint.empty()) {
-        checkpoint = arg;
-        continue;
-      }
-      LOOM_CHECK(i + 1 < argc, "unknown or incomplete argument '", arg, "'\n", kUsage);
-      const std::string value = argv[++i];
-      if (arg == "--prompt") prompt = value;
-      else if (arg == "--length") length = parse<int64_t>(arg, value, [](int64_t v) { return v >= 0; });
-      else if (arg == "--temperature") sampling.temperature = parse<double>(arg, value, [](double v) { return v >= 0; });
-      else if (arg == "--top-k") sampling.top_k = parse<int64_t>(arg, value, [](int64_t v) { return v >= 0; });
-      else if (arg == "--seed") seed = parse<uint64_t>(arg, value, [](uint64_t) { return true; });
-      else if (arg == "--device" && (value == "cpu" || value == "cuda")) device = value;
-      else LOOM_FAIL("unknown argument '", arg, " ", value, "'\n", kUsage);
-    }
-    LOOM_CHECK(!checkpoint.empty(), "no checkpoint given\n", kUsage);
+    examples::CommandLine cli("generate",
+                              "continues a prompt with a trained checkpoint, printing the text to stdout (the "
+                              "settings and the seed go to stderr, so any output can be reproduced).",
+                              "./build/examples/generate runs/primer_ez_small --prompt \"It is\" --length 200");
+    cli.argument("<run directory | checkpoint>",
+                 "a run directory (its newest checkpoint), a checkpoint directory or the model.safetensors inside one "
+                 "(models/checkpoint.h); the model is rebuilt from its metadata, the tokenizer read from vocab.json.");
+    cli.option("--prompt", "TEXT", "\"It is\"", "the text to continue; every character must be in the vocabulary.",
+               [&](const auto& v) { prompt = v.text; });
+    cli.option("--length", "N", "200", "how many characters to generate.",
+               [&](const auto& v) { length = v.integer_at_least(0); });
+    cli.option("--temperature", "T", "0.8", "sampling temperature; 0 is greedy decoding.", [&](const auto& v) {
+      sampling.temperature = v.number();
+      LOOM_CHECK(sampling.temperature >= 0, "generate: --temperature expects a number >= 0, got '", v.text, "'");
+    });
+    cli.option("--top-k", "K", "20", "sample among the K likeliest characters only; 0 keeps them all.",
+               [&](const auto& v) { sampling.top_k = v.integer_at_least(0); });
+    cli.option("--seed", "S", "drawn from the clock and printed", "the sampling seed.",
+               [&](const auto& v) { seed = static_cast<uint64_t>(v.integer_at_least(0)); });
+    cli.option("--device", "cpu|cuda", "cpu", "where the model runs.",
+               [&](const auto& v) { device = v.one_of({"cpu", "cuda"}); });
+    cli.note("The prompt is fed once, then each new character alone (incremental decoding: the prefix is never "
+             "recomputed); past the model's context the window slides. Nothing is written to disk.");
+    const examples::CommandLine::Parsed parsed = cli.parse(argc, argv);
+    if (parsed.exit) return 0;
+    const std::string& checkpoint = parsed.arguments.at(0);
 
     const models::TrainedModel trained = models::load_trained_model(checkpoint);
     const models::TrainConfig& config = trained.config;

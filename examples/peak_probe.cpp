@@ -13,8 +13,22 @@
 
 #include "engine/cpu_peak.h"
 #include "engine/device.h"
+#include "examples/command_line.h"
 
-int main() {
+int main(int argc, char** argv) {
+  try {
+    loom::examples::CommandLine cli(
+        "peak_probe",
+        "the float32 FMA peak probe of engine/cpu_peak.h on its own, for the ISA this program is compiled for: "
+        "checks the kernel's arithmetic against a scalar chain, measures the clock, and prints flops per cycle per "
+        "core on 1 thread and on all of them, beside the ISA's figure (stdout; nothing is written to disk). Exits 1 "
+        "when the arithmetic is wrong.",
+        "./build/examples/peak_probe");
+    if (cli.parse(argc, argv).exit) return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 2;
+  }
   const loom::FmaProbeIsa isa = loom::fma_probe_isa();
   // Each accumulator against the same chain in scalar arithmetic (volatile: no
   // contraction or folding in the reference).

@@ -31,7 +31,9 @@
 #include "datasets/associative_retrieval.h"
 #include "engine/device.h"
 #include "engine/error.h"
+#include "engine/file_io.h"
 #include "examples/command_line.h"
+#include "models/charts.h"
 #include "models/retrieval.h"
 
 using namespace loom;
@@ -233,19 +235,6 @@ std::vector<Result> read_results(const std::string& path) {
   return out;
 }
 
-// Writes `text` to path through a temporary file, so a reader never sees half a file.
-void write_file(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    LOOM_CHECK(out, "retrieval: cannot write ", tmp);
-    out << text;
-    out.flush();
-    LOOM_CHECK(out, "retrieval: writing ", tmp, " failed");
-  }
-  std::filesystem::rename(tmp, path);
-}
-
 void write_results(const std::string& path, const std::vector<Result>& results) {
   std::ostringstream s;
   s << kCsvHeader << "\n";
@@ -256,116 +245,43 @@ void write_results(const std::string& path, const std::vector<Result>& results) 
                   r.stop_reason.c_str(), r.seconds);
     s << buf;
   }
-  write_file(path, s.str());
+  io::write_file_atomically(path, s.str());
 }
 
 // ---- the chart ---------------------------------------------------------------------------
 
-// A line chart: x = S, y = best eval loss (0 … 0.5, clipped), one colour per model;
-// loom solid with dots, the authors dashed.
+// A line chart: x = S, y = best eval loss (0 … 0.5, clipped; NaN at the top), one
+// colour per model; loom solid with dots, the authors dashed.
 std::string svg_chart(int setting, const std::vector<std::string>& models, const std::vector<Result>& results,
                       const std::map<std::string, std::map<int64_t, double>>& reference) {
-  const double W = 820, H = 500, left = 70, right = 190, top = 50, bottom = 60;
-  const double pw = W - left - right, ph = H - top - bottom;
-  const char* const colours[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
-                                 "#17becf", "#7f7f7f", "#bcbd22"};
-  int64_t s_min = INT64_MAX, s_max = 0;
-  for (const Result& r : results)
-    if (r.setting == setting) s_min = std::min(s_min, r.keys), s_max = std::max(s_max, r.keys);
-  for (const std::string& m : models)
-    if (auto it = reference.find(model_key(setting, m)); it != reference.end())
-      for (const auto& [S, loss] : it->second) s_min = std::min(s_min, S), s_max = std::max(s_max, S);
-  if (s_min > s_max) s_min = 0, s_max = 1;
-  if (s_min == s_max) s_min -= 10, s_max += 10;
-  const double y_max = 0.5;
-  const auto x_of = [&](double S) { return left + pw * (S - s_min) / double(s_max - s_min); };
-  const auto y_of = [&](double loss) { return top + ph * (1.0 - std::clamp(loss, 0.0, y_max) / y_max); };
-
-  std::ostringstream s;
-  char buf[512];
-  std::snprintf(buf, sizeof buf,
-                "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
-                "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
-                W, H, W, H);
-  s << buf;
-  std::snprintf(buf, sizeof buf,
-                "<text x=\"%.0f\" y=\"25\" font-size=\"15\" text-anchor=\"middle\">Associative retrieval, setting %d "
-                "(%s): best eval loss vs number of keys S</text>\n",
-                left + pw / 2, setting, setting == 1 ? "capacity, L = S" : "editing, L = 2S");
-  s << buf;
-  // Grid and ticks.
-  for (int i = 0; i <= 5; ++i) {
-    const double loss = y_max * i / 5, y = y_of(loss);
-    std::snprintf(buf, sizeof buf,
-                  "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n<text x=\"%.1f\" y=\"%.1f\" "
-                  "text-anchor=\"end\">%.1f</text>\n",
-                  left, y, left + pw, y, left - 6, y + 4, loss);
-    s << buf;
-  }
-  // The smallest of 1, 2, 5, 10, 20, 50, ... that gives at most 12 ticks.
-  double step = 1;
-  for (int i = 0; (s_max - s_min) / step > 12; ++i) step *= (i % 3 == 1) ? 2.5 : 2;
-  for (double S = std::ceil(s_min / step) * step; S <= s_max + 1e-9; S += step) {
-    const double x = x_of(S);
-    std::snprintf(buf, sizeof buf,
-                  "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#eee\"/>\n<text x=\"%.1f\" y=\"%.1f\" "
-                  "text-anchor=\"middle\">%.0f</text>\n",
-                  x, top, x, top + ph, x, top + ph + 18, S);
-    s << buf;
-  }
-  std::snprintf(buf, sizeof buf,
-                "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"black\"/>\n"
-                "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">number of keys S</text>\n"
-                "<text transform=\"translate(%.1f,%.1f) rotate(-90)\" text-anchor=\"middle\">best eval loss "
-                "(0.5 = no retrieval)</text>\n",
-                left, top, pw, ph, left + pw / 2, H - 18, left - 48, top + ph / 2);
-  s << buf;
-  // One series per model.
-  double legend_y = top + 10;
-  for (size_t m = 0; m < models.size(); ++m) {
-    const char* colour = colours[m % (sizeof colours / sizeof colours[0])];
-    std::vector<std::pair<int64_t, double>> ours;
-    for (const Result& r : results)
-      if (r.setting == setting && r.model == models[m]) ours.emplace_back(r.keys, r.best_eval_loss);
-    std::sort(ours.begin(), ours.end());
-    const auto polyline = [&](const std::vector<std::pair<int64_t, double>>& pts, const char* dash) {
-      if (pts.size() < 2) return;
-      s << "<polyline fill=\"none\" stroke=\"" << colour << "\" stroke-width=\"2\"" << dash << " points=\"";
-      for (const auto& [S, loss] : pts) {
-        std::snprintf(buf, sizeof buf, "%.1f,%.1f ", x_of(S), y_of(std::isnan(loss) ? y_max : loss));
-        s << buf;
-      }
-      s << "\"/>\n";
-    };
-    polyline(ours, "");
-    for (const auto& [S, loss] : ours) {
-      std::snprintf(buf, sizeof buf, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n", x_of(S),
-                    y_of(std::isnan(loss) ? y_max : loss), colour);
-      s << buf;
-    }
-    const auto ref = reference.find(model_key(setting, models[m]));
-    if (ref != reference.end())
-      polyline(std::vector<std::pair<int64_t, double>>(ref->second.begin(), ref->second.end()),
-               " stroke-dasharray=\"6,4\" stroke-opacity=\"0.6\"");
-    std::snprintf(buf, sizeof buf,
-                  "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"/>\n"
-                  "<text x=\"%.1f\" y=\"%.1f\">%s</text>\n",
-                  left + pw + 12, legend_y, left + pw + 40, legend_y, colour, left + pw + 46, legend_y + 4,
-                  models[m].c_str());
-    s << buf;
-    legend_y += 20;
-  }
+  models::ChartPanel panel;
+  panel.x_label = "number of keys S";
+  panel.y_label = "best eval loss (0.5 = no retrieval)";
+  panel.y_min = 0;
+  panel.y_max = 0.5;
+  panel.min_x_step = 1;
   bool any_reference = false;
-  for (const std::string& m : models) any_reference = any_reference || reference.count(model_key(setting, m));
-  std::snprintf(buf, sizeof buf,
-                "<text x=\"%.1f\" y=\"%.1f\" fill=\"#555\">solid, dots: loom</text>\n%s</svg>\n", left + pw + 12,
-                legend_y + 14,
-                any_reference ? ("<text x=\"" + std::to_string(int(left + pw + 12)) + "\" y=\"" +
-                                 std::to_string(int(legend_y + 30)) + "\" fill=\"#555\">dashed: the authors' logs</text>\n")
-                                    .c_str()
-                              : "");
-  s << buf;
-  return s.str();
+  for (size_t m = 0; m < models.size(); ++m) {
+    models::ChartSeries ours{models[m], {}, models::chart_colour(m), true};
+    for (const Result& r : results)
+      if (r.setting == setting && r.model == models[m]) ours.points.emplace_back(r.keys, r.best_eval_loss);
+    std::sort(ours.points.begin(), ours.points.end());
+    panel.series.push_back(ours);
+    if (const auto ref = reference.find(model_key(setting, models[m])); ref != reference.end()) {
+      models::ChartSeries authors{models[m] + " (authors)", {}, ours.colour, false, true, false};
+      for (const auto& [S, loss] : ref->second) authors.points.emplace_back(S, loss);
+      panel.series.push_back(authors);
+      any_reference = true;
+    }
+  }
+  panel.notes.push_back("solid, dots: loom");
+  if (any_reference) panel.notes.push_back("dashed: the authors' logs");
+  models::Chart chart;
+  chart.title = detail::concat("Associative retrieval, setting ", setting, " (",
+                               setting == 1 ? "capacity, L = S" : "editing, L = 2S",
+                               "): best eval loss vs number of keys S");
+  chart.panels.push_back(panel);
+  return models::chart_svg(chart);
 }
 
 std::vector<std::string> split_list(const std::string& text) {
@@ -375,11 +291,6 @@ std::vector<std::string> split_list(const std::string& text) {
   while (std::getline(ss, item, ','))
     if (!item.empty()) out.push_back(item);
   return out;
-}
-
-// A positive integer given for `flag`, or an error naming both.
-int64_t positive_integer(const std::string& flag, const std::string& text) {
-  return examples::positive_integer("retrieval", flag, text);
 }
 
 // FAVOR+ features exp(±u − ‖x‖²/2) underflow into subnormal floats, on which x86
@@ -393,46 +304,54 @@ void flush_subnormals_to_zero() {
 #endif
 }
 
-int usage() {
-  std::fprintf(stderr,
-               "usage: retrieval <config.json> [--out DIR] [--models a/sum,b/delta] [--keys 20,40] [--threads N] "
-               "[--max-steps N] [--fresh]\n");
-  return 2;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) return usage();
-
   try {
-    if (std::string(argv[1]) == "--check") {  // validate configs only
-      for (int i = 2; i < argc; ++i) load_config(argv[i]);
-      std::printf("%d config(s) valid\n", argc - 2);
-      return argc > 2 ? 0 : usage();
-    }
-    std::string config_path, out_override;
+    std::string out_override;
     std::set<std::string> only_models;
     std::set<int64_t> only_keys;
-    bool fresh = false;
+    bool fresh = false, check = false;
     int64_t max_steps = 0;
-    for (int i = 1; i < argc; ++i) {
-      const std::string a = argv[i];
-      const auto value = [&]() -> std::string {
-        LOOM_CHECK(i + 1 < argc, "retrieval: ", a, " needs a value");
-        return argv[++i];
-      };
-      if (a == "--out") out_override = value();
-      else if (a == "--models") for (const auto& m : split_list(value())) only_models.insert(m);
-      else if (a == "--keys") for (const auto& k : split_list(value())) only_keys.insert(positive_integer(a, k));
-      else if (a == "--threads") set_num_threads(static_cast<int>(positive_integer(a, value())));
-      else if (a == "--max-steps") max_steps = positive_integer(a, value());
-      else if (a == "--fresh") fresh = true;
-      else if (!a.empty() && a[0] == '-') return usage();
-      else if (config_path.empty()) config_path = a;
-      else return usage();
+    examples::CommandLine cli(
+        "retrieval",
+        "sweeps the number of keys S of the associative-retrieval task for several feature maps and update rules "
+        "(models/retrieval.h), as in the memory-capacity experiments of \"Linear Transformers Are Secretly Fast "
+        "Weight Programmers\". Writes the best evaluation loss of each run to DIR/results.csv and one chart per "
+        "setting to DIR/setting<n>.svg (loss vs S, one line per model; the authors' values dashed when the config "
+        "lists them), both rewritten atomically after every run. Runs already in results.csv are skipped, so an "
+        "interrupted sweep continues where it stopped. The config's \"expect\" entries are checked at the end: the "
+        "exit status is 1 when one fails, which makes a small sweep a test.",
+        "./build/examples/retrieval examples/configs/retrieval_quick.json --out /tmp/retrieval_quick");
+    cli.argument("<config.json>", "the sweep (examples/configs/retrieval_*.json); with --check, any number of them.",
+                 false, true);
+    cli.flag("--check", "only validate the configs, print how many are valid, and exit.",
+             [&](const auto&) { check = true; });
+    cli.option("--out", "DIR", "the config's out_dir", "where results.csv and setting<n>.svg go.",
+               [&](const auto& v) { out_override = v.text; });
+    cli.option("--models", "LIST", "every model of the config", "comma-separated models to run, e.g. dpfp2/sum,linear/delta.",
+               [&](const auto& v) { for (const auto& m : split_list(v.text)) only_models.insert(m); });
+    cli.option("--keys", "LIST", "every S of the config", "comma-separated numbers of keys S to run, e.g. 20,40.",
+               [&](const auto& v) {
+                 for (const auto& k : split_list(v.text))
+                   only_keys.insert(examples::positive_integer("retrieval", "--keys", k));
+               });
+    cli.option("--threads", "N", "every core (OMP_NUM_THREADS)", "CPU threads.",
+               [&](const auto& v) { set_num_threads(static_cast<int>(v.positive_integer())); });
+    cli.option("--max-steps", "N", "the config's protocol.max_steps", "the step cap of each run.",
+               [&](const auto& v) { max_steps = v.positive_integer(); });
+    cli.flag("--fresh", "start the sweep over, ignoring the runs already in results.csv.",
+             [&](const auto&) { fresh = true; });
+    const examples::CommandLine::Parsed parsed = cli.parse(argc, argv);
+    if (parsed.exit) return 0;
+    if (check) {  // validate configs only
+      for (const std::string& path : parsed.arguments) load_config(path);
+      std::printf("%zu config(s) valid\n", parsed.arguments.size());
+      return 0;
     }
-    if (config_path.empty()) return usage();
+    LOOM_CHECK(parsed.arguments.size() == 1, "retrieval: one config to sweep, got ", parsed.arguments.size(), "\n",
+               cli.usage());
+    const std::string& config_path = parsed.arguments[0];
     flush_subnormals_to_zero();
     const Config config = load_config(config_path);
     const std::string out_dir = out_override.empty() ? config.out_dir : out_override;
@@ -477,7 +396,7 @@ int main(int argc, char** argv) {
             for (const std::string& m : s.models)
               if (std::find(models.begin(), models.end(), m) == models.end()) models.push_back(m);
         if (!models.empty())
-          write_file(out_dir + "/setting" + std::to_string(setting) + ".svg",
+          io::write_file_atomically(out_dir + "/setting" + std::to_string(setting) + ".svg",
                      svg_chart(setting, models, results, config.reference));
       }
     };

@@ -8,7 +8,8 @@
 // (the default) comes from the copy shipped in datasets/, checked by its SHA-256;
 // any other data.url is downloaded to data.path.
 // Progress goes to stderr, validations and samples to stdout, metrics to
-// <out_dir>/metrics.jsonl (examples/plot_metrics.py draws them), checkpoints to
+// <out_dir>/metrics.jsonl and their chart to <out_dir>/curves.svg (models/charts.h,
+// redrawn at every evaluation), checkpoints to
 // <out_dir>/checkpoint-<step>/ with the link <out_dir>/checkpoint naming the newest
 // (models/checkpoint.h). --resume continues the run in out_dir, or the checkpoint
 // given; --overwrite starts over in an out_dir that holds a run; without either
@@ -43,6 +44,7 @@
 #include "datasets/text_dataset.h"
 #include "engine/cpu_peak.h"
 #include "engine/error.h"
+#include "examples/command_line.h"
 #include "models/checkpoint.h"
 #include "models/config.h"
 #include "models/language_model.h"
@@ -51,11 +53,6 @@
 using namespace loom;
 
 namespace {
-
-const char* kUsage =
-    "usage: train <config.json> [--resume [run directory | checkpoint]] [--overwrite] [--steps N] [--threads N]"
-    " [--peak-gflops G] [--comm-timeout S]\n"
-    "       mpirun -np N train <config.json> ...   (data-parallel, one rank per process)";
 
 // Set by SIGINT/SIGTERM; the trainer finishes its step, saves and returns.
 std::atomic<bool> stop_requested{false};
@@ -83,55 +80,64 @@ double activation_bytes(const models::TrainConfig& c) {
   return 4 * positions * (static_cast<double>(c.model.layers) * per_layer + 3 * static_cast<double>(c.model.vocab));
 }
 
-int64_t positive_integer(const std::string& flag, const char* text) {
-  try {
-    size_t used = 0;
-    const long long v = std::stoll(text, &used);
-    if (used == std::strlen(text) && v > 0) return v;
-  } catch (const std::exception&) {
-  }
-  LOOM_FAIL(flag, ": expected a positive integer, got \"", text, "\"");
-}
-
 struct Arguments {
   std::string config_path, resume;
-  bool resuming = false, overwrite = false, help = false;
+  bool resuming = false, overwrite = false;
   int64_t steps = 0, threads = 0;
   double peak_gflops = 0;
   double comm_timeout = 600;
 };
 
-Arguments parse_arguments(int argc, char** argv) {
+// The command line: parsing and --help from one table (examples/command_line.h).
+examples::CommandLine command_line(Arguments& a) {
+  examples::CommandLine cli(
+      "train",
+      "trains a language model from a JSON config (models/config.h: model, data, optimizer, training, sample). "
+      "The text is read from data.path; when that file is missing, Tiny Shakespeare comes from the copy shipped "
+      "in datasets/ (checked by its SHA-256), any other data.url is downloaded to data.path.",
+      "./build/examples/train examples/configs/primer_ez_small.json --steps 1000");
+  cli.argument("<config.json>", "the run's config, e.g. examples/configs/primer_ez_small.json.");
+  cli.usage_variant("mpirun -np N train <config.json> [options]   (data-parallel, one rank per process)");
+  cli.option_with_optional_value(
+      "--resume", "PATH", "start a new run",
+      "continue the run in training.out_dir from its newest checkpoint, or from the run directory or checkpoint "
+      "PATH; the metrics log and the chart go on where it stopped.",
+      [&](const auto& path) { a.resuming = true, a.resume = path.text; });
+  cli.flag("--overwrite", "start over in a training.out_dir that holds a run, removing its checkpoints, log and chart "
+                          "(without --resume or --overwrite such an out_dir is refused).",
+           [&](const auto&) { a.overwrite = true; });
+  cli.option("--steps", "N", "the config's training.steps (or its epochs)",
+             "train up to step N in all; a resumed run continues up to N.",
+             [&](const auto& v) { a.steps = v.positive_integer(); });
+  cli.option("--threads", "N", "the config's training.threads, else every core (OMP_NUM_THREADS)",
+             "CPU threads per process.", [&](const auto& v) { a.threads = v.positive_integer(); });
+  cli.option("--peak-gflops", "G", "measured by the FMA probe of engine/cpu_peak.h",
+             "the machine's float32 peak in GFLOP/s, against which the progress line and metrics.jsonl give the MFU.",
+             [&](const auto& v) {
+               a.peak_gflops = v.number();
+               LOOM_CHECK(a.peak_gflops > 0, "train: --peak-gflops expects a positive number, got '", v.text, "'");
+             });
+  cli.option("--comm-timeout", "S", "600",
+             "under mpirun: a collective that waits longer than S seconds for the other ranks aborts the job.",
+             [&](const auto& v) { a.comm_timeout = static_cast<double>(v.positive_integer()); });
+  cli.note("Writes into training.out_dir: metrics.jsonl (one JSON object per log step and per evaluation), "
+           "curves.svg (training and validation loss, validation accuracy and tokens/s against the step, redrawn "
+           "at every evaluation; any browser shows it), checkpoint-<step>/ directories every "
+           "training.checkpoint_interval steps and at the end, with the link checkpoint naming the newest "
+           "(models/checkpoint.h). Progress goes to stderr, evaluations and samples to stdout.");
+  cli.note("Ctrl-C or SIGTERM finish the step, save a checkpoint and exit (130 or 143); --resume continues.");
+  cli.note("Under mpirun the config's batch is the global batch, split across the ranks; rank 0 alone writes "
+           "out_dir. With \"device\": \"cuda\" each rank takes the GPU of its local rank.");
+  return cli;
+}
+
+Arguments parse_arguments(int argc, char** argv, bool& exit) {
   Arguments a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    const bool has_value = i + 1 < argc;
-    if (arg == "--resume") {
-      // The path is optional: without one (or before the next flag) the run in out_dir goes on.
-      a.resuming = true;
-      if (has_value && std::string(argv[i + 1]).rfind("--", 0) != 0) a.resume = argv[++i];
-    } else if (arg == "--overwrite") {
-      a.overwrite = true;
-    } else if (arg == "--steps" && has_value) a.steps = positive_integer(arg, argv[++i]);
-    else if (arg == "--threads" && has_value) a.threads = positive_integer(arg, argv[++i]);
-    else if (arg == "--comm-timeout" && has_value) a.comm_timeout = static_cast<double>(positive_integer(arg, argv[++i]));
-    else if (arg == "--peak-gflops" && has_value) {
-      const std::string flag = arg, value = argv[++i];
-      try {
-        a.peak_gflops = std::stod(value);
-      } catch (const std::exception&) {
-      }
-      LOOM_CHECK(a.peak_gflops > 0, flag, ": expected a positive number, got \"", value, "\"");
-    } else if (arg == "-h" || arg == "--help") {
-      a.help = true;
-    } else if (arg.rfind("--", 0) != 0 && a.config_path.empty()) {
-      a.config_path = arg;
-    } else {
-      throw Error("unknown or incomplete argument '" + arg + "'\n" + kUsage);
-    }
-  }
-  if (a.help) return a;
-  LOOM_CHECK(!a.config_path.empty(), "no config file given\n", kUsage);
+  const examples::CommandLine cli = command_line(a);
+  const examples::CommandLine::Parsed parsed = cli.parse(argc, argv);
+  exit = parsed.exit;
+  if (exit) return a;
+  a.config_path = parsed.arguments.at(0);
   LOOM_CHECK(!(a.resuming && a.overwrite), "--resume and --overwrite contradict each other: give one");
   return a;
 }
@@ -272,6 +278,8 @@ int train(const Arguments& args, comm::Communicator* world) {
                  "collectives, waiting for the other ranks included)\n",
                  1e3 * p->seconds_reducing() / p->steps_reduced(), (long long)p->steps_reduced(),
                  1e3 * p->seconds_in_collectives() / p->steps_reduced());
+  if (const std::string chart = trainer->chart_path(); writer && !chart.empty() && std::filesystem::exists(chart))
+    std::fprintf(stderr, "curves: %s (open it in a browser)\n", chart.c_str());
   if (!finished) {
     if (writer) std::fprintf(stderr, "%s\n", stop_signal == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)");
     return 128 + stop_signal;
@@ -288,11 +296,9 @@ int main(int argc, char** argv) {
   Arguments args;
   std::unique_ptr<comm::Communicator> world;
   try {
-    args = parse_arguments(argc, argv);
-    if (args.help) {
-      if (launch.rank == 0) std::printf("%s\n", kUsage);
-      return 0;
-    }
+    bool exit = false;
+    args = parse_arguments(argc, argv, exit);
+    if (exit) return 0;
     if (launch.launched) {
       LOOM_CHECK(comm::mpi_built(), "started by mpirun as rank ", launch.rank, " of ", launch.size,
                  ", but MPI support is not built into this train (apt-get install libopenmpi-dev openmpi-bin, "

@@ -17,6 +17,7 @@
 #include "engine/error.h"
 #include "engine/file_io.h"
 #include "engine/ops.h"
+#include "models/charts.h"
 #include "models/checkpoint.h"
 #include "models/generate.h"
 
@@ -123,6 +124,11 @@ int64_t Trainer::total_steps() const { return config_.total_steps(train_batches_
 
 Trainer::~Trainer() {
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
+}
+
+std::string Trainer::chart_path() const {
+  if (config_.training.log.empty()) return "";
+  return (std::filesystem::path(config_.training.out_dir) / "curves.svg").string();
 }
 
 std::string Trainer::checkpoint_path() const {
@@ -388,7 +394,7 @@ void Trainer::prepare_locked(bool overwrite) {
     log_path = fs::path(out_dir) / config_.training.log;
     const std::string first = first_component_below(out_dir, log_path);
     LOOM_CHECK(first != kCheckpointLink && first.rfind("checkpoint-", 0) != 0 && first.rfind(".checkpoint", 0) != 0 &&
-                   first != ".lock",
+                   first != ".lock" && first != "curves.svg",
                "training.log '", config_.training.log, "' would be written among the checkpoints (", log_path.string(),
                "); choose another name");
     LOOM_CHECK(!fs::is_directory(log_path), "training.log '", log_path.string(), "' is a directory");
@@ -403,6 +409,7 @@ void Trainer::prepare_locked(bool overwrite) {
                "): continue it with --resume, start it over with --overwrite, or set another training.out_dir");
     remove_all_checkpoints(out_dir);
     if (has_log) fs::remove(log_path, ec);
+    fs::remove(chart_path(), ec);
   }
   remove_stale_checkpoints(out_dir);  // what a killed save left
   saved_step_ = latest_checkpoint_step(out_dir);
@@ -411,6 +418,7 @@ void Trainer::prepare_locked(bool overwrite) {
   // resumed, and readers drop earlier lines of later steps (plot_metrics.py does).
   if (!log_path.empty()) {
     fs::create_directories(log_path.parent_path(), ec);
+    metrics_path_ = log_path.string();
     metrics_.open(log_path, std::ios::app);
     LOOM_CHECK(metrics_.good(), "training.log: cannot write '", log_path.string(), "'");
     if (resumed_) write_metrics(Json{{"resumed_at_step", step_}});
@@ -422,6 +430,18 @@ void Trainer::write_metrics(const Json& entry) {
   // One object per line; a byte that is not UTF-8 (a sample of a non-ASCII text) becomes U+FFFD.
   metrics_ << entry.dump(-1, ' ', false, Json::error_handler_t::replace) << '\n';
   metrics_.flush();
+}
+
+// The chart is a view of the log: drawn from the whole log, so a resumed run
+// continues it. A chart that cannot be written costs a warning, never the run.
+void Trainer::draw_chart() {
+  if (metrics_path_.empty()) return;
+  try {
+    write_training_chart(metrics_path_, chart_path(),
+                         config_.model.family + ", " + config_.training.out_dir + ": training curves");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "\nwarning: the chart %s was not updated: %s\n", chart_path().c_str(), e.what());
+  }
 }
 
 bool Trainer::run(const RunOptions& options) {
@@ -518,6 +538,7 @@ bool Trainer::run(const RunOptions& options) {
                          {"valid_loss", e.loss},
                          {"valid_acc", e.accuracy},
                          {"sample", config_.sample.prompt + e.sample}});
+      draw_chart();
     }
 
     // Under data parallelism the request of any rank, agreed in the step: all stop after the same one.

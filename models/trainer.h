@@ -101,6 +101,9 @@ class Trainer {
   int64_t total_steps() const;
   int64_t batches_per_epoch() const { return train_batches_.batches_per_epoch(); }
   std::string checkpoint_path() const;  // <out_dir>/checkpoint, the link to the newest
+  // <out_dir>/curves.svg (models/charts.h), redrawn from the metrics log at every
+  // evaluation; "" when training.log is off.
+  std::string chart_path() const;
   const TrainConfig& config() const { return config_; }
   Adam& optimizer() { return *optimizer_; }
   const datasets::TextDataset& data() const { return data_; }
@@ -108,6 +111,7 @@ class Trainer {
  private:
   datasets::Batch to_device(datasets::Batch batch) const;
   void write_metrics(const nlohmann::ordered_json& entry);
+  void draw_chart();
   void check_loss(double loss, int64_t step, const char* what) const;
   void prepare_locked(bool overwrite);  // prepare() after the lock is taken
 
@@ -120,6 +124,7 @@ class Trainer {
   int64_t step_ = 0;
   double elapsed_ = 0;  // seconds spent in run() so far, across resumes
   std::ofstream metrics_;
+  std::string metrics_path_;  // "" when training.log is off
   bool resumed_ = false, prepared_ = false;
   int64_t saved_step_ = -1;    // the step of the newest checkpoint in out_dir (-1: none)
   int lock_fd_ = -1;           // flock on <out_dir>/.lock while prepared

@@ -1,6 +1,6 @@
 // test_crash_safety.cpp: nothing is lost when a save fails or the process dies.
 //
-// Two tests against models/checkpoint.h:
+// Tests against models/checkpoint.h (and the chart of models/charts.h, written the same way):
 //  - every file system call of a save (open, write, fsync, close, rename, mkdir,
 //    symlink; engine/file_io.h's seam) is made to fail in turn: the save throws,
 //    the newest complete checkpoint still loads and resumes, nothing temporary is
@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <filesystem>
@@ -25,6 +26,7 @@
 #include "engine/file_io.h"
 #include "engine/safetensors.h"
 #include "model_test_utils.h"
+#include "models/charts.h"
 #include "models/checkpoint.h"
 #include "models/config.h"
 #include "models/language_model.h"
@@ -171,6 +173,49 @@ TEST_CASE("crash safety: every write, fsync and rename of a save failing in turn
   models::save_checkpoint(run, model, adam, state_at(2));
   CHECK(checkpoint_directories(run) == std::vector<std::string>{"checkpoint-2"});
   CHECK(temporaries(run).empty());
+}
+
+TEST_CASE("crash safety: a chart write failing at any call leaves the previous chart whole") {
+  TempDir dir("crash-chart");
+  const std::string chart = dir.file("curves.svg");
+  models::TrainingCurves before, after;
+  before.train_loss = {{1, 4.0}, {2, 3.5}};
+  after = before;
+  after.train_loss.emplace_back(3, 3.25);
+  after.valid_loss = {{3, 3.4}};
+  models::write_training_chart(chart, before, "run");
+  const auto read = [&] {
+    std::ifstream in(chart);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string old_text = read();
+  const std::string new_text = models::chart_svg(models::training_chart(after, "run"));
+  REQUIRE(old_text != new_text);
+
+  FaultyFileSystem counting;
+  {
+    TempDir scratch("crash-chart-count");
+    io::ScopedFileSystem use(counting);
+    models::write_training_chart(scratch.file("curves.svg"), after, "run");
+  }
+  const int total = counting.calls;
+  const auto rename_call = std::find(counting.kinds.begin(), counting.kinds.end(), "rename");
+  REQUIRE(rename_call != counting.kinds.end());
+  const int renamed_at = static_cast<int>(rename_call - counting.kinds.begin()) + 1;
+  for (int k = 1; k <= total; ++k) {
+    INFO("call ", k, " of ", total, " fails: ", counting.kinds[k - 1]);
+    FaultyFileSystem faulty;
+    faulty.fail_at = k;
+    {
+      io::ScopedFileSystem use(faulty);
+      const std::string message = error_of([&] { models::write_training_chart(chart, after, "run"); });
+      CHECK((counting.kinds[k - 1] == "close of a directory" || contains(message, "Input/output error")));
+    }
+    // One whole chart: the old one, or the new one once the rename has happened; nothing temporary.
+    CHECK(read() == (k > renamed_at ? new_text : old_text));
+    CHECK(temporaries(dir.path.string()).empty());
+    models::write_training_chart(chart, before, "run");  // back to the old chart
+  }
 }
 
 TEST_CASE("crash safety: leftovers of a killed save are removed by the next save") {

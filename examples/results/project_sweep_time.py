@@ -47,6 +47,9 @@ def main(sweep_csv, retimed_csv, first_measured):
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 2 and sys.argv[1] in ("-h", "--help"):
+        print(__doc__.strip())
+        sys.exit(0)
     if len(sys.argv) != 4:
         sys.exit(__doc__)
     main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
