@@ -281,6 +281,13 @@ struct RunState {
   std::vector<EvalPoint> history;
 };
 
+// The lowest validation loss of the history without its last `skip` points (+inf if none).
+double history_min_loss(const std::vector<EvalPoint>& history, size_t skip) {
+  double lowest = INFINITY;
+  for (size_t i = 0; i + skip < history.size(); ++i) lowest = std::min(lowest, history[i].valid_loss);
+  return lowest;
+}
+
 constexpr const char* kModelPrefix = "model.";
 constexpr const char* kBestPrefix = "best.";
 constexpr const char* kAdamPrefix = "adam.";
@@ -491,18 +498,23 @@ AlgorithmicRun train_algorithmic(SequenceClassifier& model, const datasets::Sequ
       p.valid_output_accuracy = v.output_accuracy;
       p.seconds = seconds();
       st.history.push_back(p);
-      const bool better = v.accuracy > st.best_valid_accuracy;
+      // The best parameters: the highest accuracy, ties going to the higher
+      // per-output accuracy (a program accuracy can stay 0 for many epochs).
+      const bool better = v.accuracy > st.best_valid_accuracy ||
+                          (v.accuracy == st.best_valid_accuracy && std::isfinite(v.output_accuracy) &&
+                           !(v.output_accuracy <= st.best_valid_output_accuracy));
+      // Patience counts evaluations that neither found better parameters nor a
+      // lower validation loss.
+      const bool lower_loss = history_min_loss(st.history, 1) > v.loss;
       if (better) {
         NoGradGuard no_grad;
         st.best_valid_accuracy = v.accuracy;
         st.best_valid_output_accuracy = v.output_accuracy;
         st.best_step = st.step;
-        st.evaluations_since_best = 0;
         best_params.clear();
         for (const Tensor& t : params) best_params.push_back(clone(t));
-      } else {
-        ++st.evaluations_since_best;
       }
+      st.evaluations_since_best = better || lower_loss ? 0 : st.evaluations_since_best + 1;
       if (every_token) {
         say("step %6lld  valid loss %.4f  valid acc %5.1f%%  per output %5.1f%%%s  (best %5.1f%% at step %lld)",
             (long long)st.step, v.loss, 100.0 * v.accuracy, 100.0 * v.output_accuracy, better ? " *" : "  ",
@@ -513,7 +525,7 @@ AlgorithmicRun train_algorithmic(SequenceClassifier& model, const datasets::Sequ
       }
       stop = tr.patience > 0 && st.evaluations_since_best >= tr.patience;
       if (stop)
-        say("no better validation accuracy in %lld evaluations: stopping at step %lld", (long long)tr.patience,
+        say("no better validation accuracy or loss in %lld evaluations: stopping at step %lld", (long long)tr.patience,
             (long long)st.step);
       save();
       if (persist.on_eval) persist.on_eval(st.history);

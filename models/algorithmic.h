@@ -23,9 +23,11 @@
 // (datasets::epoch_order with the task's seed; a batch never spans two epochs);
 // for a task labelling every token the loss is the mean cross entropy over all
 // real tokens; the whole validation split every eval_interval steps and at the
-// end; with patience, the run stops once that many evaluations in a row did not
-// beat the best validation accuracy; the parameters of the best validation
-// accuracy are put back into the model before the test split is evaluated.
+// end; with patience, the run stops once that many evaluations in a row found
+// neither a better validation accuracy nor a lower validation loss; the
+// parameters of the best validation accuracy (ties: the best per-output
+// accuracy; the first of equals) are put back into the model before the test
+// split is evaluated.
 #pragma once
 
 #include <cmath>
@@ -52,7 +54,7 @@ struct AlgorithmicTraining {
   double clip = 1.0;  // global gradient-norm limit; 0: none
   int64_t log_interval = 50;
   int64_t eval_interval = 250;  // steps; with epochs > 0 and no eval_interval given: one epoch
-  int64_t patience = 0;         // stop after this many evaluations without a better valid accuracy; 0: never
+  int64_t patience = 0;  // stop after this many evaluations with neither a better valid accuracy nor a lower valid loss; 0: never
   int64_t eval_batch_size = 250;
   int64_t threads = 0;  // 0: OMP_NUM_THREADS or all cores
 };

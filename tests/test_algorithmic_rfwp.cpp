@@ -631,7 +631,7 @@ TEST_CASE("algorithmic protocol: a run stopped and resumed from its state ends e
   std::filesystem::remove_all(dir);
 }
 
-TEST_CASE("algorithmic protocol: patience stops a run that no longer improves") {
+TEST_CASE("algorithmic protocol: patience stops a run whose accuracy and loss no longer improve") {
   SmallRun s;
   s.task = CodeExecutionRfwp(code_config(3, CodeSemantics::authors));  // 100 statements: no program ever right
   s.model_config.dropout = 0.0;
@@ -640,16 +640,33 @@ TEST_CASE("algorithmic protocol: patience stops a run that no longer improves") 
   s.training.batch_size = 4;
   s.training.eval_interval = 1;
   s.training.patience = 3;
-  models::SequenceClassifier model(s.model_config);
-  models::AlgorithmicTraining tr = s.training;
-  std::vector<std::string> lines;
-  const models::AlgorithmicRun run =
-      models::train_algorithmic(model, s.task, tr, 1, [&](const std::string& l) { lines.push_back(l); });
-  // The first evaluation is the best (0 % beats nothing), the next three do not beat it.
-  CHECK(run.best_step == 1);
-  CHECK(run.steps == 4);
-  CHECK(run.stopped_early);
-  CHECK(lines.back().find("no better validation accuracy in 3 evaluations") != std::string::npos);
+  SUBCASE("a rate too small to move a float32 parameter: nothing changes after the first step") {
+    s.training.lr = 1e-12;
+    models::SequenceClassifier model(s.model_config);
+    std::vector<std::string> lines;
+    const models::AlgorithmicRun run =
+        models::train_algorithmic(model, s.task, s.training, 1, [&](const std::string& l) { lines.push_back(l); });
+    // The first evaluation is the best (0 % beats nothing); the next three match it
+    // and their loss is no lower.
+    CHECK(run.best_step == 1);
+    CHECK(run.steps == 4);
+    CHECK(run.stopped_early);
+    CHECK(lines.back().find("no better validation accuracy or loss in 3 evaluations") != std::string::npos);
+  }
+  SUBCASE("a falling validation loss keeps a run going while its accuracy stays 0") {
+    s.training.lr = 3e-3;
+    s.training.steps = 8;
+    models::SequenceClassifier model(s.model_config);
+    const models::AlgorithmicRun run = models::train_algorithmic(model, s.task, s.training, 1);
+    REQUIRE(run.history.size() == 8);
+    int64_t falling = 0;
+    for (size_t i = 1; i < run.history.size(); ++i) {
+      CHECK(run.history[i].valid_accuracy == 0.0);
+      falling += run.history[i].valid_loss < run.history[i - 1].valid_loss;
+    }
+    CHECK(falling == 7);  // the loss fell at every step
+    CHECK(!run.stopped_early);
+  }
 }
 
 }  // namespace loom::test
