@@ -25,6 +25,7 @@
 
 #include "engine/device.h"
 #include "engine/error.h"
+#include "engine/file_io.h"
 #include "examples/command_line.h"
 #include "models/algorithmic.h"
 
@@ -125,6 +126,7 @@ int main(int argc, char** argv) {
     const std::unique_ptr<datasets::SequenceTask> task = models::make_algorithmic_task(config);
     const std::string out_dir = out_override.empty() ? config.out_dir : out_override;
     std::filesystem::create_directories(out_dir);
+    const io::DirectoryLock out_dir_lock(out_dir, "out_dir");  // one run writes out_dir at a time
     const std::string csv = csv_override.empty() ? out_dir + "/results.csv" : csv_override;
 
     models::SequenceClassifier model(config.model);

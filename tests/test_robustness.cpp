@@ -257,7 +257,7 @@ TEST_CASE("robustness: a used out_dir needs --resume or --overwrite; a locked on
   Run holder(bigram_config(dir.file("shared"), 2));
   holder.trainer->prepare();
   Run second(bigram_config(dir.file("shared"), 2));
-  const std::string in_use = "is in use by another training run (process " + std::to_string(::getpid()) + ")";
+  const std::string in_use = "is in use by another run (process " + std::to_string(::getpid()) + ")";
   check_mentions(error_of([&] { second.run(); }), {in_use.c_str()});
 }
 
