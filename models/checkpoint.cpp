@@ -286,7 +286,8 @@ TrainedModel load_trained_model(const std::string& path) {
   LOOM_CHECK(t.tokenizer.vocab_size() == t.config.model.vocab, t.checkpoint_dir, "/", kVocabFile, " has ",
              t.tokenizer.vocab_size(), " tokens but the model was trained with ", t.config.model.vocab);
   t.model = make_model(t.config.model);
-  note_if_unchecked(t.checkpoint_dir, load_model_file(model_file, *t.model).checksummed);  // refuses non-finite weights
+  const bool checksummed = load_model_file(model_file, *t.model).checksummed;  // refuses non-finite weights
+  note_if_unchecked(t.checkpoint_dir, checksummed);
   const auto step = metadata.find("step");
   t.step = step != metadata.end() ? step->second : "?";
   return t;
