@@ -214,6 +214,11 @@ int train(const Arguments& args, comm::Communicator* world) {
     trainer = std::make_unique<models::Trainer>(config, *model, std::move(*data));
     if (gradients != nullptr) trainer->distribute(*gradients);
     trainer->lock_out_dir();  // before anything in out_dir is read
+  } catch (const std::exception& e) {
+    error = error_text(e);
+  }
+  agree(world, error);  // no rank reads a checkpoint before rank 0 holds out_dir
+  try {
     if (args.resuming) {
       std::string resume = args.resume;
       if (resume.empty()) {
