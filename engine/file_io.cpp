@@ -1,6 +1,7 @@
 #include "engine/file_io.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -134,6 +135,50 @@ void replace_symlink(const std::string& link, const std::string& target) {
     LOOM_FAIL("'", link, "': cannot rename the new link over it: ", reason);
   }
   sync_directory(parent_directory(link));
+}
+
+// ---- the directory lock -------------------------------------------------------------------
+
+DirectoryLock::DirectoryLock(const std::string& dir, const std::string& what) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  LOOM_CHECK(!ec, what, " '", dir, "': cannot create the directory: ", ec.message());
+  LOOM_CHECK(fs::is_directory(dir, ec), what, " '", dir, "' is not a directory");
+
+  const std::string lock_path = (fs::path(dir) / kLockFile).string();
+  const int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  LOOM_CHECK(fd >= 0, what, " '", dir, "' is not writable: cannot create ", lock_path, ": ", system_error_text());
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    char pid[32] = {};
+    const ssize_t n = ::pread(fd, pid, sizeof pid - 1, 0);
+    ::close(fd);
+    LOOM_FAIL(what, " '", dir, "' is in use by another run",
+              n > 0 ? detail::concat(" (process ", std::string(pid, static_cast<size_t>(n)), ")") : std::string(),
+              "; give this run its own ", what);
+  }
+  const std::string me = std::to_string(::getpid());
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, me.data(), me.size(), 0) != static_cast<ssize_t>(me.size())) {
+    const std::string reason = system_error_text();
+    ::close(fd);
+    LOOM_FAIL(what, " '", dir, "' is not writable: cannot write ", lock_path, ": ", reason);
+  }
+  fd_ = fd;
+}
+
+DirectoryLock::~DirectoryLock() {
+  if (fd_ >= 0) ::close(fd_);  // releases the flock
+}
+
+DirectoryLock::DirectoryLock(DirectoryLock&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+
+DirectoryLock& DirectoryLock::operator=(DirectoryLock&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = other.fd_;
+    other.fd_ = -1;
+  }
+  return *this;
 }
 
 }  // namespace loom::io

@@ -85,6 +85,34 @@ void rename_path(const std::string& from, const std::string& to);
 // a new link under a temporary name, renamed over the old one, then the directory fsynced.
 void replace_symlink(const std::string& link, const std::string& target);
 
+// One writer per output directory: an exclusive flock on "<dir>/.lock", which holds the
+// owner's process id. The kernel releases a flock when its process ends, however it
+// ends, so a killed run never leaves its directory locked. Every program that writes
+// into a run directory takes this lock before it reads anything there, so a second
+// run is refused up front instead of reading files the first is replacing.
+class DirectoryLock {
+ public:
+  DirectoryLock() = default;  // holds nothing
+  // Creates `dir` when missing and locks it. Throws loom::Error starting with `what`
+  // (the setting that named the directory, e.g. "training.out_dir") when the directory
+  // cannot be created or written, or when another process holds it: "... is in use by
+  // another run (process N)".
+  DirectoryLock(const std::string& dir, const std::string& what);
+  ~DirectoryLock();
+  DirectoryLock(DirectoryLock&& other) noexcept;
+  DirectoryLock& operator=(DirectoryLock&& other) noexcept;
+  DirectoryLock(const DirectoryLock&) = delete;
+  DirectoryLock& operator=(const DirectoryLock&) = delete;
+
+  bool held() const { return fd_ >= 0; }
+
+ private:
+  int fd_ = -1;
+};
+
+// The name of the lock file inside a locked directory.
+inline constexpr const char* kLockFile = ".lock";
+
 // "<what>: <strerror(errno)>" for messages.
 std::string system_error_text();
 

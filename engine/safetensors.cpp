@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "engine/crc32c.h"
 #include "engine/error.h"
 #include "engine/file_io.h"
 #include "engine/json.h"
@@ -25,6 +26,11 @@ namespace {
 using Json = nlohmann::ordered_json;
 
 constexpr const char* kMetadataKey = "__metadata__";
+// The checksum entries of the metadata (safetensors.h).
+constexpr const char* kChecksumPrefix = "checksum";           // reserved for them
+constexpr const char* kTensorChecksumPrefix = "checksum.";    // + the tensor's name
+constexpr const char* kHeaderChecksumKey = "checksum_of_header";
+constexpr const char* kChecksumKind = "crc32c:";
 // The reference implementation refuses headers above 100 MB; so do we, rather
 // than allocate whatever a corrupt length field asks for.
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;
@@ -48,6 +54,8 @@ bool parse_dtype(const std::string& name, DType* out) {
 
 std::string errno_text() { return std::strerror(errno); }
 
+bool starts_with(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
+
 // A name as messages show it: a header may hold names megabytes long.
 std::string shown(const std::string& name) { return name.size() <= 80 ? name : name.substr(0, 80) + "..."; }
 
@@ -62,7 +70,9 @@ struct Entry {
 
 struct Header {
   std::vector<Entry> entries;  // header order
-  std::map<std::string, std::string> metadata;
+  std::map<std::string, std::string> metadata;  // without the checksum entries
+  bool checksummed = false;
+  std::map<std::string, std::string> tensor_checksums;  // name -> "crc32c:..."
   uint64_t data_start = 0;  // 8 + N
   uint64_t data_size = 0;
 };
@@ -165,6 +175,35 @@ void check_ranges(const Header& h, const std::string& file) {
              covered, " (", h.data_size - covered, " trailing bytes belong to no tensor)");
 }
 
+// The checksum entries of the header's metadata (none: an unchecked file). The header
+// is checked against its own checksum before anything else in it is believed, so a
+// damaged name, shape or offset is reported as damage rather than as whatever it
+// happens to look like.
+void check_header_checksum(const Json& json, Header& h, const std::string& path) {
+  const std::string file = detail::concat("load_safetensors: '", path, "' is damaged: ");
+  const auto meta = json.find(kMetadataKey);
+  if (meta == json.end() || !meta->is_object()) return;
+  for (const auto& [key, value] : meta->items()) {
+    if (!starts_with(key, kChecksumPrefix)) continue;
+    h.checksummed = true;
+    LOOM_CHECK(value.is_string() && starts_with(value.get<std::string>(), kChecksumKind), file, "its checksum entry '",
+               shown(key), "' is ", json_excerpt(value), ", not \"", kChecksumKind, "<8 hex digits>\"");
+    if (starts_with(key, kTensorChecksumPrefix))
+      h.tensor_checksums[key.substr(std::strlen(kTensorChecksumPrefix))] = value.get<std::string>();
+    else
+      LOOM_CHECK(key == kHeaderChecksumKey, file, "metadata '", shown(key), "' is no checksum entry loom knows");
+  }
+  if (!h.checksummed) return;
+  const auto stored = meta->find(kHeaderChecksumKey);
+  LOOM_CHECK(stored != meta->end(), file, "it carries checksums but none of its header");
+  Json unsigned_header = json;
+  unsigned_header[kMetadataKey].erase(kHeaderChecksumKey);
+  const std::string text = unsigned_header.dump();
+  const std::string actual = checksum_text(text.data(), text.size());
+  LOOM_CHECK(actual == stored->get<std::string>(), file, "its header (tensor names, dtypes, shapes, offsets or ",
+             "metadata) does not match its checksum (", stored->get<std::string>(), " stored, ", actual, " read)");
+}
+
 Header read_header(std::ifstream& in, const std::string& path) {
   const std::string file = detail::concat("load_safetensors: '", path, "': ");
   LOOM_CHECK(in.is_open(), file, "cannot open: ", errno_text());
@@ -186,25 +225,41 @@ Header read_header(std::ifstream& in, const std::string& path) {
   std::string text(header_size, '\0');
   in.read(text.data(), static_cast<std::streamsize>(header_size));
   LOOM_CHECK(in.good(), file, "cannot read the ", header_size, "-byte header");
+  // The JSON parser would stop at a NUL byte and ignore the rest, but JSON holds none
+  // (strings escape control characters) and the padding is spaces: it is damage.
+  const size_t nul = text.find('\0');
+  LOOM_CHECK(nul == std::string::npos, file, "the header holds a NUL byte at offset ", 8 + nul,
+             " (JSON and its padding hold none): the file is damaged");
   const Json json = parse_json_without_duplicates(text, file);
   LOOM_CHECK(json.is_object(), file, "the header must be a JSON object, got ", json.type_name());
 
   Header h;
   h.data_start = 8 + header_size;
   h.data_size = file_size - h.data_start;
+  check_header_checksum(json, h, path);
   for (const auto& [key, value] : json.items()) {
     if (key == kMetadataKey) {
       LOOM_CHECK(value.is_object(), file, "__metadata__ must be an object, got ", json_excerpt(value));
       for (const auto& [mkey, mvalue] : value.items()) {
         LOOM_CHECK(mvalue.is_string(), file, "__metadata__ value of '", shown(mkey), "' must be a string, got ",
                    json_excerpt(mvalue));
-        h.metadata[mkey] = mvalue.get<std::string>();
+        if (!starts_with(mkey, kChecksumPrefix)) h.metadata[mkey] = mvalue.get<std::string>();
       }
     } else {
       h.entries.push_back(parse_entry(key, value, file));
     }
   }
   check_ranges(h, file);
+  if (h.checksummed) {
+    std::set<std::string> names;
+    for (const Entry& e : h.entries) {
+      names.insert(e.name);
+      LOOM_CHECK(h.tensor_checksums.count(e.name), file, "tensor '", shown(e.name),
+                 "' has no checksum, though the file carries checksums");
+    }
+    for (const auto& [name, checksum] : h.tensor_checksums)
+      LOOM_CHECK(names.count(name), file, "metadata '", kTensorChecksumPrefix, shown(name), "' names no tensor");
+  }
   return h;
 }
 
@@ -212,8 +267,10 @@ Header read_header(std::ifstream& in, const std::string& path) {
 
 // ---- public API -------------------------------------------------------------------------------
 
+std::string checksum_text(const void* data, size_t bytes) { return kChecksumKind + crc32c_hex(data, bytes); }
+
 void save_safetensors(const std::string& path, const NamedTensors& tensors,
-                      const std::map<std::string, std::string>& metadata) {
+                      const std::map<std::string, std::string>& metadata, bool checksums) {
   const std::string file = detail::concat("save_safetensors: '", path, "': ");
   LOOM_CHECK(!path.empty(), "save_safetensors: empty path");
 
@@ -222,9 +279,13 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
   std::vector<Tensor> host;
   std::set<std::string> seen;
   Json header = Json::object();
-  if (!metadata.empty()) {
+  if (!metadata.empty() || checksums) {
     Json meta = Json::object();
-    for (const auto& [key, value] : metadata) meta[key] = value;
+    for (const auto& [key, value] : metadata) {
+      LOOM_CHECK(!starts_with(key, kChecksumPrefix), file, "metadata key '", shown(key), "': keys starting with \"",
+                 kChecksumPrefix, "\" are reserved for the checksums");
+      meta[key] = value;
+    }
     header[kMetadataKey] = meta;
   }
   uint64_t offset = 0;
@@ -238,12 +299,17 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
     header[name] = Json{{"dtype", safetensors_dtype(t.dtype())},
                         {"shape", t.shape()},
                         {"data_offsets", {offset, offset + bytes}}};
+    if (checksums) header[kMetadataKey][kTensorChecksumPrefix + name] = checksum_text(t.raw_data(), bytes);
     offset += bytes;
     host.push_back(std::move(t));
   }
 
   std::string text;
   try {
+    if (checksums) {  // of the header as it stands, which is what the reader sees once it drops this entry
+      const std::string unsigned_header = header.dump();
+      header[kMetadataKey][kHeaderChecksumKey] = checksum_text(unsigned_header.data(), unsigned_header.size());
+    }
     text = header.dump();
   } catch (const Json::exception& e) {  // e.g. a name that is not valid UTF-8
     LOOM_FAIL(file, "cannot encode the header: ", e.what());
@@ -270,6 +336,7 @@ SafetensorsFile read_safetensors(const std::string& path) {
   const Header h = read_header(in, path);
   SafetensorsFile result;
   result.metadata = h.metadata;
+  result.checksummed = h.checksummed;
   for (const Entry& e : h.entries) {
     Tensor t = Tensor::empty(e.shape, e.dtype);
     const uint64_t bytes = e.end - e.begin;
@@ -278,6 +345,12 @@ SafetensorsFile read_safetensors(const std::string& path) {
       in.read(static_cast<char*>(t.raw_data()), static_cast<std::streamsize>(bytes));
       LOOM_CHECK(in.good(), "load_safetensors: '", path, "': tensor '", shown(e.name), "': cannot read its ", bytes,
                  " bytes");
+    }
+    if (h.checksummed) {
+      const std::string& stored = h.tensor_checksums.at(e.name);
+      const std::string actual = checksum_text(bytes > 0 ? t.raw_data() : nullptr, bytes);
+      LOOM_CHECK(actual == stored, "load_safetensors: '", path, "' is damaged: the bytes of tensor '", shown(e.name),
+                 "' do not match its checksum (", stored, " stored, ", actual, " read)");
     }
     result.tensors.emplace_back(e.name, std::move(t));
   }

@@ -345,6 +345,7 @@ int main(int argc, char** argv) {
     if (config.training.threads > 0) set_num_threads(static_cast<int>(config.training.threads));
     const std::string out_dir = o.out.empty() ? config.out_dir : o.out;
     std::filesystem::create_directories(out_dir);
+    const io::DirectoryLock out_dir_lock(out_dir, "out_dir");  // one sweep writes out_dir at a time
     const std::string csv = o.csv.empty() ? out_dir + "/results.csv" : o.csv;
 
     const std::vector<std::string> layers = o.layers.empty() ? std::vector<std::string>{config.model.layer} : o.layers;

@@ -356,6 +356,7 @@ int main(int argc, char** argv) {
     const Config config = load_config(config_path);
     const std::string out_dir = out_override.empty() ? config.out_dir : out_override;
     std::filesystem::create_directories(out_dir);
+    const io::DirectoryLock out_dir_lock(out_dir, "out_dir");  // one run writes out_dir at a time
     const std::string csv = out_dir + "/results.csv";
     std::vector<Result> results = fresh ? std::vector<Result>{} : read_results(csv);
 

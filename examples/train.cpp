@@ -219,6 +219,12 @@ int train(const Arguments& args, comm::Communicator* world) {
                    num_threads(), world ? detail::concat(" per rank, ", world->size(), " ranks").c_str() : "");
     trainer = std::make_unique<models::Trainer>(config, *model, std::move(*data));
     if (gradients != nullptr) trainer->distribute(*gradients);
+    trainer->lock_out_dir();  // before anything in out_dir is read
+  } catch (const std::exception& e) {
+    error = error_text(e);
+  }
+  agree(world, error);  // no rank reads a checkpoint before rank 0 holds out_dir
+  try {
     if (args.resuming) {
       std::string resume = args.resume;
       if (resume.empty()) {

@@ -1,6 +1,7 @@
 #include "models/checkpoint.h"
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <cstring>
@@ -59,6 +60,16 @@ std::string number_text(double x) {
 
 bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
 
+// The model file's metadata entry holding the checksum of vocab.json (checksum_text).
+constexpr const char* kVocabChecksumKey = "vocab_checksum";
+
+// A checkpoint written before loom stored checksums loads as it is, with one line saying so.
+void note_if_unchecked(const std::string& checkpoint_dir, bool checksummed) {
+  if (!checksummed)
+    std::fprintf(stderr, "note: checkpoint %s carries no checksums (written before loom stored them), so damage to "
+                 "its files cannot be detected\n", checkpoint_dir.c_str());
+}
+
 // Names of the carried state (TrainingState::carried_state) among the Adam tensors.
 constexpr const char* kCarriedStatePrefix = "carried_state.";
 
@@ -104,7 +115,10 @@ void check_finite(const NamedTensors& tensors, const std::string& what) {
   }
 }
 
-std::map<std::string, std::string> load_model(const std::string& path, Module& model) {
+namespace {
+
+// load_model, returning the file without its tensors: the metadata and whether it was checksummed.
+SafetensorsFile load_model_file(const std::string& path, Module& model) {
   SafetensorsFile file = read_safetensors(path);
   std::map<std::string, Tensor> stored(file.tensors.begin(), file.tensors.end());
   const NamedTensors wanted = model_tensors(model);
@@ -136,7 +150,14 @@ std::map<std::string, std::string> load_model(const std::string& path, Module& m
 
   NoGradGuard no_grad;  // copy_ refuses parameters while recording
   for (const auto& [name, t] : wanted) copy_(t, stored.at(name).to(t.device()));
-  return file.metadata;
+  file.tensors.clear();
+  return file;
+}
+
+}  // namespace
+
+std::map<std::string, std::string> load_model(const std::string& path, Module& model) {
+  return load_model_file(path, model).metadata;
 }
 
 // ---- checkpoint directories -----------------------------------------------------------------
@@ -171,6 +192,7 @@ std::string save_checkpoint(const std::string& out_dir, const Module& model, con
   check_finite(model_state, "cannot save the " + where + ": the model");
   check_finite(optimizer_state, "cannot save the " + where + ": the optimizer state");
   const std::string vocab_json = datasets::CharTokenizer(state.vocab).to_json() + "\n";
+  const std::string vocab_checksum = checksum_text(vocab_json.data(), vocab_json.size());
 
   // 1. Everything into a temporary directory (each file written, fsynced and renamed into it).
   const fs::path run(out_dir);
@@ -181,7 +203,7 @@ std::string save_checkpoint(const std::string& out_dir, const Module& model, con
   const fs::path final_dir = run / name;
   try {
     save_model((fs::path(temporary) / kModelFile).string(), model,
-               {{"format", "loom"}, {"step", step}, {"config", state.config_json}});
+               {{"format", "loom"}, {"step", step}, {"config", state.config_json}, {kVocabChecksumKey, vocab_checksum}});
     save_safetensors((fs::path(temporary) / kOptimizerFile).string(), optimizer_state,
                      {{"format", "loom"},
                       {"step", step},
@@ -236,9 +258,19 @@ datasets::CharTokenizer load_checkpoint_vocab(const std::string& checkpoint_dir)
   const std::string path = (fs::path(checkpoint_dir) / kVocabFile).string();
   std::ifstream in(path, std::ios::binary);
   LOOM_CHECK(in.is_open(), "cannot open the vocabulary '", path, "': ", io::system_error_text());
-  std::stringstream text;
-  text << in.rdbuf();
-  return parse_vocab(text.str(), "'" + path + "': ");
+  std::stringstream read;
+  read << in.rdbuf();
+  const std::string text = read.str();
+  // Its checksum is in the model file, whose header checksum vouches for it; a checkpoint
+  // written before loom stored checksums has none.
+  const auto metadata = load_safetensors_metadata((fs::path(checkpoint_dir) / kModelFile).string());
+  const auto stored = metadata.find(kVocabChecksumKey);
+  if (stored != metadata.end()) {
+    const std::string actual = checksum_text(text.data(), text.size());
+    LOOM_CHECK(actual == stored->second, "the vocabulary '", path, "' is damaged: it does not match the checksum ",
+               "that ", kModelFile, " records for it (", stored->second, " stored, ", actual, " read)");
+  }
+  return parse_vocab(text, "'" + path + "': ");
 }
 
 TrainedModel load_trained_model(const std::string& path) {
@@ -254,7 +286,8 @@ TrainedModel load_trained_model(const std::string& path) {
   LOOM_CHECK(t.tokenizer.vocab_size() == t.config.model.vocab, t.checkpoint_dir, "/", kVocabFile, " has ",
              t.tokenizer.vocab_size(), " tokens but the model was trained with ", t.config.model.vocab);
   t.model = make_model(t.config.model);
-  load_model(model_file, *t.model);  // refuses non-finite weights
+  const bool checksummed = load_model_file(model_file, *t.model).checksummed;  // refuses non-finite weights
+  note_if_unchecked(t.checkpoint_dir, checksummed);
   const auto step = metadata.find("step");
   t.step = step != metadata.end() ? step->second : "?";
   return t;
@@ -295,12 +328,13 @@ TrainingState load_checkpoint(const std::string& path, Module& model, Adam& opti
   const std::string model_step = required(load_safetensors_metadata(model_path), "step", model_path);
   LOOM_CHECK(model_step == std::to_string(s.step), model_path, " is at step ", model_step, " but ", optim_path,
              " is at step ", s.step, " (the files come from different saves)");
-  load_model(model_path, model);
+  const bool model_checksummed = load_model_file(model_path, model).checksummed;
   try {
     optimizer.load_state_tensors(adam_state);
   } catch (const Error& e) {
     throw Error(optim_path + ": " + e.what());
   }
+  note_if_unchecked(dir, model_checksummed && optim.checksummed);
   return s;
 }
 

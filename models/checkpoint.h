@@ -7,7 +7,8 @@
 //       model.safetensors       the model: named_parameters() + named_buffers() under their exact
 //                               (labml state_dict) names, so PyTorch reads it with
 //                               safetensors.torch.load_file + load_state_dict. Metadata: "format" =
-//                               "loom", "step", "config" (generate rebuilds the model from it).
+//                               "loom", "step", "config" (generate rebuilds the model from it),
+//                               "vocab_checksum" (the CRC-32C of vocab.json).
 //       optimizer.safetensors   what resuming needs besides the model: the Adam moments and step
 //                               counts ("<param>.exp_avg", ...; see optim.h) and, as metadata, the
 //                               step, the training batcher's state, the RNG state and the config.
@@ -21,6 +22,12 @@
 // naming a complete checkpoint, the old one or the new, and the next save clears
 // what the crash left behind. All file system calls go through io::file_system()
 // (engine/file_io.h), where the tests inject failures.
+//
+// Both safetensors files carry the checksums of their tensors and header
+// (engine/safetensors.h), and the model file the vocabulary's; every load here
+// verifies them and refuses a damaged file, naming it and the tensor. A checkpoint
+// written before loom stored checksums loads unchecked, with one line on stderr
+// saying so.
 #pragma once
 
 #include <map>
@@ -84,8 +91,9 @@ std::string save_checkpoint(const std::string& out_dir, const Module& model, con
 // training state. Everything is read and checked before the model changes.
 TrainingState load_checkpoint(const std::string& path, Module& model, Adam& optimizer);
 
-// The vocabulary of the checkpoint directory `checkpoint_dir`: its vocab.json read
-// with parse_vocab. `where` starts error messages.
+// The vocabulary of the checkpoint directory `checkpoint_dir`: its vocab.json,
+// checked against the checksum in the model file's metadata when it has one, read
+// with parse_vocab.
 datasets::CharTokenizer load_checkpoint_vocab(const std::string& checkpoint_dir);
 // A vocab.json text: a JSON list of one-character strings (CharTokenizer::to_json) whose
 // characters are in ascending byte order, as every vocabulary built from a text is.

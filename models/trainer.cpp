@@ -1,13 +1,12 @@
 #include "models/trainer.h"
 
-#include <fcntl.h>
-#include <sys/file.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -122,9 +121,7 @@ Trainer::Trainer(TrainConfig config, LanguageModel& model, datasets::TextDataset
 
 int64_t Trainer::total_steps() const { return config_.total_steps(train_batches_.batches_per_epoch()); }
 
-Trainer::~Trainer() {
-  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
-}
+Trainer::~Trainer() = default;
 
 std::string Trainer::chart_path() const {
   if (config_.training.log.empty()) return "";
@@ -276,6 +273,12 @@ std::string Trainer::save() {
 }
 
 void Trainer::resume(const std::string& path) {
+  // out_dir is taken before anything is read: a run still saving there would otherwise
+  // replace the files under this reader.
+  with_out_dir_locked([&] { resume_locked(path); });
+}
+
+void Trainer::resume_locked(const std::string& path) {
   const std::string dir = find_checkpoint(path);
   const std::string model_file = (std::filesystem::path(dir) / kModelFile).string();
   // The checkpoint must describe the same model on the same data windows.
@@ -330,8 +333,22 @@ std::string first_component_below(const std::filesystem::path& dir, const std::f
 
 }  // namespace
 
+void Trainer::lock_out_dir() {
+  if (!is_writer() || lock_.held()) return;  // rank 0 alone owns out_dir
+  lock_ = io::DirectoryLock(config_.training.out_dir, "training.out_dir");
+}
+
+void Trainer::with_out_dir_locked(const std::function<void()>& work) {
+  lock_out_dir();
+  try {
+    work();
+  } catch (...) {
+    lock_ = {};  // a refused run leaves the directory free
+    throw;
+  }
+}
+
 void Trainer::prepare(bool overwrite) {
-  namespace fs = std::filesystem;
   if (prepared_) return;
   // The sample is taken at the first evaluation: a prompt it cannot encode would
   // end the run there, after steps that were never saved.
@@ -342,51 +359,18 @@ void Trainer::prepare(bool overwrite) {
       LOOM_FAIL("sample.prompt \"", config_.sample.prompt.substr(0, 40), "\": ", e.what());
     }
   }
-  if (!is_writer()) {  // rank 0 alone owns out_dir
+  if (!is_writer()) {
     prepared_ = true;
     return;
   }
-  const std::string& out_dir = config_.training.out_dir;
-  std::error_code ec;
-  fs::create_directories(out_dir, ec);
-  LOOM_CHECK(!ec, "training.out_dir '", out_dir, "': cannot create the directory: ", ec.message());
-  LOOM_CHECK(fs::is_directory(out_dir), "training.out_dir '", out_dir, "' is not a directory");
-
-  // The lock: one process per out_dir. flock is released when the process ends,
-  // however it ends, so a killed run never leaves its directory locked.
-  const std::string lock_path = (fs::path(out_dir) / ".lock").string();
-  const int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  LOOM_CHECK(fd >= 0, "training.out_dir '", out_dir, "' is not writable: cannot create ", lock_path, ": ",
-             io::system_error_text());
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    char pid[32] = {};
-    const ssize_t n = ::pread(fd, pid, sizeof pid - 1, 0);
-    ::close(fd);
-    LOOM_FAIL("training.out_dir '", out_dir, "' is in use by another training run",
-              n > 0 ? detail::concat(" (process ", std::string(pid, static_cast<size_t>(n)), ")") : std::string(),
-              "; give this run its own training.out_dir");
-  }
-  lock_fd_ = fd;
-  try {
-    prepare_locked(overwrite);
-  } catch (...) {
-    ::close(lock_fd_);  // a refused run leaves the directory free
-    lock_fd_ = -1;
-    throw;
-  }
+  with_out_dir_locked([&] { prepare_locked(overwrite); });
   prepared_ = true;
 }
 
 void Trainer::prepare_locked(bool overwrite) {
   namespace fs = std::filesystem;
   const std::string& out_dir = config_.training.out_dir;
-  const std::string lock_path = (fs::path(out_dir) / ".lock").string();
   std::error_code ec;
-  const int fd = lock_fd_;
-  const std::string me = std::to_string(::getpid());
-  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, me.data(), me.size(), 0) != static_cast<ssize_t>(me.size()))
-    LOOM_FAIL("training.out_dir '", out_dir, "' is not writable: cannot write ", lock_path, ": ",
-              io::system_error_text());
 
   // The log lives beside the checkpoints, never in their place.
   fs::path log_path;
@@ -394,7 +378,7 @@ void Trainer::prepare_locked(bool overwrite) {
     log_path = fs::path(out_dir) / config_.training.log;
     const std::string first = first_component_below(out_dir, log_path);
     LOOM_CHECK(first != kCheckpointLink && first.rfind("checkpoint-", 0) != 0 && first.rfind(".checkpoint", 0) != 0 &&
-                   first != ".lock" && first != "curves.svg",
+                   first != io::kLockFile && first != "curves.svg",
                "training.log '", config_.training.log, "' would be written among the checkpoints (", log_path.string(),
                "); choose another name");
     LOOM_CHECK(!fs::is_directory(log_path), "training.log '", log_path.string(), "' is a directory");

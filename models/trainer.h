@@ -11,12 +11,14 @@
 #include <atomic>
 #include <cstdint>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 
 #include "datasets/batcher.h"
 #include "datasets/text_dataset.h"
+#include "engine/file_io.h"
 #include "models/config.h"
 #include "models/distributed.h"
 #include "models/language_model.h"
@@ -71,17 +73,24 @@ class Trainer {
   // The weights are checked first (finite, and a sane loss on the last batch): weights
   // of a diverged run are never saved.
   std::string save();
+  // Takes out_dir for this process (io::DirectoryLock, kept until the trainer is
+  // destroyed): out_dir is created and must be writable, and a run holding it is
+  // refused. resume() and prepare() take it first, before they read anything; a
+  // program calls it itself before it looks into out_dir on its own. Only the writer
+  // rank locks; elsewhere, and when already held, it does nothing.
+  void lock_out_dir();
+
   // Restores model, optimizer, batchers, dropout RNG and step from the checkpoint at
   // `path` (a run directory, a checkpoint directory or its model.safetensors); the
   // checkpoint's model, data settings and vocabulary must match this trainer's.
+  // Locks out_dir first (lock_out_dir); a failed resume lets it go again.
   void resume(const std::string& path);
 
-  // Everything that can be checked before the first step, then takes out_dir for this
-  // process. out_dir is created and must be writable; a run holding it (a lock, kept
-  // until the trainer is destroyed) is refused; a run that did not resume() refuses an
-  // out_dir holding another run unless `overwrite`, which removes it; the log must not
-  // be a checkpoint path; the sample prompt must be in the vocabulary. The metrics log
-  // is opened for appending. run() calls it when it was not called.
+  // Everything that can be checked before the first step, with out_dir locked first
+  // (lock_out_dir): a run that did not resume() refuses an out_dir holding another run
+  // unless `overwrite`, which removes it; the log must not be a checkpoint path; the
+  // sample prompt must be in the vocabulary. The metrics log is opened for appending.
+  // A refused run leaves out_dir free. run() calls it when it was not called.
   void prepare(bool overwrite = false);
 
   // Data-parallel training (models/distributed.h): this trainer is rank comm.rank()
@@ -113,7 +122,10 @@ class Trainer {
   void write_metrics(const nlohmann::ordered_json& entry);
   void draw_chart();
   void check_loss(double loss, int64_t step, const char* what) const;
-  void prepare_locked(bool overwrite);  // prepare() after the lock is taken
+  void prepare_locked(bool overwrite);        // prepare() after the lock is taken
+  void resume_locked(const std::string& path);  // resume() after the lock is taken
+  // Runs `work` with out_dir locked; when it throws, the lock is let go.
+  void with_out_dir_locked(const std::function<void()>& work);
 
   TrainConfig config_;
   LanguageModel& model_;
@@ -127,7 +139,7 @@ class Trainer {
   std::string metrics_path_;  // "" when training.log is off
   bool resumed_ = false, prepared_ = false;
   int64_t saved_step_ = -1;    // the step of the newest checkpoint in out_dir (-1: none)
-  int lock_fd_ = -1;           // flock on <out_dir>/.lock while prepared
+  io::DirectoryLock lock_;     // out_dir, from lock_out_dir() on
   datasets::Batch last_batch_;  // the batch of the latest step, for the check before a save
   // data.carry_over: the layers' states after the latest training batch, which the next
   // batch of the same epoch continues (null: zeros; an epoch starts from zeros).

@@ -1,4 +1,5 @@
-// test_crash_safety.cpp: nothing is lost when a save fails or the process dies.
+// test_crash_safety.cpp: nothing is lost when a save fails or the process dies, and
+// a second run never reads a run directory another run is writing.
 //
 // Tests against models/checkpoint.h (and the chart of models/charts.h, written the same way):
 //  - every file system call of a save (open, write, fsync, close, rename, mkdir,
@@ -8,6 +9,12 @@
 //  - the real `train` program is killed with SIGKILL at random moments: after
 //    each kill the run's checkpoint loads, and resuming to the end gives weights
 //    bit-identical to an uninterrupted run, with nothing left behind.
+// Against the out_dir lock (io::DirectoryLock):
+//  - while a `train` saves at every step, a second `train` (--resume, --resume DIR,
+//    --overwrite or fresh) started at random moments always gets the "in use by
+//    process N" error and nothing else;
+//  - with out_dir locked and holding a checkpoint link to nothing, `train --resume`,
+//    `algorithmic` and `retrieval` say it is in use: they lock before they read.
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -359,6 +366,84 @@ TEST_CASE("crash safety: train killed with SIGKILL at random moments resumes to 
   }
   CHECK(temporaries(run).empty());
   CHECK(checkpoint_directories(run) == std::vector<std::string>{"checkpoint-" + std::to_string(steps)});
+}
+
+namespace {
+
+size_t count_of(const std::string& text, const std::string& part) {
+  size_t n = 0;
+  for (size_t at = text.find(part); at != std::string::npos; at = text.find(part, at + 1)) ++n;
+  return n;
+}
+
+// A run's output when `dir` was in use by process `holder`: that error and no other.
+void check_only_in_use(const std::string& log, const std::string& setting, const std::string& dir, pid_t holder) {
+  INFO("output:\n", log);
+  CHECK(contains(log, "error: " + setting + " '" + dir + "' is in use by another run (process " +
+                          std::to_string(holder) + ")"));
+  CHECK(count_of(log, "error") == 1);
+  CHECK(!contains(log, "resumed from"));
+}
+
+}  // namespace
+
+TEST_CASE("crash safety: a second train against a run saving at every step is told, every time, that it is in use") {
+  REQUIRE(fs::exists(program("train")));
+  TempDir dir("crash-second-run");
+  std::ofstream(dir.file("text.txt")) << text_for_training();
+  const std::string config = write_config(dir, "run", 1000000);
+  const std::string run = dir.file("run");
+  const pid_t first = spawn(train_args(config, {"--threads", "1"}), dir.file("first.log"));
+  for (int i = 0; i < 600 && !fs::exists(run + "/" + models::kCheckpointLink); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  REQUIRE(fs::exists(run + "/" + models::kCheckpointLink));
+
+  // Each mode in turn, at random moments of the first run's saves.
+  const std::vector<std::vector<std::string>> modes = {{"--resume"}, {"--resume", run}, {"--overwrite"}, {}};
+  std::mt19937 random(20261205);
+  const int attempts = 16;
+  for (int i = 0; i < attempts; ++i) {
+    std::this_thread::sleep_for(
+        std::chrono::duration<double, std::milli>(std::uniform_real_distribution<double>(0.0, 60.0)(random)));
+    const std::string log = dir.file("second-" + std::to_string(i) + ".log");
+    std::vector<std::string> args = modes[i % modes.size()];
+    args.insert(args.end(), {"--threads", "1"});
+    INFO("attempt ", i, " with ", args.front());
+    CHECK(wait_for(spawn(train_args(config, args), log)) == 1);
+    check_only_in_use(read_bytes(log), "training.out_dir", run, first);
+  }
+  // The first run never noticed: it stops on request, its checkpoint loads.
+  ::kill(first, SIGTERM);
+  CHECK(wait_for(first) == 128 + SIGTERM);
+  CHECK(load_run(run) >= 1);
+  CHECK(temporaries(run).empty());
+}
+
+TEST_CASE("crash safety: train --resume, algorithmic and retrieval lock out_dir before they read anything there") {
+  REQUIRE(fs::exists(program("train")));
+  TempDir dir("crash-lock-first");
+  std::ofstream(dir.file("text.txt")) << text_for_training();
+  const std::string config = write_config(dir, "run", 4);
+  const std::string run = dir.file("run");
+  // The lock held by this process, and a link to a checkpoint that is not there: a
+  // program that reads before it locks reports the missing checkpoint instead.
+  const io::DirectoryLock held(run, "test");
+  fs::create_symlink("checkpoint-4", run + "/" + models::kCheckpointLink);
+
+  for (const std::vector<std::string>& mode : std::vector<std::vector<std::string>>{{"--resume"}, {"--resume", run}}) {
+    const std::string log = dir.file("train" + std::to_string(mode.size()) + ".log");
+    CHECK(wait_for(spawn(train_args(config, mode), log)) == 1);
+    check_only_in_use(read_bytes(log), "training.out_dir", run, ::getpid());
+  }
+  const std::string configs = std::string(LOOM_SOURCE_ROOT) + "/examples/configs/";
+  for (const auto& [name, config_file] : {std::pair<std::string, std::string>{"algorithmic", "code_execution_quick.json"},
+                                          {"retrieval", "retrieval_quick.json"}}) {
+    REQUIRE_MESSAGE(fs::exists(program(name.c_str())), program(name.c_str()), " is not built (meson test builds it)");
+    const std::string log = dir.file(name + ".log");
+    CHECK(wait_for(spawn({program(name.c_str()), configs + config_file, "--out", run, "--threads", "1"}, log)) == 1);
+    check_only_in_use(read_bytes(log), "out_dir", run, ::getpid());
+  }
+  CHECK(!fs::exists(run + "/results.csv"));
 }
 
 TEST_CASE("crash safety: SIGTERM finishes the step, saves and exits 143; --resume takes an optional path") {

@@ -1,7 +1,8 @@
 // test_robustness.cpp: hostile but realistic inputs to training and generation get
 // a clear error or the right result: sizes that overflow or cannot fit, deeply
-// nested and duplicate-keyed JSON, a used or locked out_dir, a diverging run,
-// non-finite weights, generation past the context, a shuffled vocabulary.
+// nested and duplicate-keyed JSON, a used or locked out_dir (locked before a
+// resume reads it), a diverging run, non-finite weights, generation past the
+// context, a shuffled vocabulary.
 // (Failed and killed saves are in test_crash_safety.cpp.)
 #include <doctest/doctest.h>
 #include <fcntl.h>
@@ -257,8 +258,20 @@ TEST_CASE("robustness: a used out_dir needs --resume or --overwrite; a locked on
   Run holder(bigram_config(dir.file("shared"), 2));
   holder.trainer->prepare();
   Run second(bigram_config(dir.file("shared"), 2));
-  const std::string in_use = "is in use by another training run (process " + std::to_string(::getpid()) + ")";
+  const std::string in_use = "is in use by another run (process " + std::to_string(::getpid()) + ")";
   check_mentions(error_of([&] { second.run(); }), {in_use.c_str()});
+
+  // A resume takes the lock before it reads: with out_dir held and its vocabulary
+  // gone, it says the directory is in use, not that the vocabulary is missing.
+  fs::remove(models::find_checkpoint(out) + "/" + models::kVocabFile);
+  {
+    Run keeper(bigram_config(out, 2));
+    keeper.trainer->lock_out_dir();
+    Run reader(bigram_config(out, 6));
+    check_mentions(error_of([&] { reader.trainer->resume(out); }), {in_use.c_str()});
+  }
+  Run reader(bigram_config(out, 6));
+  check_mentions(error_of([&] { reader.trainer->resume(out); }), {"cannot open the vocabulary"});
 }
 
 TEST_CASE("robustness: an out_dir that cannot be written, or a log among the checkpoints, is refused first") {

@@ -1,5 +1,6 @@
-// test_safetensors.cpp: safetensors round trips, a byte-exact golden file,
-// malformed files, and the atomic write.
+// test_safetensors.cpp: safetensors round trips, byte-exact golden files (with
+// and without checksums), malformed files, damaged files, and the atomic write;
+// CRC-32C against a bit-at-a-time reference.
 #include <doctest/doctest.h>
 #include <unistd.h>
 
@@ -13,8 +14,10 @@
 #include <sstream>
 
 #include "tests/test_util.h"
+#include "engine/crc32c.h"
 #include "engine/error.h"
 #include "engine/ops.h"
+#include "engine/random.h"
 #include "engine/safetensors.h"
 
 namespace loom::test {
@@ -22,18 +25,6 @@ namespace loom::test {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out << bytes;
-}
 
 // The 8-byte little-endian length, spelled out byte by byte.
 std::string le64(uint64_t v) {
@@ -45,7 +36,49 @@ std::string le64(uint64_t v) {
 // A safetensors file from a header text and raw data, with the true header length.
 std::string st_file(const std::string& header, const std::string& data) { return le64(header.size()) + header + data; }
 
+// CRC-32C one bit at a time, straight from the definition (reflected polynomial
+// 0x82F63B78, initial value and final XOR 0xFFFFFFFF): the reference for engine/crc32c.
+uint32_t crc32c_bitwise(const std::string& bytes) {
+  uint32_t crc = 0xFFFFFFFFu;
+  for (unsigned char byte : bytes) {
+    crc ^= byte;
+    for (int bit = 0; bit < 8; ++bit) crc = (crc >> 1) ^ (crc & 1 ? 0x82F63B78u : 0);
+  }
+  return ~crc;
+}
+
+std::string crc_text(const std::string& bytes) {
+  char text[16];
+  std::snprintf(text, sizeof text, "crc32c:%08x", crc32c_bitwise(bytes));
+  return text;
+}
+
 }  // namespace
+
+TEST_CASE("crc32c: the published check values, and the instruction and the table against the definition") {
+  CHECK(crc32c("123456789", 9) == 0xE3069283u);  // the catalogue's check value
+  // RFC 3720 (iSCSI), appendix B.4: 32 bytes of zeros, of ones, ascending.
+  std::string zeros(32, '\0'), ones(32, '\xff'), ascending;
+  for (int i = 0; i < 32; ++i) ascending.push_back(static_cast<char>(i));
+  CHECK(crc32c(zeros.data(), 32) == 0x8A9136AAu);
+  CHECK(crc32c(ones.data(), 32) == 0x62A8AB43u);
+  CHECK(crc32c(ascending.data(), 32) == 0x46DD794Eu);
+  CHECK(crc32c_hex("123456789", 9) == "e3069283");
+
+  // Every length up to 100 at every offset within a word, then a long buffer.
+  std::string bytes(4096 + 8, '\0');
+  uint64_t state = 12345;
+  for (char& c : bytes) state = state * 6364136223846793005ull + 1442695040888963407ull, c = static_cast<char>(state >> 56);
+  for (size_t offset = 0; offset < 8; ++offset)
+    for (size_t n = 0; n <= 100; ++n) {
+      const std::string piece = bytes.substr(offset, n);
+      INFO("offset ", offset, ", ", n, " bytes");
+      REQUIRE(crc32c(piece.data(), n) == crc32c_bitwise(piece));
+      REQUIRE(detail::crc32c_portable(piece.data(), n) == crc32c_bitwise(piece));
+    }
+  CHECK(crc32c(bytes.data() + 3, 4096) == crc32c_bitwise(bytes.substr(3, 4096)));
+  CHECK(detail::crc32c_portable(bytes.data() + 3, 4096) == crc32c_bitwise(bytes.substr(3, 4096)));
+}
 
 TEST_CASE("safetensors: round trip of f32, f64, i64, non-contiguous, empty and scalar tensors") {
   TempDir dir("safetensors-roundtrip");
@@ -107,9 +140,9 @@ TEST_CASE("safetensors: the written bytes match a file built by hand from the fo
   const std::string golden = length + header + data;
 
   const std::string ours = dir.file("ours.safetensors");
-  save_safetensors(ours,
-                   {{"a", Tensor::from_vector<float>({1.0f, -2.0f}, {2})}, {"b", Tensor::scalar(7, DType::i64)}},
-                   {{"format", "pt"}});
+  const NamedTensors tensors = {{"a", Tensor::from_vector<float>({1.0f, -2.0f}, {2})},
+                                {"b", Tensor::scalar(7, DType::i64)}};
+  save_safetensors(ours, tensors, {{"format", "pt"}}, /*checksums=*/false);
   CHECK(read_bytes(ours) == golden);
 
   const std::string theirs = dir.file("golden.safetensors");
@@ -122,12 +155,103 @@ TEST_CASE("safetensors: the written bytes match a file built by hand from the fo
   CHECK(file.tensors[1].second.dim() == 0);
   CHECK(file.tensors[1].second.to_vector<int64_t>() == std::vector<int64_t>{7});
   CHECK(file.metadata.at("format") == "pt");
+  CHECK(!file.checksummed);
 
   // No metadata: no "__metadata__" key at all; an empty file list is a valid file.
   const std::string bare = dir.file("bare.safetensors");
-  save_safetensors(bare, {});
+  save_safetensors(bare, {}, {}, /*checksums=*/false);
   CHECK(read_bytes(bare) == std::string("\x08\0\0\0\0\0\0\0{}      ", 16));
   CHECK(load_safetensors(bare).empty());
+}
+
+TEST_CASE("safetensors: the checksums are the CRC-32C of each tensor's bytes and of the header without its own") {
+  TempDir dir("safetensors-golden-checksums");
+  const std::string data_a("\x00\x00\x80\x3f\x00\x00\x00\xc0", 8), data_b("\x07\0\0\0\0\0\0\0", 8);
+  // The metadata as given (sorted), then a checksum per tensor in file order, then the
+  // header's: the CRC of the compact header that holds everything else.
+  const std::string unsigned_metadata = "{\"format\":\"pt\",\"checksum.a\":\"" + crc_text(data_a) +
+                                        "\",\"checksum.b\":\"" + crc_text(data_b) + "\"";
+  const std::string entries =
+      "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+      "\"b\":{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[8,16]}}";
+  const std::string unsigned_header = "{\"__metadata__\":" + unsigned_metadata + "}," + entries;
+  std::string header = "{\"__metadata__\":" + unsigned_metadata + ",\"checksum_of_header\":\"" +
+                       crc_text(unsigned_header) + "\"}," + entries;
+  header.append((8 - header.size() % 8) % 8, ' ');
+  const std::string golden = st_file(header, data_a + data_b);
+
+  const std::string ours = dir.file("ours.safetensors");
+  save_safetensors(ours, {{"a", Tensor::from_vector<float>({1.0f, -2.0f}, {2})}, {"b", Tensor::scalar(7, DType::i64)}},
+                   {{"format", "pt"}});
+  CHECK(read_bytes(ours) == golden);
+
+  const SafetensorsFile file = read_safetensors(ours);
+  CHECK(file.checksummed);
+  // The checksum entries are the format's business: the metadata comes back as it was given.
+  CHECK(file.metadata == std::map<std::string, std::string>{{"format", "pt"}});
+  CHECK(load_safetensors_metadata(ours) == file.metadata);
+  // So a file read back and saved again keeps its checksums, freshly made.
+  save_safetensors(ours, file.tensors, file.metadata);
+  CHECK(read_bytes(ours) == golden);
+
+  // Keys of the checksums are not the caller's to set.
+  check_mentions(error_of([&] { save_safetensors(ours, {}, {{"checksum.x", "1"}}); }),
+                 {"checksum.x", "reserved for the checksums"});
+}
+
+TEST_CASE("safetensors: a damaged file is refused naming the file, the tensor and the damage") {
+  TempDir dir("safetensors-damaged");
+  const std::string path = dir.file("model.safetensors");
+  Generator gen(3);
+  save_safetensors(path, {{"first", normal({4, 4}, 0, 1, gen)}, {"second.weight", normal({3}, 0, 1, gen)}},
+                   {{"step", "5"}});
+  const std::string good = read_bytes(path);
+  const uint64_t header_size = static_cast<unsigned char>(good[0]) | static_cast<unsigned char>(good[1]) << 8;
+  const size_t data_start = 8 + header_size;
+
+  // One bit of the second tensor's bytes (64 bytes of "first", then "second.weight").
+  std::string bad = good;
+  bad[data_start + 64 + 5] ^= 0x10;
+  write_bytes(path, bad);
+  check_mentions(error_of([&] { read_safetensors(path); }),
+                 {path.c_str(), "is damaged", "tensor 'second.weight'", "do not match its checksum"});
+  // The header alone is sound: the metadata still reads.
+  CHECK(load_safetensors_metadata(path).at("step") == "5");
+
+  // One bit of the metadata value "5" ('5' ^ 0x01 = '4'): valid JSON, a plausible step, refused.
+  bad = good;
+  const size_t step = good.find("\"step\":\"5\"");
+  REQUIRE(step != std::string::npos);
+  bad[step + 8] ^= 0x01;
+  write_bytes(path, bad);
+  for (const auto& reader : {+[](const std::string& p) { read_safetensors(p); },
+                             +[](const std::string& p) { load_safetensors_metadata(p); }})
+    check_mentions(error_of([&] { reader(path); }), {path.c_str(), "is damaged", "its header", "checksum"});
+
+  // A checksummed file that lost one tensor's checksum, or names a tensor it lacks,
+  // was not written by loom: refused too (the header checksum is recomputed to match).
+  const auto resigned = [&](const std::string& metadata) {
+    const size_t entries_start = good.find("\"first\":");
+    std::string unsigned_header =
+        "{\"__metadata__\":" + metadata + "," + good.substr(entries_start, data_start - entries_start);
+    while (unsigned_header.back() == ' ') unsigned_header.pop_back();
+    std::string header = unsigned_header;
+    header.insert(header.find("},\"first\":"), ",\"checksum_of_header\":\"" + crc_text(unsigned_header) + "\"");
+    header.append((8 - header.size() % 8) % 8, ' ');
+    return st_file(header, good.substr(data_start));
+  };
+  const std::string crc_first = crc_text(good.substr(data_start, 64));
+  const std::string crc_second = crc_text(good.substr(data_start + 64));
+  write_bytes(path, resigned("{\"step\":\"5\",\"checksum.first\":\"" + crc_first + "\",\"checksum.second.weight\":\"" +
+                             crc_second + "\"}"));
+  CHECK(read_safetensors(path).checksummed);  // the rebuilt header is right
+  write_bytes(path, resigned("{\"step\":\"5\",\"checksum.first\":\"" + crc_first + "\"}"));
+  check_mentions(error_of([&] { read_safetensors(path); }), {"tensor 'second.weight' has no checksum"});
+  write_bytes(path, resigned("{\"step\":\"5\",\"checksum.first\":\"" + crc_first + "\",\"checksum.second.weight\":\"" +
+                             crc_second + "\",\"checksum.third\":\"" + crc_second + "\"}"));
+  check_mentions(error_of([&] { read_safetensors(path); }), {"'checksum.third' names no tensor"});
+  write_bytes(path, resigned("{\"step\":\"5\",\"checksum.first\":\"sha1:00\"}"));
+  check_mentions(error_of([&] { read_safetensors(path); }), {"checksum entry 'checksum.first'", "not \"crc32c:"});
 }
 
 TEST_CASE("safetensors: malformed files are rejected with a message naming the problem") {
@@ -214,7 +338,7 @@ TEST_CASE("safetensors: the write is atomic") {
     const std::string path = dir.file("model.safetensors");
     // A larger old file: a non-atomic in-place write would leave its tail behind.
     save_safetensors(path, {{"big", Tensor::zeros({1000})}, {"other", Tensor::ones({7}, DType::f64)}});
-    save_safetensors(path, small);
+    save_safetensors(path, small, {}, /*checksums=*/false);
     const NamedTensors loaded = load_safetensors(path);
     REQUIRE(loaded.size() == 1);
     CHECK(loaded[0].first == "w");

@@ -7,7 +7,9 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <initializer_list>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -33,6 +35,20 @@ inline void check_mentions(const std::string& message, std::initializer_list<con
   INFO("message: ", message);
   REQUIRE(!message.empty());
   for (const char* p : parts) CHECK_MESSAGE(contains(message, p), "missing '", std::string(p), "'");
+}
+
+// A whole file's bytes ("" when it cannot be read).
+inline std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Replaces a file's contents with `bytes`.
+inline void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << bytes;
 }
 
 // A fresh directory under the system temp directory, removed with its contents.
