@@ -9,7 +9,8 @@ Each log is the JSON-lines file `train` writes: one object per log step
 which the lines of steps past N that the interrupted run wrote are superseded.
 The plot shows the training loss (solid) and the
 validation loss (dots) against the step, one colour per run, and the learning
-rate on a second panel.
+rate on a second panel. An optional extra for comparing runs: `train` already
+draws each run's own chart, <out_dir>/curves.svg, without Python.
 """
 import argparse
 import json

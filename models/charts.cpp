@@ -101,7 +101,7 @@ void draw_panel(std::ostringstream& s, const ChartPanel& panel, double width, do
     return top + ph * (1.0 - (std::isnan(y) ? 1.0 : (std::clamp(y, y_min, y_max) - y_min) / (y_max - y_min)));
   };
 
-  // Grid and ticks.
+  // Grid and ticks (the y step again, over the widened range).
   const double ys_step = tick_step(y_max - y_min, panel.max_y_ticks, 0);
   const double y_largest = std::max(std::abs(y_min), std::abs(y_max));
   for (double y = std::ceil(y_min / ys_step - 1e-9) * ys_step; y <= y_max + ys_step * 1e-6; y += ys_step)

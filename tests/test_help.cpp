@@ -97,6 +97,15 @@ TEST_CASE("help: every example program explains each option its parser accepts")
   }
 }
 
+TEST_CASE("help: the shell script of examples/ answers --help with its defaults and an example") {
+  const Output help = run("bash " + std::string(LOOM_SOURCE_ROOT) + "/examples/bench_scaling.sh --help");
+  CHECK(help.status == 0);
+  CHECK(contains(help.text, "bench_scaling.sh [CONFIG] [STEPS] [ROUNDS]"));
+  CHECK(contains(help.text, "defaults: "));
+  CHECK(contains(help.text, "example: "));
+  CHECK(!contains(help.text, "set -euo"));
+}
+
 TEST_CASE("help: ./loom lists its commands, and each explains itself without building") {
   const std::string loom = "bash " + std::string(LOOM_SOURCE_ROOT) + "/loom";
   const Output listing = run(loom + " help");
