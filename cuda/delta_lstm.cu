@@ -25,13 +25,15 @@
 // output is written by one thread, with sums in a fixed order, so the results
 // have the same bits on every run.
 //
-// Shared memory: R (forward), R and G (backward), plus about 20 rows of D. At
-// D = 64 that is 48 KiB and 96 KiB in float32, 96 KiB and 192 KiB in float64;
+// Shared memory: R (forward), R and G (backward), plus 15 and 34 rows of D
+// (the layouts of engine/kernels/delta_lstm.h, which the launchers reserve). At
+// D = 64 that is 52 KiB and 105 KiB in float32, 105 KiB and 209 KiB in float64;
 // past 48 KiB the kernels opt in to more (up to 227 KiB per block on H100), and
 // sizes beyond the GPU's limit are refused with an error naming the op and D.
 #include "cuda/block.cuh"
 #include "cuda/cuda_backend.h"
 #include "engine/delta_lstm_cell.h"
+#include "engine/kernels/delta_lstm.h"
 
 namespace loom::cuda {
 
@@ -79,19 +81,21 @@ __device__ void load_gate_rows(const T* x, T* dst, int64_t row, int64_t D) {
   for (int64_t e = threadIdx.x; e < kGates * D; e += blockDim.x) dst[e] = x[row * kGates * D + e];
 }
 
-// Shared memory: R [3, D, D]; h, c, s [D]; z, rk, rv, a [3, D].
+// Shared memory: kernels::DeltaLstmForwardShared (engine/kernels/delta_lstm.h).
 template <class T>
 __global__ void delta_lstm_forward_kernel(Operands<T> in, T* out, T* cell, T* vbar, T* R_last, T* h_last,
                                           T* c_last) {
   const int64_t L = in.d.L, S = in.d.S, D = in.d.D, RN = kGates * D * D, GD = kGates * D;
-  T* R = dynamic_shared<T>();
-  T* sh = R + RN;
-  T* sc = sh + D;
-  T* ss = sc + D;
-  T* sz = ss + D;
-  T* srk = sz + GD;
-  T* srv = srk + GD;
-  T* sa = srv + GD;
+  const kernels::DeltaLstmForwardShared lay(D);
+  T* const base = dynamic_shared<T>();
+  T* R = lay.R.in(base);
+  T* sh = lay.h.in(base);
+  T* sc = lay.c.in(base);
+  T* ss = lay.s.in(base);
+  T* sz = lay.z.in(base);
+  T* srk = lay.rk.in(base);
+  T* srv = lay.rv.in(base);
+  T* sa = lay.a.in(base);
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   for (int64_t s = blockIdx.x; s < S; s += gridDim.x) {
     __syncthreads();  // the previous sequence has written its states out
@@ -156,29 +160,30 @@ struct GradOut {
   T *z, *rk, *rv, *gamma;
 };
 
-// Shared memory: R, G [3, D, D]; h_{t-1}, c_{t-1}, c_t, ĝ, s, dh_next, dc_next, ds [D];
-// z, rk, rv, vbar, a (then da), δ, c, dgamma terms, ds per gate [3, D].
+// Shared memory: kernels::DeltaLstmBackwardShared (engine/kernels/delta_lstm.h).
 template <class T>
 __global__ void delta_lstm_backward_kernel(const T* g_out, Operands<T> in, Saved<T> sv, GradOut<T> grad) {
   const int64_t L = in.d.L, S = in.d.S, D = in.d.D, RN = kGates * D * D, GD = kGates * D;
-  T* R = dynamic_shared<T>();
-  T* G = R + RN;
-  T* shp = G + RN;
-  T* scp = shp + D;
-  T* sct = scp + D;
-  T* sg = sct + D;
-  T* ss = sg + D;
-  T* sdh = ss + D;
-  T* sdc = sdh + D;
-  T* sz = sdc + D;
-  T* srk = sz + GD;
-  T* srv = srk + GD;
-  T* svb = srv + GD;
-  T* sa = svb + GD;
-  T* sdelta = sa + GD;
-  T* scc = sdelta + GD;
-  T* sdg = scc + GD;
-  T* sds = sdg + GD;
+  const kernels::DeltaLstmBackwardShared lay(D);
+  T* const base = dynamic_shared<T>();
+  T* R = lay.R.in(base);
+  T* G = lay.G.in(base);
+  T* shp = lay.h_prev.in(base);
+  T* scp = lay.c_prev.in(base);
+  T* sct = lay.c.in(base);
+  T* sg = lay.g_out.in(base);
+  T* ss = lay.s.in(base);
+  T* sdh = lay.dh_next.in(base);
+  T* sdc = lay.dc_next.in(base);
+  T* sz = lay.z.in(base);
+  T* srk = lay.rk.in(base);
+  T* srv = lay.rv.in(base);
+  T* svb = lay.vbar.in(base);
+  T* sa = lay.a.in(base);
+  T* sdelta = lay.delta.in(base);
+  T* scc = lay.dvbar.in(base);
+  T* sdg = lay.dgamma.in(base);
+  T* sds = lay.ds.in(base);
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   for (int64_t s = blockIdx.x; s < S; s += gridDim.x) {
     __syncthreads();  // the previous sequence is done with R and G
@@ -308,7 +313,7 @@ void CudaBackend::delta_lstm(const Tensor& z, const Tensor& rk, const Tensor& rv
                  h0 = dense(initial_h), c0 = dense(initial_c);
     const Operands<T> in{zc.data<T>(),  kc.data<T>(), vc.data<T>(), gc.data<T>(), data_or_null<const T>(R0),
                          data_or_null<const T>(h0), data_or_null<const T>(c0), d};
-    const size_t bytes = sizeof(T) * static_cast<size_t>(kGates * d.D * d.D + 3 * d.D + 4 * kGates * d.D);
+    const size_t bytes = sizeof(T) * static_cast<size_t>(kernels::DeltaLstmForwardShared(d.D).total);
     reserve(&delta_lstm_forward_kernel<T>, bytes, op, d, dtype_name(z.dtype()), "R");
     delta_lstm_forward_kernel<T><<<row_blocks(d.S), kThreads, bytes, stream()>>>(
         in, out.data<T>(), data_or_null<T>(cell), data_or_null<T>(vbar), data_or_null<T>(final_R),
@@ -338,7 +343,7 @@ void CudaBackend::delta_lstm_backward(const Tensor& grad_out, const Tensor& z, c
                          data_or_null<const T>(h0), data_or_null<const T>(c0), d};
     const Saved<T> saved{hc.data<T>(), cc.data<T>(), vb.data<T>(), Rl.data<T>()};
     const GradOut<T> grads{grad_z.data<T>(), grad_rk.data<T>(), grad_rv.data<T>(), grad_gamma.data<T>()};
-    const size_t bytes = sizeof(T) * static_cast<size_t>(2 * kGates * d.D * d.D + 7 * d.D + 8 * kGates * d.D);
+    const size_t bytes = sizeof(T) * static_cast<size_t>(kernels::DeltaLstmBackwardShared(d.D).total);
     reserve(&delta_lstm_backward_kernel<T>, bytes, op, d, dtype_name(z.dtype()), "R and its gradient");
     delta_lstm_backward_kernel<T><<<row_blocks(d.S), kThreads, bytes, stream()>>>(g.data<T>(), in, saved, grads);
     LOOM_CUDA_CHECK_LAUNCH(op);
