@@ -7,8 +7,8 @@
 #include <string>
 
 #include "engine/error.h"
-#include "autodiff/grad_mode.h"
 #include "engine/ops.h"
+#include "engine/record.h"
 
 namespace loom::comm {
 
@@ -46,7 +46,7 @@ Launch launch_from_environment() {
 void Communicator::all_reduce_average(const Tensor& x) {
   all_reduce_sum(x);
   if (size() > 1) {
-    NoGradGuard no_grad;
+    GradModeGuard no_grad(false);  // engine/record.h
     mul_(x, 1.0 / size());
   }
 }

@@ -80,6 +80,10 @@ std::unique_ptr<Communicator> make_mpi_communicator();
 // must outlive it); the calling rank uses the current CUDA device. Throws when
 // this build has no NCCL.
 std::unique_ptr<Communicator> make_nccl_communicator(Communicator& mpi);
+// The CUDA backend's stream (a cudaStream_t) on which the NCCL collectives run,
+// ordered with the kernels. Defined by the CUDA backend (cuda/backend.cu), as
+// engine/backend.h's cuda_backend() is: this folder includes nothing from cuda/.
+void* cuda_stream_for_collectives();
 
 // An error every rank raised together (from agree_or_throw): each rank reports it
 // and ends normally, no abort needed.
