@@ -33,6 +33,15 @@ struct Launch {
 };
 Launch launch_from_environment();
 
+// One GPU per rank: the CUDA_VISIBLE_DEVICES this rank should run under, given
+// the launcher's (`visible`, null when unset). With several ranks on this
+// machine: entry local_rank of the launcher's comma-separated list when it
+// names several devices, or the local rank itself when it names none. "" means
+// "leave it as it is": one rank on the machine, or a list of one device (the
+// launcher chose this rank's GPU). Throws loom::Error when the list names fewer
+// devices than there are ranks on the machine.
+std::string visible_device_for_rank(const Launch& launch, const char* visible);
+
 // True when this build has the MPI implementation (meson found MPI).
 bool mpi_built();
 // True when this build has the NCCL implementation (CUDA backend and NCCL found).
