@@ -25,7 +25,7 @@
 #include "cuda/block.cuh"
 #include "cuda/cuda_backend.h"
 #include "engine/philox.h"
-#include "engine/sequence_rows.h"
+#include "engine/kernels/sequence_rows.h"
 
 namespace loom::cuda {
 
@@ -40,7 +40,7 @@ struct Dims {
   __device__ int64_t visible(bool causal, int64_t i) const { return causal ? Lk - Lq + i + 1 : Lk; }
 };
 
-// q, k, v [L, B, H, *] read through their strides (engine/sequence_rows.h).
+// q, k, v [L, B, H, *] read through their strides (engine/kernels/sequence_rows.h).
 template <class T>
 using Rows = SequenceRows<T>;
 

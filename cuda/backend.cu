@@ -2,6 +2,7 @@
 #include "cuda/allocator.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/runtime.h"
+#include "engine/comm/comm.h"
 
 namespace loom {
 
@@ -34,5 +35,7 @@ CudaBackend& backend() {
 }  // namespace cuda
 
 Backend* cuda_backend() { return &cuda::backend(); }
+
+void* comm::cuda_stream_for_collectives() { return cuda::stream(); }
 
 }  // namespace loom

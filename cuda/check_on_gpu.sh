@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# check_on_gpu.sh: the CUDA backend on a real GPU, in one run of about 8 minutes.
+# check_on_gpu.sh: the CUDA backend on a real GPU, in one run of at most 7.5 minutes.
 #
 #   bash cuda/pack_for_gpu.sh          # first, on a machine with the headers and pip (fills .gpu/)
 #   bash cuda/check_on_gpu.sh          # then, on the GPU machine (cuda/README.md: "Running the GPU check")
@@ -11,13 +11,17 @@
 #   info       nvidia-smi, nvcc, driver and runtime versions
 #   build      meson -Dcuda=enabled -Dgpu_archs=90 (+ -Dheaders_dir=.gpu/include when present)
 #   test_cuda  meson test --suite cuda: pass/fail counts
-#   train      every family's *_small config, same seed, on the CUDA (the CPU runs in the background)
+#   bench      training tokens/s of the four <family>.json configs, loom and labml_nn on PyTorch, float32
 #   sanitize   compute-sanitizer memcheck, racecheck, initcheck on a subset of test_cuda
+#              (the kernels written here, the four fused recurrences among them)
+#   train      every family's *_small config, same seed, on the CUDA (the CPU runs in the background)
 #   compare    the per-step losses of the CPU and CUDA runs
 #   ckpt       the CUDA run's checkpoint decoded greedily on the CPU and on CUDA: same text
-#   bench      training tokens/s of the four <family>.json configs, loom and labml_nn on PyTorch, float32
-# In that order: what says "correct" first; stages that would start past the
-# budget are skipped and say so.
+# In that order: the test suite first, then the speed table, so that a run cut
+# short still measured speed, then the longer stages. A stage that would start
+# past BUDGET_S is skipped and says so; no command runs past HARD_S, well inside
+# the 600 s the GPU machine allows one command; and the summary is written on
+# every way out (an EXIT trap), also when a stage fails or the run is stopped.
 #
 # Logs go to ${OUT:-gpu-logs}/ (the device tool brings $OUT back; 8 files at
 # most, so everything is appended to a few); the summary table is printed last
@@ -38,9 +42,9 @@ build=${BUILD_DIR:-build-gpu-check}
 work=$(mktemp -d /tmp/loom-gpu-check.XXXXXX)
 started=$(date +%s)
 # The whole run's budget: a stage that would start past BUDGET_S is skipped,
-# and no command runs past HARD_S (the device tool's limit is 600 s a command).
-budget=${BUDGET_S:-470}
-hard=${HARD_S:-560}
+# and no command runs past HARD_S (the GPU machine's limit is 600 s a command).
+budget=${BUDGET_S:-380}
+hard=${HARD_S:-450}
 families=(transformer primer_ez fast_weights feedback)
 # The device of the runs called "cuda" (the CPU only to test this script without a GPU).
 gpu_device=cuda
@@ -71,6 +75,23 @@ over_budget() {
   return 1
 }
 py() { python3 cuda/gpu_check_tools.py "$@"; }
+
+# The summary, printed last and kept in summary.txt: written once, on any way out.
+summary_written=0
+finish() {
+  ((summary_written)) && return
+  summary_written=1
+  row "total" "$(elapsed)s"
+  {
+    echo
+    echo "==================== summary ===================="
+    cat "$summary"
+    [[ -s "$out/bench_table.md" ]] && { echo; cat "$out/bench_table.md"; }
+  } | tee -a "$log"
+  rm -rf "$work"
+}
+trap finish EXIT
+trap 'row "stopped" "by a signal at $(elapsed)s"; exit 130' INT TERM
 
 [[ -d /usr/local/cuda/bin ]] && export PATH="$PATH:/usr/local/cuda/bin"
 # GIT_PYTHON_REFRESH: labml imports gitpython, which otherwise refuses to load without a git binary.
@@ -148,8 +169,52 @@ if ((built_tests)) && ! over_budget "test_cuda"; then
   fi
 fi
 
-# ---- the CPU side of the training comparison, in the background (after test_cuda,
-#      whose CPU references want the cores) -------------------------------------------------
+# ---- speed: loom and labml_nn on PyTorch, side by side -----------------------------------------------
+
+pytorch_ready=0
+if [[ -d .gpu/whl ]] && timeout "$(cap 60)" python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target "$work/site" .gpu/whl/*.whl >>"$log" 2>&1; then
+  export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+timeout "$(cap 60)" python3 -c 'import sys; sys.path.insert(0, "tests/tools"); import labml_models' >>"$log" 2>&1 &&
+  pytorch_ready=1
+
+for family in "${families[@]}"; do
+  ((have_gpu)) || break
+  over_budget "bench $family" && continue
+  config="$work/${family}_bench.json"
+  py config "examples/configs/$family.json" "$config" training.steps=$((bench_warmup + bench_steps)) \
+    training.log_interval=$bench_log training.eval_interval=0 training.eval_batches=1 \
+    training.checkpoint_interval=0 training.out_dir="\"$work/runs/${family}_bench\"" training.device="\"$gpu_device\"" \
+    sample.length=0
+  # The config file may hold "epochs"; steps replace it.
+  python3 -c 'import json, sys; p = sys.argv[1]; c = json.load(open(p)); c["training"].pop("epochs", None); json.dump(c, open(p, "w"))' "$config"
+  loom_rate="{}"
+  # A run stopped at its limit still logged its intervals so far.
+  ((built)) && run 60 "$train_bin" "$config" --peak-gflops 67000
+  if [[ -s "$work/runs/${family}_bench/metrics.jsonl" ]]; then
+    loom_rate=$(py rate "$work/runs/${family}_bench/metrics.jsonl")
+  fi
+  echo "{\"family\": \"$family\", \"who\": \"loom\", \"result\": $loom_rate}" |
+    python3 -c 'import json, sys; e = json.load(sys.stdin); print(json.dumps({"family": e["family"], "who": e["who"], **e["result"]}))' >>"$results"
+  if ((pytorch_ready)); then
+    torch_rate=$(timeout "$(cap 60)" python3 cuda/gpu_check_tools.py pytorch "$config" "$bench_steps" "$bench_warmup" 2>>"$log" | tail -1)
+    [[ "$torch_rate" == \{* ]] || torch_rate="{}"
+    echo "{\"family\": \"$family\", \"who\": \"pytorch\", \"result\": $torch_rate}" |
+      python3 -c 'import json, sys; e = json.load(sys.stdin); print(json.dumps({"family": e["family"], "who": e["who"], **e["result"]}))' >>"$results"
+  fi
+done
+if [[ -s "$results" ]]; then
+  py table "$results" >"$out/bench_table.md"
+  cat "$out/bench_table.md" >>"$log"
+  row "bench" "see the table below (loom $bench_steps steps after $bench_warmup, median of 5-step intervals; PyTorch median step)"
+else
+  row "bench" "not run (no GPU, or past the budget)"
+fi
+((pytorch_ready)) || row "pytorch" "torch or labml_nn not importable (see check.log; cuda/pack_for_gpu.sh, carry .gpu)"
+
+# ---- the CPU side of the training comparison, in the background (after test_cuda and
+#      the speed table, whose CPU references and host side want the cores) ---------------------------
 
 # Each family's *_small config, derived here: the steps, a loss per step, no
 # evaluation until the end, the device.
@@ -172,6 +237,32 @@ if ((built)); then
   done
 fi
 
+# ---- compute-sanitizer on a subset of test_cuda ----------------------------------------------------------
+
+# The kernels written here (not cuBLAS), at small sizes: the sanitizers slow kernels down 10-100x.
+# doctest splits filters at commas, so '?' stands for the comma in a test name.
+sanitize_cases='cuda: softmax and log_softmax*,cuda: cross_entropy*,cuda: layer_norm*,cuda: causal_conv1d*,cuda: attention? forward*,cuda: feedback_attention*,cuda: embedding*,cuda: reductions over any axes*'
+# The four fused recurrences: their kernels keep whole fast weights in shared memory.
+sanitize_cases+=',cuda: delta_rule? forward*,cuda: delta_rnn? forward*,cuda: delta_lstm? forward*,cuda: recurrent_delta_net? forward*'
+if ((built_tests && have_gpu)) && command -v compute-sanitizer >/dev/null; then
+  for tool in memcheck racecheck initcheck; do
+    over_budget "sanitize $tool" && continue
+    slog="$work/sanitize_$tool.log"
+    timeout --kill-after=10 "$(cap 60)" compute-sanitizer --tool "$tool" --error-exitcode 3 \
+      "$build/tests/test_cuda" "--test-case=$sanitize_cases" >"$slog" 2>&1
+    status=$?
+    head -c 3000000 "$slog" >>"$out/sanitizer.log"
+    if grep -q 'Device not supported' "$slog"; then row "sanitize $tool" "UNSUPPORTED here (Device not supported: gVisor?)"
+    elif ((status == 124 || status == 137)); then row "sanitize $tool" "TIMEOUT after 60s ($(grep -c 'TEST CASE' "$slog") failing cases seen)"
+    else
+      verdict=$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$slog" | tail -1)
+      row "sanitize $tool" "exit $status: ${verdict:-no summary line}"
+    fi
+  done
+else
+  row "sanitize" "skipped (no build, no GPU or no compute-sanitizer)"
+fi
+
 # ---- training: CUDA against the CPU --------------------------------------------------------------
 
 if ((built)); then
@@ -181,30 +272,6 @@ if ((built)); then
       run 120 "$train_bin" "$config"
     fi
   done
-fi
-
-# ---- compute-sanitizer on a subset of test_cuda ----------------------------------------------------------
-
-# The kernels written here (not cuBLAS), at small sizes: the sanitizers slow kernels down 10-100x.
-# doctest splits filters at commas, so '?' stands for the comma in a test name.
-sanitize_cases='cuda: softmax and log_softmax*,cuda: cross_entropy*,cuda: layer_norm*,cuda: causal_conv1d*,cuda: attention? forward*,cuda: delta_rule? forward*,cuda: feedback_attention*,cuda: embedding*,cuda: reductions over any axes*'
-if ((built_tests && have_gpu)) && command -v compute-sanitizer >/dev/null; then
-  for tool in memcheck racecheck initcheck; do
-    over_budget "sanitize $tool" && continue
-    slog="$work/sanitize_$tool.log"
-    timeout --kill-after=10 "$(cap 45)" compute-sanitizer --tool "$tool" --error-exitcode 3 \
-      "$build/tests/test_cuda" "--test-case=$sanitize_cases" >"$slog" 2>&1
-    status=$?
-    head -c 3000000 "$slog" >>"$out/sanitizer.log"
-    if grep -q 'Device not supported' "$slog"; then row "sanitize $tool" "UNSUPPORTED here (Device not supported: gVisor?)"
-    elif ((status == 124 || status == 137)); then row "sanitize $tool" "TIMEOUT after 45s ($(grep -c 'TEST CASE' "$slog") failing cases seen)"
-    else
-      verdict=$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$slog" | tail -1)
-      row "sanitize $tool" "exit $status: ${verdict:-no summary line}"
-    fi
-  done
-else
-  row "sanitize" "skipped (no build, no GPU or no compute-sanitizer)"
 fi
 
 # ---- the CPU runs finished: losses compared ---------------------------------------------------------
@@ -252,56 +319,4 @@ if ((built)); then
   done
 fi
 
-# ---- speed: loom and labml_nn on PyTorch, side by side -----------------------------------------------
-
-pytorch_ready=0
-if [[ -d .gpu/whl ]] && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$work/site" .gpu/whl/*.whl >>"$log" 2>&1; then
-  export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"
-fi
-python3 -c 'import sys; sys.path.insert(0, "tests/tools"); import labml_models' >>"$log" 2>&1 && pytorch_ready=1
-
-for family in "${families[@]}"; do
-  ((have_gpu)) || break
-  over_budget "bench $family" && continue
-  config="$work/${family}_bench.json"
-  py config "examples/configs/$family.json" "$config" training.steps=$((bench_warmup + bench_steps)) \
-    training.log_interval=$bench_log training.eval_interval=0 training.eval_batches=1 \
-    training.checkpoint_interval=0 training.out_dir="\"$work/runs/${family}_bench\"" training.device="\"$gpu_device\"" \
-    sample.length=0
-  # The config file may hold "epochs"; steps replace it.
-  python3 -c 'import json, sys; p = sys.argv[1]; c = json.load(open(p)); c["training"].pop("epochs", None); json.dump(c, open(p, "w"))' "$config"
-  loom_rate="{}"
-  # A run stopped at its limit still logged its intervals so far.
-  ((built)) && run 60 "$train_bin" "$config" --peak-gflops 67000
-  if [[ -s "$work/runs/${family}_bench/metrics.jsonl" ]]; then
-    loom_rate=$(py rate "$work/runs/${family}_bench/metrics.jsonl")
-  fi
-  echo "{\"family\": \"$family\", \"who\": \"loom\", \"result\": $loom_rate}" |
-    python3 -c 'import json, sys; e = json.load(sys.stdin); print(json.dumps({"family": e["family"], "who": e["who"], **e["result"]}))' >>"$results"
-  if ((pytorch_ready)); then
-    torch_rate=$(timeout "$(cap 60)" python3 cuda/gpu_check_tools.py pytorch "$config" "$bench_steps" "$bench_warmup" 2>>"$log" | tail -1)
-    [[ "$torch_rate" == \{* ]] || torch_rate="{}"
-    echo "{\"family\": \"$family\", \"who\": \"pytorch\", \"result\": $torch_rate}" |
-      python3 -c 'import json, sys; e = json.load(sys.stdin); print(json.dumps({"family": e["family"], "who": e["who"], **e["result"]}))' >>"$results"
-  fi
-done
-if [[ -s "$results" ]]; then
-  py table "$results" >"$out/bench_table.md"
-  cat "$out/bench_table.md" >>"$log"
-  row "bench" "see the table below (loom $bench_steps steps after $bench_warmup, median of 5-step intervals; PyTorch median step)"
-else
-  row "bench" "not run (no GPU, or past the budget)"
-fi
-((pytorch_ready)) || row "pytorch" "torch or labml_nn not importable (see check.log; cuda/pack_for_gpu.sh, carry .gpu)"
-
-# ---- summary ---------------------------------------------------------------------------------------------
-
-row "total" "$(elapsed)s"
-{
-  echo
-  echo "==================== summary ===================="
-  cat "$summary"
-  [[ -s "$out/bench_table.md" ]] && { echo; cat "$out/bench_table.md"; }
-} | tee -a "$log"
-rm -rf "$work"
+# ---- summary: written by the EXIT trap (finish) --------------------------------------------------------

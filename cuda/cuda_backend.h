@@ -1,13 +1,12 @@
 // cuda_backend.h: the CUDA implementation of the kernels in engine/backend.h.
 //
 // backend_for(Device::cuda) returns this backend (cuda_backend() below). Its
-// methods are defined in the stem files beside this header, named as in
-// engine/cpu/ so the two implementations can be read side by side:
-// backend.cu (memory, copies to and from the host), elementwise.cu, reduce.cu,
-// linalg.cu, softmax.cu, norm.cu, index.cu, conv.cu, dpfp.cu, attention.cu,
-// delta_rule.cu, delta_rnn.cu, feedback.cu, recurrent_delta_net.cu, random.cu. The kernels are declared once, in
-// engine/backend.h's LOOM_KERNELS; a kernel without a definition here fails
-// the link of every program built with the CUDA backend.
+// memory and host copies are in backend.cu; its kernels in the stem files
+// beside this header, one per stem of the top-level meson.build's
+// `kernel_stems` (the build lists them from there), named as in engine/cpu/ so
+// the two implementations can be read side by side. The kernels are declared
+// once, in engine/op_list.h's LOOM_KERNELS; a kernel without a definition here
+// fails the link of every program built with the CUDA backend.
 #pragma once
 
 #include "engine/backend.h"

@@ -1,11 +1,9 @@
 // delta_lstm.cu: CUDA kernels of the Delta LSTM's recurrence (engine/ops.h).
 //
-// The CPU's algorithm (engine/cpu/delta_lstm.cpp, where the formulas are) with
-// one thread block per sequence s = b·H + h: the block keeps the three fast
-// weights R_g [D, D] in shared memory, with h_{t-1}, c_{t-1} and a few rows, and
-// walks time inside the kernel (contiguous tensors; element (t, s, g, j) of z
-// lies at ((t·S + s)·3 + g)·D + j). The pointwise cell is engine/delta_lstm_cell.h,
-// shared with the CPU.
+// The math, layouts and derivation are in engine/kernels/delta_lstm.h. One
+// thread block per sequence s = b·H + h: the block keeps the three fast weights
+// R_g [D, D] in shared memory, with h_{t-1}, c_{t-1} and a few rows, and walks
+// time inside the kernel.
 //
 // Forward, per step:
 //   warp 0:             s = softmax(h_{t-1})
@@ -21,33 +19,35 @@
 //                       drk_g[j] += δ_i G[i, j];  R[i, j] -= δ_i rk_g[j];  drk_g[j] += c_i R[i, j];
 //                       G[i, j] += c_i rk_g[j]
 //   warp 0:             dh_{t-1} = s ⊙ (ds - s·ds), ds = Σ_g ds_g;  thread 0: dgamma_g in row order
-// δ is recomputed from the saved vbar with the forward's own expression. Every
-// output is written by one thread, with sums in a fixed order, so the results
+// Every output is written by one thread, with sums in a fixed order, so the results
 // have the same bits on every run.
 //
-// Shared memory: R (forward), R and G (backward), plus about 20 rows of D. At
-// D = 64 that is 48 KiB and 96 KiB in float32, 96 KiB and 192 KiB in float64;
+// Shared memory: R (forward), R and G (backward), plus 15 and 34 rows of D
+// (the layouts of engine/kernels/delta_lstm.h, which the launchers reserve). At
+// D = 64 that is 52 KiB and 105 KiB in float32, 105 KiB and 209 KiB in float64;
 // past 48 KiB the kernels opt in to more (up to 227 KiB per block on H100), and
 // sizes beyond the GPU's limit are refused with an error naming the op and D.
 #include "cuda/block.cuh"
 #include "cuda/cuda_backend.h"
-#include "engine/delta_lstm_cell.h"
+#include "engine/kernels/delta_lstm.h"
 
 namespace loom::cuda {
 
 namespace {
 
-constexpr int kGates = 3;
+namespace step = kernels::delta_step;
+namespace delta_lstm_cell = kernels::delta_lstm_cell;
+
+constexpr int kGates = kernels::kDeltaLstmGates;
 constexpr int kThreads = kBlockThreads;
 constexpr int kWarps = kThreads / kWarp;
 
-struct Dims {
-  int64_t L = 0, S = 0, D = 0;  // S = B·H sequences
-};
+using Dims = kernels::DeltaLstmDims;
+template <class T>
+using Operands = kernels::DeltaLstmInputs<T>;
 
-Dims dims_of(const Tensor& z) { return {z.size(0), z.size(1) * z.size(2), z.size(4)}; }
-
-// out = softmax(x) over n elements, max-subtracted, computed by warp 0 (the caller
+// out = softmax(x) over n elements, max-subtracted and scaled by 1/Σ as on the CPU,
+// computed by warp 0 (the caller
 // synchronises before and after).
 template <class T>
 __device__ void warp0_softmax(const T* x, T* out, int64_t n) {
@@ -62,16 +62,9 @@ __device__ void warp0_softmax(const T* x, T* out, int64_t n) {
     out[j] = e;
     total += e;
   }
-  total = warp_reduce(total, SumOp<T>{});
-  for (int64_t j = lane; j < n; j += kWarp) out[j] /= total;
+  const T inv = T(1) / warp_reduce(total, SumOp<T>{});
+  for (int64_t j = lane; j < n; j += kWarp) out[j] *= inv;
 }
-
-// The inputs, as raw pointers.
-template <class T>
-struct Operands {
-  const T *z, *rk, *rv, *gamma, *R0, *h0, *c0;
-  Dims d;
-};
 
 // Loads the [3, D] rows of step `row` (= t·S + s) of x into shared memory.
 template <class T>
@@ -79,19 +72,22 @@ __device__ void load_gate_rows(const T* x, T* dst, int64_t row, int64_t D) {
   for (int64_t e = threadIdx.x; e < kGates * D; e += blockDim.x) dst[e] = x[row * kGates * D + e];
 }
 
-// Shared memory: R [3, D, D]; h, c, s [D]; z, rk, rv, a [3, D].
+// Shared memory: kernels::DeltaLstmForwardShared (engine/kernels/delta_lstm.h).
 template <class T>
-__global__ void delta_lstm_forward_kernel(Operands<T> in, T* out, T* cell, T* vbar, T* R_last, T* h_last,
-                                          T* c_last) {
+__global__ void delta_lstm_forward_kernel(Operands<T> in, kernels::DeltaLstmOutputs<T> outs) {
+  T *out = outs.h, *cell = outs.cell, *vbar = outs.vbar, *R_last = outs.R_last, *h_last = outs.h_last,
+    *c_last = outs.c_last;
   const int64_t L = in.d.L, S = in.d.S, D = in.d.D, RN = kGates * D * D, GD = kGates * D;
-  T* R = dynamic_shared<T>();
-  T* sh = R + RN;
-  T* sc = sh + D;
-  T* ss = sc + D;
-  T* sz = ss + D;
-  T* srk = sz + GD;
-  T* srv = srk + GD;
-  T* sa = srv + GD;
+  const kernels::DeltaLstmForwardShared lay(D);
+  T* const base = dynamic_shared<T>();
+  T* R = lay.R.in(base);
+  T* sh = lay.h.in(base);
+  T* sc = lay.c.in(base);
+  T* ss = lay.s.in(base);
+  T* sz = lay.z.in(base);
+  T* srk = lay.rk.in(base);
+  T* srv = lay.rv.in(base);
+  T* sa = lay.a.in(base);
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   for (int64_t s = blockIdx.x; s < S; s += gridDim.x) {
     __syncthreads();  // the previous sequence has written its states out
@@ -116,10 +112,10 @@ __global__ void delta_lstm_forward_kernel(Operands<T> in, T* out, T* cell, T* vb
         for (int64_t j = lane; j < D; j += kWarp) acc += Ri[j] * rk[j];
         const T vb = warp_reduce(acc, SumOp<T>{});
         if (vbar && lane == 0) vbar[row * GD + r] = vb;
-        const T delta = in.gamma[row * kGates + g] * (srv[r] - vb);
+        const T delta = step::write_strength(in.gamma[row * kGates + g], srv[r], vb);
         acc = 0;
         for (int64_t j = lane; j < D; j += kWarp) {
-          const T rn = Ri[j] + delta * rk[j];
+          const T rn = step::write(Ri[j], delta, rk[j]);
           Ri[j] = rn;
           acc += rn * ss[j];
         }
@@ -146,39 +142,30 @@ __global__ void delta_lstm_forward_kernel(Operands<T> in, T* out, T* cell, T* vb
   }
 }
 
+// Shared memory: kernels::DeltaLstmBackwardShared (engine/kernels/delta_lstm.h).
 template <class T>
-struct Saved {
-  const T *h, *cell, *vbar, *R_last;
-};
-
-template <class T>
-struct GradOut {
-  T *z, *rk, *rv, *gamma;
-};
-
-// Shared memory: R, G [3, D, D]; h_{t-1}, c_{t-1}, c_t, ĝ, s, dh_next, dc_next, ds [D];
-// z, rk, rv, vbar, a (then da), δ, c, dgamma terms, ds per gate [3, D].
-template <class T>
-__global__ void delta_lstm_backward_kernel(const T* g_out, Operands<T> in, Saved<T> sv, GradOut<T> grad) {
+__global__ void delta_lstm_backward_kernel(Operands<T> in, kernels::DeltaLstmSaved<T> sv, kernels::DeltaLstmGrads<T> grad) {
   const int64_t L = in.d.L, S = in.d.S, D = in.d.D, RN = kGates * D * D, GD = kGates * D;
-  T* R = dynamic_shared<T>();
-  T* G = R + RN;
-  T* shp = G + RN;
-  T* scp = shp + D;
-  T* sct = scp + D;
-  T* sg = sct + D;
-  T* ss = sg + D;
-  T* sdh = ss + D;
-  T* sdc = sdh + D;
-  T* sz = sdc + D;
-  T* srk = sz + GD;
-  T* srv = srk + GD;
-  T* svb = srv + GD;
-  T* sa = svb + GD;
-  T* sdelta = sa + GD;
-  T* scc = sdelta + GD;
-  T* sdg = scc + GD;
-  T* sds = sdg + GD;
+  const kernels::DeltaLstmBackwardShared lay(D);
+  T* const base = dynamic_shared<T>();
+  T* R = lay.R.in(base);
+  T* G = lay.G.in(base);
+  T* shp = lay.h_prev.in(base);
+  T* scp = lay.c_prev.in(base);
+  T* sct = lay.c.in(base);
+  T* sg = lay.g_out.in(base);
+  T* ss = lay.s.in(base);
+  T* sdh = lay.dh_next.in(base);
+  T* sdc = lay.dc_next.in(base);
+  T* sz = lay.z.in(base);
+  T* srk = lay.rk.in(base);
+  T* srv = lay.rv.in(base);
+  T* svb = lay.vbar.in(base);
+  T* sa = lay.a.in(base);
+  T* sdelta = lay.delta.in(base);
+  T* scc = lay.dvbar.in(base);
+  T* sdg = lay.dgamma.in(base);
+  T* sds = lay.ds.in(base);
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   for (int64_t s = blockIdx.x; s < S; s += gridDim.x) {
     __syncthreads();  // the previous sequence is done with R and G
@@ -197,7 +184,7 @@ __global__ void delta_lstm_backward_kernel(const T* g_out, Operands<T> in, Saved
         shp[j] = t > 0 ? sv.h[prev * D + j] : in.h0 ? in.h0[s * D + j] : T(0);
         scp[j] = t > 0 ? sv.cell[prev * D + j] : in.c0 ? in.c0[s * D + j] : T(0);
         sct[j] = sv.cell[row * D + j];
-        sg[j] = g_out[row * D + j];
+        sg[j] = sv.g_out[row * D + j];
       }
       load_gate_rows(in.z, sz, row, D);
       load_gate_rows(in.rk, srk, row, D);
@@ -241,12 +228,11 @@ __global__ void delta_lstm_backward_kernel(const T* g_out, Operands<T> in, Saved
         }
         const T ddelta = warp_reduce(acc, SumOp<T>{});
         if (lane == 0) {
-          const T gamma = in.gamma[row * kGates + g];
-          const T diff = srv[r] - svb[r];
-          sdelta[r] = gamma * diff;  // the forward's expression: the same bits
-          scc[r] = -gamma * ddelta;
-          sdg[r] = diff * ddelta;
-          grad.rv[row * GD + r] = gamma * ddelta;
+          const step::RowGrads<T> rg = step::row_backward(in.gamma[row * kGates + g], srv[r], svb[r], ddelta);
+          sdelta[r] = rg.u;
+          scc[r] = rg.dvbar;
+          sdg[r] = rg.dbeta;
+          grad.rv[row * GD + r] = rg.dv;
         }
       }
       __syncthreads();
@@ -257,13 +243,11 @@ __global__ void delta_lstm_backward_kernel(const T* g_out, Operands<T> in, Saved
         T ds = 0, dk = 0;
         for (int64_t i = 0; i < D; ++i) {
           const int64_t r = g * D + i, at = r * D + j;
-          const T w = R[at];
-          ds += sa[r] * w;                // the read-out a = z + R_t s
-          dk += sdelta[r] * G[at];        // the write R += δ rkᵀ
-          const T wn = w - sdelta[r] * kj;  // now R_{t-1}
-          R[at] = wn;
-          dk += scc[r] * wn;              // the read vbar = R_{t-1} rk
-          G[at] += scc[r] * kj;
+          T w = R[at], gw = G[at];
+          ds += sa[r] * w;  // the read-out a = z + R_t s
+          step::unwrite(sdelta[r], scc[r], kj, w, gw, dk);
+          R[at] = w;
+          G[at] = gw;
         }
         sds[e] = ds;
         grad.rk[row * GD + e] = dk;
@@ -295,52 +279,34 @@ void reserve(K* kernel, size_t bytes, const char* op, const Dims& d, const char*
 
 }  // namespace
 
-void CudaBackend::delta_lstm(const Tensor& z, const Tensor& rk, const Tensor& rv, const Tensor& gamma,
-                             const Tensor& initial_R, const Tensor& initial_h, const Tensor& initial_c,
-                             const Tensor& out, const Tensor& cell, const Tensor& vbar, const Tensor& final_R,
-                             const Tensor& final_h, const Tensor& final_c) {
+void CudaBackend::delta_lstm(const DeltaLstmArgs& a) {
   const char* op = "delta_lstm";
-  dispatch_float(z.dtype(), op, [&](auto zero) {
+  dispatch_float(a.z.dtype(), op, [&](auto zero) {
     using T = decltype(zero);
-    const Dims d = dims_of(z);
+    const Dims d = kernels::delta_lstm_dims(a.z);
     if (d.S == 0 || d.D == 0) return;  // every output is empty
-    const Tensor zc = dense(z), kc = dense(rk), vc = dense(rv), gc = dense(gamma), R0 = dense(initial_R),
-                 h0 = dense(initial_h), c0 = dense(initial_c);
-    const Operands<T> in{zc.data<T>(),  kc.data<T>(), vc.data<T>(), gc.data<T>(), data_or_null<const T>(R0),
-                         data_or_null<const T>(h0), data_or_null<const T>(c0), d};
-    const size_t bytes = sizeof(T) * static_cast<size_t>(kGates * d.D * d.D + 3 * d.D + 4 * kGates * d.D);
-    reserve(&delta_lstm_forward_kernel<T>, bytes, op, d, dtype_name(z.dtype()), "R");
-    delta_lstm_forward_kernel<T><<<row_blocks(d.S), kThreads, bytes, stream()>>>(
-        in, out.data<T>(), data_or_null<T>(cell), data_or_null<T>(vbar), data_or_null<T>(final_R),
-        data_or_null<T>(final_h), data_or_null<T>(final_c));
+    const size_t bytes = sizeof(T) * static_cast<size_t>(kernels::DeltaLstmForwardShared(d.D).total);
+    reserve(&delta_lstm_forward_kernel<T>, bytes, op, d, dtype_name(a.z.dtype()), "R");
+    delta_lstm_forward_kernel<T><<<row_blocks(d.S), kThreads, bytes, stream()>>>(kernels::inputs_of<T>(a),
+                                                                                kernels::outputs_of<T>(a));
     LOOM_CUDA_CHECK_LAUNCH(op);
   });
 }
 
-void CudaBackend::delta_lstm_backward(const Tensor& grad_out, const Tensor& z, const Tensor& rk, const Tensor& rv,
-                                      const Tensor& gamma, const Tensor& initial_h, const Tensor& initial_c,
-                                      const Tensor& out, const Tensor& cell, const Tensor& vbar,
-                                      const Tensor& final_R, const Tensor& grad_z, const Tensor& grad_rk,
-                                      const Tensor& grad_rv, const Tensor& grad_gamma) {
+void CudaBackend::delta_lstm_backward(const DeltaLstmBackwardArgs& a) {
   const char* op = "delta_lstm_backward";
-  dispatch_float(z.dtype(), op, [&](auto zero) {
+  dispatch_float(a.z.dtype(), op, [&](auto zero) {
     using T = decltype(zero);
-    const Dims d = dims_of(z);
+    const Dims d = kernels::delta_lstm_dims(a.z);
     if (d.S == 0 || d.L == 0) return;  // every gradient is empty
     if (d.D == 0) {  // no state: gamma's gradient is an empty sum
-      fill(grad_gamma, 0.0);
+      fill(a.grad_gamma, 0.0);
       return;
     }
-    const Tensor g = dense(grad_out), zc = dense(z), kc = dense(rk), vc = dense(rv), gc = dense(gamma),
-                 h0 = dense(initial_h), c0 = dense(initial_c), hc = dense(out), cc = dense(cell), vb = dense(vbar),
-                 Rl = dense(final_R);
-    const Operands<T> in{zc.data<T>(), kc.data<T>(), vc.data<T>(), gc.data<T>(), nullptr,
-                         data_or_null<const T>(h0), data_or_null<const T>(c0), d};
-    const Saved<T> saved{hc.data<T>(), cc.data<T>(), vb.data<T>(), Rl.data<T>()};
-    const GradOut<T> grads{grad_z.data<T>(), grad_rk.data<T>(), grad_rv.data<T>(), grad_gamma.data<T>()};
-    const size_t bytes = sizeof(T) * static_cast<size_t>(2 * kGates * d.D * d.D + 7 * d.D + 8 * kGates * d.D);
-    reserve(&delta_lstm_backward_kernel<T>, bytes, op, d, dtype_name(z.dtype()), "R and its gradient");
-    delta_lstm_backward_kernel<T><<<row_blocks(d.S), kThreads, bytes, stream()>>>(g.data<T>(), in, saved, grads);
+    const size_t bytes = sizeof(T) * static_cast<size_t>(kernels::DeltaLstmBackwardShared(d.D).total);
+    reserve(&delta_lstm_backward_kernel<T>, bytes, op, d, dtype_name(a.z.dtype()), "R and its gradient");
+    delta_lstm_backward_kernel<T><<<row_blocks(d.S), kThreads, bytes, stream()>>>(
+        kernels::inputs_of<T>(a), kernels::saved_of<T>(a), kernels::grads_of<T>(a));
     LOOM_CUDA_CHECK_LAUNCH(op);
   });
 }

@@ -1,29 +1,23 @@
-// delta_rnn.cu: CUDA kernels of the Delta RNN's recurrence (ops.h).
+// delta_rnn.cu: CUDA kernels of the Delta RNN's recurrence; the math, layouts
+// and derivation are in engine/kernels/delta_rnn.h.
 //
-// The CPU's algorithm (engine/cpu/delta_rnn.cpp) with one thread block per
-// sequence s = b·H + h: the block keeps its recurrent fast weight R [D, D] in
-// shared memory and walks time inside the kernel, reading z, rk, rv, gamma one
-// step at a time (contiguous tensors; element (t, s, c) of z lies at
-// (t·S + s)·D + c).
+// One thread block per sequence s = b·H + h: the block keeps its recurrent fast
+// weight R [D, D] in shared memory and walks time inside the kernel, reading z,
+// rk, rv, gamma one step at a time.
 //
-// Forward, per step: the block computes s = softmax(y_{t-1}) (max-subtracted,
-// block reductions), then warp w owns rows i ≡ w (mod warps) of R:
-//   vbar_i = R[i]·rk,  u_i = gamma (rv_i - vbar_i),  R[i] += u_i rk,  y_i = z_i + R[i]·s
-// one warp's work per row, with no block synchronisation inside the step.
+// Forward, per step: the block computes s = softmax(y_{t-1}) (block
+// reductions), then warp w owns rows i ≡ w (mod warps) of R: each row's
+// delta-rule step and read-out is one warp's work, with no block
+// synchronisation inside the step.
 //
 // Backward, in reverse time from the saved R_L, with G = dL/dR (from 0) and
-// gy = dL/dy_t carried from step t+1; ĝ = grad_out_t + gy, s = softmax(y_{t-1})
-// recomputed from the saved output:
-//   phase 1 (warp per row i):   dz_i = ĝ_i;  G[i] += ĝ_i s;  du_i = G[i]·rk;
-//                               u_i, c_i = -gamma du_i, drv_i = gamma du_i
-//   phase 2 (thread per column j, over all rows in order):
-//                               ds_j = Σ_i ĝ_i R_t[i, j];  drk_j = Σ_i u_i G[i, j] + c_i R_{t-1}[i, j],
-//                               R[i, j] -= u_i rk_j (now R_{t-1});  G[i, j] += c_i rk_j
+// gy = dL/dy_t carried from step t+1; ĝ = grad_out_t + gy:
+//   phase 1 (warp per row i):   dz_i = ĝ_i;  G[i] += ĝ_i s;  du_i = G[i]·rk; the row's backward
+//   phase 2 (thread per column j, over all rows in order): ds_j, and the entries'
+//                               backward (drk_j, R back to R_{t-1}, G to dL/dR_{t-1})
 //   phase 3 (thread per entry): gy = s ⊙ (ds - s·ds)  (dL/dy_{t-1}, dropped at t = 1)
-// u_i is recomputed from the saved vbar with the forward's own expression, so it
-// has the forward's bits; only the subtraction that rebuilds R rounds. Every
-// output is written by one thread (dgamma: per-warp partials added in warp
-// order), so the results have the same bits on every run.
+// Every output is written by one thread (dgamma: per-warp partials added in
+// warp order), so the results have the same bits on every run.
 //
 // Shared memory: R (forward), R and G (backward), plus a few rows. For D = 64 in
 // float32 that is 16 KiB and 32 KiB (float64: 32 and 64 KiB, past 48 KiB the
@@ -31,10 +25,13 @@
 // H100, and larger D is refused with an error naming the op and D.
 #include "cuda/block.cuh"
 #include "cuda/cuda_backend.h"
+#include "engine/kernels/delta_rnn.h"
 
 namespace loom::cuda {
 
 namespace {
+
+namespace step = kernels::delta_step;
 
 struct Dims {
   int64_t L = 0, S = 0, D = 0;  // S = B·H sequences
@@ -69,16 +66,18 @@ __device__ void block_softmax(const T* y, T* soft, int64_t D) {
   __syncthreads();
 }
 
-// Shared memory: R [D, D], rk, rv, soft, y [D].
+// Shared memory: kernels::DeltaRnnForwardShared.
 template <class T>
 __global__ void delta_rnn_forward_kernel(const T* z, const T* rk, const T* rv, const T* gamma, const T* r0,
                                          const T* y0, T* y, T* r_last, T* vbar, Dims d) {
   const int64_t L = d.L, S = d.S, D = d.D, RN = D * D;
-  T* R = dynamic_shared<T>();
-  T* sk = R + RN;
-  T* sv = sk + D;
-  T* soft = sv + D;
-  T* sy = soft + D;  // y_{t-1}, then y_t
+  const kernels::DeltaRnnForwardShared lay(D);
+  T* const base = dynamic_shared<T>();
+  T* R = lay.R.in(base);
+  T* sk = lay.rk.in(base);
+  T* sv = lay.rv.in(base);
+  T* soft = lay.soft.in(base);
+  T* sy = lay.y.in(base);  // y_{t-1}, then y_t
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   for (int64_t s = blockIdx.x; s < S; s += gridDim.x) {
     __syncthreads();  // the previous sequence has written R out
@@ -99,10 +98,10 @@ __global__ void delta_rnn_forward_kernel(const T* z, const T* rk, const T* rv, c
         for (int64_t j = lane; j < D; j += kWarp) acc += ri[j] * sk[j];
         const T vb = warp_reduce(acc, SumOp<T>{});
         if (vbar && lane == 0) vbar[row * D + i] = vb;
-        const T u = g * (sv[i] - vb);
+        const T u = step::write_strength(g, sv[i], vb);
         acc = 0;
         for (int64_t j = lane; j < D; j += kWarp) {
-          const T rn = ri[j] + u * sk[j];
+          const T rn = step::write(ri[j], u, sk[j]);
           ri[j] = rn;
           acc += rn * soft[j];
         }
@@ -120,23 +119,25 @@ __global__ void delta_rnn_forward_kernel(const T* z, const T* rk, const T* rv, c
   }
 }
 
-// Shared memory: R, G [D, D]; rk, rv, vbar, ĝ, soft, u, c, ds [D]; dgamma partials [kWarps].
+// Shared memory: kernels::DeltaRnnBackwardShared.
 template <class T>
 __global__ void delta_rnn_backward_kernel(const T* grad, const T* rk, const T* rv, const T* gamma, const T* y0,
                                           const T* y, const T* vbar, const T* r_last, T* gz, T* grk, T* grv,
                                           T* ggamma, Dims d) {
   const int64_t L = d.L, S = d.S, D = d.D, RN = D * D;
-  T* R = dynamic_shared<T>();
-  T* G = R + RN;
-  T* sk = G + RN;
-  T* sv = sk + D;
-  T* svb = sv + D;
-  T* sg = svb + D;  // ĝ = dL/dy_t; gy (dL/dy_{t-1}) is written into it at the end of the step
-  T* soft = sg + D;
-  T* su = soft + D;
-  T* sc = su + D;
-  T* sds = sc + D;
-  T* sdg = sds + D;
+  const kernels::DeltaRnnBackwardShared lay(D, kWarps);
+  T* const base = dynamic_shared<T>();
+  T* R = lay.R.in(base);
+  T* G = lay.G.in(base);
+  T* sk = lay.rk.in(base);
+  T* sv = lay.rv.in(base);
+  T* svb = lay.vbar.in(base);
+  T* sg = lay.g_out.in(base);  // ĝ = dL/dy_t; gy (dL/dy_{t-1}) is written into it at the end of the step
+  T* soft = lay.soft.in(base);
+  T* su = lay.u.in(base);
+  T* sc = lay.dvbar.in(base);
+  T* sds = lay.ds.in(base);
+  T* sdg = lay.dgamma.in(base);
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   for (int64_t s = blockIdx.x; s < S; s += gridDim.x) {
     __syncthreads();  // the previous sequence is done with R, G and sg
@@ -172,11 +173,11 @@ __global__ void delta_rnn_backward_kernel(const T* grad, const T* rk, const T* r
         }
         const T du = warp_reduce(acc, SumOp<T>{});
         if (lane == 0) {
-          const T diff = sv[i] - svb[i];
-          su[i] = g * diff;  // the forward's expression: the same bits
-          sc[i] = -g * du;
-          grv[row * D + i] = g * du;
-          dgamma += diff * du;
+          const step::RowGrads<T> rg = step::row_backward(g, sv[i], svb[i], du);
+          su[i] = rg.u;
+          sc[i] = rg.dvbar;
+          grv[row * D + i] = rg.dv;
+          dgamma += rg.dbeta;
         }
       }
       if (lane == 0) sdg[warp] = dgamma;
@@ -186,13 +187,11 @@ __global__ void delta_rnn_backward_kernel(const T* grad, const T* rk, const T* r
         const T kj = sk[j];
         T ds = 0, dk = 0;
         for (int64_t i = 0; i < D; ++i) {
-          const T r = R[i * D + j];
+          T r = R[i * D + j], gr = G[i * D + j];
           ds += sg[i] * r;
-          dk += su[i] * G[i * D + j];  // the write R += u rkᵀ
-          const T rn = r - su[i] * kj;
-          R[i * D + j] = rn;
-          dk += sc[i] * rn;  // the read vbar = R_{t-1} rk
-          G[i * D + j] += sc[i] * kj;
+          step::unwrite(su[i], sc[i], kj, r, gr, dk);
+          R[i * D + j] = r;
+          G[i * D + j] = gr;
         }
         sds[j] = ds;
         grk[row * D + j] = dk;
@@ -221,9 +220,9 @@ void reserve(K* kernel, size_t bytes, const char* op, const Dims& d, const char*
 
 }  // namespace
 
-void CudaBackend::delta_rnn(const Tensor& z, const Tensor& rk, const Tensor& rv, const Tensor& gamma,
-                            const Tensor& initial_R, const Tensor& initial_y, const Tensor& out, const Tensor& final_R,
-                            const Tensor& vbar) {
+void CudaBackend::delta_rnn(const DeltaRnnArgs& a) {
+  const Tensor &z = a.z, &rk = a.rk, &rv = a.rv, &gamma = a.gamma, &initial_R = a.initial_R, &initial_y = a.initial_y,
+               &out = a.out, &final_R = a.final_R, &vbar = a.vbar;
   const char* op = "delta_rnn";
   dispatch_float(z.dtype(), op, [&](auto zero) {
     using T = decltype(zero);
@@ -232,7 +231,7 @@ void CudaBackend::delta_rnn(const Tensor& z, const Tensor& rk, const Tensor& rv,
     if (d.L == 0 && !final_R.defined()) return;
     const Tensor zc = dense(z), kc = dense(rk), vc = dense(rv), gc = dense(gamma), r0 = dense(initial_R),
                  y0 = dense(initial_y);
-    const size_t bytes = sizeof(T) * static_cast<size_t>(d.D * d.D + 4 * d.D);
+    const size_t bytes = sizeof(T) * static_cast<size_t>(kernels::DeltaRnnForwardShared(d.D).total);
     reserve(&delta_rnn_forward_kernel<T>, bytes, op, d, dtype_name(z.dtype()), "R");
     delta_rnn_forward_kernel<T><<<row_blocks(d.S), kThreads, bytes, stream()>>>(
         zc.data<T>(), kc.data<T>(), vc.data<T>(), gc.data<T>(), data_or_null<const T>(r0), data_or_null<const T>(y0),
@@ -241,10 +240,10 @@ void CudaBackend::delta_rnn(const Tensor& z, const Tensor& rk, const Tensor& rv,
   });
 }
 
-void CudaBackend::delta_rnn_backward(const Tensor& grad_out, const Tensor& rk, const Tensor& rv, const Tensor& gamma,
-                                     const Tensor& initial_y, const Tensor& out, const Tensor& vbar,
-                                     const Tensor& final_R, const Tensor& grad_z, const Tensor& grad_rk,
-                                     const Tensor& grad_rv, const Tensor& grad_gamma) {
+void CudaBackend::delta_rnn_backward(const DeltaRnnBackwardArgs& a) {
+  const Tensor &grad_out = a.grad_out, &rk = a.rk, &rv = a.rv, &gamma = a.gamma, &initial_y = a.initial_y,
+               &out = a.out, &vbar = a.vbar, &final_R = a.final_R, &grad_z = a.grad_z, &grad_rk = a.grad_rk,
+               &grad_rv = a.grad_rv, &grad_gamma = a.grad_gamma;
   const char* op = "delta_rnn_backward";
   dispatch_float(rk.dtype(), op, [&](auto zero) {
     using T = decltype(zero);
@@ -256,7 +255,7 @@ void CudaBackend::delta_rnn_backward(const Tensor& grad_out, const Tensor& rk, c
     }
     const Tensor gc = dense(grad_out), kc = dense(rk), vc = dense(rv), bc = dense(gamma), y0 = dense(initial_y),
                  yc = dense(out), vb = dense(vbar), rl = dense(final_R);
-    const size_t bytes = sizeof(T) * static_cast<size_t>(2 * d.D * d.D + 8 * d.D + kWarps);
+    const size_t bytes = sizeof(T) * static_cast<size_t>(kernels::DeltaRnnBackwardShared(d.D, kWarps).total);
     reserve(&delta_rnn_backward_kernel<T>, bytes, op, d, dtype_name(rk.dtype()), "R and its gradient");
     delta_rnn_backward_kernel<T><<<row_blocks(d.S), kThreads, bytes, stream()>>>(
         gc.data<T>(), kc.data<T>(), vc.data<T>(), bc.data<T>(), data_or_null<const T>(y0), yc.data<T>(),

@@ -1,24 +1,19 @@
-// delta_rule.cu: CUDA kernels of the fast-weight recurrence (delta and sum rule).
+// delta_rule.cu: CUDA kernels of the fast-weight recurrence (delta and sum rule);
+// the math, layouts and derivation are in engine/kernels/delta_rule.h.
 //
-// The CPU's algorithm (engine/cpu/delta_rule.cpp) with one thread block per
-// sequence s = b·H + h: the block keeps its fast weight W [Dv, Dk] in shared
-// memory and walks time inside the kernel, reading q, k, v, beta one step at a
-// time (contiguous tensors; element (t, s, c) of q lies at (t·S + s)·Dk + c).
+// One thread block per sequence s = b·H + h: the block keeps its fast weight
+// W [Dv, Dk] in shared memory and walks time inside the kernel, reading q, k,
+// v, beta one step at a time.
 //
 // Forward, per step: warp w owns rows i ≡ w (mod warps) of W, so each row's
-//   vbar_i = W[i]·k,  u_i = beta (v_i - vbar_i)  (sum rule: v_i),
-//   W[i] += u_i k,    y_i = W[i]·q
-// is one warp's work with no block synchronisation inside the step.
+// read, write and read-out is one warp's work with no block synchronisation
+// inside the step.
 //
 // Backward, in reverse time from the saved W_L, with G = dL/dW (from 0):
-//   phase 1 (warp per row i):   G[i] += ĝ_i q;  du_i = G[i]·k;  u_i, c_i = -beta du_i,
-//                               dv_i = beta du_i (sum rule: u_i = v_i, c_i = 0, dv_i = du_i)
-//   phase 2 (thread per column j, over all rows in order):
-//                               dq_j = Σ_i ĝ_i W_t[i, j];  dk_j = Σ_i u_i G[i, j] + c_i W_{t-1}[i, j],
-//                               W[i, j] -= u_i k_j (now W_{t-1});  G[i, j] += c_i k_j
-// u_i is recomputed from the saved vbar with the forward's own expression, so it
-// has the forward's bits; only the subtraction that rebuilds W rounds. Every
-// output is written by one thread (dbeta: per-warp partials added in warp
+//   phase 1 (warp per row i):   G[i] += ĝ_i q;  du_i = G[i]·k; the row's backward
+//   phase 2 (thread per column j, over all rows in order): dq_j, and the entries'
+//                               backward (dk_j, W back to W_{t-1}, G to dL/dW_{t-1})
+// Every output is written by one thread (dbeta: per-warp partials added in warp
 // order), so the results have the same bits on every run.
 //
 // Shared memory: W (forward), W and G (backward), plus a few rows. For Dv = 64,
@@ -27,10 +22,13 @@
 // refused with an error naming them.
 #include "cuda/block.cuh"
 #include "cuda/cuda_backend.h"
+#include "engine/kernels/delta_rule.h"
 
 namespace loom::cuda {
 
 namespace {
+
+namespace step = kernels::delta_step;
 
 struct Dims {
   int64_t L = 0, S = 0, Dk = 0, Dv = 0;  // S = B·H sequences
@@ -41,15 +39,17 @@ Dims dims_of(const Tensor& q, const Tensor& v) { return {q.size(0), q.size(1) * 
 constexpr int kThreads = kBlockThreads;
 constexpr int kWarps = kThreads / kWarp;
 
-// Shared memory: W [Dv, Dk], q [Dk], k [Dk], v [Dv].
+// Shared memory: kernels::DeltaRuleForwardShared.
 template <class T>
 __global__ void delta_rule_forward_kernel(const T* q, const T* k, const T* v, const T* beta, const T* w0, T* y,
                                           T* w_last, T* vbar, Dims d) {
   const int64_t L = d.L, S = d.S, Dk = d.Dk, Dv = d.Dv, WN = Dv * Dk;
-  T* W = dynamic_shared<T>();
-  T* sq = W + WN;
-  T* sk = sq + Dk;
-  T* sv = sk + Dk;
+  const kernels::DeltaRuleForwardShared lay(Dk, Dv);
+  T* const base = dynamic_shared<T>();
+  T* W = lay.W.in(base);
+  T* sq = lay.q.in(base);
+  T* sk = lay.k.in(base);
+  T* sv = lay.v.in(base);
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   for (int64_t s = blockIdx.x; s < S; s += gridDim.x) {
     __syncthreads();  // the previous sequence has written W out
@@ -72,11 +72,11 @@ __global__ void delta_rule_forward_kernel(const T* q, const T* k, const T* v, co
           for (int64_t j = lane; j < Dk; j += kWarp) acc += wi[j] * sk[j];
           const T vb = warp_reduce(acc, SumOp<T>{});
           if (vbar && lane == 0) vbar[row * Dv + i] = vb;
-          u = b * (sv[i] - vb);
+          u = step::write_strength(b, sv[i], vb);
         }
         T acc = 0;
         for (int64_t j = lane; j < Dk; j += kWarp) {
-          const T wn = wi[j] + u * sk[j];
+          const T wn = step::write(wi[j], u, sk[j]);
           wi[j] = wn;
           acc += wn * sq[j];
         }
@@ -90,21 +90,23 @@ __global__ void delta_rule_forward_kernel(const T* q, const T* k, const T* v, co
   }
 }
 
-// Shared memory: W, G [Dv, Dk]; q, k [Dk]; v, ĝ, vbar, u, c [Dv]; dbeta partials [kWarps].
+// Shared memory: kernels::DeltaRuleBackwardShared.
 template <class T>
 __global__ void delta_rule_backward_kernel(const T* g, const T* q, const T* k, const T* v, const T* beta,
                                            const T* vbar, const T* w_last, T* gq, T* gk, T* gv, T* gbeta, Dims d) {
   const int64_t L = d.L, S = d.S, Dk = d.Dk, Dv = d.Dv, WN = Dv * Dk;
-  T* W = dynamic_shared<T>();
-  T* G = W + WN;
-  T* sq = G + WN;
-  T* sk = sq + Dk;
-  T* sv = sk + Dk;
-  T* sg = sv + Dv;
-  T* svb = sg + Dv;
-  T* su = svb + Dv;
-  T* sc = su + Dv;
-  T* sdb = sc + Dv;
+  const kernels::DeltaRuleBackwardShared lay(Dk, Dv, kWarps);
+  T* const base = dynamic_shared<T>();
+  T* W = lay.W.in(base);
+  T* G = lay.G.in(base);
+  T* sq = lay.q.in(base);
+  T* sk = lay.k.in(base);
+  T* sv = lay.v.in(base);
+  T* sg = lay.g_out.in(base);
+  T* svb = lay.vbar.in(base);
+  T* su = lay.u.in(base);
+  T* sc = lay.dvbar.in(base);
+  T* sdb = lay.dbeta.in(base);
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   for (int64_t s = blockIdx.x; s < S; s += gridDim.x) {
     __syncthreads();  // the previous sequence is done with W and G
@@ -140,11 +142,11 @@ __global__ void delta_rule_backward_kernel(const T* g, const T* q, const T* k, c
         const T du = warp_reduce(acc, SumOp<T>{});
         if (lane == 0) {
           if (beta) {
-            const T diff = sv[i] - svb[i];
-            su[i] = b * diff;  // the forward's expression: the same bits
-            sc[i] = -b * du;
-            gv[row * Dv + i] = b * du;
-            dbeta += diff * du;
+            const step::RowGrads<T> rg = step::row_backward(b, sv[i], svb[i], du);
+            su[i] = rg.u;
+            sc[i] = rg.dvbar;
+            gv[row * Dv + i] = rg.dv;
+            dbeta += rg.dbeta;
           } else {
             su[i] = sv[i];
             sc[i] = T(0);
@@ -159,15 +161,15 @@ __global__ void delta_rule_backward_kernel(const T* g, const T* q, const T* k, c
         const T kj = sk[j];
         T dq = 0, dk = 0;
         for (int64_t i = 0; i < Dv; ++i) {
-          const T w = W[i * Dk + j];
+          T w = W[i * Dk + j], gw = G[i * Dk + j];
           dq += sg[i] * w;
-          dk += su[i] * G[i * Dk + j];  // the write W += u kᵀ
-          const T wn = w - su[i] * kj;
-          W[i * Dk + j] = wn;
           if (beta) {
-            dk += sc[i] * wn;  // the read vbar = W_{t-1} k
-            G[i * Dk + j] += sc[i] * kj;
+            step::unwrite(su[i], sc[i], kj, w, gw, dk);
+            G[i * Dk + j] = gw;
+          } else {
+            step::unwrite_sum(su[i], kj, w, gw, dk);
           }
+          W[i * Dk + j] = w;
         }
         gq[row * Dk + j] = dq;
         gk[row * Dk + j] = dk;
@@ -190,9 +192,9 @@ void reserve(K* kernel, size_t bytes, const char* op, const Dims& d, const char*
 
 }  // namespace
 
-void CudaBackend::delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta,
-                             const Tensor& initial_state, const Tensor& out, const Tensor& final_state,
-                             const Tensor& vbar) {
+void CudaBackend::delta_rule(const DeltaRuleArgs& a) {
+  const Tensor &q = a.q, &k = a.k, &v = a.v, &beta = a.beta, &initial_state = a.initial_state, &out = a.out,
+               &final_state = a.final_state, &vbar = a.vbar;
   const char* op = "delta_rule";
   dispatch_float(q.dtype(), op, [&](auto zero) {
     using T = decltype(zero);
@@ -200,7 +202,7 @@ void CudaBackend::delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, 
     if (d.S == 0 || d.Dv == 0) return;  // nothing to write (final_state, vbar, out are empty)
     if (d.L == 0 && !final_state.defined()) return;
     const Tensor qc = dense(q), kc = dense(k), vc = dense(v), bc = dense(beta), w0 = dense(initial_state);
-    const size_t bytes = sizeof(T) * static_cast<size_t>(d.Dv * d.Dk + 2 * d.Dk + d.Dv);
+    const size_t bytes = sizeof(T) * static_cast<size_t>(kernels::DeltaRuleForwardShared(d.Dk, d.Dv).total);
     reserve(&delta_rule_forward_kernel<T>, bytes, op, d, dtype_name(q.dtype()), "W");
     delta_rule_forward_kernel<T><<<row_blocks(d.S), kThreads, bytes, stream()>>>(
         qc.data<T>(), kc.data<T>(), vc.data<T>(), data_or_null<const T>(bc), data_or_null<const T>(w0), out.data<T>(),
@@ -209,10 +211,10 @@ void CudaBackend::delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, 
   });
 }
 
-void CudaBackend::delta_rule_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v,
-                                      const Tensor& beta, const Tensor& vbar, const Tensor& final_state,
-                                      const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v,
-                                      const Tensor& grad_beta) {
+void CudaBackend::delta_rule_backward(const DeltaRuleBackwardArgs& a) {
+  const Tensor &grad_out = a.grad_out, &q = a.q, &k = a.k, &v = a.v, &beta = a.beta, &vbar = a.vbar,
+               &final_state = a.final_state, &grad_q = a.grad_q, &grad_k = a.grad_k, &grad_v = a.grad_v,
+               &grad_beta = a.grad_beta;
   const char* op = "delta_rule_backward";
   dispatch_float(q.dtype(), op, [&](auto zero) {
     using T = decltype(zero);
@@ -226,7 +228,7 @@ void CudaBackend::delta_rule_backward(const Tensor& grad_out, const Tensor& q, c
     }
     const Tensor gc = dense(grad_out), qc = dense(q), kc = dense(k), vc = dense(v), bc = dense(beta),
                  vb = dense(vbar), wl = dense(final_state);
-    const size_t bytes = sizeof(T) * static_cast<size_t>(2 * d.Dv * d.Dk + 2 * d.Dk + 5 * d.Dv + kWarps);
+    const size_t bytes = sizeof(T) * static_cast<size_t>(kernels::DeltaRuleBackwardShared(d.Dk, d.Dv, kWarps).total);
     reserve(&delta_rule_backward_kernel<T>, bytes, op, d, dtype_name(q.dtype()), "W and its gradient");
     delta_rule_backward_kernel<T><<<row_blocks(d.S), kThreads, bytes, stream()>>>(
         gc.data<T>(), qc.data<T>(), kc.data<T>(), vc.data<T>(), data_or_null<const T>(bc), data_or_null<const T>(vb),

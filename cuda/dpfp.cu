@@ -1,27 +1,20 @@
-// dpfp.cu: CUDA kernels of the DPFP feature map (engine/ops/dpfp.cpp).
+// dpfp.cu: CUDA kernels of the DPFP feature map; the formulas are in
+// engine/kernels/dpfp.h.
 //
-// x is [rows, n], r = relu([x, -x]) (2n entries per row) is never stored: each
-// thread reads the two entries of x a product needs and applies the relu itself.
-// Forward: one thread per output element (row, i, j),
-//   out[row, (i-1)·2n + j] = r[j] · r[(j - i) mod 2n].
-// Backward: one thread per element of x (row, c); it sums dr[c] and dr[n + c]
-// (engine/cpu/dpfp.cpp has the formula) over i in the CPU kernel's order (nvcc
-// may fuse a multiply and an add: equal to the CPU to rounding) and writes
-//   dx[c] = dr[c]·[x_c > 0] - dr[n + c]·[x_c < 0].
-// No atomics.
+// r = relu([x, -x]) (2n entries per row) is never stored: each thread reads the
+// two entries of x a product needs and applies the relu itself. Forward: one
+// thread per output element (row, i, j). Backward: one thread per element of x
+// (row, c); it sums dr[c] and dr[n + c] over i in the CPU kernel's order (nvcc
+// may fuse a multiply and an add: equal to the CPU to rounding). No atomics.
 #include "cuda/cuda_backend.h"
 #include "cuda/layout.cuh"
+#include "engine/kernels/dpfp.h"
 
 namespace loom::cuda {
 
 namespace {
 
-// r[k] of the row starting at x, k < 2n.
-template <class T>
-__device__ T r_at(const T* x, int64_t n, int64_t k) {
-  const T v = k < n ? x[k] : -x[k - n];
-  return v > T(0) ? v : T(0);  // as the Relu functor
-}
+using kernels::relu_pair_at;
 
 template <class T>
 __global__ void dpfp_forward_kernel(const T* x, T* out, int64_t rows, int64_t n, int64_t nu) {
@@ -30,7 +23,7 @@ __global__ void dpfp_forward_kernel(const T* x, T* out, int64_t rows, int64_t n,
     const int64_t row = e / (m * nu), rest = e % (m * nu);
     const int64_t i = rest / m + 1, j = rest % m;
     const T* xr = x + row * n;
-    out[e] = r_at(xr, n, j) * r_at(xr, n, (j - i + m) % m);
+    out[e] = relu_pair_at(xr, n, j) * relu_pair_at(xr, n, (j - i + m) % m);
   }
 }
 
@@ -42,8 +35,8 @@ __device__ T dr_at(const T* g, const T* xr, int64_t n, int64_t nu, int64_t k) {
   for (int64_t i = 1; i <= nu; ++i) {
     const T* gi = g + (i - 1) * m;
     const int64_t back = (k - i + m) % m, ahead = (k + i) % m;
-    acc = acc + gi[k] * r_at(xr, n, back);
-    acc = acc + gi[ahead] * r_at(xr, n, ahead);
+    acc = acc + gi[k] * relu_pair_at(xr, n, back);
+    acc = acc + gi[ahead] * relu_pair_at(xr, n, ahead);
   }
   return acc;
 }
@@ -61,17 +54,12 @@ __global__ void dpfp_backward_kernel(const T* g, const T* x, T* gx, int64_t rows
   }
 }
 
-void row_dims(const Tensor& x, int64_t& rows, int64_t& n) {
-  n = x.shape().back();
-  rows = n > 0 ? x.numel() / n : 0;
-}
-
 }  // namespace
 
 void CudaBackend::dpfp(const Tensor& x_in, int64_t nu, const Tensor& out) {
   const Tensor x = dense(x_in);
-  int64_t rows, n;
-  row_dims(x, rows, n);
+  const kernels::DpfpRows dims = kernels::dpfp_rows(x);
+  const int64_t rows = dims.rows, n = dims.n;
   dispatch_float(x.dtype(), "dpfp", [&](auto zero) {
     using T = decltype(zero);
     const int64_t total = rows * 2 * n * nu;
@@ -83,8 +71,8 @@ void CudaBackend::dpfp(const Tensor& x_in, int64_t nu, const Tensor& out) {
 
 void CudaBackend::dpfp_backward(const Tensor& grad_out_in, const Tensor& x_in, int64_t nu, const Tensor& grad_x) {
   const Tensor g = dense(grad_out_in), x = dense(x_in);
-  int64_t rows, n;
-  row_dims(x, rows, n);
+  const kernels::DpfpRows dims = kernels::dpfp_rows(x);
+  const int64_t rows = dims.rows, n = dims.n;
   dispatch_float(x.dtype(), "dpfp_backward", [&](auto zero) {
     using T = decltype(zero);
     const int64_t total = rows * n;

@@ -17,7 +17,7 @@
 // every run.
 #include "cuda/block.cuh"
 #include "cuda/cuda_backend.h"
-#include "engine/feedback_layout.h"
+#include "engine/kernels/feedback.h"
 #include "cuda/layout.cuh"
 
 namespace loom::cuda {
@@ -26,6 +26,7 @@ namespace {
 
 using feedback::Inputs;
 using feedback::inputs_of;
+using feedback::Grads;
 
 // score_j, with q and qu = q + u of this (b, h) in shared memory.
 template <class T>
@@ -83,11 +84,6 @@ __global__ void feedback_forward_kernel(Inputs<T> a, T* out, T* lse) {
 }
 
 // Gradient outputs; null pointers are not wanted.
-template <class T>
-struct Grads {
-  T *q = nullptr, *k = nullptr, *v = nullptr, *P = nullptr, *s = nullptr, *u = nullptr;
-};
-
 // Per (b, h): dq, dk, dv, and ds [B·H, n] for the parameter sums.
 // Shared memory: q [D], q + u [D], do [Dv], α [n], ds [n].
 template <class T>
@@ -187,13 +183,12 @@ constexpr int kFeedbackThreads = 128;
 
 }  // namespace
 
-void CudaBackend::feedback_attention(const Tensor& q, const Tensor& keys, const Tensor& values, const Tensor& P,
-                                     const Tensor& s, const Tensor& u, double scale, const Tensor& out,
-                                     const Tensor& lse) {
+void CudaBackend::feedback_attention(const FeedbackAttentionArgs& args) {
   const char* op = "feedback_attention";
+  const Tensor &q = args.q, &out = args.out, &lse = args.lse;
   dispatch_float(q.dtype(), op, [&](auto zero) {
     using T = decltype(zero);
-    const Inputs<T> a = inputs_of<T>(q, keys, values, P, s, u, scale);
+    const Inputs<T> a = inputs_of<T>(args);
     const int64_t rows = a.B * a.H;
     if (rows == 0) return;
     const size_t bytes = sizeof(T) * static_cast<size_t>(2 * a.D + a.n);
@@ -204,20 +199,15 @@ void CudaBackend::feedback_attention(const Tensor& q, const Tensor& keys, const 
   });
 }
 
-void CudaBackend::feedback_attention_backward(const Tensor& grad_out, const Tensor& q, const Tensor& keys,
-                                              const Tensor& values, const Tensor& P, const Tensor& s,
-                                              const Tensor& u, const Tensor& out, const Tensor& lse, double scale,
-                                              const Tensor& grad_q, const Tensor& grad_keys,
-                                              const Tensor& grad_values, const Tensor& grad_P, const Tensor& grad_s,
-                                              const Tensor& grad_u) {
+void CudaBackend::feedback_attention_backward(const FeedbackAttentionBackwardArgs& args) {
   const char* op = "feedback_attention_backward";
+  const Tensor &q = args.q, &grad_out = args.grad_out, &out = args.out, &lse = args.lse;
   dispatch_float(q.dtype(), op, [&](auto zero) {
     using T = decltype(zero);
-    const Inputs<T> a = inputs_of<T>(q, keys, values, P, s, u, scale);
+    const Inputs<T> a = inputs_of<T>(args);
     const int64_t rows = a.B * a.H;
     if (rows == 0) return;  // every gradient is empty (or, for P, s, u, left as given)
-    const Grads<T> g{data_or_null<T>(grad_q), data_or_null<T>(grad_keys), data_or_null<T>(grad_values),
-                     data_or_null<T>(grad_P), data_or_null<T>(grad_s), data_or_null<T>(grad_u)};
+    const Grads<T> g = feedback::grads_of<T>(args);
     // ds of every (b, h, j), for the sums over the batch. Scratch from the caching
     // allocator; freeing it before the kernels finish is safe (one stream).
     const Tensor ds = Tensor::empty(Shape{rows, a.n}, q.dtype(), Device::cuda);

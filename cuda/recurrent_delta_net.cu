@@ -1,6 +1,5 @@
-// recurrent_delta_net.cu: CUDA kernels of the Recurrent Delta Net (the
-// recurrence is written out in engine/ops/recurrent_delta_net.cpp, the CPU
-// kernels and the backward's formulas in engine/cpu/recurrent_delta_net.cpp).
+// recurrent_delta_net.cu: CUDA kernels of the Recurrent Delta Net; the math,
+// layouts and derivation are in engine/kernels/recurrent_delta_net.h.
 //
 // One thread block per sequence s = b·H + h (a grid-stride loop over S) walks
 // time inside the kernel with its fast weight W [D, D] in shared memory; the
@@ -26,22 +25,26 @@
 // (every entry owned by one thread), then a second kernel adds each head's B
 // sequences in the order of b: every result has the same bits on every run.
 //
-// Shared memory: forward D² + 7D + 2 values (W and vectors), backward 2D² + 14D +
-// 3 + one value per warp (W, G and vectors). For D = 64 in float32 that is 18 KiB
+// Shared memory (kernels::RecurrentDeltaNetForwardShared and ...BackwardShared):
+// forward D² + 7D + 2 values (W and vectors), backward 2D² + 14D + 3 + one value
+// per warp (W, G and vectors). For D = 64 in float32 that is 18 KiB
 // and 36 KiB, in float64 36 KiB and 71 KiB (which opts in to more than 48 KiB);
 // sizes past the GPU's limit are refused with an error naming the op and D.
 #include "cuda/block.cuh"
 #include "cuda/cuda_backend.h"
+#include "engine/kernels/recurrent_delta_net.h"
 
 namespace loom::cuda {
 
 namespace {
 
-struct Dims {
-  int64_t L = 0, S = 0, H = 0, D = 0;  // S = B·H sequences
-};
+namespace step = kernels::delta_step;
 
-Dims dims_of(const Tensor& x) { return {x.size(0), x.size(1) * x.size(2), x.size(2), x.size(3)}; }
+using Dims = kernels::RecurrentDeltaNetDims;
+template <class T>
+using Forward = kernels::RecurrentDeltaNetForward<T>;
+template <class T>
+using Backward = kernels::RecurrentDeltaNetBackward<T>;
 
 constexpr int kThreads = kBlockThreads;
 constexpr int kWarps = kThreads / kWarp;
@@ -73,26 +76,21 @@ __device__ T warp_dot(const T* x, const T* y, int64_t n, int lane) {
   return warp_reduce(acc, SumOp<T>{});
 }
 
-template <class T>
-struct Forward {
-  const T *qx, *kx, *vx, *bx, *Rq, *Rk, *Rv, *rb, *W0, *y0;
-  T *y, *W_last, *y_last;
-  T *q, *k, *v, *beta, *vbar;  // per step, all null when the backward is not needed
-};
-
-// Shared memory: W [D, D]; a, pre-q, pre-k, q, k, v, y [D]; beta and its pre-activation.
+// Shared memory: kernels::RecurrentDeltaNetForwardShared.
 template <class T>
 __global__ void rdn_forward_kernel(Forward<T> f, Dims d) {
   const int64_t L = d.L, S = d.S, D = d.D, WN = D * D;
-  T* W = dynamic_shared<T>();
-  T* sa = W + WN;
-  T* spq = sa + D;
-  T* spk = spq + D;
-  T* sq = spk + D;
-  T* sk = sq + D;
-  T* sv = sk + D;
-  T* sy = sv + D;
-  T* sb = sy + D;  // [0]: beta_t; [1]: its pre-activation
+  const kernels::RecurrentDeltaNetForwardShared lay(D);
+  T* const base = dynamic_shared<T>();
+  T* W = lay.W.in(base);
+  T* sa = lay.a.in(base);
+  T* spq = lay.pre_q.in(base);
+  T* spk = lay.pre_k.in(base);
+  T* sq = lay.q.in(base);
+  T* sk = lay.k.in(base);
+  T* sv = lay.v.in(base);
+  T* sy = lay.y.in(base);
+  T* sb = lay.beta.in(base);  // [0]: beta_t; [1]: its pre-activation
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   for (int64_t s = blockIdx.x; s < S; s += gridDim.x) {
     const int64_t h = s % d.H;
@@ -138,11 +136,11 @@ __global__ void rdn_forward_kernel(Forward<T> f, Dims d) {
       for (int64_t i = warp; i < D; i += kWarps) {
         T* wi = W + i * D;
         const T vb = warp_dot(wi, sk, D, lane);
-        const T u = b * (sv[i] - vb);
+        const T u = step::write_strength(b, sv[i], vb);
         __syncwarp();
         T acc = 0;
         for (int64_t j = lane; j < D; j += kWarp) {
-          const T wn = wi[j] + u * sk[j];
+          const T wn = step::write(wi[j], u, sk[j]);
           wi[j] = wn;
           acc += wn * sq[j];
         }
@@ -162,36 +160,30 @@ __global__ void rdn_forward_kernel(Forward<T> f, Dims d) {
   }
 }
 
-template <class T>
-struct Backward {
-  const T *g, *y, *y0, *Rq, *Rk, *Rv, *rb, *q, *k, *v, *beta, *vbar, *W_last;
-  T *gqx, *gkx, *gvx, *gbx;
-  T* partials;  // [S, 3·D·D + D]: each sequence's dRq, dRk, dRv, drb
-};
-
-// Shared memory: W, G [D, D]; a, e, ĝ, q, k, v, vbar, u, c, dq, dk, dqx, dkx, dv [D];
-// 3 scalars (q·dq, k·dk, dbx); kWarps dbeta partials.
+// Shared memory: kernels::RecurrentDeltaNetBackwardShared.
 template <class T>
 __global__ void rdn_backward_kernel(Backward<T> f, Dims d) {
   const int64_t L = d.L, S = d.S, D = d.D, WN = D * D, P = 3 * WN + D;
-  T* W = dynamic_shared<T>();
-  T* G = W + WN;
-  T* sa = G + WN;
-  T* se = sa + D;
-  T* sg = se + D;
-  T* sq = sg + D;
-  T* sk = sq + D;
-  T* sv = sk + D;
-  T* svb = sv + D;
-  T* su = svb + D;
-  T* sc = su + D;
-  T* sdq = sc + D;
-  T* sdk = sdq + D;
-  T* sdqx = sdk + D;
-  T* sdkx = sdqx + D;
-  T* sdv = sdkx + D;
-  T* sscalar = sdv + D;  // [0] q·dq, [1] k·dk, [2] dbx
-  T* sdb = sscalar + 3;  // [kWarps]
+  const kernels::RecurrentDeltaNetBackwardShared lay(D, kWarps);
+  T* const base = dynamic_shared<T>();
+  T* W = lay.W.in(base);
+  T* G = lay.G.in(base);
+  T* sa = lay.a.in(base);
+  T* se = lay.e.in(base);
+  T* sg = lay.g_out.in(base);
+  T* sq = lay.q.in(base);
+  T* sk = lay.k.in(base);
+  T* sv = lay.v.in(base);
+  T* svb = lay.vbar.in(base);
+  T* su = lay.u.in(base);
+  T* sc = lay.dvbar.in(base);
+  T* sdq = lay.dq.in(base);
+  T* sdk = lay.dk.in(base);
+  T* sdqx = lay.dqx.in(base);
+  T* sdkx = lay.dkx.in(base);
+  T* sdv = lay.dv.in(base);
+  T* sscalar = lay.scalars.in(base);  // [0] q·dq, [1] k·dk, [2] dbx
+  T* sdb = lay.dbeta.in(base);        // [kWarps]
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   for (int64_t s = blockIdx.x; s < S; s += gridDim.x) {
     const int64_t h = s % d.H;
@@ -237,12 +229,12 @@ __global__ void rdn_backward_kernel(Backward<T> f, Dims d) {
         }
         const T du = warp_reduce(acc, SumOp<T>{});
         if (lane == 0) {
-          const T diff = sv[i] - svb[i];
-          su[i] = b * diff;  // the forward's expression: the same bits
-          sc[i] = -b * du;
-          sdv[i] = b * du;
-          f.gvx[row * D + i] = b * du;
-          dbeta += diff * du;
+          const step::RowGrads<T> rg = step::row_backward(b, sv[i], svb[i], du);
+          su[i] = rg.u;
+          sc[i] = rg.dvbar;
+          sdv[i] = rg.dv;
+          f.gvx[row * D + i] = rg.dv;
+          dbeta += rg.dbeta;
         }
       }
       if (lane == 0) sdb[warp] = dbeta;
@@ -252,13 +244,11 @@ __global__ void rdn_backward_kernel(Backward<T> f, Dims d) {
         const T kj = sk[j];
         T dq = 0, dk = 0;
         for (int64_t i = 0; i < D; ++i) {
-          const T w = W[i * D + j];
+          T w = W[i * D + j], gw = G[i * D + j];
           dq += sg[i] * w;
-          dk += su[i] * G[i * D + j];  // the write W += u kᵀ
-          const T wn = w - su[i] * kj;
-          W[i * D + j] = wn;
-          dk += sc[i] * wn;  // the read vbar = W_{t-1} k
-          G[i * D + j] += sc[i] * kj;
+          step::unwrite(su[i], sc[i], kj, w, gw, dk);
+          W[i * D + j] = w;
+          G[i * D + j] = gw;
         }
         sdq[j] = dq;
         sdk[j] = dk;
@@ -308,18 +298,12 @@ __global__ void rdn_backward_kernel(Backward<T> f, Dims d) {
   }
 }
 
-// grad[h] = Σ_b partials[b·H + h], b in order: thread per entry of the heads' gradients.
+// The heads' parameter gradients from the per-sequence partials: thread per entry.
 template <class T>
 __global__ void rdn_reduce_heads_kernel(const T* partials, T* gRq, T* gRk, T* gRv, T* grb, int64_t B, Dims d) {
   const int64_t H = d.H, D = d.D, WN = D * D, P = 3 * WN + D, n = H * P;
   for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < n; idx += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t h = idx / P, x = idx % P;
-    T sum = 0;
-    for (int64_t b = 0; b < B; ++b) sum += partials[(b * H + h) * P + x];
-    if (x < WN) gRq[h * WN + x] = sum;
-    else if (x < 2 * WN) gRk[h * WN + x - WN] = sum;
-    else if (x < 3 * WN) gRv[h * WN + x - 2 * WN] = sum;
-    else grb[h * D + x - 3 * WN] = sum;
+    kernels::reduce_head_entry(partials, gRq, gRk, gRv, grb, idx / P, idx % P, B, H, D);
   }
 }
 
@@ -331,60 +315,36 @@ void reserve(K* kernel, size_t bytes, const char* op, const Dims& d, const char*
 
 }  // namespace
 
-void CudaBackend::recurrent_delta_net(const Tensor& qx, const Tensor& kx, const Tensor& vx, const Tensor& bx,
-                                      const Tensor& Rq, const Tensor& Rk, const Tensor& Rv, const Tensor& rb,
-                                      const Tensor& initial_W, const Tensor& initial_y, const Tensor& out,
-                                      const Tensor& final_W, const Tensor& final_y, const Tensor& q, const Tensor& k,
-                                      const Tensor& v, const Tensor& beta, const Tensor& vbar) {
+void CudaBackend::recurrent_delta_net(const RecurrentDeltaNetArgs& a) {
   const char* op = "recurrent_delta_net";
-  dispatch_float(qx.dtype(), op, [&](auto zero) {
+  dispatch_float(a.qx.dtype(), op, [&](auto zero) {
     using T = decltype(zero);
-    const Dims d = dims_of(qx);
+    const Dims d = kernels::recurrent_delta_net_dims(a.qx);
     if (d.S == 0) return;  // nothing to write: every output is empty
-    const Tensor qc = dense(qx), kc = dense(kx), vc = dense(vx), bc = dense(bx), rq = dense(Rq), rk = dense(Rk),
-                 rv = dense(Rv), rbc = dense(rb), w0 = dense(initial_W), y0 = dense(initial_y);
-    const size_t bytes = sizeof(T) * static_cast<size_t>(d.D * d.D + 7 * d.D + 2);
-    reserve(&rdn_forward_kernel<T>, bytes, op, d, dtype_name(qx.dtype()), "the fast weight W [D, D]");
-    const Forward<T> f{qc.data<T>(), kc.data<T>(), vc.data<T>(), bc.data<T>(),
-                       rq.data<T>(), rk.data<T>(), rv.data<T>(), rbc.data<T>(),
-                       data_or_null<const T>(w0), data_or_null<const T>(y0), out.data<T>(),
-                       data_or_null<T>(final_W), data_or_null<T>(final_y), data_or_null<T>(q),
-                       data_or_null<T>(k), data_or_null<T>(v), data_or_null<T>(beta), data_or_null<T>(vbar)};
-    rdn_forward_kernel<T><<<row_blocks(d.S), kThreads, bytes, stream()>>>(f, d);
+    const size_t bytes = sizeof(T) * static_cast<size_t>(kernels::RecurrentDeltaNetForwardShared(d.D).total);
+    reserve(&rdn_forward_kernel<T>, bytes, op, d, dtype_name(a.qx.dtype()), "the fast weight W [D, D]");
+    rdn_forward_kernel<T><<<row_blocks(d.S), kThreads, bytes, stream()>>>(kernels::pointers_of<T>(a), d);
     LOOM_CUDA_CHECK_LAUNCH(op);
   });
 }
 
-void CudaBackend::recurrent_delta_net_backward(const Tensor& grad_out, const Tensor& y, const Tensor& initial_y,
-                                               const Tensor& Rq, const Tensor& Rk, const Tensor& Rv, const Tensor& rb,
-                                               const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta,
-                                               const Tensor& vbar, const Tensor& final_W, const Tensor& grad_qx,
-                                               const Tensor& grad_kx, const Tensor& grad_vx, const Tensor& grad_bx,
-                                               const Tensor& grad_Rq, const Tensor& grad_Rk, const Tensor& grad_Rv,
-                                               const Tensor& grad_rb) {
+void CudaBackend::recurrent_delta_net_backward(const RecurrentDeltaNetBackwardArgs& a) {
   const char* op = "recurrent_delta_net_backward";
-  dispatch_float(y.dtype(), op, [&](auto zero) {
+  dispatch_float(a.y.dtype(), op, [&](auto zero) {
     using T = decltype(zero);
-    const Dims d = dims_of(y);
-    const int64_t B = y.size(1), D = d.D;
+    const Dims d = kernels::recurrent_delta_net_dims(a.y);
+    const int64_t B = a.y.size(1), D = d.D;
     if (d.S == 0 || d.L == 0) {  // no step: the parameters' gradients are empty sums
-      for (const Tensor* t : {&grad_Rq, &grad_Rk, &grad_Rv, &grad_rb}) fill(*t, 0.0);
+      for (const Tensor* t : {&a.grad_Rq, &a.grad_Rk, &a.grad_Rv, &a.grad_rb}) fill(*t, 0.0);
       return;
     }
-    const Tensor g = dense(grad_out), yc = dense(y), y0 = dense(initial_y), rq = dense(Rq), rk = dense(Rk),
-                 rv = dense(Rv), rbc = dense(rb), qc = dense(q), kc = dense(k), vc = dense(v), bc = dense(beta),
-                 vb = dense(vbar), wl = dense(final_W);
-    const Tensor partials = Tensor::empty({d.S, 3 * D * D + D}, y.dtype(), y.device());
-    const size_t bytes = sizeof(T) * static_cast<size_t>(2 * D * D + 14 * D + 3 + kWarps);
-    reserve(&rdn_backward_kernel<T>, bytes, op, d, dtype_name(y.dtype()), "W and its gradient [D, D]");
-    const Backward<T> f{g.data<T>(),  yc.data<T>(),  data_or_null<const T>(y0), rq.data<T>(), rk.data<T>(),
-                        rv.data<T>(), rbc.data<T>(), qc.data<T>(), kc.data<T>(), vc.data<T>(),
-                        bc.data<T>(), vb.data<T>(),  wl.data<T>(), grad_qx.data<T>(), grad_kx.data<T>(),
-                        grad_vx.data<T>(), grad_bx.data<T>(), partials.data<T>()};
-    rdn_backward_kernel<T><<<row_blocks(d.S), kThreads, bytes, stream()>>>(f, d);
+    const Tensor partials = Tensor::empty({d.S, 3 * D * D + D}, a.y.dtype(), a.y.device());
+    const size_t bytes = sizeof(T) * static_cast<size_t>(kernels::RecurrentDeltaNetBackwardShared(D, kWarps).total);
+    reserve(&rdn_backward_kernel<T>, bytes, op, d, dtype_name(a.y.dtype()), "W and its gradient [D, D]");
+    rdn_backward_kernel<T><<<row_blocks(d.S), kThreads, bytes, stream()>>>(kernels::pointers_of<T>(a, partials.data<T>()), d);
     LOOM_CUDA_CHECK_LAUNCH(op);
     rdn_reduce_heads_kernel<T><<<grid_for(d.H * (3 * D * D + D)), kThreads, 0, stream()>>>(
-        partials.data<T>(), grad_Rq.data<T>(), grad_Rk.data<T>(), grad_Rv.data<T>(), grad_rb.data<T>(), B, d);
+        partials.data<T>(), a.grad_Rq.data<T>(), a.grad_Rk.data<T>(), a.grad_Rv.data<T>(), a.grad_rb.data<T>(), B, d);
     LOOM_CUDA_CHECK_LAUNCH(op);
   });
 }

@@ -76,6 +76,21 @@
   /* recurrent_delta_net: the RDN's fused recurrence */        \
   LOOM_OP(recurrent_delta_net, true)
 
+namespace loom {
+// The operands of the kernels that take one struct, declared in their kernel
+// specs (engine/kernels/<stem>.h).
+struct DeltaRuleArgs;
+struct DeltaRuleBackwardArgs;
+struct DeltaRnnArgs;
+struct DeltaRnnBackwardArgs;
+struct DeltaLstmArgs;
+struct DeltaLstmBackwardArgs;
+struct RecurrentDeltaNetArgs;
+struct RecurrentDeltaNetBackwardArgs;
+struct FeedbackAttentionArgs;
+struct FeedbackAttentionBackwardArgs;
+}  // namespace loom
+
 // The kernels, KERNEL(name, (parameters)), grouped by the same stems: the
 // methods every backend implements (engine/backend.h turns the list into
 // Backend's pure virtual methods and each backend's declarations). Every kernel
@@ -160,90 +175,19 @@
                               const Tensor& lse, const AttentionArgs& args, const Tensor& grad_q,              \
                               const Tensor& grad_k, const Tensor& grad_v))                                      \
                                                                                                                \
-  /* ---- delta_rule (cpu/delta_rule.cpp, cuda/delta_rule.cu) ----------------------------------------------- */ \
-  /* The fast-weight recurrence (ops.h) over contiguous q, k [L, B, H, Dk], v [L, B, H, Dv], beta             \
-     [L, B, H, 1] (undefined: the sum rule) and initial_state [B, H, Dv, Dk] (undefined: zeros). Writes out   \
-     [L, B, H, Dv]; final_state [B, H, Dv, Dk] (W_L) and vbar [L, B, H, Dv] (W_{t-1} k_t, delta rule only)    \
-     when defined. */                                                                                          \
-  KERNEL(delta_rule, (const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta,                   \
-                      const Tensor& initial_state, const Tensor& out, const Tensor& final_state,               \
-                      const Tensor& vbar))                                                                     \
-  /* Gradients of q, k, v, beta (all contiguous, grad_beta undefined for the sum rule) from grad_out, the     \
-     inputs, and what the forward saved: vbar and final_state = W_L, from which the kernel rebuilds every W_t \
-     backwards. */                                                                                             \
-  KERNEL(delta_rule_backward, (const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v,      \
-                               const Tensor& beta, const Tensor& vbar, const Tensor& final_state,               \
-                               const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v,               \
-                               const Tensor& grad_beta))                                                       \
+  /* ---- the fused recurrences: operands, layouts and step math in engine/kernels/<stem>.h ------------- */ \
+  KERNEL(delta_rule, (const DeltaRuleArgs& args))                                                              \
+  KERNEL(delta_rule_backward, (const DeltaRuleBackwardArgs& args))                                             \
+  KERNEL(delta_rnn, (const DeltaRnnArgs& args))                                                                \
+  KERNEL(delta_rnn_backward, (const DeltaRnnBackwardArgs& args))                                               \
+  KERNEL(delta_lstm, (const DeltaLstmArgs& args))                                                              \
+  KERNEL(delta_lstm_backward, (const DeltaLstmBackwardArgs& args))                                             \
+  KERNEL(recurrent_delta_net, (const RecurrentDeltaNetArgs& args))                                             \
+  KERNEL(recurrent_delta_net_backward, (const RecurrentDeltaNetBackwardArgs& args))                            \
                                                                                                                \
-  /* ---- delta_rnn (cpu/delta_rnn.cpp, cuda/delta_rnn.cu) -------------------------------------------------- */ \
-  /* The Delta RNN's recurrence (ops.h) over contiguous z, rk, rv [L, B, H, D], gamma [L, B, H, 1],            \
-     initial_R [B, H, D, D] and initial_y [B, H, D] (undefined: zeros). Writes out [L, B, H, D]; final_R        \
-     [B, H, D, D] (R_L) and vbar [L, B, H, D] (R_{t-1} rk_t) when defined. */                                  \
-  KERNEL(delta_rnn, (const Tensor& z, const Tensor& rk, const Tensor& rv, const Tensor& gamma,                 \
-                     const Tensor& initial_R, const Tensor& initial_y, const Tensor& out, const Tensor& final_R,  \
-                     const Tensor& vbar))                                                                      \
-  /* Gradients of z, rk, rv, gamma (all contiguous) from grad_out, the inputs the backward needs, and what the  \
-     forward saved: out (each y_{t-1} gives softmax(y_{t-1})), vbar, and final_R = R_L, from which the kernel   \
-     rebuilds every R_t backwards. */                                                                          \
-  KERNEL(delta_rnn_backward, (const Tensor& grad_out, const Tensor& rk, const Tensor& rv, const Tensor& gamma,  \
-                              const Tensor& initial_y, const Tensor& out, const Tensor& vbar,                  \
-                              const Tensor& final_R, const Tensor& grad_z, const Tensor& grad_rk,              \
-                              const Tensor& grad_rv, const Tensor& grad_gamma))                                \
-  /* ---- delta_lstm (cpu/delta_lstm.cpp, cuda/delta_lstm.cu) ----------------------------------------------- */ \
-  /* The Delta LSTM's recurrence (ops.h) over contiguous z, rk, rv [L, B, H, 3, D], gamma [L, B, H, 3, 1],    \
-     initial_R [B, H, 3, D, D], initial_h, initial_c [B, H, D] (undefined: zeros). Writes out = h            \
-     [L, B, H, D]; and when defined: cell [L, B, H, D] (c_t), vbar [L, B, H, 3, D] (R_g,t-1 rk_g,t),         \
-     final_R [B, H, 3, D, D], final_h, final_c [B, H, D]. */                                                  \
-  KERNEL(delta_lstm, (const Tensor& z, const Tensor& rk, const Tensor& rv, const Tensor& gamma,               \
-                      const Tensor& initial_R, const Tensor& initial_h, const Tensor& initial_c,              \
-                      const Tensor& out, const Tensor& cell, const Tensor& vbar, const Tensor& final_R,       \
-                      const Tensor& final_h, const Tensor& final_c))                                           \
-  /* Gradients of z, rk, rv, gamma (contiguous, overwritten) from grad_out, the inputs, the initial h and c   \
-     (undefined: zeros) and what the forward saved: out (h_t), cell (c_t), vbar and final_R = R_L, from      \
-     which the kernel rebuilds every R_t backwards. */                                                         \
-  KERNEL(delta_lstm_backward, (const Tensor& grad_out, const Tensor& z, const Tensor& rk, const Tensor& rv,   \
-                               const Tensor& gamma, const Tensor& initial_h, const Tensor& initial_c,          \
-                               const Tensor& out, const Tensor& cell, const Tensor& vbar,                      \
-                               const Tensor& final_R, const Tensor& grad_z, const Tensor& grad_rk,             \
-                               const Tensor& grad_rv, const Tensor& grad_gamma))                               \
-                                                                                                               \
-  /* ---- feedback (cpu/feedback.cpp, cuda/feedback.cu) ----------------------------------------------------- */ \
-  /* One step of attention over the memory (see feedback_attention in ops.h). q, P, s, u contiguous;          \
-     keys/values [n, B, H, *] with unit stride on the last axis (any other strides). out [B, H, Dv]; lse      \
-     [B, H] receives each row's log-sum-exp of the scores. */                                                  \
-  KERNEL(feedback_attention, (const Tensor& q, const Tensor& keys, const Tensor& values, const Tensor& P,      \
-                              const Tensor& s, const Tensor& u, double scale, const Tensor& out,               \
-                              const Tensor& lse))                                                              \
-  /* grad_out, out, lse contiguous. grad_q, grad_keys, grad_values are overwritten (contiguous); grad_P,      \
-     grad_s, grad_u are accumulated into (zero them first). Undefined outputs are skipped. */                  \
-  KERNEL(feedback_attention_backward, (const Tensor& grad_out, const Tensor& q, const Tensor& keys,           \
-                                       const Tensor& values, const Tensor& P, const Tensor& s,                 \
-                                       const Tensor& u, const Tensor& out, const Tensor& lse, double scale,    \
-                                       const Tensor& grad_q, const Tensor& grad_keys,                          \
-                                       const Tensor& grad_values, const Tensor& grad_P, const Tensor& grad_s,  \
-                                       const Tensor& grad_u))                                                  \
-                                                                                                               \
-  /* ---- recurrent_delta_net (cpu/recurrent_delta_net.cpp, cuda/recurrent_delta_net.cu) ------------------ */ \
-  /* The RDN recurrence (ops.h) over contiguous qx, kx, vx [L, B, H, D], bx [L, B, H, 1], Rq, Rk, Rv           \
-     [H, D, D], rb [H, D], initial_W [B, H, D, D] and initial_y [B, H, D] (undefined: zeros). Writes out       \
-     [L, B, H, D]; final_W [B, H, D, D] (W_L) and final_y [B, H, D] when defined; and, for the backward, the   \
-     per-step q, k, v, vbar = W_{t-1} k_t [L, B, H, D] and beta [L, B, H, 1] when defined (all or none). */    \
-  KERNEL(recurrent_delta_net, (const Tensor& qx, const Tensor& kx, const Tensor& vx, const Tensor& bx,         \
-                               const Tensor& Rq, const Tensor& Rk, const Tensor& Rv, const Tensor& rb,         \
-                               const Tensor& initial_W, const Tensor& initial_y, const Tensor& out,            \
-                               const Tensor& final_W, const Tensor& final_y, const Tensor& q, const Tensor& k, \
-                               const Tensor& v, const Tensor& beta, const Tensor& vbar))                       \
-  /* Gradients of qx, kx, vx, bx (overwritten, contiguous) and of Rq, Rk, Rv, rb (overwritten: sums over the   \
-     batch in a fixed order) from grad_out, the output y, initial_y (undefined: zeros), the parameters and     \
-     what the forward saved; W_t is rebuilt backwards from final_W = W_L. */                                   \
-  KERNEL(recurrent_delta_net_backward, (const Tensor& grad_out, const Tensor& y, const Tensor& initial_y,      \
-                                        const Tensor& Rq, const Tensor& Rk, const Tensor& Rv, const Tensor& rb, \
-                                        const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta, \
-                                        const Tensor& vbar, const Tensor& final_W, const Tensor& grad_qx,      \
-                                        const Tensor& grad_kx, const Tensor& grad_vx, const Tensor& grad_bx,   \
-                                        const Tensor& grad_Rq, const Tensor& grad_Rk, const Tensor& grad_Rv,   \
-                                        const Tensor& grad_rb))                                                \
+  /* ---- feedback: one step of attention over the memory; operands in engine/kernels/feedback.h ---------- */ \
+  KERNEL(feedback_attention, (const FeedbackAttentionArgs& args))                                              \
+  KERNEL(feedback_attention_backward, (const FeedbackAttentionBackwardArgs& args))                             \
                                                                                                                \
   /* ---- random (cpu/random.cpp, cuda/random.cu) ---------------------------------------------------------- */ \
   /* Element i uses Philox counter offset + i/4 (word i%4): the same numbers on every device and thread      \

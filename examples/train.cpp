@@ -309,9 +309,10 @@ int main(int argc, char** argv) {
       LOOM_CHECK(comm::mpi_built(), "started by mpirun as rank ", launch.rank, " of ", launch.size,
                  ", but MPI support is not built into this train (apt-get install libopenmpi-dev openmpi-bin, "
                  "then meson setup --reconfigure build)");
-      // One GPU per rank on a machine with several ranks, unless the launcher chose.
-      if (launch.local_size > 1 && std::getenv("CUDA_VISIBLE_DEVICES") == nullptr)
-        ::setenv("CUDA_VISIBLE_DEVICES", std::to_string(launch.local_rank).c_str(), 1);
+      // One GPU per rank on a machine with several ranks, picked by the local rank
+      // (from the launcher's list when it names several).
+      const std::string device = comm::visible_device_for_rank(launch, std::getenv("CUDA_VISIBLE_DEVICES"));
+      if (!device.empty()) ::setenv("CUDA_VISIBLE_DEVICES", device.c_str(), 1);
       world = comm::make_mpi_communicator();
       world->set_timeout_seconds(args.comm_timeout);
     }

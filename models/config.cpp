@@ -278,9 +278,7 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
     if (!uses(key) && model.has(key))
       model.fail(model.at(key), "not used by the " + family + " family (" + families_using(key) + " use it)");
   model.finish();
-  if (m.d_model % m.heads != 0)
-    model.fail("model.heads", "d_model " + std::to_string(m.d_model) + " is not divisible by " +
-                                  std::to_string(m.heads) + " heads");
+  if (const std::string problem = heads_problem(m.d_model, m.heads); !problem.empty()) model.fail("model.heads", problem);
 
   Section data = top.child("data");
   data.text("path", c.data.path, false);
@@ -409,6 +407,18 @@ std::string to_json(const TrainConfig& c, int indent) {
       {"sample", {{"prompt", c.sample.prompt}, {"length", c.sample.length}}},
   };
   return root.dump(indent);
+}
+
+std::string heads_problem(int64_t d_model, int64_t heads) {
+  if (heads < 1) return "must be positive, got " + std::to_string(heads);
+  if (d_model % heads != 0)
+    return "d_model " + std::to_string(d_model) + " is not divisible by " + std::to_string(heads) + " heads";
+  return "";
+}
+
+void check_heads(int64_t d_model, int64_t heads) {
+  const std::string problem = heads_problem(d_model, heads);
+  LOOM_CHECK(problem.empty(), "model.heads: ", problem);
 }
 
 }  // namespace loom::models

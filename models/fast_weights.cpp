@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <iterator>
 #include <string>
 
 #include "engine/error.h"
@@ -17,11 +18,57 @@ std::string fast_layer_names() {
   return out;
 }
 
+namespace {
+
+// Every fast layer, one row each: its name (model.fast_layer, one of
+// kFastLayers), how to build it, and for estimate_parameters the slow
+// projection's outputs per head and the fast part's other parameters.
+struct FastLayerKind {
+  const char* name;
+  std::unique_ptr<FastLayer> (*make)(const ModelConfig& c, Generator& gen);
+  double (*slow_outputs_per_head)(const ModelConfig& c, double dk);
+  double (*other_parameters)(const ModelConfig& c, double dk);
+};
+
+template <class Layer>
+std::unique_ptr<FastLayer> make(const ModelConfig& c, Generator& gen) {
+  return std::make_unique<Layer>(c, gen);
+}
+
+double none(const ModelConfig&, double) { return 0; }
+double hidden_of(const ModelConfig& c) { return static_cast<double>(c.d_ff) / static_cast<double>(c.heads); }
+
+const FastLayerKind kFastLayerKinds[] = {
+    {"delta_net", make<FastWeightAttention>,
+     [](const ModelConfig& c, double dk) { return 3 * dk + (c.update_rule == "delta" ? 1 : 0); }, none},
+    {"linear", make<FastWeightAttention>, [](const ModelConfig&, double dk) { return 3 * dk; }, none},
+    {"delta_delta", make<DeltaDeltaLayer>, [](const ModelConfig&, double dk) { return 5 * dk + 2; }, none},
+    {"delta_mlp", make<DeltaMlpLayer>,
+     [](const ModelConfig& c, double dk) {
+       return dk + static_cast<double>(c.fast_net_depth) * 2 * (dk + hidden_of(c) + 1);
+     },
+     // the layer norms before each fast matrix
+     [](const ModelConfig& c, double dk) { return static_cast<double>(c.fast_net_depth) * 2 * (dk + hidden_of(c)); }},
+    {"delta_rnn", make<DeltaRnnLayer>, [](const ModelConfig&, double dk) { return 5 * dk + 2; }, none},
+    {"delta_lstm", make<DeltaLstmLayer>, [](const ModelConfig&, double dk) { return 3 * (5 * dk + 2); }, none},
+    {"rdn", make<RecurrentDeltaLayer>, [](const ModelConfig&, double dk) { return 3 * dk + 1; },
+     // R_q, R_k, R_v, r_beta
+     [](const ModelConfig& c, double dk) { return static_cast<double>(c.heads) * (3 * dk * dk + dk); }},
+};
+static_assert(std::size(kFastLayerKinds) == std::size(kFastLayers), "one row per name of kFastLayers");
+
+const FastLayerKind& fast_layer_kind(const std::string& name) {
+  for (const FastLayerKind& kind : kFastLayerKinds)
+    if (name == kind.name) return kind;
+  LOOM_FAIL("model.fast_layer: unknown fast layer '", name, "' (expected one of ", fast_layer_names(), ")");
+}
+
+}  // namespace
+
 void check_fast_weights_config(const ModelConfig& c) {
   LOOM_CHECK(c.vocab > 0, "model.vocab: must be positive, got ", c.vocab);
   LOOM_CHECK(c.d_model > 0, "model.d_model: must be positive, got ", c.d_model);
-  LOOM_CHECK(c.heads > 0 && c.d_model % c.heads == 0, "model.heads: ", c.heads,
-             " heads do not divide d_model = ", c.d_model);
+  check_heads(c.d_model, c.heads);
   LOOM_CHECK(c.d_ff > 0, "model.d_ff: must be positive, got ", c.d_ff);
   LOOM_CHECK(c.layers > 0, "model.layers: must be at least 1, got ", c.layers);
   LOOM_CHECK(c.dropout >= 0.0 && c.dropout < 1.0, "model.dropout: must be in [0, 1), got ", c.dropout);
@@ -36,9 +83,7 @@ void check_fast_weights_config(const ModelConfig& c) {
   LOOM_CHECK(c.update_rule == "delta" || c.update_rule == "sum", "model.update_rule: unknown update rule '",
              c.update_rule, "' (expected delta or sum)");
   const std::string& kind = c.fast_layer;
-  bool known = false;
-  for (const char* k : kFastLayers) known = known || kind == k;
-  LOOM_CHECK(known, "model.fast_layer: unknown fast layer '", kind, "' (expected one of ", fast_layer_names(), ")");
+  fast_layer_kind(kind);  // throws for an unknown name
   // Keys a layer does not read are refused unless they keep their default.
   LOOM_CHECK(c.update_rule == "delta" || kind == "delta_net", "model.update_rule: '", c.update_rule,
              "' is read only by fast_layer delta_net (fast_layer ", kind,
@@ -58,27 +103,14 @@ void check_fast_weights_config(const ModelConfig& c) {
   }
 }
 
+
 double fast_weights_layer_parameters(const ModelConfig& c) {
   const double d = static_cast<double>(c.d_model), H = static_cast<double>(c.heads);
   const double dk = d / H, ff = static_cast<double>(c.d_ff);
   // Feed-forward block, its norm and the (possibly unused) attention norm, the output projection.
   const double common = 2 * d * ff + ff + d + 4 * d + d * d + d;
-  const std::string& kind = c.fast_layer;
-  double per_head = 0, extra = 0;  // slow projection outputs per head; other parameters
-  if (kind == "delta_net") per_head = 3 * dk + (c.update_rule == "delta" ? 1 : 0);
-  else if (kind == "linear") per_head = 3 * dk;
-  else if (kind == "delta_delta") per_head = 5 * dk + 2;
-  else if (kind == "delta_mlp") {
-    const double hidden = ff / H, depth = static_cast<double>(c.fast_net_depth);
-    per_head = dk + depth * 2 * (dk + hidden + 1);
-    extra = depth * 2 * (dk + hidden);  // the layer norms before each fast matrix
-  } else if (kind == "delta_rnn") per_head = 5 * dk + 2;
-  else if (kind == "delta_lstm") per_head = 3 * (5 * dk + 2);
-  else if (kind == "rdn") {
-    per_head = 3 * dk + 1;
-    extra = H * (3 * dk * dk + dk);  // R_q, R_k, R_v, r_beta
-  }
-  return common + d * H * per_head + extra;
+  const FastLayerKind& kind = fast_layer_kind(c.fast_layer);
+  return common + d * H * kind.slow_outputs_per_head(c, dk) + kind.other_parameters(c, dk);
 }
 
 // ---- feature maps --------------------------------------------------------------------
@@ -146,6 +178,43 @@ Tensor FastWeightAttention::forward(const Tensor& x, const Tensor& state, Tensor
 
 namespace {
 
+// Named slices of the last axis of a slow projection, cut one after another, so
+// that a layer reads its inputs by name instead of by offset.
+struct Slice {
+  int64_t offset = 0, size = 0;
+  Tensor of(const Tensor& p) const { return narrow(p, -1, offset, size); }
+};
+
+struct Columns {
+  int64_t width = 0;  // of everything taken so far
+  Slice take(int64_t size) {
+    const Slice s{width, size};
+    width += size;
+    return s;
+  }
+};
+
+// What the delta rule reads: query and key [d_key], value [d_value], beta [1].
+struct DeltaRuleColumns {
+  Slice q, k, v, beta;
+};
+
+DeltaRuleColumns delta_rule_columns(Columns& c, int64_t d_key, int64_t d_value) {
+  const Slice q = c.take(d_key), k = c.take(d_key), v = c.take(d_value), beta = c.take(1);
+  return {q, k, v, beta};
+}
+
+// What a recurrent fast weight (delta_rnn, a gate of delta_lstm) reads: its key
+// and value [d], its learning rate gamma [1].
+struct RecurrentColumns {
+  Slice rk, rv, gamma;
+};
+
+RecurrentColumns recurrent_columns(Columns& c, int64_t d) {
+  const Slice rk = c.take(d), rv = c.take(d), gamma = c.take(1);
+  return {rk, rv, gamma};
+}
+
 // Entry i of a state (empty: zeros) and the slot for entry i of a final state.
 Tensor entry(const LayerState& state, size_t i) { return i < state.size() ? state[i] : Tensor(); }
 Tensor* slot(LayerState* final_state, size_t i) { return final_state ? &(*final_state)[i] : nullptr; }
@@ -187,12 +256,15 @@ DeltaDeltaLayer::DeltaDeltaLayer(const ModelConfig& c, Generator& gen)
 
 Tensor DeltaDeltaLayer::forward(const Tensor& x, const LayerState& state, LayerState* final_state) const {
   const int64_t L = x.size(0), B = x.size(1), d = d_k;
-  const Tensor p = slow.forward(x);  // [L, B, H, 5d + 2]: q, k [d], v [3d + 1], beta [1]
-  const Tensor o = delta_rule(phi(narrow(p, -1, 0, d)), phi(narrow(p, -1, d, d)), narrow(p, -1, 2 * d, 3 * d + 1),
-                              sigmoid(narrow(p, -1, 5 * d + 1, 1)), entry(state, 0), slot(final_state, 0));
+  const Tensor p = slow.forward(x);  // [L, B, H, 5d + 2]
+  Columns p_columns, o_columns;
+  const DeltaRuleColumns first = delta_rule_columns(p_columns, d, 3 * d + 1);
+  const Tensor o = delta_rule(phi(first.q.of(p)), phi(first.k.of(p)), first.v.of(p), sigmoid(first.beta.of(p)),
+                              entry(state, 0), slot(final_state, 0));
   // o [L, B, H, 3d + 1] = (q', k', v', beta') programs and reads the second fast weight.
-  const Tensor y = delta_rule(phi(narrow(o, -1, 0, d)), phi(narrow(o, -1, d, d)), narrow(o, -1, 2 * d, d),
-                              sigmoid(narrow(o, -1, 3 * d, 1)), entry(state, 1), slot(final_state, 1));
+  const DeltaRuleColumns second = delta_rule_columns(o_columns, d, d);
+  const Tensor y = delta_rule(phi(second.q.of(o)), phi(second.k.of(o)), second.v.of(o), sigmoid(second.beta.of(o)),
+                              entry(state, 1), slot(final_state, 1));
   return output.forward(reshape(y, {L, B, heads * d_k}));
 }
 
@@ -273,12 +345,14 @@ DeltaRnnLayer::DeltaRnnLayer(const ModelConfig& c, Generator& gen)
 
 Tensor DeltaRnnLayer::forward(const Tensor& x, const LayerState& state, LayerState* final_state) const {
   const int64_t L = x.size(0), B = x.size(1), d = d_k;
-  const Tensor p = slow.forward(x);  // [L, B, H, 5d + 2]: q, k, v [d], beta [1], rk, rv [d], gamma [1]
-  const Tensor z = delta_rule(phi(narrow(p, -1, 0, d)), phi(narrow(p, -1, d, d)), narrow(p, -1, 2 * d, d),
-                              sigmoid(narrow(p, -1, 3 * d, 1)), entry(state, 0), slot(final_state, 0));
-  const Tensor y = delta_rnn(z, softmax(narrow(p, -1, 3 * d + 1, d)), narrow(p, -1, 4 * d + 1, d),
-                             sigmoid(narrow(p, -1, 5 * d + 1, 1)), entry(state, 1), entry(state, 2),
-                             slot(final_state, 1), slot(final_state, 2));
+  const Tensor p = slow.forward(x);  // [L, B, H, 5d + 2]
+  Columns columns;
+  const DeltaRuleColumns fast = delta_rule_columns(columns, d, d);
+  const RecurrentColumns rec = recurrent_columns(columns, d);
+  const Tensor z = delta_rule(phi(fast.q.of(p)), phi(fast.k.of(p)), fast.v.of(p), sigmoid(fast.beta.of(p)),
+                              entry(state, 0), slot(final_state, 0));
+  const Tensor y = delta_rnn(z, softmax(rec.rk.of(p)), rec.rv.of(p), sigmoid(rec.gamma.of(p)), entry(state, 1),
+                             entry(state, 2), slot(final_state, 1), slot(final_state, 2));
   return output.forward(reshape(y, {L, B, heads * d_k}));
 }
 
@@ -303,13 +377,15 @@ Tensor DeltaLstmLayer::forward(const Tensor& x, const LayerState& state, LayerSt
   const Tensor p = reshape(slow.forward(x), {L, B, H, 3, 5 * d + 2});  // per gate as in delta_rnn
   // The three gates' delta_net parts are one delta_rule over 3H heads (head-major, then gate).
   auto gates_as_heads = [&](const Tensor& t) { return reshape(t, {L, B, 3 * H, t.size(-1)}); };
-  const Tensor z = delta_rule(gates_as_heads(phi(narrow(p, -1, 0, d))), gates_as_heads(phi(narrow(p, -1, d, d))),
-                              gates_as_heads(narrow(p, -1, 2 * d, d)), gates_as_heads(sigmoid(narrow(p, -1, 3 * d, 1))),
-                              entry(state, 0), slot(final_state, 0));
-  const Tensor h = delta_lstm(reshape(z, {L, B, H, 3, d}), softmax(narrow(p, -1, 3 * d + 1, d)),
-                              narrow(p, -1, 4 * d + 1, d), sigmoid(narrow(p, -1, 5 * d + 1, 1)), entry(state, 1),
-                              entry(state, 2), entry(state, 3), slot(final_state, 1), slot(final_state, 2),
-                              slot(final_state, 3));
+  Columns columns;
+  const DeltaRuleColumns fast = delta_rule_columns(columns, d, d);
+  const RecurrentColumns rec = recurrent_columns(columns, d);
+  const Tensor z = delta_rule(gates_as_heads(phi(fast.q.of(p))), gates_as_heads(phi(fast.k.of(p))),
+                              gates_as_heads(fast.v.of(p)), gates_as_heads(sigmoid(fast.beta.of(p))), entry(state, 0),
+                              slot(final_state, 0));
+  const Tensor h = delta_lstm(reshape(z, {L, B, H, 3, d}), softmax(rec.rk.of(p)), rec.rv.of(p),
+                              sigmoid(rec.gamma.of(p)), entry(state, 1), entry(state, 2), entry(state, 3),
+                              slot(final_state, 1), slot(final_state, 2), slot(final_state, 3));
   return output.forward(reshape(h, {L, B, heads * d_k}));
 }
 
@@ -336,8 +412,10 @@ RecurrentDeltaLayer::RecurrentDeltaLayer(const ModelConfig& c, Generator& gen)
 Tensor RecurrentDeltaLayer::forward(const Tensor& x, const LayerState& state, LayerState* final_state) const {
   const int64_t L = x.size(0), B = x.size(1), d = d_k;
   const Tensor p = slow.forward(x);  // [L, B, H, 3d + 1]: W_q x, W_k x, W_v x [d], w_beta x [1]
-  const Tensor y = recurrent_delta_net(narrow(p, -1, 0, d), narrow(p, -1, d, d), narrow(p, -1, 2 * d, d),
-                                       narrow(p, -1, 3 * d, 1), recurrent_query, recurrent_key, recurrent_value,
+  Columns columns;
+  const DeltaRuleColumns slow_part = delta_rule_columns(columns, d, d);
+  const Tensor y = recurrent_delta_net(slow_part.q.of(p), slow_part.k.of(p), slow_part.v.of(p),
+                                       slow_part.beta.of(p), recurrent_query, recurrent_key, recurrent_value,
                                        recurrent_beta, entry(state, 0), entry(state, 1), slot(final_state, 0),
                                        slot(final_state, 1));
   return output.forward(reshape(y, {L, B, heads * d_k}));
@@ -351,13 +429,7 @@ double RecurrentDeltaLayer::recurrence_flops_per_token() const {
 // ---- the layer ---------------------------------------------------------------------------
 
 std::unique_ptr<FastLayer> make_fast_layer(const ModelConfig& c, Generator& gen) {
-  if (c.fast_layer == "delta_net" || c.fast_layer == "linear") return std::make_unique<FastWeightAttention>(c, gen);
-  if (c.fast_layer == "delta_delta") return std::make_unique<DeltaDeltaLayer>(c, gen);
-  if (c.fast_layer == "delta_mlp") return std::make_unique<DeltaMlpLayer>(c, gen);
-  if (c.fast_layer == "delta_rnn") return std::make_unique<DeltaRnnLayer>(c, gen);
-  if (c.fast_layer == "delta_lstm") return std::make_unique<DeltaLstmLayer>(c, gen);
-  if (c.fast_layer == "rdn") return std::make_unique<RecurrentDeltaLayer>(c, gen);
-  LOOM_FAIL("model.fast_layer: unknown fast layer '", c.fast_layer, "'");
+  return fast_layer_kind(c.fast_layer).make(c, gen);
 }
 
 FastWeightsLayer::FastWeightsLayer(const ModelConfig& c, Generator& gen)

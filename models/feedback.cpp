@@ -108,8 +108,8 @@ namespace {
 const ModelConfig& checked(const ModelConfig& c) {
   LOOM_CHECK(c.vocab >= 1, "model.vocab: expected a positive integer, got ", c.vocab);
   LOOM_CHECK(c.layers >= 1, "model.layers: expected a positive integer, got ", c.layers);
-  LOOM_CHECK(c.heads >= 1 && c.d_model >= 1 && c.d_model % c.heads == 0, "model.d_model: ", c.d_model,
-             " is not a positive multiple of model.heads = ", c.heads);
+  LOOM_CHECK(c.d_model >= 1, "model.d_model: expected a positive integer, got ", c.d_model);
+  check_heads(c.d_model, c.heads);
   LOOM_CHECK(c.d_ff >= 1, "model.d_ff: expected a positive integer, got ", c.d_ff);
   LOOM_CHECK(c.max_seq_len >= 1 && c.max_seq_len <= FeedbackAttention::kRelativePositions,
              "model.max_seq_len: ", c.max_seq_len, " is outside [1, ", FeedbackAttention::kRelativePositions,

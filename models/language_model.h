@@ -47,6 +47,13 @@ struct ModelConfig {
   int64_t max_seq_len = 512;  // feedback memory capacity; positional tables for transformers
 };
 
+// What is wrong with model.heads, or "" when nothing is: the heads must be
+// positive and divide d_model. The config reader and every model check it through
+// these two, so the check and its message are written once (models/config.cpp).
+std::string heads_problem(int64_t d_model, int64_t heads);
+// Throws loom::Error "model.heads: <the problem>" when there is one.
+void check_heads(int64_t d_model, int64_t heads);
+
 // Per-sequence state carried by incremental decoding: a KV cache, the fast
 // weights, or the feedback memory. Each family defines its own.
 struct DecodeState {

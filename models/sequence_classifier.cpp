@@ -29,8 +29,7 @@ void check_sequence_classifier_config(const SequenceClassifierConfig& c) {
   LOOM_CHECK(c.layers >= 1, "model.layers: must be at least 1, got ", c.layers);
   LOOM_CHECK(c.dropout >= 0.0 && c.dropout < 1.0, "model.dropout: must be in [0, 1), got ", c.dropout);
   if (c.layer != "lstm") {
-    LOOM_CHECK(c.heads >= 1 && c.d_model % c.heads == 0, "model.heads: ", c.heads, " heads do not divide d_model = ",
-               c.d_model);
+    check_heads(c.d_model, c.heads);
     LOOM_CHECK(c.d_ff >= 1, "model.d_ff: must be positive, got ", c.d_ff);
   }
 }

@@ -32,8 +32,7 @@ ConvKernels conv_kernels_of(const ModelConfig& c) {
 const ModelConfig& checked(const ModelConfig& c) {
   LOOM_CHECK(c.vocab > 0, "model.vocab: must be positive, got ", c.vocab);
   LOOM_CHECK(c.d_model > 0, "model.d_model: must be positive, got ", c.d_model);
-  LOOM_CHECK(c.heads > 0, "model.heads: must be positive, got ", c.heads);
-  LOOM_CHECK(c.d_model % c.heads == 0, "model.heads: ", c.heads, " heads do not divide model.d_model = ", c.d_model);
+  check_heads(c.d_model, c.heads);
   LOOM_CHECK(c.d_ff > 0, "model.d_ff: must be positive, got ", c.d_ff);
   LOOM_CHECK(c.layers > 0, "model.layers: must be positive, got ", c.layers);
   LOOM_CHECK(c.dropout >= 0 && c.dropout < 1, "model.dropout: must be in [0, 1), got ", c.dropout);

@@ -22,6 +22,7 @@
 #include "autodiff/grad_mode.h"
 #include "engine/backend.h"
 #include "engine/device.h"
+#include "engine/kernels/delta_rnn.h"
 #include "engine/ops.h"
 #include "tests/bench_timing.h"
 
@@ -66,20 +67,24 @@ int main(int argc, char** argv) {
     Tensor y = Tensor::empty({L, B, H, D}), last = Tensor::empty({B, H, D, D}), vbar = Tensor::empty({L, B, H, D});
     Tensor gz = Tensor::empty(z.shape()), grk = Tensor::empty(rk.shape()), grv = Tensor::empty(rv.shape()),
            ggamma = Tensor::empty(gamma.shape());
-    auto rnn_forward = [&] { backend_for(z).delta_rnn(z, rk, rv, gamma, Tensor(), Tensor(), y, last, vbar); };
+    auto rnn_forward = [&] { backend_for(z).delta_rnn({.z = z, .rk = rk, .rv = rv, .gamma = gamma, .out = y, .final_R = last, .vbar = vbar}); };
     rnn_forward();
     const Timing rnn_f = measure(runs, rnn_forward);
     const Timing rnn_b = measure(runs, [&] {
-      backend_for(z).delta_rnn_backward(g, rk, rv, gamma, Tensor(), y, vbar, last, gz, grk, grv, ggamma);
+      backend_for(z).delta_rnn_backward({.grad_out = g, .rk = rk, .rv = rv, .gamma = gamma, .out = y, .vbar = vbar,
+                                         .final_R = last, .grad_z = gz, .grad_rk = grk, .grad_rv = grv,
+                                         .grad_gamma = ggamma});
     });
     Tensor yq = Tensor::empty({L, B, H, D}), wq = Tensor::empty({B, H, D, D}), vq = Tensor::empty({L, B, H, D});
     Tensor gq = Tensor::empty(q.shape()), gk = Tensor::empty(q.shape()), gv = Tensor::empty(q.shape()),
            gb = Tensor::empty(gamma.shape());
-    auto rule_forward = [&] { backend_for(q).delta_rule(q, rk, rv, gamma, Tensor(), yq, wq, vq); };
+    auto rule_forward = [&] { backend_for(q).delta_rule({.q = q, .k = rk, .v = rv, .beta = gamma, .out = yq, .final_state = wq, .vbar = vq}); };
     rule_forward();
     const Timing rule_f = measure(runs, rule_forward);
     const Timing rule_b =
-        measure(runs, [&] { backend_for(q).delta_rule_backward(g, q, rk, rv, gamma, vq, wq, gq, gk, gv, gb); });
+        measure(runs, [&] { backend_for(q).delta_rule_backward({.grad_out = g, .q = q, .k = rk, .v = rv, .beta = gamma, .vbar = vq,
+                                                  .final_state = wq, .grad_q = gq, .grad_k = gk, .grad_v = gv,
+                                                  .grad_beta = gb}); });
     print("delta_rnn forward kernel", threads, rnn_f, 6 * elements);
     print("delta_rule forward kernel", threads, rule_f, 6 * elements);
     print("delta_rnn backward kernel", threads, rnn_b, 14 * elements);

@@ -21,6 +21,7 @@
 #include "autodiff/grad_mode.h"
 #include "engine/backend.h"
 #include "engine/device.h"
+#include "engine/kernels/delta_rule.h"
 #include "engine/ops.h"
 #include "models/fast_weights.h"
 #include "tests/bench_timing.h"
@@ -77,11 +78,13 @@ void bench_kernel(bool with_composed) {
     }
     // The backward kernel alone, on what a recorded forward saves.
     Tensor y = Tensor::empty({L, B, H, Dv}), last = Tensor::empty({B, H, Dv, Dk}), vbar = Tensor::empty({L, B, H, Dv});
-    backend_for(q).delta_rule(q, k, v, beta, Tensor(), y, last, vbar);
+    backend_for(q).delta_rule({.q = q, .k = k, .v = v, .beta = beta, .out = y, .final_state = last, .vbar = vbar});
     Tensor gq = Tensor::empty(q.shape()), gk = Tensor::empty(k.shape()), gv = Tensor::empty(v.shape()),
            gb = Tensor::empty(beta.shape());
     print("backward kernel", threads,
-          measure(10, [&] { backend_for(q).delta_rule_backward(g, q, k, v, beta, vbar, last, gq, gk, gv, gb); }),
+          measure(10, [&] { backend_for(q).delta_rule_backward({.grad_out = g, .q = q, .k = k, .v = v, .beta = beta, .vbar = vbar,
+                                                             .final_state = last, .grad_q = gq, .grad_k = gk,
+                                                             .grad_v = gv, .grad_beta = gb}); }),
           14 * elements);
     Tensor lq = q.detach().requires_grad_(), lk = k.detach().requires_grad_(), lv = v.detach().requires_grad_(),
            lb = beta.detach().requires_grad_();

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "autodiff/node.h"
+#include "engine/kernels/delta_lstm.h"
 #include "engine/ops.h"
 #include "tests/fused_check.h"
 #include "tests/op_table.h"
@@ -342,6 +343,21 @@ TEST_CASE("delta_lstm: errors name the op and the shapes") {
   check_mentions(error_of([&] { delta_lstm(z.to(DType::i64), z, z, gamma); }), {"delta_lstm", "int64"});
   check_mentions(error_of([&] { delta_lstm(z, Tensor(), z, gamma); }), {"delta_lstm", "rk", "undefined"});
   check_mentions(error_of([&] { delta_lstm(z, z, z, Tensor()); }), {"delta_lstm", "gamma", "undefined"});
+}
+
+TEST_CASE("delta_lstm: the CUDA kernels' shared-memory layouts: no overlap, the total covers every region") {
+  for (int64_t D : {0, 1, 5, 32, 64, 95}) {
+    CAPTURE(D);
+    const kernels::DeltaLstmForwardShared f(D);
+    test::check_layout({f.R, f.h, f.c, f.s, f.z, f.rk, f.rv, f.a}, f.total);
+    const kernels::DeltaLstmBackwardShared b(D);
+    test::check_layout({b.R, b.G, b.h_prev, b.c_prev, b.c, b.g_out, b.s, b.dh_next, b.dc_next, b.z, b.rk, b.rv, b.vbar,
+                        b.a, b.delta, b.dvbar, b.dgamma, b.ds},
+                       b.total);
+  }
+  // cuda/README.md's size table: at D = 64, 3 D² + 15 D and 6 D² + 34 D values.
+  CHECK(kernels::DeltaLstmForwardShared(64).total == 13248);
+  CHECK(kernels::DeltaLstmBackwardShared(64).total == 26752);
 }
 
 }  // namespace loom::test

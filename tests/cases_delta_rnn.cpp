@@ -5,6 +5,7 @@
 #include <random>
 
 #include "autodiff/node.h"
+#include "engine/kernels/delta_rnn.h"
 #include "engine/ops.h"
 #include "tests/fused_check.h"
 #include "tests/op_table.h"
@@ -296,6 +297,19 @@ TEST_CASE("delta_rnn: errors name the op, the operand and the shapes") {
   check_mentions(error_of([&] { delta_rnn(z.to(DType::i64), z, z, gamma); }), {"delta_rnn", "int64"});
   check_mentions(error_of([&] { delta_rnn(z, Tensor(), z, gamma); }), {"delta_rnn", "rk", "undefined"});
   check_mentions(error_of([&] { delta_rnn(Tensor(), z, z, gamma); }), {"delta_rnn", "z", "undefined"});
+}
+
+TEST_CASE("delta_rnn: the CUDA kernels' shared-memory layouts: no overlap, the total covers every region") {
+  for (int64_t D : {0, 1, 5, 64, 168}) {
+    CAPTURE(D);
+    const kernels::DeltaRnnForwardShared f(D);
+    check_layout({f.R, f.rk, f.rv, f.soft, f.y}, f.total);
+    const kernels::DeltaRnnBackwardShared b(D, 8);
+    check_layout({b.R, b.G, b.rk, b.rv, b.vbar, b.g_out, b.soft, b.u, b.dvbar, b.ds, b.dgamma}, b.total);
+  }
+  // cuda/README.md's size table: D² + 4 D and 2 D² + 8 D + 8 values (8 warps).
+  CHECK(kernels::DeltaRnnForwardShared(64).total == 4352);
+  CHECK(kernels::DeltaRnnBackwardShared(64, 8).total == 8712);
 }
 
 }  // namespace loom::test

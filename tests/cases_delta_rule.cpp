@@ -6,6 +6,7 @@
 #include <random>
 
 #include "autodiff/node.h"
+#include "engine/kernels/delta_rule.h"
 #include "engine/ops.h"
 #include "tests/fused_check.h"
 #include "tests/op_table.h"
@@ -284,6 +285,20 @@ TEST_CASE("delta_rule: errors name the op and both shapes") {
   mentions(error_of([&] { delta_rule(q, q, v.to(DType::f64), beta); }), {"delta_rule", "v", "float64", "float32"});
   mentions(error_of([&] { delta_rule(q.to(DType::i64), q, v, beta); }), {"delta_rule", "int64"});
   mentions(error_of([&] { delta_rule(q, Tensor(), v, beta); }), {"delta_rule", "k", "undefined"});
+}
+
+TEST_CASE("delta_rule: the CUDA kernels' shared-memory layouts: no overlap, the total covers every region") {
+  for (auto [Dk, Dv] : {std::pair<int64_t, int64_t>{0, 0}, {1, 3}, {16, 5}, {128, 64}}) {
+    CAPTURE(Dk);
+    CAPTURE(Dv);
+    const kernels::DeltaRuleForwardShared f(Dk, Dv);
+    check_layout({f.W, f.q, f.k, f.v}, f.total);
+    const kernels::DeltaRuleBackwardShared b(Dk, Dv, 8);
+    check_layout({b.W, b.G, b.q, b.k, b.v, b.g_out, b.vbar, b.u, b.dvbar, b.dbeta}, b.total);
+  }
+  // cuda/README.md's size table: Dv·Dk + 2 Dk + Dv and 2 Dv·Dk + 2 Dk + 5 Dv + 8 values (8 warps).
+  CHECK(kernels::DeltaRuleForwardShared(128, 64).total == 8512);
+  CHECK(kernels::DeltaRuleBackwardShared(128, 64, 8).total == 16968);
 }
 
 }  // namespace loom::test

@@ -8,6 +8,7 @@
 
 #include "autodiff/node.h"
 #include "engine/device.h"
+#include "engine/kernels/recurrent_delta_net.h"
 #include "engine/ops.h"
 #include "tests/fused_check.h"
 #include "tests/op_table.h"
@@ -340,6 +341,21 @@ TEST_CASE("recurrent_delta_net: errors name the op, the argument and the shapes"
   check_mentions(error_of([&] { rdn({x, x, x, bx, R, R, R, Tensor()}); }), {"recurrent_delta_net", "rb", "undefined"});
   check_mentions(error_of([&] { rdn({Tensor::zeros({5, 2, 3, 0}), x, x, bx, R, R, R, rb}); }),
                  {"recurrent_delta_net", "D = 0"});
+}
+
+TEST_CASE("recurrent_delta_net: the CUDA kernels' shared-memory layouts: no overlap, the total covers every region") {
+  for (int64_t D : {0, 1, 5, 64, 166}) {
+    CAPTURE(D);
+    const kernels::RecurrentDeltaNetForwardShared f(D);
+    check_layout({f.W, f.a, f.pre_q, f.pre_k, f.q, f.k, f.v, f.y, f.beta}, f.total);
+    const kernels::RecurrentDeltaNetBackwardShared b(D, 8);
+    check_layout({b.W, b.G, b.a, b.e, b.g_out, b.q, b.k, b.v, b.vbar, b.u, b.dvbar, b.dq, b.dk, b.dqx, b.dkx, b.dv,
+                  b.scalars, b.dbeta},
+                 b.total);
+  }
+  // cuda/README.md's size table: D² + 7 D + 2 and 2 D² + 14 D + 3 + 8 values (8 warps).
+  CHECK(kernels::RecurrentDeltaNetForwardShared(64).total == 4546);
+  CHECK(kernels::RecurrentDeltaNetBackwardShared(64, 8).total == 9099);
 }
 
 }  // namespace loom::test

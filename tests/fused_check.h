@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/kernels/layout.h"
 #include "engine/ops.h"
 #include "tests/test_util.h"
 
@@ -70,5 +71,24 @@ inline void check_same(const Evaluated& got, const Evaluated& expected, double t
   }
 }
 
+
+// Checks a buffer layout of engine/kernels/: `regions` are the regions a kernel
+// uses; none may overlap another, and together they must cover [0, total) with
+// nothing left over, so the launcher's `total` is exactly what the kernel cuts.
+inline void check_layout(const std::vector<kernels::Region>& regions, int64_t total) {
+  std::vector<kernels::Region> sorted;
+  for (const kernels::Region& r : regions) {
+    CHECK(r.size >= 0);
+    if (r.size > 0) sorted.push_back(r);
+    else CHECK(r.offset <= total);  // an empty region overlaps nothing
+  }
+  std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.offset < b.offset; });
+  int64_t covered = 0;
+  for (const kernels::Region& r : sorted) {
+    CHECK_MESSAGE(r.offset == covered, "region at " << r.offset << " (" << r.size << " elements): the regions before it end at " << covered);
+    covered = std::max(covered, r.offset + r.size);
+  }
+  CHECK(covered == total);
+}
 
 }  // namespace loom::test

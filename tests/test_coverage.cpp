@@ -10,6 +10,8 @@
 // therefore covers the one it runs.
 #include <doctest/doctest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 #include <string>
@@ -118,6 +120,29 @@ TEST_CASE("coverage: the op under test comes from what the case ran") {
   OpCase leaf{"returns its input", {InputSpec({2}).constant()}, [](const std::vector<Tensor>& x) { return x[0]; },
               [](const std::vector<Ref>& r) { return r[0]; }, false};
   CHECK(!op_under_test(leaf, op).empty());
+}
+
+// engine/README.md: "Nothing here includes anything from autodiff/, models/ or
+// cuda/: arrows point down only." Read off the sources themselves.
+TEST_CASE("coverage: engine/ includes nothing from the folders above it") {
+  namespace fs = std::filesystem;
+  const fs::path engine = fs::path(LOOM_SOURCE_ROOT) / "engine";
+  REQUIRE(fs::is_directory(engine));
+  int files = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(engine)) {
+    const std::string ext = entry.path().extension().string();
+    if (ext != ".h" && ext != ".cpp") continue;
+    ++files;
+    std::ifstream in(entry.path());
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind("#include \"", 0) != 0) continue;
+      for (const char* above : {"autodiff/", "models/", "cuda/", "datasets/", "examples/", "tests/"})
+        CHECK_MESSAGE(line.find(std::string("\"") + above) == std::string::npos,
+                      entry.path().string() << ": " << line);
+    }
+  }
+  CHECK(files > 50);
 }
 
 }  // namespace loom::test

@@ -10,6 +10,7 @@
 
 #include "engine/comm/comm.h"
 #include "models/distributed.h"
+#include "tests/test_util.h"
 
 using namespace loom;
 
@@ -40,6 +41,29 @@ TEST_CASE("dropout_seed_for_rank: rank 0 keeps the model's seed, every rank its 
     for (int rank = 0; rank < 1024; ++rank) keys.insert(models::dropout_seed_for_rank(seed, rank));
     CHECK(keys.size() == 1024);
   }
+}
+
+TEST_CASE("visible_device_for_rank: one GPU per rank, picked by the local rank") {
+  comm::Launch alone;
+  alone.launched = true;
+  CHECK(comm::visible_device_for_rank(alone, nullptr).empty());  // one rank here: leave it
+  CHECK(comm::visible_device_for_rank(alone, "0,1").empty());
+  comm::Launch second;
+  second.launched = true;
+  second.size = 4;
+  second.rank = 3;
+  second.local_rank = 1;
+  second.local_size = 2;
+  CHECK(comm::visible_device_for_rank(second, nullptr) == "1");
+  CHECK(comm::visible_device_for_rank(second, "") == "1");
+  CHECK(comm::visible_device_for_rank(second, "4,5,6") == "5");
+  CHECK(comm::visible_device_for_rank(second, "GPU-aa,GPU-bb") == "GPU-bb");
+  CHECK(comm::visible_device_for_rank(second, "7").empty());  // the launcher chose this rank's GPU
+  comm::Launch third = second;
+  third.local_rank = 2;
+  third.local_size = 3;
+  test::check_mentions(test::error_of([&] { comm::visible_device_for_rank(third, "4,5"); }),
+                 {"CUDA_VISIBLE_DEVICES=4,5", "2 devices", "3 ranks", "local rank 2"});
 }
 
 TEST_CASE("launch_from_environment reads OpenMPI's and PMI's variables") {

@@ -7,8 +7,8 @@
 #include <string>
 
 #include "engine/error.h"
-#include "autodiff/grad_mode.h"
 #include "engine/ops.h"
+#include "engine/record.h"
 
 namespace loom::comm {
 
@@ -43,10 +43,26 @@ Launch launch_from_environment() {
   return l;
 }
 
+std::string visible_device_for_rank(const Launch& launch, const char* visible) {
+  if (!launch.launched || launch.local_size <= 1) return "";
+  std::vector<std::string> devices;
+  for (std::string rest = visible ? visible : ""; !rest.empty();) {
+    const size_t comma = rest.find(',');
+    devices.push_back(rest.substr(0, comma));
+    rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
+  }
+  if (devices.empty()) return std::to_string(launch.local_rank);
+  if (devices.size() == 1) return "";
+  LOOM_CHECK(launch.local_rank < static_cast<int>(devices.size()), "CUDA_VISIBLE_DEVICES=", visible, " names ",
+             devices.size(), " devices, but ", launch.local_size, " ranks run on this machine (local rank ",
+             launch.local_rank, " has no GPU of its own)");
+  return devices[launch.local_rank];
+}
+
 void Communicator::all_reduce_average(const Tensor& x) {
   all_reduce_sum(x);
   if (size() > 1) {
-    NoGradGuard no_grad;
+    GradModeGuard no_grad(false);  // engine/record.h
     mul_(x, 1.0 / size());
   }
 }

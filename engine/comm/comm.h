@@ -33,6 +33,15 @@ struct Launch {
 };
 Launch launch_from_environment();
 
+// One GPU per rank: the CUDA_VISIBLE_DEVICES this rank should run under, given
+// the launcher's (`visible`, null when unset). With several ranks on this
+// machine: entry local_rank of the launcher's comma-separated list when it
+// names several devices, or the local rank itself when it names none. "" means
+// "leave it as it is": one rank on the machine, or a list of one device (the
+// launcher chose this rank's GPU). Throws loom::Error when the list names fewer
+// devices than there are ranks on the machine.
+std::string visible_device_for_rank(const Launch& launch, const char* visible);
+
 // True when this build has the MPI implementation (meson found MPI).
 bool mpi_built();
 // True when this build has the NCCL implementation (CUDA backend and NCCL found).
@@ -80,6 +89,10 @@ std::unique_ptr<Communicator> make_mpi_communicator();
 // must outlive it); the calling rank uses the current CUDA device. Throws when
 // this build has no NCCL.
 std::unique_ptr<Communicator> make_nccl_communicator(Communicator& mpi);
+// The CUDA backend's stream (a cudaStream_t) on which the NCCL collectives run,
+// ordered with the kernels. Defined by the CUDA backend (cuda/backend.cu), as
+// engine/backend.h's cuda_backend() is: this folder includes nothing from cuda/.
+void* cuda_stream_for_collectives();
 
 // An error every rank raised together (from agree_or_throw): each rank reports it
 // and ends normally, no abort needed.

@@ -2,20 +2,20 @@
 //
 // NCCL needs a unique id known to every rank before it can connect them: rank 0
 // makes it and MPI broadcasts it (the bootstrap NCCL's own examples use). The
-// collectives run on the CUDA backend's one stream (cuda/runtime.h), so they are
+// collectives run on the CUDA backend's one stream (cuda_stream_for_collectives), so they are
 // ordered after the backward's kernels and before the optimizer's without extra
 // events. A rank that dies mid-collective leaves the others waiting at their next
 // synchronisation until mpirun, noticing the death, ends them; NCCL's own
 // watchdog is not wired in. Host-side agreement (all_gather_text, abort) goes
 // through MPI.
-#include <cuda_runtime.h>
+#include <cuda_runtime.h>  // the toolkit's: cudaStream_t
 #include <nccl.h>
 
 #include <cstdlib>
 #include <cstring>
 
+#include "engine/backend.h"
 #include "engine/comm/comm.h"
-#include "cuda/runtime.h"
 #include "engine/error.h"
 
 namespace loom::comm {
@@ -49,7 +49,7 @@ class NcclCommunicator final : public Communicator {
     std::memcpy(bytes.raw_data(), &id, sizeof id);
     mpi_.broadcast(bytes, 0);
     std::memcpy(&id, bytes.raw_data(), sizeof id);
-    (void)cuda::stream();  // checks that a device is present, selects it
+    stream_ = static_cast<cudaStream_t>(cuda_stream_for_collectives());  // checks that a device is present, selects it
     check(ncclCommInitRank(&comm_, mpi_.size(), id, mpi_.rank()), "ncclCommInitRank");
   }
   ~NcclCommunicator() override {
@@ -65,19 +65,19 @@ class NcclCommunicator final : public Communicator {
     LOOM_CHECK(x.device() == Device::cuda && x.is_contiguous() && (x.dtype() == DType::f32 || x.dtype() == DType::f64),
                "all_reduce_sum (NCCL): expected a contiguous float32 or float64 CUDA tensor");
     check(ncclAllReduce(x.raw_data(), x.raw_data(), static_cast<size_t>(x.numel()), nccl_type(x.dtype()), ncclSum,
-                        comm_, cuda::stream()),
+                        comm_, stream_),
           "ncclAllReduce");
   }
 
   void broadcast(const Tensor& x, int root) override {
     LOOM_CHECK(x.device() == Device::cuda && x.is_contiguous(), "broadcast (NCCL): expected a contiguous CUDA tensor");
     check(ncclBroadcast(x.raw_data(), x.raw_data(), static_cast<size_t>(x.numel()), nccl_type(x.dtype()), root, comm_,
-                        cuda::stream()),
+                        stream_),
           "ncclBroadcast");
   }
 
   void barrier() override {
-    LOOM_CUDA_CHECK(cudaStreamSynchronize(cuda::stream()), "NCCL barrier");
+    cuda_backend()->synchronize();  // the stream's collectives are done
     mpi_.barrier();
   }
 
@@ -91,6 +91,7 @@ class NcclCommunicator final : public Communicator {
  private:
   Communicator& mpi_;
   ncclComm_t comm_ = nullptr;
+  cudaStream_t stream_ = nullptr;
 };
 
 }  // namespace

@@ -1,10 +1,9 @@
 // cpu_backend.h: the CPU implementation of every kernel in engine/backend.h.
 //
-// One class; its kernels (declared once, in engine/backend.h's LOOM_KERNELS)
-// are defined in the stem files beside this header (elementwise.cpp,
-// reduce.cpp, linalg.cpp, softmax.cpp, norm.cpp, index.cpp, conv.cpp, dpfp.cpp,
-// attention.cpp, delta_rule.cpp, delta_rnn.cpp, feedback.cpp, recurrent_delta_net.cpp,
-// random.cpp), so a reader finds each kernel next to its siblings.
+// One class; its kernels (declared once, in engine/op_list.h's LOOM_KERNELS)
+// are defined in the stem files beside this header, one per stem of the
+// top-level meson.build's `kernel_stems` (the build lists them from there), so
+// a reader finds each kernel next to its siblings.
 #pragma once
 
 #include "engine/backend.h"

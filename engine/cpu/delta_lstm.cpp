@@ -1,41 +1,11 @@
-// delta_lstm.cpp: CPU kernels of the Delta LSTM's recurrence (engine/ops.h).
+// delta_lstm.cpp: CPU kernels of the Delta LSTM's recurrence; the math, layout
+// and derivation are in engine/kernels/delta_lstm.h.
 //
-// Tensors are sequence-first and contiguous: with s = b·H + h one of S = B·H
-// independent sequences, element (t, s, g, j) of z, rk, rv [L, B, H, 3, D] lies
-// at ((t·S + s)·3 + g)·D + j, gamma_g,t at (t·S + s)·3 + g, h_t and c_t [L, B, H, D]
-// at (t·S + s)·D + j, and R_g of sequence s [B, H, 3, D, D] at (s·3 + g)·D² .
 // Each sequence is one task (OpenMP over S): it walks time with its three fast
 // weights R_g [D, D] in a private buffer (3·64·64 floats = 48 KiB at D = 64: they
-// stay in L2 for the whole walk).
-//
-// Forward, per step t, with s_t = softmax(h_{t-1}) and per row i of each R_g:
-//   vbar = R_g[i]·rk_g;  δ_i = gamma_g (rv_g[i] - vbar);  R_g[i] += δ_i rk_g;  a_g[i] = z_g[i] + R_g[i]·s_t
-// (two passes over the row while it is in L1), then the cell of
-// engine/delta_lstm_cell.h turns a_0, a_1, a_2 and c_{t-1} into c_t and h_t.
-//
-// What the forward saves for the backward, and why (engine/ops/delta_lstm.cpp):
-// vbar (to rebuild R_g,t-1 from R_g,t with the forward's own δ, and for dgamma),
-// c_t (the cell state cannot be run backwards: 1 - i may be 0), and R_L. h_t is
-// the output. Everything else is recomputed: s_t from h_{t-1}, the pre-activations
-// a_g from the rebuilt R_g,t.
-//
-// The backward sweeps time in reverse with R_g (from R_L, rebuilt as
-// R_g,t-1 = R_g,t - δ rk_gᵀ), G_g = dL/dR_g,t (from 0), dh_next = dL/dh_t through
-// s_{t+1} and dc_next = dL/dc_t through c_{t+1} (both from 0). Per step:
-//   s = softmax(h_{t-1});  per row i: a_g[i] = z_g[i] + R_g[i]·s  (R_g,t), then the cell's
-//   backward with dh = ĝ_t[i] + dh_next[i] gives da_g[i] (= dz_g[i]) and dc_next[i];
-//   per gate g and row i:
-//     G[i] += da_g[i] s                    (a_g = z_g + R_g,t s)
-//     ds   += da_g[i] R_g,t[i]
-//     dδ_i  = G[i]·rk_g                    (dL/dδ_i)
-//     drv_g[i] = gamma dδ_i;  dgamma_g += (rv_g[i] - vbar_i) dδ_i;  c_i = -gamma dδ_i = dL/dvbar_i
-//     drk_g += δ_i G[i]                    (the write R += δ rkᵀ)
-//     R[i] -= δ_i rk_g                     (now R_g,t-1[i])
-//     drk_g += c_i R_g,t-1[i]              (the read vbar = R_g,t-1 rk)
-//     G[i] += c_i rk_g                     (now dL/dR_g,t-1[i])
-//   dh_next = s ⊙ (ds - s·ds)              (softmax's backward: h_{t-1} → s_t)
-// δ_i is recomputed from the saved vbar with the forward's own expression, so it
-// has the forward's bits; only the subtraction that rebuilds R rounds.
+// stay in L2 for the whole walk). Per step and gate, each row of R_g gets two
+// passes while it is in L1 (the read vbar, then the write fused with the
+// read-out a_g); the backward's rows likewise.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -43,34 +13,27 @@
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/loops.h"
-#include "engine/cpu/row_math.h"
-#include "engine/delta_lstm_cell.h"
+#include "engine/kernels/delta_lstm.h"
+#include "engine/kernels/row_math.h"
 
 namespace loom {
 
 using cpu::dot;
 using cpu::parallel_for;
+namespace step = kernels::delta_step;
+namespace delta_lstm_cell = kernels::delta_lstm_cell;
 
 namespace {
 
-constexpr int64_t kGates = 3;
+constexpr int64_t kGates = kernels::kDeltaLstmGates;
 
-struct Dims {
-  int64_t L = 0, S = 0, D = 0;  // S = B·H sequences
-};
-
-Dims dims_of(const Tensor& z) { return {z.size(0), z.size(1) * z.size(2), z.size(4)}; }
-
-// The inputs and the forward's saved tensors, as raw pointers.
+using Dims = kernels::DeltaLstmDims;
 template <class T>
-struct Operands {
-  const T *z, *rk, *rv, *gamma, *R0, *h0, *c0;
-  Dims d;
-  int64_t step(int64_t t, int64_t s) const { return t * d.S + s; }  // row of [L, B, H, *]
-};
+using Operands = kernels::DeltaLstmInputs<T>;
 
 template <class T>
-void forward_sequences(const Operands<T>& in, T* h, T* cell, T* vbar, T* R_last, T* h_last, T* c_last) {
+void forward_sequences(const Operands<T>& in, const kernels::DeltaLstmOutputs<T>& out) {
+  T *h = out.h, *cell = out.cell, *vbar = out.vbar, *R_last = out.R_last, *h_last = out.h_last, *c_last = out.c_last;
   const int64_t L = in.d.L, S = in.d.S, D = in.d.D, RN = kGates * D * D;
   // Work per sequence: two passes over the three R_g per step.
   parallel_for(S, 6 * L * D * D, [&](int64_t begin, int64_t end) {
@@ -98,11 +61,11 @@ void forward_sequences(const Operands<T>& in, T* h, T* cell, T* vbar, T* R_last,
             T* Ri = Rg + i * D;
             const T vb = dot(Ri, rk, D);
             if (vbar) vbar[gr * D + i] = vb;
-            const T delta = gamma * (rv[i] - vb);
+            const T delta = step::write_strength(gamma, rv[i], vb);
             T acc = 0;
 #pragma omp simd reduction(+ : acc)
             for (int64_t j = 0; j < D; ++j) {
-              const T rn = Ri[j] + delta * rk[j];
+              const T rn = step::write(Ri[j], delta, rk[j]);
               Ri[j] = rn;
               acc += rn * sm[j];
             }
@@ -125,17 +88,8 @@ void forward_sequences(const Operands<T>& in, T* h, T* cell, T* vbar, T* R_last,
 }
 
 template <class T>
-struct Saved {
-  const T *h, *cell, *vbar, *R_last;
-};
-
-template <class T>
-struct GradOut {
-  T *z, *rk, *rv, *gamma;
-};
-
-template <class T>
-void backward_sequences(const T* g_out, const Operands<T>& in, const Saved<T>& sv, const GradOut<T>& gr_out) {
+void backward_sequences(const Operands<T>& in, const kernels::DeltaLstmSaved<T>& sv, const kernels::DeltaLstmGrads<T>& gr_out) {
+  const T* g_out = sv.g_out;
   const int64_t L = in.d.L, S = in.d.S, D = in.d.D, RN = kGates * D * D;
   // Work per sequence: about five passes over the three R_g per step.
   parallel_for(S, 15 * L * D * D, [&](int64_t begin, int64_t end) {
@@ -188,20 +142,11 @@ void backward_sequences(const T* g_out, const Operands<T>& in, const Saved<T>& s
               ds[j] += da * Ri[j];
               ddelta += gn * rk[j];
             }
-            const T diff = rv[i] - vb[i];
-            const T delta = gamma * diff;  // the forward's expression: the same bits
-            const T cc = -gamma * ddelta;
-            gr_out.rv[gr * D + i] = gamma * ddelta;
-            dgamma += diff * ddelta;
-            // drk += δ G (the write);  R -= δ rkᵀ;  drk += c R_{t-1} (the read);  G += c rkᵀ.
+            const step::RowGrads<T> rg = step::row_backward(gamma, rv[i], vb[i], ddelta);
+            gr_out.rv[gr * D + i] = rg.dv;
+            dgamma += rg.dbeta;
 #pragma omp simd
-            for (int64_t j = 0; j < D; ++j) {
-              T dk = drkg[j] + delta * Gi[j];
-              const T rn = Ri[j] - delta * rk[j];
-              Ri[j] = rn;
-              drkg[j] = dk + cc * rn;
-              Gi[j] += cc * rk[j];
-            }
+            for (int64_t j = 0; j < D; ++j) step::unwrite(rg.u, rg.dvbar, rk[j], Ri[j], Gi[j], drkg[j]);
           }
           gr_out.gamma[gr] = dgamma;
         }
@@ -215,36 +160,17 @@ void backward_sequences(const T* g_out, const Operands<T>& in, const Saved<T>& s
 
 }  // namespace
 
-void CpuBackend::delta_lstm(const Tensor& z, const Tensor& rk, const Tensor& rv, const Tensor& gamma,
-                            const Tensor& initial_R, const Tensor& initial_h, const Tensor& initial_c,
-                            const Tensor& out, const Tensor& cell, const Tensor& vbar, const Tensor& final_R,
-                            const Tensor& final_h, const Tensor& final_c) {
-  dispatch_float(z.dtype(), "delta_lstm", [&](auto zero) {
+void CpuBackend::delta_lstm(const DeltaLstmArgs& a) {
+  dispatch_float(a.z.dtype(), "delta_lstm", [&](auto zero) {
     using T = decltype(zero);
-    const Tensor zc = dense(z), kc = dense(rk), vc = dense(rv), gc = dense(gamma), R0 = dense(initial_R),
-                 h0 = dense(initial_h), c0 = dense(initial_c);
-    const Operands<T> in{zc.data<T>(),  kc.data<T>(), vc.data<T>(), gc.data<T>(), data_or_null<const T>(R0),
-                         data_or_null<const T>(h0), data_or_null<const T>(c0), dims_of(z)};
-    forward_sequences<T>(in, out.data<T>(), data_or_null<T>(cell), data_or_null<T>(vbar), data_or_null<T>(final_R),
-                         data_or_null<T>(final_h), data_or_null<T>(final_c));
+    forward_sequences<T>(kernels::inputs_of<T>(a), kernels::outputs_of<T>(a));
   });
 }
 
-void CpuBackend::delta_lstm_backward(const Tensor& grad_out, const Tensor& z, const Tensor& rk, const Tensor& rv,
-                                     const Tensor& gamma, const Tensor& initial_h, const Tensor& initial_c,
-                                     const Tensor& out, const Tensor& cell, const Tensor& vbar,
-                                     const Tensor& final_R, const Tensor& grad_z, const Tensor& grad_rk,
-                                     const Tensor& grad_rv, const Tensor& grad_gamma) {
-  dispatch_float(z.dtype(), "delta_lstm_backward", [&](auto zero) {
+void CpuBackend::delta_lstm_backward(const DeltaLstmBackwardArgs& a) {
+  dispatch_float(a.z.dtype(), "delta_lstm_backward", [&](auto zero) {
     using T = decltype(zero);
-    const Tensor g = dense(grad_out), zc = dense(z), kc = dense(rk), vc = dense(rv), gc = dense(gamma),
-                 h0 = dense(initial_h), c0 = dense(initial_c), hc = dense(out), cc = dense(cell), vb = dense(vbar),
-                 Rl = dense(final_R);
-    const Operands<T> in{zc.data<T>(), kc.data<T>(), vc.data<T>(), gc.data<T>(), nullptr,
-                         data_or_null<const T>(h0), data_or_null<const T>(c0), dims_of(z)};
-    const Saved<T> saved{hc.data<T>(), cc.data<T>(), vb.data<T>(), Rl.data<T>()};
-    backward_sequences<T>(g.data<T>(), in, saved,
-                          {grad_z.data<T>(), grad_rk.data<T>(), grad_rv.data<T>(), grad_gamma.data<T>()});
+    backward_sequences<T>(kernels::inputs_of<T>(a), kernels::saved_of<T>(a), kernels::grads_of<T>(a));
   });
 }
 

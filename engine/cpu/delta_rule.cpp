@@ -1,56 +1,30 @@
-// delta_rule.cpp: CPU kernels of the fast-weight recurrence (delta and sum rule).
+// delta_rule.cpp: CPU kernels of the fast-weight recurrence (delta and sum
+// rule); the math, layout and derivation are in engine/kernels/delta_rule.h.
 //
-// Tensors are sequence-first and contiguous: element (t, s, c) of q [L, B, H, Dk]
-// lies at (t·S + s)·Dk + c, with s = b·H + h one of S = B·H independent
-// sequences. Each sequence is one task (OpenMP over S): it walks time with its
-// fast weight W [Dv, Dk] in a private buffer (64×128 floats = 32 KB: it stays in
-// L1/L2 for the whole walk) and reads q, k, v, beta one step at a time.
-//
-// Row i of W evolves on its own: with u_t[i] = beta_t (v_t[i] - W[i]·k_t) (delta)
-// or v_t[i] (sum), W[i] += u_t[i] k_t and y_t[i] = W[i]·q_t. So each step is one
-// sweep over the rows, in blocks of 8 rows that share each load of k_t and q_t:
-// two passes over a block (vbar, then write and read out) while it is in L1.
+// Each sequence is one task (OpenMP over S): it walks time with its fast weight
+// W [Dv, Dk] in a private buffer (64×128 floats = 32 KB: it stays in L1/L2 for
+// the whole walk) and reads q, k, v, beta one step at a time. Each step is one
+// sweep over the rows of W, in blocks of 8 rows that share each load of k_t and
+// q_t: two passes over a block (vbar, then write and read out) while it is in L1.
 //
 // Vectors: each row of a block keeps its partial sums in one vector register
 // (type Vec below: 16 floats with AVX-512, 8 with AVX2, 4 with SSE), so a block
 // has 8 independent accumulators and the loads of k_t and q_t serve 8 rows; in
 // the backward, the partial sums of dq_t and dk_t (columns, summed over the
 // rows) are one more register each. A row's lanes are added as a tree at the
-// end of a pass.
-// This replaced loops over [8][64-byte] arrays, which GCC left to 256-bit
-// vectors, kept partly on the stack and summed lane after lane. On one thread
-// of the shared build machine (Xeon, AVX-512, GCC 12), `bench_fast_weights`
-// at L=128 B=16 H=8 Dk=128 Dv=64, medians of 3 interleaved runs of the cpu
-// min: forward 31.8 -> 25.9 ms, backward kernel 85.9 -> 46.3 ms. Tried on a
-// copy of these kernels and not kept: 4 rows per block (the same), two partial
-// sums for dk_t (the same), walking a block through all steps so that the
-// write pass of step t also reads vbar for t+1 (forward 30 % slower: each step
-// then waits on the previous step's sums).
-//
-// The backward sweeps time in reverse with two Dv×Dk buffers: W (starting at the
-// saved W_L, rebuilt as W_{t-1} = W_t - u_t k_tᵀ) and G = dL/dW_t (starting at 0).
-// Per step and row i, with ĝ = dL/dy_t:
-//   G[i] += ĝ[i] q_t                      (y_t = W_t q_t)
-//   dq_t += ĝ[i] W_t[i]
-//   du_i  = G[i]·k_t                      (dL/du_t[i])
-//   dv_t[i] = beta du_i;  dbeta_t += (v_t[i] - vbar_t[i]) du_i;  c_i = -beta du_i = dL/dvbar_t[i]
-//   dk_t += u_t[i] G[i]                   (the write W += u kᵀ)
-//   W[i] -= u_t[i] k_t                    (now W_{t-1}[i])
-//   dk_t += c_i W_{t-1}[i]                (the read vbar = W_{t-1} k)
-//   G[i] += c_i k_t                       (now dL/dW_{t-1}[i])
-// For the sum rule u = v, dv_t[i] = du_i and c = 0. u_t is recomputed from the
-// saved vbar with the forward's own expression, so it is bit-identical to the
-// forward's; only the subtraction that rebuilds W rounds.
+// end of a pass. (The timings that chose this layout are in engine/cpu/README.md.)
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/loops.h"
+#include "engine/kernels/delta_rule.h"
 
 namespace loom {
 
 using cpu::parallel_for;
+namespace step = kernels::delta_step;
 
 namespace {
 
@@ -159,7 +133,7 @@ void forward_rows(T* W, int64_t i, const T* qt, const T* kt, const T* vt, T b, b
     dot_rows<T, R>(w, kt, Dk, vb);
     for (int r = 0; r < R; ++r) {
       if (vbt) vbt[i + r] = vb[r];
-      u[r] = b * (vt[i + r] - vb[r]);
+      u[r] = step::write_strength(b, vt[i + r], vb[r]);
     }
   }
   Vec<T> acc[R] = {};
@@ -167,14 +141,14 @@ void forward_rows(T* W, int64_t i, const T* qt, const T* kt, const T* vt, T b, b
   for (; j + V <= Dk; j += V) {
     const Vec<T> kv = load(kt + j), qv = load(qt + j);
     for (int r = 0; r < R; ++r) {
-      const Vec<T> wn = load(w[r] + j) + u[r] * kv;
+      const Vec<T> wn = step::write(load(w[r] + j), u[r], kv);
       store(w[r] + j, wn);
       acc[r] += wn * qv;
     }
   }
   for (; j < Dk; ++j)
     for (int r = 0; r < R; ++r) {
-      w[r][j] += u[r] * kt[j];
+      w[r][j] = step::write(w[r][j], u[r], kt[j]);
       acc[r][0] += w[r][j] * qt[j];
     }
   for (int r = 0; r < R; ++r) yt[i + r] = sum_lanes<T>(acc[r]);
@@ -250,11 +224,11 @@ T backward_rows(T* W, T* G, int64_t i, const T* qt, const T* kt, const T* vt, co
   T u[R], c[R], dbeta = 0;
   for (int r = 0; r < R; ++r) {
     if (Delta) {
-      const T diff = vt[i + r] - vbt[i + r];
-      u[r] = b * diff;  // the forward's expression: the same bits
-      c[r] = -b * du[r];
-      dv[i + r] = b * du[r];
-      dbeta += diff * du[r];
+      const step::RowGrads<T> rg = step::row_backward(b, vt[i + r], vbt[i + r], du[r]);
+      u[r] = rg.u;
+      c[r] = rg.dvbar;
+      dv[i + r] = rg.dv;
+      dbeta += rg.dbeta;
     } else {
       u[r] = vt[i + r];
       c[r] = 0;
@@ -267,26 +241,21 @@ T backward_rows(T* W, T* G, int64_t i, const T* qt, const T* kt, const T* vt, co
     const Vec<T> kv = load(kt + j);
     Vec<T> dkv = load(dk + j);
     for (int r = 0; r < R; ++r) {
-      const Vec<T> gv = load(g[r] + j);
-      dkv += u[r] * gv;
-      const Vec<T> wn = load(w[r] + j) - u[r] * kv;
-      store(w[r] + j, wn);
+      Vec<T> wv = load(w[r] + j), gv = load(g[r] + j);
       if (Delta) {
-        dkv += c[r] * wn;
-        store(g[r] + j, gv + c[r] * kv);
+        step::unwrite(u[r], c[r], kv, wv, gv, dkv);
+        store(g[r] + j, gv);
+      } else {
+        step::unwrite_sum(u[r], kv, wv, gv, dkv);
       }
+      store(w[r] + j, wv);
     }
     store(dk + j, dkv);
   }
   for (; j < Dk; ++j)
     for (int r = 0; r < R; ++r) {
-      dk[j] += u[r] * g[r][j];
-      const T wn = w[r][j] - u[r] * kt[j];
-      w[r][j] = wn;
-      if (Delta) {
-        dk[j] += c[r] * wn;
-        g[r][j] += c[r] * kt[j];
-      }
+      if (Delta) step::unwrite(u[r], c[r], kt[j], w[r][j], g[r][j], dk[j]);
+      else step::unwrite_sum(u[r], kt[j], w[r][j], g[r][j], dk[j]);
     }
   return dbeta;
 }
@@ -336,28 +305,23 @@ void backward_sequences(const T* g, const T* q, const T* k, const T* v, const T*
 
 }  // namespace
 
-void CpuBackend::delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta,
-                            const Tensor& initial_state, const Tensor& out, const Tensor& final_state,
-                            const Tensor& vbar) {
-  dispatch_float(q.dtype(), "delta_rule", [&](auto zero) {
+void CpuBackend::delta_rule(const DeltaRuleArgs& a) {
+  dispatch_float(a.q.dtype(), "delta_rule", [&](auto zero) {
     using T = decltype(zero);
-    const Tensor qc = dense(q), kc = dense(k), vc = dense(v), bc = dense(beta), w0 = dense(initial_state);
+    const Tensor qc = dense(a.q), kc = dense(a.k), vc = dense(a.v), bc = dense(a.beta), w0 = dense(a.initial_state);
     forward_sequences<T>(qc.data<T>(), kc.data<T>(), vc.data<T>(), data_or_null<const T>(bc), data_or_null<const T>(w0),
-                         out.data<T>(), data_or_null<T>(final_state), data_or_null<T>(vbar), dims_of(q, v));
+                         a.out.data<T>(), data_or_null<T>(a.final_state), data_or_null<T>(a.vbar), dims_of(a.q, a.v));
   });
 }
 
-void CpuBackend::delta_rule_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v,
-                                     const Tensor& beta, const Tensor& vbar, const Tensor& final_state,
-                                     const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v,
-                                     const Tensor& grad_beta) {
-  dispatch_float(q.dtype(), "delta_rule_backward", [&](auto zero) {
+void CpuBackend::delta_rule_backward(const DeltaRuleBackwardArgs& a) {
+  dispatch_float(a.q.dtype(), "delta_rule_backward", [&](auto zero) {
     using T = decltype(zero);
-    const Tensor g = dense(grad_out), qc = dense(q), kc = dense(k), vc = dense(v), bc = dense(beta),
-                 vb = dense(vbar), wl = dense(final_state);
+    const Tensor g = dense(a.grad_out), qc = dense(a.q), kc = dense(a.k), vc = dense(a.v), bc = dense(a.beta),
+                 vb = dense(a.vbar), wl = dense(a.final_state);
     backward_sequences<T>(g.data<T>(), qc.data<T>(), kc.data<T>(), vc.data<T>(), data_or_null<const T>(bc),
-                          data_or_null<const T>(vb), wl.data<T>(), grad_q.data<T>(), grad_k.data<T>(), grad_v.data<T>(),
-                          data_or_null<T>(grad_beta), dims_of(q, v));
+                          data_or_null<const T>(vb), wl.data<T>(), a.grad_q.data<T>(), a.grad_k.data<T>(),
+                          a.grad_v.data<T>(), data_or_null<T>(a.grad_beta), dims_of(a.q, a.v));
   });
 }
 

@@ -1,23 +1,16 @@
-// dpfp.cpp: CPU kernels of the DPFP feature map (engine/ops/dpfp.cpp).
+// dpfp.cpp: CPU kernels of the DPFP feature map; the formulas are in
+// engine/kernels/dpfp.h.
 //
 // x [rows, n] is walked row by row; rows are independent tasks. Each row first
 // lays out r = relu([x, -x]) twice over in a buffer of 4n entries, r2[k] =
 // r[k mod 2n], so every cyclic read r[(j ± i) mod 2n] is a plain offset into it
 // and the inner loops run over j with unit stride and no wrap-around test
 // (they vectorise).
-//
-// Forward, block i (1 <= i <= nu < 2n) of the row's output:
-//   out[i][j] = r[j] · r[(j - i) mod 2n] = r2[j] · r2[j + 2n - i],  j < 2n.
-// Backward, with g[i][j] the gradient of out[i][j]: r[j] appears in out[i][j]
-// (times r[(j - i) mod 2n]) and in out[i][(j + i) mod 2n] (times r[(j + i) mod 2n]):
-//   dr[j] = Σ_i g[i][j] · r2[j + 2n - i] + g[i][(j + i) mod 2n] · r2[j + i]
-//   dx[c] = dr[c]·[x_c > 0] - dr[n + c]·[x_c < 0]       (relu of x and of -x)
-// The sum runs over i in order, the two terms of each i in the order written,
-// in x's dtype (as the CUDA kernel does).
 #include <vector>
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/loops.h"
+#include "engine/kernels/dpfp.h"
 
 namespace loom {
 
@@ -29,10 +22,8 @@ namespace {
 template <class T>
 void fill_doubled_r(const T* x, int64_t n, T* r2) {
   for (int64_t c = 0; c < n; ++c) {
-    const T pos = x[c] > T(0) ? x[c] : T(0);       // relu(x), as the Relu functor
-    const T neg = -x[c] > T(0) ? -x[c] : T(0);     // relu(-x)
-    r2[c] = r2[2 * n + c] = pos;
-    r2[n + c] = r2[3 * n + c] = neg;
+    r2[c] = r2[2 * n + c] = kernels::relu_pair_at(x, n, c);          // relu(x)
+    r2[n + c] = r2[3 * n + c] = kernels::relu_pair_at(x, n, n + c);  // relu(-x)
   }
 }
 
@@ -77,18 +68,12 @@ void backward_rows(const T* g, const T* x, T* gx, int64_t rows, int64_t n, int64
   });
 }
 
-// x's last axis and the number of rows before it.
-void row_dims(const Tensor& x, int64_t& rows, int64_t& n) {
-  n = x.shape().back();
-  rows = n > 0 ? x.numel() / n : 0;
-}
-
 }  // namespace
 
 void CpuBackend::dpfp(const Tensor& x_in, int64_t nu, const Tensor& out) {
   const Tensor x = dense(x_in);
-  int64_t rows, n;
-  row_dims(x, rows, n);
+  const kernels::DpfpRows dims = kernels::dpfp_rows(x);
+  const int64_t rows = dims.rows, n = dims.n;
   dispatch_float(x.dtype(), "dpfp", [&](auto zero) {
     using T = decltype(zero);
     forward_rows<T>(x.data<T>(), out.data<T>(), rows, n, nu);
@@ -97,8 +82,8 @@ void CpuBackend::dpfp(const Tensor& x_in, int64_t nu, const Tensor& out) {
 
 void CpuBackend::dpfp_backward(const Tensor& grad_out_in, const Tensor& x_in, int64_t nu, const Tensor& grad_x) {
   const Tensor g = dense(grad_out_in), x = dense(x_in);
-  int64_t rows, n;
-  row_dims(x, rows, n);
+  const kernels::DpfpRows dims = kernels::dpfp_rows(x);
+  const int64_t rows = dims.rows, n = dims.n;
   dispatch_float(x.dtype(), "dpfp_backward", [&](auto zero) {
     using T = decltype(zero);
     backward_rows<T>(g.data<T>(), x.data<T>(), grad_x.data<T>(), rows, n, nu);

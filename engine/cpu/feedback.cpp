@@ -29,8 +29,8 @@
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/loops.h"
-#include "engine/cpu/row_math.h"
-#include "engine/feedback_layout.h"
+#include "engine/kernels/feedback.h"
+#include "engine/kernels/row_math.h"
 
 namespace loom {
 
@@ -41,6 +41,7 @@ namespace {
 
 using feedback::Inputs;
 using feedback::inputs_of;
+using feedback::Grads;
 
 // score_j with qu = q + u precomputed.
 template <class T>
@@ -137,11 +138,6 @@ void forward(const Inputs<T>& a, T* out, T* lse) {
 
 // Gradient outputs; null pointers are not wanted.
 template <class T>
-struct Grads {
-  T *q = nullptr, *k = nullptr, *v = nullptr, *P = nullptr, *s = nullptr, *u = nullptr;
-};
-
-template <class T>
 void backward(const Inputs<T>& a, const T* grad_out, const T* out, const T* lse, const Grads<T>& g) {
   const int64_t n = a.n, B = a.B, H = a.H, D = a.D, Dv = a.Dv, R = a.R;
   // Threads split the heads; slot j outermost, as in the forward, then b, then the
@@ -201,26 +197,17 @@ void backward(const Inputs<T>& a, const T* grad_out, const T* out, const T* lse,
 
 }  // namespace
 
-void CpuBackend::feedback_attention(const Tensor& q, const Tensor& keys, const Tensor& values, const Tensor& P,
-                                    const Tensor& s, const Tensor& u, double scale, const Tensor& out,
-                                    const Tensor& lse) {
-  dispatch_float(q.dtype(), "feedback_attention", [&](auto zero) {
+void CpuBackend::feedback_attention(const FeedbackAttentionArgs& a) {
+  dispatch_float(a.q.dtype(), "feedback_attention", [&](auto zero) {
     using T = decltype(zero);
-    forward<T>(inputs_of<T>(q, keys, values, P, s, u, scale), out.data<T>(), lse.data<T>());
+    forward<T>(inputs_of<T>(a), a.out.data<T>(), a.lse.data<T>());
   });
 }
 
-void CpuBackend::feedback_attention_backward(const Tensor& grad_out, const Tensor& q, const Tensor& keys,
-                                             const Tensor& values, const Tensor& P, const Tensor& s,
-                                             const Tensor& u, const Tensor& out, const Tensor& lse, double scale,
-                                             const Tensor& grad_q, const Tensor& grad_keys,
-                                             const Tensor& grad_values, const Tensor& grad_P, const Tensor& grad_s,
-                                             const Tensor& grad_u) {
-  dispatch_float(q.dtype(), "feedback_attention_backward", [&](auto zero) {
+void CpuBackend::feedback_attention_backward(const FeedbackAttentionBackwardArgs& a) {
+  dispatch_float(a.q.dtype(), "feedback_attention_backward", [&](auto zero) {
     using T = decltype(zero);
-    const Grads<T> g{data_or_null<T>(grad_q), data_or_null<T>(grad_keys), data_or_null<T>(grad_values),
-                     data_or_null<T>(grad_P), data_or_null<T>(grad_s), data_or_null<T>(grad_u)};
-    backward<T>(inputs_of<T>(q, keys, values, P, s, u, scale), grad_out.data<T>(), out.data<T>(), lse.data<T>(), g);
+    backward<T>(inputs_of<T>(a), a.grad_out.data<T>(), a.out.data<T>(), a.lse.data<T>(), feedback::grads_of<T>(a));
   });
 }
 

@@ -1,36 +1,20 @@
-// recurrent_delta_net.cpp: CPU kernels of the Recurrent Delta Net (the
-// recurrence is written out in engine/ops/recurrent_delta_net.cpp).
+// recurrent_delta_net.cpp: CPU kernels of the Recurrent Delta Net; the math,
+// layout and derivation are in engine/kernels/recurrent_delta_net.h.
 //
-// Tensors are sequence-first and contiguous: element (t, s, i) of qx [L, B, H, D]
-// lies at (t·S + s)·D + i, with s = b·H + h one of S = B·H independent
-// sequences; the parameters of sequence s are those of head h = s mod H. Each
-// sequence is one task (OpenMP over S): it walks time with its fast weight W
-// [D, D] in a private buffer, and per step computes a = tanh(y_{t-1}), the slow
+// Each sequence is one task (OpenMP over S): it walks time with its fast weight
+// W [D, D] in a private buffer, and per step computes a = tanh(y_{t-1}), the slow
 // net's q, k, v, beta (three [D, D]·[D] products with Rq, Rk, Rv), then the
-// delta-rule write and the read-out y_t = W_t q_t.
+// delta-rule step and the read-out. So that the parameters' gradients do not
+// depend on how sequences fall onto threads, every sequence sums its own dRq,
+// dRk, dRv, drb into a buffer of its own, and a second loop adds those of each
+// head in the order of b.
 //
-// The backward sweeps time in reverse with two D×D buffers: W (starting at the
-// saved W_L, rebuilt as W_{t-1} = W_t - u_t k_tᵀ, u_t = beta_t (v_t - vbar_t))
-// and G = dL/dW_t (starting at 0), and a vector e = dL/dy_t carried back from
-// step t+1 through a_{t+1} = tanh(y_t). Per step, with ĝ = grad_out_t + e:
-//   G += ĝ q_tᵀ;  dq = W_tᵀ ĝ                           (y_t = W_t q_t)
-//   du = G k_t;  dk = Gᵀ u_t                            (W_t = W_{t-1} + u kᵀ)
-//   dv = beta du;  dbeta = (v - vbar)·du;  c = -beta du (= dL/dvbar)
-//   W -= u k_tᵀ (now W_{t-1});  dk += W_{t-1}ᵀ c;  G += c k_tᵀ   (vbar = W_{t-1} k)
-//   dqx = q ⊙ (dq - q·dq);  dkx = k ⊙ (dk - k·dk);  dvx = dv;  dbx = dbeta·beta(1 - beta)
-//   dRq += dqx aᵀ;  dRk += dkx aᵀ;  dRv += dvx aᵀ;  drb += dbx a
-//   e = (Rqᵀ dqx + Rkᵀ dkx + Rvᵀ dvx + rb dbx) ⊙ (1 - a²)   (dL/dy_{t-1})
-// The parameters are shared by the B sequences of a head. So that the gradients
-// do not depend on how sequences fall onto threads, every sequence sums its own
-// dRq, dRk, dRv, drb into a buffer of its own, and a second loop adds those of
-// each head in the order of b.
-//
-// tanh and exp go through Eigen's vectorised array functions (glibc's are scalar;
-// at D = 16 Eigen's made the forward about 30% faster: bench_recurrent_delta_net,
-// float32, 1 thread, medians 31-34 ms against 44-48 ms), on aligned buffers of
-// whole 64-byte packets: Eigen computes unaligned leading and partial trailing
-// elements on its scalar path, whose last bit differs, so whole packets keep
-// every entry on one path whatever the thread split.
+// tanh and exp go through Eigen's vectorised array functions (glibc's are
+// scalar, and Eigen's made the forward about 30% faster at D = 16:
+// engine/README.md, "Measurements"), on aligned buffers of whole 64-byte
+// packets: Eigen computes unaligned leading and partial trailing elements on its
+// scalar path, whose last bit differs, so whole packets keep every entry on one
+// path whatever the thread split.
 #include "engine/cpu/eigen.h"
 
 #include <algorithm>
@@ -40,20 +24,22 @@
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/loops.h"
-#include "engine/cpu/row_math.h"
+#include "engine/kernels/recurrent_delta_net.h"
+#include "engine/kernels/row_math.h"
 
 namespace loom {
 
 using cpu::dot;
 using cpu::parallel_for;
+namespace step = kernels::delta_step;
 
 namespace {
 
-struct Dims {
-  int64_t L = 0, S = 0, H = 0, D = 0;  // S = B·H sequences
-};
-
-Dims dims_of(const Tensor& qx) { return {qx.size(0), qx.size(1) * qx.size(2), qx.size(2), qx.size(3)}; }
+using Dims = kernels::RecurrentDeltaNetDims;
+template <class T>
+using Forward = kernels::RecurrentDeltaNetForward<T>;
+template <class T>
+using Backward = kernels::RecurrentDeltaNetBackward<T>;
 
 // The parameters of one head: Rq, Rk, Rv [D, D] (row i is output i) and rb [D].
 template <class T>
@@ -126,13 +112,6 @@ T slow_net(const Head<T>& p, const T* qx, const T* kx, const T* vx, T bx, const 
 }
 
 template <class T>
-struct Forward {
-  const T *qx, *kx, *vx, *bx, *Rq, *Rk, *Rv, *rb, *W0, *y0;
-  T *y, *W_last, *y_last;
-  T *q, *k, *v, *beta, *vbar;  // per step, all null when the backward is not needed
-};
-
-template <class T>
 void forward_sequences(const Forward<T>& f, const Dims& d) {
   const int64_t L = d.L, S = d.S, D = d.D;
   // Work per sequence and step: three slow-net products and three passes over W.
@@ -163,9 +142,9 @@ void forward_sequences(const Forward<T>& f, const Dims& d) {
         for (int64_t i = 0; i < D; ++i) {
           T* w = W + i * D;
           vbar[i] = dot(w, k, D);
-          const T u = b * (v[i] - vbar[i]);
+          const T u = step::write_strength(b, v[i], vbar[i]);
 #pragma omp simd
-          for (int64_t j = 0; j < D; ++j) w[j] += u * k[j];
+          for (int64_t j = 0; j < D; ++j) w[j] = step::write(w[j], u, k[j]);
           yt[i] = dot(w, q, D);
         }
         y_prev = yt;
@@ -178,13 +157,6 @@ void forward_sequences(const Forward<T>& f, const Dims& d) {
     }
   });
 }
-
-template <class T>
-struct Backward {
-  const T *g, *y, *y0, *Rq, *Rk, *Rv, *rb, *q, *k, *v, *beta, *vbar, *W_last;
-  T *gqx, *gkx, *gvx, *gbx;
-  T* partials;  // [S, 3·D·D + D]: each sequence's dRq, dRk, dRv, drb
-};
 
 template <class T>
 void backward_sequences(const Backward<T>& f, const Dims& d) {
@@ -234,24 +206,18 @@ void backward_sequences(const Backward<T>& f, const Dims& d) {
             dq[j] += gh[i] * w[j];
           }
           const T du = dot(gr, k, D);
-          const T diff = v[i] - vbar[i];
-          u[i] = b * diff;  // the forward's expression: the same bits
-          c[i] = -b * du;
-          dv[i] = b * du;
-          dbeta += diff * du;
+          const step::RowGrads<T> rg = step::row_backward(b, v[i], vbar[i], du);
+          u[i] = rg.u;
+          c[i] = rg.dvbar;
+          dv[i] = rg.dv;
+          dbeta += rg.dbeta;
         }
         // dk from the write, W back to W_{t-1}, dk from the read vbar = W_{t-1} k, G to dL/dW_{t-1}.
         for (int64_t i = 0; i < D; ++i) {
           T* gr = G.data() + i * D;
           T* w = W.data() + i * D;
 #pragma omp simd
-          for (int64_t j = 0; j < D; ++j) {
-            dk[j] += u[i] * gr[j];
-            const T wn = w[j] - u[i] * k[j];
-            w[j] = wn;
-            dk[j] += c[i] * wn;
-            gr[j] += c[i] * k[j];
-          }
+          for (int64_t j = 0; j < D; ++j) step::unwrite(u[i], c[i], k[j], w[j], gr[j], dk[j]);
         }
 
         // Through the slow net: the softmaxes, the sigmoid, the products with a.
@@ -283,64 +249,34 @@ void backward_sequences(const Backward<T>& f, const Dims& d) {
   });
 }
 
-// grad[h] = Σ_b partials[b·H + h], b in order: the same sums for any thread count.
+// The heads' parameter gradients from the per-sequence partials.
 template <class T>
 void reduce_heads(const T* partials, T* gRq, T* gRk, T* gRv, T* grb, int64_t B, const Dims& d) {
   const int64_t H = d.H, D = d.D, P = 3 * D * D + D;
   parallel_for(H * P, B, [&](int64_t begin, int64_t end) {
-    for (int64_t idx = begin; idx < end; ++idx) {
-      const int64_t h = idx / P, x = idx % P;
-      T sum = 0;
-      for (int64_t b = 0; b < B; ++b) sum += partials[(b * H + h) * P + x];
-      if (x < D * D) gRq[h * D * D + x] = sum;
-      else if (x < 2 * D * D) gRk[h * D * D + x - D * D] = sum;
-      else if (x < 3 * D * D) gRv[h * D * D + x - 2 * D * D] = sum;
-      else grb[h * D + x - 3 * D * D] = sum;
-    }
+    for (int64_t idx = begin; idx < end; ++idx)
+      kernels::reduce_head_entry(partials, gRq, gRk, gRv, grb, idx / P, idx % P, B, H, D);
   });
 }
 
 }  // namespace
 
-void CpuBackend::recurrent_delta_net(const Tensor& qx, const Tensor& kx, const Tensor& vx, const Tensor& bx,
-                                     const Tensor& Rq, const Tensor& Rk, const Tensor& Rv, const Tensor& rb,
-                                     const Tensor& initial_W, const Tensor& initial_y, const Tensor& out,
-                                     const Tensor& final_W, const Tensor& final_y, const Tensor& q, const Tensor& k,
-                                     const Tensor& v, const Tensor& beta, const Tensor& vbar) {
-  dispatch_float(qx.dtype(), "recurrent_delta_net", [&](auto zero) {
+void CpuBackend::recurrent_delta_net(const RecurrentDeltaNetArgs& a) {
+  dispatch_float(a.qx.dtype(), "recurrent_delta_net", [&](auto zero) {
     using T = decltype(zero);
-    const Tensor qc = dense(qx), kc = dense(kx), vc = dense(vx), bc = dense(bx), rq = dense(Rq), rk = dense(Rk),
-                 rv = dense(Rv), rbc = dense(rb), w0 = dense(initial_W), y0 = dense(initial_y);
-    const Forward<T> f{qc.data<T>(), kc.data<T>(), vc.data<T>(), bc.data<T>(),
-                       rq.data<T>(), rk.data<T>(), rv.data<T>(), rbc.data<T>(),
-                       data_or_null<const T>(w0), data_or_null<const T>(y0), out.data<T>(),
-                       data_or_null<T>(final_W), data_or_null<T>(final_y), data_or_null<T>(q),
-                       data_or_null<T>(k), data_or_null<T>(v), data_or_null<T>(beta), data_or_null<T>(vbar)};
-    forward_sequences<T>(f, dims_of(qx));
+    forward_sequences<T>(kernels::pointers_of<T>(a), kernels::recurrent_delta_net_dims(a.qx));
   });
 }
 
-void CpuBackend::recurrent_delta_net_backward(const Tensor& grad_out, const Tensor& y, const Tensor& initial_y,
-                                              const Tensor& Rq, const Tensor& Rk, const Tensor& Rv, const Tensor& rb,
-                                              const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& beta,
-                                              const Tensor& vbar, const Tensor& final_W, const Tensor& grad_qx,
-                                              const Tensor& grad_kx, const Tensor& grad_vx, const Tensor& grad_bx,
-                                              const Tensor& grad_Rq, const Tensor& grad_Rk, const Tensor& grad_Rv,
-                                              const Tensor& grad_rb) {
-  dispatch_float(y.dtype(), "recurrent_delta_net_backward", [&](auto zero) {
+void CpuBackend::recurrent_delta_net_backward(const RecurrentDeltaNetBackwardArgs& a) {
+  dispatch_float(a.y.dtype(), "recurrent_delta_net_backward", [&](auto zero) {
     using T = decltype(zero);
-    const Dims d = dims_of(y);
-    const int64_t B = y.size(1), D = d.D;
-    const Tensor g = dense(grad_out), yc = dense(y), y0 = dense(initial_y), rq = dense(Rq), rk = dense(Rk),
-                 rv = dense(Rv), rbc = dense(rb), qc = dense(q), kc = dense(k), vc = dense(v), bc = dense(beta),
-                 vb = dense(vbar), wl = dense(final_W);
+    const Dims d = kernels::recurrent_delta_net_dims(a.y);
+    const int64_t B = a.y.size(1), D = d.D;
     std::vector<T> partials(d.S * (3 * D * D + D));
-    const Backward<T> f{g.data<T>(),  yc.data<T>(),  data_or_null<const T>(y0), rq.data<T>(), rk.data<T>(),
-                        rv.data<T>(), rbc.data<T>(), qc.data<T>(), kc.data<T>(), vc.data<T>(),
-                        bc.data<T>(), vb.data<T>(),  wl.data<T>(), grad_qx.data<T>(), grad_kx.data<T>(),
-                        grad_vx.data<T>(), grad_bx.data<T>(), partials.data()};
-    backward_sequences<T>(f, d);
-    reduce_heads<T>(partials.data(), grad_Rq.data<T>(), grad_Rk.data<T>(), grad_Rv.data<T>(), grad_rb.data<T>(), B, d);
+    backward_sequences<T>(kernels::pointers_of<T>(a, partials.data()), d);
+    reduce_heads<T>(partials.data(), a.grad_Rq.data<T>(), a.grad_Rk.data<T>(), a.grad_Rv.data<T>(),
+                    a.grad_rb.data<T>(), B, d);
   });
 }
 

@@ -20,6 +20,8 @@
 // the initial states are not inputs of the record, so no gradient flows to them.
 #include "engine/ops/op_helpers.h"
 
+#include "engine/kernels/delta_lstm.h"
+
 namespace loom {
 
 namespace {
@@ -74,8 +76,9 @@ Tensor delta_lstm(const Tensor& z, const Tensor& rk, const Tensor& rv, const Ten
   // Detached: the record keeps them as plain data (no gradient flows to the initial states).
   const Tensor h0 = initial_h.defined() ? dense(initial_h).detach() : Tensor();
   const Tensor c0 = initial_c.defined() ? dense(initial_c).detach() : Tensor();
-  backend_for(z).delta_lstm(dense(z), dense(rk), dense(rv), dense(gamma), dense(initial_R), h0, c0, h, cell, vbar,
-                            last_R, last_h, last_c);
+  backend_for(z).delta_lstm({.z = dense(z), .rk = dense(rk), .rv = dense(rv), .gamma = dense(gamma),
+                            .initial_R = dense(initial_R), .initial_h = h0, .initial_c = c0, .out = h,
+                            .cell = cell, .vbar = vbar, .final_R = last_R, .final_h = last_h, .final_c = last_c});
   if (final_R) *final_R = last_R;
   if (final_h) *final_h = last_h;
   if (final_c) *final_c = last_c;
@@ -87,7 +90,7 @@ Tensor delta_lstm(const Tensor& z, const Tensor& rk, const Tensor& rv, const Ten
 //
 // One fused kernel sweeps time in reverse, rebuilding R_g,t-1 = R_g,t - gamma (rv - vbar) rkᵀ
 // from the saved R_L, and writes dz, drk, drv and dgamma for every step (the formulas
-// are in engine/cpu/delta_lstm.cpp). No gradient flows to the initial states.
+// are in engine/kernels/delta_lstm.h). No gradient flows to the initial states.
 
 namespace {
 
@@ -98,8 +101,10 @@ Grads delta_lstm_rule(const RecordedOp& n, const Tensor& g) {
   // The kernel writes every gradient in one sweep: all are allocated, the unneeded dropped.
   auto like = [&](const Tensor& t) { return Tensor::empty(t.shape(), t.dtype(), t.device()); };
   Tensor gz = like(z), grk = like(rk), grv = like(rv), ggamma = like(gamma);
-  backend_for(z).delta_lstm_backward(contiguous(g), z, rk, rv, gamma, n.saved[3], n.saved[4], n.output, n.saved[1],
-                                     n.saved[0], n.saved[2], gz, grk, grv, ggamma);
+  backend_for(z).delta_lstm_backward({.grad_out = contiguous(g), .z = z, .rk = rk, .rv = rv, .gamma = gamma,
+                                      .initial_h = n.saved[3], .initial_c = n.saved[4], .out = n.output,
+                                      .cell = n.saved[1], .vbar = n.saved[0], .final_R = n.saved[2], .grad_z = gz,
+                                      .grad_rk = grk, .grad_rv = grv, .grad_gamma = ggamma});
   auto keep = [&](size_t i, const Tensor& t) { return n.needs_input_grad(i) ? t : Tensor(); };
   return {keep(0, gz), keep(1, grk), keep(2, grv), keep(3, ggamma)};
 }

@@ -23,6 +23,8 @@
 // initial_R and initial_y are not inputs of the record: no gradient flows to them.
 #include "engine/ops/op_helpers.h"
 
+#include "engine/kernels/delta_rnn.h"
+
 namespace loom {
 
 namespace {
@@ -69,7 +71,8 @@ Tensor delta_rnn(const Tensor& z, const Tensor& rk, const Tensor& rv, const Tens
   Tensor last = final_R || grad ? Tensor::empty({B, H, D, D}, z.dtype(), z.device()) : Tensor();
   Tensor vbar = grad ? Tensor::empty({L, B, H, D}, z.dtype(), z.device()) : Tensor();
   const Tensor rk_d = dense(rk), rv_d = dense(rv), gamma_d = dense(gamma), y0 = dense(initial_y);
-  backend_for(z).delta_rnn(dense(z), rk_d, rv_d, gamma_d, dense(initial_R), y0, y, last, vbar);
+  backend_for(z).delta_rnn({.z = dense(z), .rk = rk_d, .rv = rv_d, .gamma = gamma_d, .initial_R = dense(initial_R),
+                           .initial_y = y0, .out = y, .final_R = last, .vbar = vbar});
   if (final_R) *final_R = last;
   if (final_y) {
     // y_L is the output's last row (a copy, so the caller's state does not pin y);
@@ -85,7 +88,7 @@ Tensor delta_rnn(const Tensor& z, const Tensor& rk, const Tensor& rv, const Tens
 //
 // One fused kernel sweeps time in reverse, rebuilding R_{t-1} = R_t - u_t rk_tᵀ
 // from the saved R_L, and writes dz, drk, drv and dgamma for every step (the
-// formulas are in engine/cpu/delta_rnn.cpp).
+// formulas are in engine/kernels/delta_rnn.h).
 
 namespace {
 
@@ -96,8 +99,10 @@ Grads delta_rnn_rule(const RecordedOp& n, const Tensor& g) {
   auto like = [&](const Tensor& t) { return Tensor::empty(t.shape(), t.dtype(), t.device()); };
   // The kernel writes every gradient in one sweep: all are allocated, the unneeded dropped.
   Tensor gz = like(rk), grk = like(rk), grv = like(rv), ggamma = like(gamma);
-  backend_for(rk).delta_rnn_backward(contiguous(g), rk, rv, gamma, n.saved[5], contiguous(n.output), n.saved[3],
-                                     n.saved[4], gz, grk, grv, ggamma);
+  backend_for(rk).delta_rnn_backward({.grad_out = contiguous(g), .rk = rk, .rv = rv, .gamma = gamma,
+                                      .initial_y = n.saved[5], .out = contiguous(n.output), .vbar = n.saved[3],
+                                      .final_R = n.saved[4], .grad_z = gz, .grad_rk = grk, .grad_rv = grv,
+                                      .grad_gamma = ggamma});
   auto keep = [&](size_t i, const Tensor& t) { return n.needs_input_grad(i) ? t : Tensor(); };
   return {keep(0, gz), keep(1, grk), keep(2, grv), keep(3, ggamma)};
 }

@@ -12,6 +12,8 @@
 // input of the record, so no gradient flows to it.
 #include "engine/ops/op_helpers.h"
 
+#include "engine/kernels/delta_rule.h"
+
 namespace loom {
 
 namespace {
@@ -54,7 +56,8 @@ Tensor delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
   // W_L is needed by the caller (final_state) or by the backward, which starts from it.
   Tensor last = final_state || grad ? Tensor::empty({B, H, Dv, Dk}, q.dtype(), q.device()) : Tensor();
   Tensor vbar = grad && delta ? Tensor::empty({L, B, H, Dv}, q.dtype(), q.device()) : Tensor();
-  backend_for(q).delta_rule(dense(q), dense(k), dense(v), dense(beta), dense(initial_state), y, last, vbar);
+  backend_for(q).delta_rule({.q = dense(q), .k = dense(k), .v = dense(v), .beta = dense(beta),
+                           .initial_state = dense(initial_state), .out = y, .final_state = last, .vbar = vbar});
   if (final_state) *final_state = last;
   if (grad) record({OpId::delta_rule, {q, k, v, beta}, {vbar, last}}, y);
   return y;
@@ -66,7 +69,7 @@ Tensor delta_rule(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
 //
 // One fused kernel sweeps time in reverse, rebuilding W_{t-1} = W_t - u_t k_tᵀ
 // from the saved final state, and writes dq, dk, dv and dbeta (delta rule) for
-// every step (the formulas are in engine/cpu/delta_rule.cpp). No gradient flows
+// every step (the formulas are in engine/kernels/delta_rule.h). No gradient flows
 // to the initial state: it is not an input of the record.
 
 namespace {
@@ -79,7 +82,9 @@ Grads delta_rule_rule(const RecordedOp& n, const Tensor& g) {
   // The kernel writes every gradient in one sweep: all are allocated, the unneeded dropped.
   auto like = [&](const Tensor& t) { return Tensor::empty(t.shape(), t.dtype(), t.device()); };
   Tensor gq = like(q), gk = like(k), gv = like(v), gbeta = beta.defined() ? like(beta) : Tensor();
-  backend_for(q).delta_rule_backward(contiguous(g), q, k, v, beta, n.saved[0], n.saved[1], gq, gk, gv, gbeta);
+  backend_for(q).delta_rule_backward({.grad_out = contiguous(g), .q = q, .k = k, .v = v, .beta = beta, .vbar = n.saved[0],
+                                      .final_state = n.saved[1], .grad_q = gq, .grad_k = gk, .grad_v = gv,
+                                      .grad_beta = gbeta});
   auto keep = [&](size_t i, const Tensor& t) { return n.needs_input_grad(i) ? t : Tensor(); };
   return {keep(0, gq), keep(1, gk), keep(2, gv), keep(3, gbeta)};
 }

@@ -8,6 +8,8 @@
 
 #include "engine/ops/op_helpers.h"
 
+#include "engine/kernels/feedback.h"
+
 namespace loom {
 
 namespace {
@@ -66,9 +68,8 @@ Tensor feedback_attention(const Tensor& q, const Tensor& keys, const Tensor& val
   const int64_t Dv = values.size(3);
   Tensor out = Tensor::empty({B, H, Dv}, q.dtype(), q.device());
   Tensor lse = Tensor::empty({B, H}, q.dtype(), q.device());
-  backend_for(q).feedback_attention(dense(q), unit_last_stride(keys), unit_last_stride(values),
-                                    dense(P), dense(s), dense(u),
-                                    scale, out, lse);
+  backend_for(q).feedback_attention({.q = dense(q), .keys = unit_last_stride(keys), .values = unit_last_stride(values),
+                                     .P = dense(P), .s = dense(s), .u = dense(u), .scale = scale, .out = out, .lse = lse});
   if (needs_grad({&q, &keys, &values, &P, &s, &u}))
     record({OpId::feedback_attention, {q, keys, values, P, s, u}, {lse}, {}, {scale}}, out);
   return out;
@@ -146,9 +147,11 @@ Grads feedback_attention_rule(const RecordedOp& n, const Tensor& g) {
   };
   Grads grads{overwritten(0, q),     overwritten(1, keys),   overwritten(2, values),
               accumulated(3, P),     accumulated(4, s),      accumulated(5, u)};
-  backend_for(q).feedback_attention_backward(contiguous(g), q, keys, values, P, s, u, n.output, n.saved[0],
-                                             n.reals[0], grads[0], grads[1], grads[2], grads[3], grads[4],
-                                             grads[5]);
+  backend_for(q).feedback_attention_backward({.grad_out = contiguous(g), .q = q, .keys = keys, .values = values,
+                                              .P = P, .s = s, .u = u, .out = n.output, .lse = n.saved[0],
+                                              .scale = n.reals[0], .grad_q = grads[0], .grad_keys = grads[1],
+                                              .grad_values = grads[2], .grad_P = grads[3], .grad_s = grads[4],
+                                              .grad_u = grads[5]});
   return grads;
 }
 

@@ -28,6 +28,8 @@
 // flows to them (like delta_rule's initial_state).
 #include "engine/ops/op_helpers.h"
 
+#include "engine/kernels/recurrent_delta_net.h"
+
 namespace loom {
 
 namespace {
@@ -80,8 +82,10 @@ Tensor recurrent_delta_net(const Tensor& qx, const Tensor& kx, const Tensor& vx,
     vbar = empty({L, B, H, D});
   }
   const Tensor Rq_d = dense(Rq), Rk_d = dense(Rk), Rv_d = dense(Rv), rb_d = dense(rb), y0 = dense(initial_y);
-  backend_for(qx).recurrent_delta_net(dense(qx), dense(kx), dense(vx), dense(bx), Rq_d, Rk_d, Rv_d, rb_d,
-                                      dense(initial_W), y0, y, last_W, last_y, q, k, v, beta, vbar);
+  backend_for(qx).recurrent_delta_net({.qx = dense(qx), .kx = dense(kx), .vx = dense(vx), .bx = dense(bx),
+                                     .Rq = Rq_d, .Rk = Rk_d, .Rv = Rv_d, .rb = rb_d, .initial_W = dense(initial_W),
+                                     .initial_y = y0, .out = y, .final_W = last_W, .final_y = last_y, .q = q,
+                                     .k = k, .v = v, .beta = beta, .vbar = vbar});
   if (final_W) *final_W = last_W;
   if (final_y) *final_y = last_y;
   if (grad) {
@@ -99,7 +103,7 @@ Tensor recurrent_delta_net(const Tensor& qx, const Tensor& kx, const Tensor& vx,
 //
 // One fused kernel sweeps time in reverse from W_L, rebuilding each W_{t-1}, and
 // writes the gradients of qx, kx, vx, bx for every step and of Rq, Rk, Rv, rb
-// summed over the batch (the formulas are in engine/cpu/recurrent_delta_net.cpp).
+// summed over the batch (the formulas are in engine/kernels/recurrent_delta_net.h).
 
 namespace {
 
@@ -112,8 +116,11 @@ Grads recurrent_delta_net_rule(const RecordedOp& n, const Tensor& g) {
   // The kernel writes every gradient in one sweep: all are allocated, the unneeded dropped.
   Tensor gqx = like(0), gkx = like(1), gvx = like(2), gbx = like(3), gRq = like(4), gRk = like(5), gRv = like(6),
          grb = like(7);
-  backend_for(y).recurrent_delta_net_backward(contiguous(g), y, s[6], s[7], s[8], s[9], s[10], s[0], s[1], s[2], s[3],
-                                              s[4], s[5], gqx, gkx, gvx, gbx, gRq, gRk, gRv, grb);
+  backend_for(y).recurrent_delta_net_backward({.grad_out = contiguous(g), .y = y, .initial_y = s[6], .Rq = s[7],
+                                              .Rk = s[8], .Rv = s[9], .rb = s[10], .q = s[0], .k = s[1], .v = s[2],
+                                              .beta = s[3], .vbar = s[4], .final_W = s[5], .grad_qx = gqx,
+                                              .grad_kx = gkx, .grad_vx = gvx, .grad_bx = gbx, .grad_Rq = gRq,
+                                              .grad_Rk = gRk, .grad_Rv = gRv, .grad_rb = grb});
   auto keep = [&](size_t i, const Tensor& t) { return n.needs_input_grad(i) ? t : Tensor(); };
   return {keep(0, gqx), keep(1, gkx), keep(2, gvx), keep(3, gbx),
           keep(4, gRq), keep(5, gRk), keep(6, gRv), keep(7, grb)};

@@ -1,6 +1,6 @@
-// row_math.h: small per-row helpers of the CPU recurrence kernels (delta_rnn,
-// delta_lstm, recurrent_delta_net, feedback), which walk one sequence at a time
-// over rows of a few dozen entries.
+// row_math.h: small per-row helpers of the CPU kernels that walk one sequence
+// at a time over rows of a few dozen entries (the fused recurrences, feedback).
+// CPU only: the CUDA kernels reduce a row across a warp instead.
 #pragma once
 
 #include <algorithm>

@@ -1,0 +1,77 @@
+// feedback.h: the kernel spec of feedback_attention (engine/ops.h): its operands
+// and how the kernels of both backends (engine/cpu/feedback.cpp,
+// cuda/feedback.cu) index them.
+//
+// keys and values are [n, B, H, *] memory tensors read through their strides
+// (SequenceRows: unit stride on the last axis); q [B, H, D], P [R, H, D],
+// s [R, H] and u [H, D] are contiguous. Slot j of the memory uses row R − n + j of the
+// position tables (the last row is distance 1). The accessors are LOOM_HD, so
+// both compilers build the same indexing.
+#pragma once
+
+#include <cstdint>
+
+#include "engine/host_device.h"
+#include "engine/backend.h"
+#include "engine/kernels/sequence_rows.h"
+#include "engine/tensor.h"
+
+namespace loom {
+
+// The feedback_attention kernels' operands (engine/op_list.h): q, P, s, u
+// contiguous; keys/values [n, B, H, *] with unit stride on the last axis (any
+// other strides). Writes out [B, H, Dv] and lse [B, H], each row's log-sum-exp of
+// the scores.
+struct FeedbackAttentionArgs {
+  Tensor q, keys, values, P, s, u;
+  double scale = 1.0;
+  Tensor out, lse;
+};
+
+// grad_out, out, lse contiguous. grad_q, grad_keys, grad_values are overwritten
+// (contiguous); grad_P, grad_s, grad_u are accumulated into (zero them first).
+// Undefined gradients are skipped.
+struct FeedbackAttentionBackwardArgs {
+  Tensor grad_out, q, keys, values, P, s, u, out, lse;
+  double scale = 1.0;
+  Tensor grad_q, grad_keys, grad_values, grad_P, grad_s, grad_u;
+};
+
+namespace feedback {
+
+// The inputs of one call, as raw pointers.
+template <class T>
+struct Inputs {
+  int64_t n, B, H, D, Dv, R;
+  const T *q, *P, *s, *u;
+  SequenceRows<T> k, v;  // the memory: keys and values [n, B, H, *]
+  T scale;
+
+  LOOM_HD const T* q_row(int64_t b, int64_t h) const { return q + (b * H + h) * D; }
+  LOOM_HD const T* P_row(int64_t j, int64_t h) const { return P + ((R - n + j) * H + h) * D; }
+  LOOM_HD T s_at(int64_t j, int64_t h) const { return s[(R - n + j) * H + h]; }
+};
+
+template <class T, class Args>
+Inputs<T> inputs_of(const Args& a) {
+  return {a.keys.size(0),      a.q.size(0),      a.q.size(1),      a.q.size(2),
+          a.values.size(3),    a.P.size(0),      a.q.template data<T>(), a.P.template data<T>(),
+          a.s.template data<T>(), a.u.template data<T>(), rows_of<T>(a.keys), rows_of<T>(a.values),
+          static_cast<T>(a.scale)};
+}
+
+// The gradients the backward writes (null: not wanted).
+template <class T>
+struct Grads {
+  T *q = nullptr, *k = nullptr, *v = nullptr, *P = nullptr, *s = nullptr, *u = nullptr;
+};
+
+template <class T>
+Grads<T> grads_of(const FeedbackAttentionBackwardArgs& a) {
+  return {data_or_null<T>(a.grad_q), data_or_null<T>(a.grad_keys), data_or_null<T>(a.grad_values),
+          data_or_null<T>(a.grad_P), data_or_null<T>(a.grad_s),    data_or_null<T>(a.grad_u)};
+}
+
+}  // namespace feedback
+
+}  // namespace loom
