@@ -169,8 +169,7 @@ Config load_config(const std::string& path) {
     // [S, best, final] per run (null for NaN); the chart draws the bests (a run
     // without one, NaN throughout, is left out), the finals are for the README's tables.
     const Json& r = j.at("reference");
-    const char* const shape = ".reference: expected {\"<setting> <model>\": [[S, best, final], ...]}";
-    LOOM_CHECK(r.is_object(), path, shape);
+    LOOM_CHECK(r.is_object(), path, ".reference: expected {\"<setting> <model>\": [[S, best, final], ...]}");
     for (auto it = r.begin(); it != r.end(); ++it) {
       const std::string w = path + ".reference." + it.key();
       LOOM_CHECK(it.value().is_array(), w, ": expected a list of [S, best, final]");
