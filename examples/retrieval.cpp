@@ -1,18 +1,22 @@
 // retrieval: sweeps the number of keys S of the associative-retrieval task for
 // several feature maps and update rules (models/retrieval.h), as in the
 // memory-capacity experiments of "Linear Transformers Are Secretly Fast Weight
-// Programmers", and writes the best evaluation loss of each run to a CSV and to
-// one SVG chart per setting (loss vs S, one line per model; the authors' values
-// dashed when the config lists them).
+// Programmers", and writes the best and the final evaluation loss of each run to
+// a CSV and one SVG chart per setting (best loss vs S, one line per model, the
+// config's seed; the authors' values dashed when the config lists them).
 //
 //   retrieval --check <config.json>...     (only validates the configs)
-//   retrieval <config.json> [--out DIR] [--models a,b] [--keys 20,40] [--threads N]
-//             [--max-steps N] [--fresh]
+//   retrieval <config.json> [--out DIR] [--models a,b] [--keys 20,40] [--seeds 1,2,3]
+//             [--threads N] [--max-steps N] [--fresh] [--redo-best-only]
 //
 // Runs already in DIR/results.csv are kept and skipped, so an interrupted sweep
 // continues where it stopped (--fresh starts over). --models (e.g. dpfp2/sum) and
-// --keys restrict the sweep; --max-steps overrides the config's step cap. The config's "expect" entries are checked at the end:
-// the exit status is 1 when one fails, which makes a small sweep a test.
+// --keys restrict the sweep; --seeds runs each point once per seed (default: the
+// config's seed; rows are keyed by seed); --max-steps overrides the config's step
+// cap. Rows written before the CSV had a final loss are kept as "best only" (an
+// empty final_eval_loss); --redo-best-only reruns them. The config's "expect"
+// entries are checked at the end, on the config's seed: the exit status is 1 when
+// one fails, which makes a small sweep a test.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -20,6 +24,7 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -163,12 +168,19 @@ Config load_config(const std::string& path) {
     c.sweeps.push_back(sweep);
   }
   if (j.contains("reference")) {
+    // [S, best, final] per run (null for NaN); the chart draws the bests (a run
+    // without one, NaN throughout, is left out), the finals are for the README's tables.
     const Json& r = j.at("reference");
-    LOOM_CHECK(r.is_object(), path, ".reference: expected {\"<setting> <model>\": [[S, loss], ...]}");
+    LOOM_CHECK(r.is_object(), path, ".reference: expected {\"<setting> <model>\": [[S, best, final], ...]}");
     for (auto it = r.begin(); it != r.end(); ++it) {
       const std::string w = path + ".reference." + it.key();
-      const auto pairs = get<std::vector<std::pair<int64_t, double>>>(r, it.key(), path + ".reference", {});
-      for (const auto& [S, loss] : pairs) c.reference[it.key()][S] = loss;
+      LOOM_CHECK(it.value().is_array(), w, ": expected a list of [S, best, final]");
+      for (const Json& run : it.value()) {
+        const bool numbers = run.is_array() && run.size() == 3 && run[0].is_number_integer() &&
+                             (run[1].is_number() || run[1].is_null()) && (run[2].is_number() || run[2].is_null());
+        LOOM_CHECK(numbers, w, ": ", run.dump(), " is not [S, best, final] (a loss may be null for NaN)");
+        if (!run[1].is_null()) c.reference[it.key()][run[0].get<int64_t>()] = run[1].get<double>();
+      }
     }
   }
   if (j.contains("expect")) {
@@ -201,21 +213,29 @@ struct Result {
   int setting = 1;
   std::string model;
   int64_t keys = 0;
+  uint64_t seed = 1;
   double best_eval_loss = 0;
-  int64_t best_step = 0, steps = 0;
+  int64_t best_step = 0;
+  std::optional<double> final_eval_loss;  // none: a row from before the CSV kept it ("best only")
+  int64_t steps = 0;
   std::string stop_reason;
   double seconds = 0;
 };
 
-const char* const kCsvHeader = "setting,model,keys,best_eval_loss,best_step,steps,stop_reason,seconds";
+const char* const kCsvHeader =
+    "setting,model,keys,seed,best_eval_loss,best_step,final_eval_loss,steps,stop_reason,seconds";
+// The CSV before it had seed and final loss: its rows are read with the config's seed, as best only.
+const char* const kBestOnlyCsvHeader = "setting,model,keys,best_eval_loss,best_step,steps,stop_reason,seconds";
 
-std::vector<Result> read_results(const std::string& path) {
+std::vector<Result> read_results(const std::string& path, uint64_t config_seed) {
   std::vector<Result> out;
   std::ifstream in(path);
   if (!in) return out;
   std::string line;
   std::getline(in, line);
-  LOOM_CHECK(line == kCsvHeader, path, ": not a results file of this program (header '", line, "')");
+  const bool best_only = line == kBestOnlyCsvHeader;
+  LOOM_CHECK(best_only || line == kCsvHeader, path, ": not a results file of this program (header '", line, "')");
+  const size_t fields = best_only ? 8 : 10;
   int64_t row = 1;
   while (std::getline(in, line)) {
     ++row;
@@ -224,10 +244,16 @@ std::vector<Result> read_results(const std::string& path) {
     std::stringstream ss(line);
     std::string cell;
     while (std::getline(ss, cell, ',')) f.push_back(cell);
-    LOOM_CHECK(f.size() == 8, path, ":", row, ": expected 8 fields, got ", f.size());
+    LOOM_CHECK(f.size() == fields, path, ":", row, ": expected ", fields, " fields, got ", f.size());
+    if (best_only) {  // the columns of the new header, seed and final loss added
+      f.insert(f.begin() + 3, std::to_string(config_seed));
+      f.insert(f.begin() + 6, "");
+    }
     try {
-      out.push_back({std::stoi(f[0]), f[1], std::stoll(f[2]), std::stod(f[3]), std::stoll(f[4]), std::stoll(f[5]),
-                     f[6], std::stod(f[7])});
+      Result r{std::stoi(f[0]), f[1], std::stoll(f[2]), std::stoull(f[3]), std::stod(f[4]), std::stoll(f[5]),
+               std::nullopt, std::stoll(f[7]), f[8], std::stod(f[9])};
+      if (!f[6].empty()) r.final_eval_loss = std::stod(f[6]);
+      out.push_back(r);
     } catch (const std::exception&) {
       throw Error(path + ":" + std::to_string(row) + ": unreadable row '" + line + "'");
     }
@@ -240,9 +266,11 @@ void write_results(const std::string& path, const std::vector<Result>& results) 
   s << kCsvHeader << "\n";
   char buf[256];
   for (const Result& r : results) {
-    std::snprintf(buf, sizeof buf, "%d,%s,%lld,%.6g,%lld,%lld,%s,%.2f\n", r.setting, r.model.c_str(),
-                  (long long)r.keys, r.best_eval_loss, (long long)r.best_step, (long long)r.steps,
-                  r.stop_reason.c_str(), r.seconds);
+    char final_loss[32] = "";
+    if (r.final_eval_loss) std::snprintf(final_loss, sizeof final_loss, "%.6g", *r.final_eval_loss);
+    std::snprintf(buf, sizeof buf, "%d,%s,%lld,%llu,%.6g,%lld,%s,%lld,%s,%.2f\n", r.setting, r.model.c_str(),
+                  (long long)r.keys, (unsigned long long)r.seed, r.best_eval_loss, (long long)r.best_step,
+                  final_loss, (long long)r.steps, r.stop_reason.c_str(), r.seconds);
     s << buf;
   }
   io::write_file_atomically(path, s.str());
@@ -311,13 +339,14 @@ int main(int argc, char** argv) {
     std::string out_override;
     std::set<std::string> only_models;
     std::set<int64_t> only_keys;
-    bool fresh = false, check = false;
+    std::vector<uint64_t> seeds;
+    bool fresh = false, check = false, redo_best_only = false;
     int64_t max_steps = 0;
     examples::CommandLine cli(
         "retrieval",
         "sweeps the number of keys S of the associative-retrieval task for several feature maps and update rules "
         "(models/retrieval.h), as in the memory-capacity experiments of \"Linear Transformers Are Secretly Fast "
-        "Weight Programmers\". Writes the best evaluation loss of each run to DIR/results.csv and one chart per "
+        "Weight Programmers\". Writes the best and the final evaluation loss of each run to DIR/results.csv and one chart per "
         "setting to DIR/setting<n>.svg (loss vs S, one line per model; the authors' values dashed when the config "
         "lists them), both rewritten atomically after every run. Runs already in results.csv are skipped, so an "
         "interrupted sweep continues where it stopped. The config's \"expect\" entries are checked at the end: the "
@@ -336,12 +365,22 @@ int main(int argc, char** argv) {
                  for (const auto& k : split_list(v.text))
                    only_keys.insert(examples::positive_integer("retrieval", "--keys", k));
                });
+    cli.option("--seeds", "LIST", "the config's seed", "comma-separated seeds; each point runs once per seed (rows keyed "
+               "by seed; the charts and the config's expectations use the config's seed).",
+               [&](const auto& v) {
+                 for (const auto& k : split_list(v.text)) {
+                   const uint64_t seed = static_cast<uint64_t>(examples::positive_integer("retrieval", "--seeds", k));
+                   if (std::find(seeds.begin(), seeds.end(), seed) == seeds.end()) seeds.push_back(seed);
+                 }
+               });
     cli.option("--threads", "N", "every core (OMP_NUM_THREADS)", "CPU threads.",
                [&](const auto& v) { set_num_threads(static_cast<int>(v.positive_integer())); });
     cli.option("--max-steps", "N", "the config's protocol.max_steps", "the step cap of each run.",
                [&](const auto& v) { max_steps = v.positive_integer(); });
     cli.flag("--fresh", "start the sweep over, ignoring the runs already in results.csv.",
              [&](const auto&) { fresh = true; });
+    cli.flag("--redo-best-only", "rerun the rows written before results.csv had a final_eval_loss column, to get "
+             "their final loss.", [&](const auto&) { redo_best_only = true; });
     const examples::CommandLine::Parsed parsed = cli.parse(argc, argv);
     if (parsed.exit) return 0;
     if (check) {  // validate configs only
@@ -358,7 +397,11 @@ int main(int argc, char** argv) {
     std::filesystem::create_directories(out_dir);
     const io::DirectoryLock out_dir_lock(out_dir, "out_dir");  // one run writes out_dir at a time
     const std::string csv = out_dir + "/results.csv";
-    std::vector<Result> results = fresh ? std::vector<Result>{} : read_results(csv);
+    std::vector<Result> results = fresh ? std::vector<Result>{} : read_results(csv, config.seed);
+    if (seeds.empty()) seeds.push_back(config.seed);
+    const auto same_run = [](const Result& r, int setting, const std::string& model, int64_t keys, uint64_t seed) {
+      return r.setting == setting && r.model == model && r.keys == keys && r.seed == seed;
+    };
 
     for (const std::string& m : only_models)
       LOOM_CHECK(std::any_of(config.sweeps.begin(), config.sweeps.end(),
@@ -372,24 +415,34 @@ int main(int argc, char** argv) {
       int setting;
       int64_t keys;
       std::string model;
+      uint64_t seed;
     };
     std::vector<Planned> plan;
-    int64_t skipped = 0;
-    for (const Sweep& sweep : config.sweeps)
-      for (int64_t S : sweep.keys)
-        for (const std::string& m : sweep.models) {
-          if ((!only_models.empty() && !only_models.count(m)) || (!only_keys.empty() && !only_keys.count(S))) continue;
-          const bool done = std::any_of(results.begin(), results.end(), [&](const Result& r) {
-            return r.setting == sweep.setting && r.model == m && r.keys == S;
-          });
-          if (done) ++skipped;
-          else plan.push_back({sweep.setting, S, m});
-        }
+    int64_t skipped = 0, best_only = 0;
+    for (uint64_t seed : seeds)
+      for (const Sweep& sweep : config.sweeps)
+        for (int64_t S : sweep.keys)
+          for (const std::string& m : sweep.models) {
+            if ((!only_models.empty() && !only_models.count(m)) || (!only_keys.empty() && !only_keys.count(S)))
+              continue;
+            const auto done = std::find_if(results.begin(), results.end(),
+                                           [&](const Result& r) { return same_run(r, sweep.setting, m, S, seed); });
+            const bool lacks_final = done != results.end() && !done->final_eval_loss;
+            best_only += lacks_final;
+            if (done != results.end() && !(lacks_final && redo_best_only)) ++skipped;
+            else plan.push_back({sweep.setting, S, m, seed});
+          }
     std::fprintf(stderr, "%zu runs to do (%lld already in %s%s), %d threads\n", plan.size(), (long long)skipped,
                  csv.c_str(), skipped ? "; --fresh redoes them" : "", num_threads());
+    if (best_only > 0 && !redo_best_only)
+      std::fprintf(stderr, "%lld of them without a final loss (best only); --redo-best-only reruns those\n",
+                   (long long)best_only);
 
     const auto write_outputs = [&]() {
       write_results(csv, results);
+      std::vector<Result> config_seed_results;  // the charts draw one seed
+      std::copy_if(results.begin(), results.end(), std::back_inserter(config_seed_results),
+                   [&](const Result& r) { return r.seed == config.seed; });
       for (int setting = 1; setting <= 2; ++setting) {
         std::vector<std::string> models;
         for (const Sweep& s : config.sweeps)
@@ -398,7 +451,7 @@ int main(int argc, char** argv) {
               if (std::find(models.begin(), models.end(), m) == models.end()) models.push_back(m);
         if (!models.empty())
           io::write_file_atomically(out_dir + "/setting" + std::to_string(setting) + ".svg",
-                     svg_chart(setting, models, results, config.reference));
+                     svg_chart(setting, models, config_seed_results, config.reference));
       }
     };
 
@@ -407,24 +460,24 @@ int main(int argc, char** argv) {
       models::RetrievalModelConfig mc;
       mc.num_keys = p.keys;
       mc.hidden = config.hidden;
-      mc.seed = config.seed;
+      mc.seed = p.seed;
       std::string phi, rule;
       split_model(p.model, "model", phi, rule);
       models::parse_retrieval_model(phi, rule, mc);
-      const datasets::AssociativeRetrieval data(p.keys, static_cast<datasets::RetrievalSetting>(p.setting),
-                                                config.seed);
+      const datasets::AssociativeRetrieval data(p.keys, static_cast<datasets::RetrievalSetting>(p.setting), p.seed);
       models::RetrievalProtocol protocol = config.protocol;
       protocol.eval_length = config.eval_length_is_num_keys ? p.keys : 0;
       if (max_steps > 0) protocol.max_steps = max_steps;
       models::RetrievalModel model(mc);
       const models::RetrievalRun run = models::train_retrieval(model, data, protocol);
-      results.push_back({p.setting, p.model, p.keys, run.best_eval_loss, run.best_step, run.steps, run.stop_reason,
-                         run.seconds});
-      std::printf("[%3zu/%zu] setting %d %-13s S=%4lld  best eval loss %.4f at step %lld; %lld steps (%s), %.1f s, "
-                  "%.1f ms/step\n",
-                  i + 1, plan.size(), p.setting, p.model.c_str(), (long long)p.keys, run.best_eval_loss,
-                  (long long)run.best_step, (long long)run.steps, run.stop_reason.c_str(), run.seconds,
-                  1000.0 * run.seconds / std::max<int64_t>(1, run.steps));
+      std::erase_if(results, [&](const Result& r) { return same_run(r, p.setting, p.model, p.keys, p.seed); });
+      results.push_back({p.setting, p.model, p.keys, p.seed, run.best_eval_loss, run.best_step, run.final_eval_loss,
+                         run.steps, run.stop_reason, run.seconds});
+      std::printf("[%3zu/%zu] setting %d %-13s S=%4lld seed %llu  best eval loss %.4f at step %lld, final %.4f; "
+                  "%lld steps (%s), %.1f s, %.1f ms/step\n",
+                  i + 1, plan.size(), p.setting, p.model.c_str(), (long long)p.keys, (unsigned long long)p.seed,
+                  run.best_eval_loss, (long long)run.best_step, run.final_eval_loss, (long long)run.steps,
+                  run.stop_reason.c_str(), run.seconds, 1000.0 * run.seconds / std::max<int64_t>(1, run.steps));
       std::fflush(stdout);
       write_outputs();
     }
@@ -433,9 +486,8 @@ int main(int argc, char** argv) {
 
     int failed = 0;
     for (const Expectation& x : config.expect) {
-      const auto it = std::find_if(results.begin(), results.end(), [&](const Result& r) {
-        return r.setting == x.setting && r.model == x.model && r.keys == x.keys;
-      });
+      const auto it = std::find_if(results.begin(), results.end(),
+                                   [&](const Result& r) { return same_run(r, x.setting, x.model, x.keys, config.seed); });
       if (it == results.end()) {
         std::printf("expect: setting %d %s S=%lld: not run\n", x.setting, x.model.c_str(), (long long)x.keys);
         ++failed;

@@ -1,6 +1,7 @@
 // retrieval.cpp: the associative-retrieval model and its training protocol (see retrieval.h).
 #include "models/retrieval.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -241,6 +242,26 @@ Tensor RetrievalModel::forward(const Tensor& keys, const Tensor& values, const T
   return matmul(q_read, transpose(reshape(w_last, {B, S, p}), 1, 2));        // [B, Q, S]
 }
 
+Tensor evaluation_predictions(RetrievalModel& model, const RetrievalTensors& batch, int64_t chunk) {
+  LOOM_CHECK(chunk >= 1, "retrieval evaluation: the chunk of queries must be at least 1, got ", chunk);
+  if (model.config.feature_map != RetrievalFeatureMap::favor)
+    return model.forward(batch.keys, batch.values, batch.queries);
+  const int64_t B = batch.queries.size(0), Q = batch.queries.size(1), S = model.config.num_keys;
+  const std::vector<double> real_queries = cast(sum(batch.mask, {1}), DType::f64).to_vector<double>();
+  std::vector<Tensor> rows;
+  for (int64_t b = 0; b < B; ++b) {
+    const Tensor keys = narrow(batch.keys, 0, b, 1), values = narrow(batch.values, 0, b, 1);
+    const Tensor queries = narrow(batch.queries, 0, b, 1);
+    const int64_t n = std::llround(real_queries[b]);
+    std::vector<Tensor> chunks;
+    for (int64_t start = 0; start < n; start += chunk)
+      chunks.push_back(model.forward(keys, values, narrow(queries, 1, start, std::min(chunk, n - start))));
+    if (n < Q) chunks.push_back(Tensor::zeros({1, Q - n, S}, batch.mask.dtype(), batch.mask.device()));
+    rows.push_back(concat(chunks, 1));
+  }
+  return concat(rows, 0);
+}
+
 Tensor retrieval_loss(const Tensor& prediction, const Tensor& targets, const Tensor& mask) {
   LOOM_CHECK(prediction.dim() == 3 && targets.dtype() == DType::i64 && targets.dim() == 2 &&
                  targets.size(0) == prediction.size(0) && targets.size(1) == prediction.size(1) &&
@@ -295,9 +316,10 @@ RetrievalRun train_retrieval(RetrievalModel& model, const datasets::AssociativeR
       const RetrievalTensors e = to_tensors(
           data.evaluation_batch(protocol.eval_sequences, protocol.eval_max_queries, index, protocol.eval_length),
           dtype, device);
-      eval_loss = retrieval_loss(model.forward(e.keys, e.values, e.queries), e.targets, e.mask).item();
+      eval_loss = retrieval_loss(evaluation_predictions(model, e, protocol.batch_size), e.targets, e.mask).item();
     }
     run.evaluations.emplace_back(step, eval_loss);
+    run.final_eval_loss = eval_loss;
     if (on_eval) on_eval(step, eval_loss);
     if (eval_loss < run.best_eval_loss) {
       run.best_eval_loss = eval_loss;

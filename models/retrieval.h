@@ -28,6 +28,7 @@
 // no gradient), from the op's final fast weight.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -87,6 +88,20 @@ class RetrievalModel : public Module {
   Generator favor_gen_;
 };
 
+// The batch as int64 tensors [B, L], [B, L], [B, Q], [B, Q] and the mask [B, Q] in dtype.
+struct RetrievalTensors {
+  Tensor keys, values, queries, targets, mask;
+};
+RetrievalTensors to_tensors(const datasets::RetrievalBatch& batch, DType dtype, Device device);
+
+// ŷ [B, Q, S] for an evaluation batch (call it without gradients), as the
+// authors evaluate: each sequence's queries in chunks of at most `chunk` (their
+// training batch size), one forward per chunk, sequence after sequence, so that
+// FAVOR+ draws a fresh projection for every chunk. Padded queries (mask 0, at the
+// end of a row) are not run and predict zeros. The other feature maps give the
+// same ŷ however the queries are chunked, so they take one forward for all.
+Tensor evaluation_predictions(RetrievalModel& model, const RetrievalTensors& batch, int64_t chunk);
+
 // ½‖one-hot(target) − ŷ‖² summed over the S values, averaged over the queries
 // with mask 1. prediction [B, Q, S]; targets int64 [B, Q]; mask [B, Q] in the
 // prediction's dtype.
@@ -95,7 +110,7 @@ Tensor retrieval_loss(const Tensor& prediction, const Tensor& targets, const Ten
 // The authors' protocol: Adam (PyTorch form) at a constant rate, evaluate every
 // eval_interval steps, stop once the evaluation loss is <= stop_loss, or once
 // more than `patience` evaluations in a row did not improve on the best, or at
-// max_steps.
+// max_steps. Evaluations run in chunks of batch_size queries (evaluation_predictions).
 struct RetrievalProtocol {
   int64_t batch_size = 32;
   double lr = 1e-3;
@@ -111,17 +126,13 @@ struct RetrievalProtocol {
 struct RetrievalRun {
   double best_eval_loss = 0.0;
   int64_t best_step = 0;
+  double final_eval_loss = NAN;  // the last evaluation's (NaN when there was none)
   int64_t steps = 0;
   std::string stop_reason;  // "solved", "no improvement", "step cap"
   double seconds = 0.0;     // wall time of the whole run
   std::vector<std::pair<int64_t, double>> evaluations;  // (step, eval loss)
 };
 
-// The batch as int64 tensors [B, L], [B, L], [B, Q], [B, Q] and the mask [B, Q] in dtype.
-struct RetrievalTensors {
-  Tensor keys, values, queries, targets, mask;
-};
-RetrievalTensors to_tensors(const datasets::RetrievalBatch& batch, DType dtype, Device device);
 
 // Trains `model` on `data` under `protocol`; on_eval(step, loss) after each evaluation.
 RetrievalRun train_retrieval(RetrievalModel& model, const datasets::AssociativeRetrieval& data,

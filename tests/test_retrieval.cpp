@@ -351,6 +351,46 @@ TEST_CASE("retrieval model: float64 gradients of the loss match finite differenc
   }
 }
 
+TEST_CASE("retrieval evaluation: FAVOR+ draws one projection per chunk of a sequence's queries, as the authors") {
+  // The authors' evaluation loop (synthetic/main.py): for each sequence, for each
+  // chunk of at most batch_size of its queries, one forward, which draws a fresh
+  // projection. A twin model (same seed, so the same projections in the same
+  // order) run through that loop by hand is the reference; one projection per
+  // evaluation, or one per chunk across all sequences, gives other predictions.
+  const int64_t S = 5, chunk = 2;
+  for (const char* rule : {"sum", "delta"}) {
+    CAPTURE(rule);
+    for (const RetrievalSetting setting : {RetrievalSetting::capacity, RetrievalSetting::editing}) {
+      const RetrievalBatch b = AssociativeRetrieval(S, setting, 4).evaluation_batch(3, 200, 0);
+      const models::RetrievalTensors t = models::to_tensors(b, DType::f64, Device::cpu);
+      models::RetrievalModel model(tiny("favor6", rule, S, 4)), twin(tiny("favor6", rule, S, 4));
+      model.to(DType::f64);
+      twin.to(DType::f64);
+      NoGradGuard no_grad;
+      const std::vector<double> got = models::evaluation_predictions(model, t, chunk).to_vector<double>();
+      std::vector<double> want(b.batch * b.queries * S, 0.0);  // padded queries predict zeros
+      int64_t chunks = 0;
+      for (int64_t s = 0; s < b.batch; ++s) {
+        const int64_t real = static_cast<int64_t>(std::count(b.query_mask.begin() + s * b.queries,
+                                                             b.query_mask.begin() + (s + 1) * b.queries, 1.0));
+        for (int64_t start = 0; start < real; start += chunk, ++chunks) {
+          const int64_t n = std::min(chunk, real - start);
+          const std::vector<int64_t> q(b.query_keys.begin() + s * b.queries + start,
+                                       b.query_keys.begin() + s * b.queries + start + n);
+          const std::vector<double> y =
+              twin.forward(Tensor::from_vector(row(b.keys, s, b.length), {1, b.length}),
+                           Tensor::from_vector(row(b.values, s, b.length), {1, b.length}),
+                           Tensor::from_vector(q, {1, n}))
+                  .to_vector<double>();
+          std::copy(y.begin(), y.end(), want.begin() + (s * b.queries + start) * S);
+        }
+      }
+      CHECK(chunks > b.batch);  // several chunks per sequence, so the draws matter
+      CHECK(max_relative_gap(got, want) < 1e-12);
+    }
+  }
+}
+
 TEST_CASE("retrieval loss: 0.5 for an all-zero prediction; padded queries do not count") {
   const Tensor targets = Tensor::from_vector<int64_t>({2, 0, 1, 3, 3, 0}, {2, 3});
   const Tensor zeros = Tensor::zeros({2, 3, 4}, DType::f64);
