@@ -22,6 +22,7 @@
 #include "engine/allocator.h"
 #include "engine/elementwise_functors.h"  // the elementwise tables
 #include "engine/error.h"
+#include "engine/kernels/lstm.h"  // LstmArgs, LstmBackwardArgs
 #include "engine/op_list.h"  // LOOM_KERNELS
 #include "engine/tensor.h"
 

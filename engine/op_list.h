@@ -74,7 +74,9 @@
   /* feedback: one step of attention over the memory */        \
   LOOM_OP(feedback_attention, true)                            \
   /* recurrent_delta_net: the RDN's fused recurrence */        \
-  LOOM_OP(recurrent_delta_net, true)
+  LOOM_OP(recurrent_delta_net, true)                           \
+  /* lstm: the LSTM recurrence over all steps */               \
+  LOOM_OP(lstm, true)
 
 // The kernels, KERNEL(name, (parameters)), grouped by the same stems: the
 // methods every backend implements (engine/backend.h turns the list into
@@ -244,6 +246,10 @@
                                         const Tensor& grad_kx, const Tensor& grad_vx, const Tensor& grad_bx,   \
                                         const Tensor& grad_Rq, const Tensor& grad_Rk, const Tensor& grad_Rv,   \
                                         const Tensor& grad_rb))                                                \
+                                                                                                               \
+  /* ---- lstm (engine/kernels/lstm.h: arguments and cell math; cpu/lstm.cpp, cuda/lstm.cu) ---------- */ \
+  KERNEL(lstm, (const LstmArgs& args))                                                                         \
+  KERNEL(lstm_backward, (const LstmBackwardArgs& args))                                                        \
                                                                                                                \
   /* ---- random (cpu/random.cpp, cuda/random.cu) ---------------------------------------------------------- */ \
   /* Element i uses Philox counter offset + i/4 (word i%4): the same numbers on every device and thread      \
