@@ -22,7 +22,6 @@
 #include "engine/allocator.h"
 #include "engine/elementwise_functors.h"  // the elementwise tables
 #include "engine/error.h"
-#include "engine/kernels/lstm.h"  // LstmArgs, LstmBackwardArgs
 #include "engine/op_list.h"  // LOOM_KERNELS
 #include "engine/tensor.h"
 
@@ -73,6 +72,12 @@ decltype(auto) visit_binary(BinaryOp op, Visit&& visit) {
 #undef LOOM_VISIT_CASE
 #undef LOOM_VISIT_UNARY
 #undef LOOM_VISIT_BINARY
+
+// The arguments of the kernels written as a kernel spec (engine/kernels/<stem>.h,
+// included only where they are built or read, so a change to a spec's math
+// rebuilds its op and its kernels, not every file that includes this one).
+struct LstmArgs;
+struct LstmBackwardArgs;
 
 enum class ReduceOp { sum, max, argmax };
 

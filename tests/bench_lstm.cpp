@@ -15,6 +15,7 @@
 #include "autodiff/grad_mode.h"
 #include "engine/backend.h"
 #include "engine/device.h"
+#include "engine/kernels/lstm.h"
 #include "engine/ops.h"
 #include "engine/random.h"
 #include "tests/bench_timing.h"

@@ -14,6 +14,7 @@
 //   - h, the output (kept by the record): dW_hh = Σ dG_tᵀ h_{t−1};
 //   - weight_hh (dense): dh_{t−1} = dG_t W_hh.
 // gates_x itself is not kept: its gradient is dG_t, read off the kept gates.
+#include "engine/kernels/lstm.h"
 #include "engine/ops/op_helpers.h"
 
 namespace loom {
