@@ -10,14 +10,17 @@
 
 namespace loom::test {
 
-// gates_x [L, B, 4H], weight_hh [4H, H] -> h [L, B, H], h_0 = c_0 = 0.
-inline Tensor lstm_composed(const Tensor& gates_x, const Tensor& weight_hh) {
-  const int64_t L = gates_x.size(0), H = weight_hh.size(1);
+// Per step: gates_steps[t] [B, 4H] (the input half of step t's gates), weight_hh
+// [4H, H] -> h_t [B, H], h_0 = c_0 = 0. The steps stay separate tensors, as the
+// layer kept them: slicing step t out of one recorded [L, B, 4H] tensor would cost
+// a full-size gradient per step in the backward.
+inline std::vector<Tensor> lstm_composed_steps(const std::vector<Tensor>& gates_steps, const Tensor& weight_hh) {
+  const int64_t H = weight_hh.size(1);
   const Tensor recurrent_weight = transpose(weight_hh, 0, 1);  // [H, 4H]
   std::vector<Tensor> outputs;
   Tensor h, c;
-  for (int64_t t = 0; t < L; ++t) {
-    Tensor gates = squeeze(narrow(gates_x, 0, t, 1), 0);     // [B, 4H]
+  for (size_t t = 0; t < gates_steps.size(); ++t) {
+    Tensor gates = gates_steps[t];
     if (t > 0) gates = gates + matmul(h, recurrent_weight);  // h_0 = 0 adds nothing
     const Tensor i = sigmoid(narrow(gates, 1, 0, H));
     const Tensor f = sigmoid(narrow(gates, 1, H, H));
@@ -27,7 +30,14 @@ inline Tensor lstm_composed(const Tensor& gates_x, const Tensor& weight_hh) {
     h = o * tanh(c);
     outputs.push_back(h);
   }
-  return stack(outputs, 0);
+  return outputs;
+}
+
+// gates_x [L, B, 4H], weight_hh [4H, H] -> h [L, B, H] (slices gates_x: for short L).
+inline Tensor lstm_composed(const Tensor& gates_x, const Tensor& weight_hh) {
+  std::vector<Tensor> steps;
+  for (int64_t t = 0; t < gates_x.size(0); ++t) steps.push_back(squeeze(narrow(gates_x, 0, t, 1), 0));
+  return stack(lstm_composed_steps(steps, weight_hh), 0);
 }
 
 }  // namespace loom::test
