@@ -74,7 +74,9 @@
   /* feedback: one step of attention over the memory */        \
   LOOM_OP(feedback_attention, true)                            \
   /* recurrent_delta_net: the RDN's fused recurrence */        \
-  LOOM_OP(recurrent_delta_net, true)
+  LOOM_OP(recurrent_delta_net, true)                           \
+  /* lstm: the LSTM recurrence over all steps */               \
+  LOOM_OP(lstm, true)
 
 namespace loom {
 // The operands of the kernels that take one struct, declared in their kernel
@@ -89,6 +91,8 @@ struct RecurrentDeltaNetArgs;
 struct RecurrentDeltaNetBackwardArgs;
 struct FeedbackAttentionArgs;
 struct FeedbackAttentionBackwardArgs;
+struct LstmArgs;
+struct LstmBackwardArgs;
 }  // namespace loom
 
 // The kernels, KERNEL(name, (parameters)), grouped by the same stems: the
@@ -188,6 +192,10 @@ struct FeedbackAttentionBackwardArgs;
   /* ---- feedback: one step of attention over the memory; operands in engine/kernels/feedback.h ---------- */ \
   KERNEL(feedback_attention, (const FeedbackAttentionArgs& args))                                              \
   KERNEL(feedback_attention_backward, (const FeedbackAttentionBackwardArgs& args))                             \
+                                                                                                               \
+  /* ---- lstm (engine/kernels/lstm.h: arguments and cell math; cpu/lstm.cpp, cuda/lstm.cu) ---------- */ \
+  KERNEL(lstm, (const LstmArgs& args))                                                                         \
+  KERNEL(lstm_backward, (const LstmBackwardArgs& args))                                                        \
                                                                                                                \
   /* ---- random (cpu/random.cpp, cuda/random.cu) ---------------------------------------------------------- */ \
   /* Element i uses Philox counter offset + i/4 (word i%4): the same numbers on every device and thread      \

@@ -239,6 +239,16 @@ Tensor recurrent_delta_net(const Tensor& qx, const Tensor& kx, const Tensor& vx,
                            const Tensor& initial_W = Tensor(), const Tensor& initial_y = Tensor(),
                            Tensor* final_W = nullptr, Tensor* final_y = nullptr);
 
+// ---- lstm (engine/ops/lstm.cpp) -----------------------------------------------------------
+// The LSTM recurrence (PyTorch's nn.LSTM equations, gates i f g o, h_0 = c_0 = 0) over all
+// steps, from its input half already computed for every step by one product:
+//   gates_x [L, B, 4H] = x W_ihᵀ + b_ih + b_hh          (gate q of unit j in column q·H + j)
+//   a_t = gates_x[t] + h_{t−1} W_hhᵀ;  i, f, o = σ(a_i, a_f, a_o);  g = tanh(a_g)
+//   c_t = f ⊙ c_{t−1} + i ⊙ g;  h_t = o ⊙ tanh(c_t)
+// weight_hh [4H, H] -> h [L, B, H]. Gradients flow to gates_x and weight_hh; the
+// backward keeps the activated gates and c_t of every step (engine/kernels/lstm.h).
+Tensor lstm(const Tensor& gates_x, const Tensor& weight_hh);
+
 // ---- in place (never recorded; for optimizers, gradient accumulation, init) -----------
 // They refuse a tensor that requires grad while grad mode is on.
 void copy_(const Tensor& dst, const Tensor& src);  // src broadcasts to dst; casts

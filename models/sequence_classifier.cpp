@@ -44,37 +44,13 @@ LSTMLayer::LSTMLayer(int64_t input_size, int64_t hidden, Generator& gen) : hidde
   bias_hh = register_parameter("bias_hh", uniform({4 * hidden}, -bound, bound, gen));
 }
 
-std::vector<Tensor> LSTMLayer::forward_steps(const std::vector<Tensor>& inputs) const {
-  const int64_t H = hidden_size;
-  const Tensor input_weight = transpose(weight_ih, 0, 1);    // [in, 4H]
-  const Tensor recurrent_weight = transpose(weight_hh, 0, 1);  // [H, 4H]
-  const Tensor bias = bias_ih + bias_hh;
-  std::vector<Tensor> outputs;
-  outputs.reserve(inputs.size());
-  Tensor h, c;
-  for (size_t t = 0; t < inputs.size(); ++t) {
-    const Tensor& x = inputs[t];
-    LOOM_CHECK(x.dim() == 2 && x.size(1) == weight_ih.size(1), "LSTM: input step ", t, " ",
-               x.describe(), " must be [B, ", weight_ih.size(1), "]");
-    Tensor gates = matmul(x, input_weight) + bias;           // [B, 4H]
-    if (t > 0) gates = gates + matmul(h, recurrent_weight);  // h_0 = 0 adds nothing
-    const Tensor i = sigmoid(narrow(gates, 1, 0, H));
-    const Tensor f = sigmoid(narrow(gates, 1, H, H));
-    const Tensor g = tanh(narrow(gates, 1, 2 * H, H));
-    const Tensor o = sigmoid(narrow(gates, 1, 3 * H, H));
-    c = t > 0 ? f * c + i * g : i * g;  // c_0 = 0
-    h = o * tanh(c);
-    outputs.push_back(h);
-  }
-  return outputs;
-}
-
 Tensor LSTMLayer::forward(const Tensor& x) const {
   LOOM_CHECK(x.dim() == 3 && x.size(2) == weight_ih.size(1), "LSTM: input ", x.describe(), " must be [L, B, ",
              weight_ih.size(1), "]");
-  std::vector<Tensor> steps;
-  for (int64_t t = 0; t < x.size(0); ++t) steps.push_back(squeeze(narrow(x, 0, t, 1), 0));
-  return stack(forward_steps(steps), 0);
+  const int64_t L = x.size(0), B = x.size(1), in = x.size(2);
+  // The input half of every gate at every step in one product; the recurrence in one op.
+  const Tensor gates_x = matmul(reshape(x, {L * B, in}), transpose(weight_ih, 0, 1)) + (bias_ih + bias_hh);
+  return lstm(reshape(gates_x, {L, B, 4 * hidden_size}), weight_hh);
 }
 
 namespace {
@@ -87,11 +63,6 @@ class LSTMSequenceLayer : public SequenceLayer {
   LSTMSequenceLayer(int64_t d_model, double dropout, bool first, Generator& gen)
       : lstm(d_model, d_model, gen), dropout_(dropout), first_(first) {
     register_module("lstm", lstm);
-  }
-  std::vector<Tensor> forward_steps(std::vector<Tensor> x, Generator& dropout_gen) const {
-    if (!first_)
-      for (Tensor& step : x) step = loom::dropout(step, dropout_, dropout_gen, training());
-    return lstm.forward_steps(x);
   }
   Tensor forward(const Tensor& x, Generator& dropout_gen) const override {
     return lstm.forward(first_ ? x : loom::dropout(x, dropout_, dropout_gen, training()));
@@ -167,18 +138,6 @@ SequenceClassifier::SequenceClassifier(const SequenceClassifierConfig& config)
 Tensor SequenceClassifier::hidden(const Tensor& tokens) {
   LOOM_CHECK(tokens.defined() && tokens.dtype() == DType::i64 && tokens.dim() == 2,
              "sequence classifier: tokens must be int64 [L, B], got ", tokens.defined() ? tokens.describe() : "undefined");
-  const int64_t L = tokens.size(0);
-  if (config_.layer == "lstm") {
-    // Step by step from the embedding on: slicing one recorded [L, B, ·] tensor per
-    // step would cost a full-size gradient per step in the backward (O(L²)).
-    std::vector<Tensor> steps;
-    for (int64_t t = 0; t < L; ++t)  // embedding() reports token ids outside the vocabulary
-      steps.push_back(loom::dropout(embedding_.forward(squeeze(narrow(tokens, 0, t, 1), 0)), config_.dropout,
-                                    dropout_gen_, training()));
-    for (const auto& layer : owned_)
-      steps = static_cast<const LSTMSequenceLayer&>(*layer).forward_steps(std::move(steps), dropout_gen_);
-    return stack(steps, 0);
-  }
   Tensor x = loom::dropout(embedding_.forward(tokens), config_.dropout, dropout_gen_, training());
   for (const auto& layer : owned_) x = layer->forward(x, dropout_gen_);
   return x;

@@ -12,7 +12,7 @@
 // Layers (config.layer):
 //   lstm       the baseline: a standard LSTM (PyTorch's nn.LSTM equations, gates
 //              i, f, g, o), hidden size d_model, stacked with dropout between
-//              layers; composed of engine ops one time step at a time.
+//              layers; the recurrence is the fused op lstm (engine/ops.h).
 //   every fast layer of models/fast_weights.h (kFastLayers: delta_net, linear,
 //              delta_delta, delta_mlp, delta_rnn, delta_lstm, rdn), in the block
 //              of the authors' algorithmic code:
@@ -54,15 +54,13 @@ void check_sequence_classifier_config(const SequenceClassifierConfig& config);
 // One LSTM layer, PyTorch's parameters and equations (nn.LSTM, one layer):
 //   [i f g o] = W_ih x_t + b_ih + W_hh h_{t−1} + b_hh   (weight_ih [4H, in], weight_hh [4H, H])
 //   i, f, o = σ(·), g = tanh(·);  c_t = f⊙c_{t−1} + i⊙g;  h_t = o⊙tanh(c_t);  h_0 = c_0 = 0.
-// Init U(−1/√H, 1/√H) for all four tensors. A loop of engine ops per time step
-// on per-step tensors: the steps stay separate tensors from the embedding to the
-// read-out, because slicing step t out of one recorded [L, B, ·] tensor would
-// cost a full-size gradient per step in the backward (O(L²) time).
+// Init U(−1/√H, 1/√H) for all four tensors. The input half of the gates is one
+// product over all steps, x W_ihᵀ + b_ih + b_hh; the recurrence through W_hh is
+// the fused op lstm (engine/ops.h), one kernel call each way.
 class LSTMLayer : public Module {
  public:
   LSTMLayer(int64_t input_size, int64_t hidden_size, Generator& gen);
-  std::vector<Tensor> forward_steps(const std::vector<Tensor>& inputs) const;  // L × [B, in] -> L × [B, H]
-  Tensor forward(const Tensor& x) const;  // [L, B, in] -> [L, B, H] (slices x; for inputs without gradient)
+  Tensor forward(const Tensor& x) const;  // [L, B, in] -> [L, B, H]
   int64_t hidden_size;
   Tensor weight_ih, weight_hh, bias_ih, bias_hh;
 };
