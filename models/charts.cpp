@@ -84,12 +84,15 @@ void draw_panel(std::ostringstream& s, const ChartPanel& panel, double width, do
   for (const ChartSeries& series : panel.series)
     for (const auto& [x, y] : series.points) xs.push_back(x), ys.push_back(y);
 
-  auto [x_min, x_max] = extent(xs);
+  // Plain variables, not structured bindings: clang 14 cannot capture bindings in the lambdas below.
+  const auto x_extent = extent(xs);
+  double x_min = x_extent.first, x_max = x_extent.second;
   if (!std::isnan(panel.x_min)) x_min = panel.x_min;
   if (!std::isnan(panel.x_max)) x_max = panel.x_max;
   if (x_max <= x_min) x_max = x_min + 1;
   // y: the data's range (or the fixed ends), widened to whole ticks at the free ends.
-  auto [y_min, y_max] = extent(ys);
+  const auto y_extent = extent(ys);
+  double y_min = y_extent.first, y_max = y_extent.second;
   if (!std::isnan(panel.y_min)) y_min = panel.y_min;
   if (!std::isnan(panel.y_max)) y_max = panel.y_max;
   if (y_max <= y_min) y_max = y_min + 1;
