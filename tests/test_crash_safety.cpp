@@ -436,8 +436,11 @@ TEST_CASE("crash safety: train --resume, algorithmic and retrieval lock out_dir 
     check_only_in_use(read_bytes(log), "training.out_dir", run, ::getpid());
   }
   const std::string configs = std::string(LOOM_SOURCE_ROOT) + "/examples/configs/";
-  for (const auto& [name, config_file] : {std::pair<std::string, std::string>{"algorithmic", "code_execution_quick.json"},
-                                          {"retrieval", "retrieval_quick.json"}}) {
+  // Plain names instead of structured bindings: clang 14 cannot capture bindings in doctest's lambdas.
+  for (const auto& program_and_config : {std::pair<std::string, std::string>{"algorithmic", "code_execution_quick.json"},
+                                         {"retrieval", "retrieval_quick.json"}}) {
+    const std::string& name = program_and_config.first;
+    const std::string& config_file = program_and_config.second;
     REQUIRE_MESSAGE(fs::exists(program(name.c_str())), program(name.c_str()), " is not built (meson test builds it)");
     const std::string log = dir.file(name + ".log");
     CHECK(wait_for(spawn({program(name.c_str()), configs + config_file, "--out", run, "--threads", "1"}, log)) == 1);
