@@ -288,7 +288,8 @@ TEST_CASE("delta_rule: errors name the op and both shapes") {
 }
 
 TEST_CASE("delta_rule: the CUDA kernels' shared-memory layouts: no overlap, the total covers every region") {
-  for (auto [Dk, Dv] : {std::pair<int64_t, int64_t>{0, 0}, {1, 3}, {16, 5}, {128, 64}}) {
+  for (const auto& sizes : {std::pair<int64_t, int64_t>{0, 0}, {1, 3}, {16, 5}, {128, 64}}) {
+    const int64_t Dk = sizes.first, Dv = sizes.second;  // not bindings: clang 14 cannot capture them in CAPTURE
     CAPTURE(Dk);
     CAPTURE(Dv);
     const kernels::DeltaRuleForwardShared f(Dk, Dv);

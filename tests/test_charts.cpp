@@ -86,7 +86,9 @@ void check_chart_matches_log(const std::string& svg_path, const std::string& met
                                                            {"valid_loss", "validation loss"},
                                                            {"valid_acc", "validation accuracy"},
                                                            {"tokens_per_s", "tokens/s (training)"}};
-  for (const auto& [key, label] : label_of_key) {
+  for (const auto& key_and_label : label_of_key) {  // no structured bindings: clang 14 cannot capture them in INFO
+    const std::string& key = key_and_label.first;
+    const std::string& label = key_and_label.second;
     INFO(label);
     REQUIRE(series.count(label) == 1);
     REQUIRE(logged.count(key) == 1);
@@ -95,7 +97,9 @@ void check_chart_matches_log(const std::string& svg_path, const std::string& met
     REQUIRE(s.values.size() == want.size());
     CHECK(want.rbegin()->first == last_step);
     size_t i = 0;
-    for (const auto& [step, value] : want) {
+    for (const auto& step_and_value : want) {
+      const int64_t step = step_and_value.first;
+      const double value = step_and_value.second;
       CHECK(s.values[i].first == static_cast<double>(step));
       CHECK(s.values[i].second == relative(value, 1e-8));
       ++i;
