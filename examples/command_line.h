@@ -73,6 +73,18 @@ struct OptionValue {
   int64_t positive_integer() const { return examples::positive_integer(program, option, text); }
   int64_t integer_at_least(int64_t minimum) const { return examples::integer_at_least(program, option, text, minimum); }
   double number() const { return examples::number(program, option, text); }
+  // "a,b,c" as its items; an empty item is an error.
+  std::vector<std::string> list() const {
+    std::vector<std::string> items;
+    size_t start = 0;
+    for (;;) {
+      const size_t comma = text.find(',', start);
+      items.push_back(text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+      LOOM_CHECK(!items.back().empty(), program, ": ", option, " expects a comma-separated list, got '", text, "'");
+      if (comma == std::string::npos) return items;
+      start = comma + 1;
+    }
+  }
   // The text when it is one of `choices`, else an error listing them.
   const std::string& one_of(std::initializer_list<const char*> choices) const {
     std::string listed;

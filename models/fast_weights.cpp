@@ -561,9 +561,13 @@ double FastWeightsTransformer::training_flops_per_token(int64_t /*seq_len*/) con
   double weights = 0;
   for (const auto& [name, t] : named_parameters())
     if (t.dim() >= 2 && name != "src_embed.weight") weights += static_cast<double>(t.numel());
+  return 6.0 * weights + recurrence_training_flops_per_token();
+}
+
+double FastWeightsTransformer::recurrence_training_flops_per_token() const {
   double recurrence = 0;
   for (const auto& layer : transformer_.owned) recurrence += layer->fast->recurrence_flops_per_token();
-  return 6.0 * weights + 3.0 * recurrence;
+  return 3.0 * recurrence;
 }
 
 std::unique_ptr<LanguageModel> make_fast_weights(const ModelConfig& config) {

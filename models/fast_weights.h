@@ -260,6 +260,7 @@ class FastWeightsTransformer : public LanguageModel {
   std::unique_ptr<DecodeState> start_decoding(int64_t batch) const override;
   Tensor decode(DecodeState& state, const Tensor& tokens) override;
   double training_flops_per_token(int64_t seq_len) const override;
+  double recurrence_training_flops_per_token() const override;
 
  private:
   // Members are built in labml's order (the prototype layer, then the embedding,

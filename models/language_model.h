@@ -77,6 +77,9 @@ class LanguageModel : public Module {
 
   // Forward+backward FLOPs per token at a sequence length (for MFU).
   virtual double training_flops_per_token(int64_t seq_len) const = 0;
+  // The part of those FLOPs that the fused recurrence kernels do (engine/kernels/),
+  // forward and backward; 0 for a family without them.
+  virtual double recurrence_training_flops_per_token() const { return 0; }
 
   // How many positions one decoding state holds (the positional table, the
   // feedback memory); 0: unlimited (recurrent state). generate slides a window past it.

@@ -1,9 +1,11 @@
-// test_runtime.cpp: the random number generator and thread-count independence.
+// test_runtime.cpp: the random number generator, thread-count independence and the kernel clock.
 #include <doctest/doctest.h>
 
 #include <array>
+#include <chrono>
 #include <cmath>
 
+#include "engine/kernel_clock.h"
 #include "engine/ops.h"
 #include "engine/philox.h"
 
@@ -111,6 +113,41 @@ TEST_CASE("dropout: drops about p of the elements and keeps the expectation") {
   CHECK(zeros / y.size() == doctest::Approx(0.25).epsilon(0.02));
   CHECK(total / y.size() == doctest::Approx(1.0).epsilon(0.01));
   CHECK(dropout(x, 0.25, g, /*training=*/false).same_storage(x));
+}
+
+TEST_CASE("kernel clock: times each kind of kernel, the outermost one only, and nothing when off") {
+  Generator gen(3);
+  const Tensor a = uniform({256, 256}, -1, 1, gen), b = uniform({256, 256}, -1, 1, gen);
+  const Tensor q = uniform({16, 2, 2, 8}, 0, 1, gen), v = uniform({16, 2, 2, 8}, -1, 1, gen);
+  const Tensor beta = uniform({16, 2, 2, 1}, 0, 1, gen);
+  auto seconds = [](KernelKind kind) { return kernel_clock_seconds(kind); };
+
+  set_kernel_clock(true);
+  set_kernel_clock(false);
+  (void)matmul(a, b);
+  CHECK(seconds(KernelKind::gemm) == 0);
+
+  set_kernel_clock(true);
+  const auto start = std::chrono::steady_clock::now();
+  (void)matmul(a, b);
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  CHECK(seconds(KernelKind::gemm) > 0);
+  CHECK(seconds(KernelKind::gemm) <= wall);
+  CHECK(seconds(KernelKind::attention) == 0);
+  CHECK(seconds(KernelKind::recurrence) == 0);
+
+  (void)delta_rule(q, q, v, beta);
+  CHECK(seconds(KernelKind::recurrence) > 0);
+
+  // A GEMM inside a timed attention kernel counts as attention only.
+  const double gemm_before = seconds(KernelKind::gemm);
+  {
+    const TimedKernel outer(KernelKind::attention);
+    (void)matmul(a, b);
+  }
+  CHECK(seconds(KernelKind::attention) > 0);
+  CHECK(seconds(KernelKind::gemm) == gemm_before);
+  set_kernel_clock(false);
 }
 
 }  // namespace loom

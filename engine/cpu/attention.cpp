@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "engine/cpu/cpu_backend.h"
+#include "engine/kernel_clock.h"
 #include "engine/cpu/loops.h"
 #include "engine/random.h"
 
@@ -200,6 +201,7 @@ void attention_backward_typed(const Tensor& grad_out, const Tensor& q, const Ten
 
 void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& args,
                            const Tensor& out, const Tensor& lse) {
+  const TimedKernel timed(KernelKind::attention);
   dispatch_float(q.dtype(), "attention", [&](auto zero) {
     using T = decltype(zero);
     attention_forward<T>(q, k, v, args, out, lse);
@@ -209,6 +211,7 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, co
 void CpuBackend::attention_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v,
                                     const Tensor& lse, const AttentionArgs& args, const Tensor& grad_q,
                                     const Tensor& grad_k, const Tensor& grad_v) {
+  const TimedKernel timed(KernelKind::attention);
   dispatch_float(q.dtype(), "attention_backward", [&](auto zero) {
     using T = decltype(zero);
     attention_backward_typed<T>(grad_out, q, k, v, lse, args, grad_q, grad_k, grad_v);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/cpu/cpu_backend.h"
+#include "engine/kernel_clock.h"
 #include "engine/cpu/loops.h"
 #include "engine/kernels/delta_lstm.h"
 #include "engine/kernels/row_math.h"
@@ -161,6 +162,7 @@ void backward_sequences(const Operands<T>& in, const kernels::DeltaLstmSaved<T>&
 }  // namespace
 
 void CpuBackend::delta_lstm(const DeltaLstmArgs& a) {
+  const TimedKernel timed(KernelKind::recurrence);
   dispatch_float(a.z.dtype(), "delta_lstm", [&](auto zero) {
     using T = decltype(zero);
     forward_sequences<T>(kernels::inputs_of<T>(a), kernels::outputs_of<T>(a));
@@ -168,6 +170,7 @@ void CpuBackend::delta_lstm(const DeltaLstmArgs& a) {
 }
 
 void CpuBackend::delta_lstm_backward(const DeltaLstmBackwardArgs& a) {
+  const TimedKernel timed(KernelKind::recurrence);
   dispatch_float(a.z.dtype(), "delta_lstm_backward", [&](auto zero) {
     using T = decltype(zero);
     backward_sequences<T>(kernels::inputs_of<T>(a), kernels::saved_of<T>(a), kernels::grads_of<T>(a));

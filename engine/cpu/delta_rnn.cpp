@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/cpu/cpu_backend.h"
+#include "engine/kernel_clock.h"
 #include "engine/cpu/loops.h"
 #include "engine/kernels/delta_rnn.h"
 #include "engine/kernels/row_math.h"
@@ -139,6 +140,7 @@ void backward_sequences(const T* grad, const T* rk, const T* rv, const T* gamma,
 }  // namespace
 
 void CpuBackend::delta_rnn(const DeltaRnnArgs& a) {
+  const TimedKernel timed(KernelKind::recurrence);
   dispatch_float(a.z.dtype(), "delta_rnn", [&](auto zero) {
     using T = decltype(zero);
     const Tensor zc = dense(a.z), kc = dense(a.rk), vc = dense(a.rv), gc = dense(a.gamma), r0 = dense(a.initial_R),
@@ -150,6 +152,7 @@ void CpuBackend::delta_rnn(const DeltaRnnArgs& a) {
 }
 
 void CpuBackend::delta_rnn_backward(const DeltaRnnBackwardArgs& a) {
+  const TimedKernel timed(KernelKind::recurrence);
   dispatch_float(a.rk.dtype(), "delta_rnn_backward", [&](auto zero) {
     using T = decltype(zero);
     const Tensor g = dense(a.grad_out), kc = dense(a.rk), vc = dense(a.rv), gc = dense(a.gamma),

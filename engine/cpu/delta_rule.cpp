@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "engine/cpu/cpu_backend.h"
+#include "engine/kernel_clock.h"
 #include "engine/cpu/loops.h"
 #include "engine/kernels/delta_rule.h"
 
@@ -306,6 +307,7 @@ void backward_sequences(const T* g, const T* q, const T* k, const T* v, const T*
 }  // namespace
 
 void CpuBackend::delta_rule(const DeltaRuleArgs& a) {
+  const TimedKernel timed(KernelKind::recurrence);
   dispatch_float(a.q.dtype(), "delta_rule", [&](auto zero) {
     using T = decltype(zero);
     const Tensor qc = dense(a.q), kc = dense(a.k), vc = dense(a.v), bc = dense(a.beta), w0 = dense(a.initial_state);
@@ -315,6 +317,7 @@ void CpuBackend::delta_rule(const DeltaRuleArgs& a) {
 }
 
 void CpuBackend::delta_rule_backward(const DeltaRuleBackwardArgs& a) {
+  const TimedKernel timed(KernelKind::recurrence);
   dispatch_float(a.q.dtype(), "delta_rule_backward", [&](auto zero) {
     using T = decltype(zero);
     const Tensor g = dense(a.grad_out), qc = dense(a.q), kc = dense(a.k), vc = dense(a.v), bc = dense(a.beta),

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "engine/cpu/cpu_backend.h"
+#include "engine/kernel_clock.h"
 #include "engine/cpu/loops.h"
 #include "engine/kernels/feedback.h"
 #include "engine/kernels/row_math.h"
@@ -198,6 +199,7 @@ void backward(const Inputs<T>& a, const T* grad_out, const T* out, const T* lse,
 }  // namespace
 
 void CpuBackend::feedback_attention(const FeedbackAttentionArgs& a) {
+  const TimedKernel timed(KernelKind::attention);
   dispatch_float(a.q.dtype(), "feedback_attention", [&](auto zero) {
     using T = decltype(zero);
     forward<T>(inputs_of<T>(a), a.out.data<T>(), a.lse.data<T>());
@@ -205,6 +207,7 @@ void CpuBackend::feedback_attention(const FeedbackAttentionArgs& a) {
 }
 
 void CpuBackend::feedback_attention_backward(const FeedbackAttentionBackwardArgs& a) {
+  const TimedKernel timed(KernelKind::attention);
   dispatch_float(a.q.dtype(), "feedback_attention_backward", [&](auto zero) {
     using T = decltype(zero);
     backward<T>(inputs_of<T>(a), a.grad_out.data<T>(), a.out.data<T>(), a.lse.data<T>(), feedback::grads_of<T>(a));

@@ -11,6 +11,7 @@
 #include <algorithm>
 
 #include "engine/cpu/cpu_backend.h"
+#include "engine/kernel_clock.h"
 #include "engine/cpu/loops.h"
 
 namespace loom {
@@ -128,6 +129,7 @@ void matmul_typed(Tensor a, Tensor b, const Tensor& out) {
 }  // namespace
 
 void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
+  const TimedKernel timed(KernelKind::gemm);
   dispatch_float(out.dtype(), "matmul", [&](auto zero) {
     using T = decltype(zero);
     matmul_typed<T>(a, b, out);

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "engine/cpu/cpu_backend.h"
+#include "engine/kernel_clock.h"
 #include "engine/kernels/lstm.h"
 
 namespace loom {
@@ -171,6 +172,7 @@ void backward(const T* grad_h, const T* w, const T* h, const T* cell, const T* g
 }  // namespace
 
 void CpuBackend::lstm(const LstmArgs& args) {
+  const TimedKernel timed(KernelKind::recurrence);
   dispatch_float(args.gates_x.dtype(), "lstm", [&](auto zero) {
     using T = decltype(zero);
     forward<T>(args.gates_x.data<T>(), args.weight_hh.data<T>(), args.h.data<T>(), args.cell.data<T>(),
@@ -179,6 +181,7 @@ void CpuBackend::lstm(const LstmArgs& args) {
 }
 
 void CpuBackend::lstm_backward(const LstmBackwardArgs& args) {
+  const TimedKernel timed(KernelKind::recurrence);
   dispatch_float(args.gates.dtype(), "lstm_backward", [&](auto zero) {
     using T = decltype(zero);
     backward<T>(args.grad_h.data<T>(), args.weight_hh.data<T>(), args.h.data<T>(), args.cell.data<T>(),

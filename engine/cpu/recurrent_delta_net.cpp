@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "engine/cpu/cpu_backend.h"
+#include "engine/kernel_clock.h"
 #include "engine/cpu/loops.h"
 #include "engine/kernels/recurrent_delta_net.h"
 #include "engine/kernels/row_math.h"
@@ -262,6 +263,7 @@ void reduce_heads(const T* partials, T* gRq, T* gRk, T* gRv, T* grb, int64_t B, 
 }  // namespace
 
 void CpuBackend::recurrent_delta_net(const RecurrentDeltaNetArgs& a) {
+  const TimedKernel timed(KernelKind::recurrence);
   dispatch_float(a.qx.dtype(), "recurrent_delta_net", [&](auto zero) {
     using T = decltype(zero);
     forward_sequences<T>(kernels::pointers_of<T>(a), kernels::recurrent_delta_net_dims(a.qx));
@@ -269,6 +271,7 @@ void CpuBackend::recurrent_delta_net(const RecurrentDeltaNetArgs& a) {
 }
 
 void CpuBackend::recurrent_delta_net_backward(const RecurrentDeltaNetBackwardArgs& a) {
+  const TimedKernel timed(KernelKind::recurrence);
   dispatch_float(a.y.dtype(), "recurrent_delta_net_backward", [&](auto zero) {
     using T = decltype(zero);
     const Dims d = kernels::recurrent_delta_net_dims(a.y);
