@@ -80,39 +80,47 @@ template <class T>
 void forward(const T* gates_x, const T* w, T* h, T* cell, T* gates, lstm_cell::Dims d) {
   const int64_t B = d.B, H = d.H, G = 4 * H;
   const std::vector<T> packed = pack_per_tile(w, H);
+  const std::vector<T> zeros(B * H, T(0));  // h_0 = c_0 = 0
   for (int64_t t = 0; t < d.L; ++t) {
     const T* gx = gates_x + t * B * G;
-    const T* h_prev = t > 0 ? h + (t - 1) * B * H : nullptr;  // h_0 = c_0 = 0
-    const T* c_prev = t > 0 ? cell + (t - 1) * B * H : nullptr;
+    const T* h_prev = t > 0 ? h + (t - 1) * B * H : nullptr;
+    const T* c_prev = t > 0 ? cell + (t - 1) * B * H : zeros.data();
     for_each_task(tile_count(H), [&](int64_t k) {
       const Tile tl = tile(k, H);
       const int64_t w4 = 4 * tl.width;
       // The recurrent half of the tile's pre-activations (zero at t = 0: h_0 = 0).
       std::vector<T> rec(B * w4, T(0));
+      // Where the gates go when no backward will read them (one row, rewritten).
+      std::vector<T> unkept_gates(gates ? 0 : G);
       if (h_prev && H > 0) {
         OutMap<T> out(rec.data(), B, w4, Eigen::OuterStride<>(w4));
         out.noalias() = ConstRowMap<T>(h_prev, B, H, Eigen::OuterStride<>(H)) *
                         ConstColMap<T>(packed.data() + 4 * tl.first * H, H, w4, Eigen::OuterStride<>(H));
       }
       for (int64_t b = 0; b < B; ++b) {
+        // The tile's units of row b: gate q's pre-activations, input and recurrent
+        // halves, and where its results go (plain pointers, so the loop vectorizes).
+        const int64_t n = tl.width, row = (t * B + b) * H + tl.first;
+        const T* a = gx + b * G;
         const T* r = rec.data() + b * w4;
-        for (int64_t u = 0; u < tl.width; ++u) {
-          const int64_t j = tl.first + u;
-          const T* a = gx + b * G;
-          const lstm_cell::Step<T> s = lstm_cell::forward(a[lstm_cell::column(0, j, H)] + r[u], a[lstm_cell::column(1, j, H)] + r[tl.width + u],
-                                               a[lstm_cell::column(2, j, H)] + r[2 * tl.width + u],
-                                               a[lstm_cell::column(3, j, H)] + r[3 * tl.width + u],
-                                               c_prev ? c_prev[b * H + j] : T(0));
-          const int64_t e = (t * B + b) * H + j;
-          cell[e] = s.c;
-          h[e] = s.h;
-          if (gates) {
-            T* z = gates + (t * B + b) * G;
-            z[lstm_cell::column(0, j, H)] = s.z.i;
-            z[lstm_cell::column(1, j, H)] = s.z.f;
-            z[lstm_cell::column(2, j, H)] = s.z.g;
-            z[lstm_cell::column(3, j, H)] = s.z.o;
-          }
+        const T *a_i = a + lstm_cell::column(0, tl.first, H), *a_f = a + lstm_cell::column(1, tl.first, H);
+        const T *a_g = a + lstm_cell::column(2, tl.first, H), *a_o = a + lstm_cell::column(3, tl.first, H);
+        const T* c_in = c_prev + b * H + tl.first;
+        T *c_out = cell + row, *h_out = h + row;
+        T* z = gates ? gates + (t * B + b) * G : unkept_gates.data();
+        T *z_i = z + lstm_cell::column(0, tl.first, H), *z_f = z + lstm_cell::column(1, tl.first, H);
+        T *z_g = z + lstm_cell::column(2, tl.first, H), *z_o = z + lstm_cell::column(3, tl.first, H);
+        // One unit per SIMD lane: the cell math is branch-free (engine/vector_math.h).
+#pragma omp simd
+        for (int64_t u = 0; u < n; ++u) {
+          const lstm_cell::Step<T> s = lstm_cell::forward(a_i[u] + r[u], a_f[u] + r[n + u], a_g[u] + r[2 * n + u],
+                                                          a_o[u] + r[3 * n + u], c_in[u]);
+          c_out[u] = s.c;
+          h_out[u] = s.h;
+          z_i[u] = s.z.i;
+          z_f[u] = s.z.f;
+          z_g[u] = s.z.g;
+          z_o[u] = s.z.o;
         }
       }
     });
@@ -124,8 +132,10 @@ void backward(const T* grad_h, const T* w, const T* h, const T* cell, const T* g
               lstm_cell::Dims d) {
   const int64_t L = d.L, B = d.B, H = d.H, G = 4 * H;
   std::vector<T> dc(B * H, T(0));  // dL/dc_t from step t+1; each task owns its tile's columns
+  const std::vector<T> zeros(B * H, T(0));  // c_0 = 0
   for (int64_t t = L - 1; t >= 0; --t) {
     const T* dG_next = t + 1 < L ? grad_gates + (t + 1) * B * G : nullptr;
+    const T* c_before = t > 0 ? cell + (t - 1) * B * H : zeros.data();  // c_{t−1}
     for_each_task(tile_count(H), [&](int64_t k) {
       const Tile tl = tile(k, H);
       // dL/dh_t through step t+1's gates (zero after the last step).
@@ -136,20 +146,26 @@ void backward(const T* grad_h, const T* w, const T* h, const T* cell, const T* g
                         ConstRowMap<T>(w + tl.first, G, tl.width, Eigen::OuterStride<>(H));
       }
       for (int64_t b = 0; b < B; ++b) {
+        // The tile's units of row b, as plain pointers (so the loop vectorizes).
+        const int64_t n = tl.width, row = (t * B + b) * H + tl.first;
         const T* z = gates + (t * B + b) * G;
         T* dG = grad_gates + (t * B + b) * G;
-        for (int64_t u = 0; u < tl.width; ++u) {
-          const int64_t j = tl.first + u, e = (t * B + b) * H + j;
-          const lstm_cell::Gates<T> zj{z[lstm_cell::column(0, j, H)], z[lstm_cell::column(1, j, H)], z[lstm_cell::column(2, j, H)],
-                                  z[lstm_cell::column(3, j, H)]};
-          const T c_prev = t > 0 ? cell[e - B * H] : T(0);
+        const T *z_i = z + lstm_cell::column(0, tl.first, H), *z_f = z + lstm_cell::column(1, tl.first, H);
+        const T *z_g = z + lstm_cell::column(2, tl.first, H), *z_o = z + lstm_cell::column(3, tl.first, H);
+        T *da_i = dG + lstm_cell::column(0, tl.first, H), *da_f = dG + lstm_cell::column(1, tl.first, H);
+        T *da_g = dG + lstm_cell::column(2, tl.first, H), *da_o = dG + lstm_cell::column(3, tl.first, H);
+        const T *c_in = c_before + b * H + tl.first, *c_out = cell + row, *dh_out = grad_h + row;
+        const T* dh_next = dh_rec.data() + b * n;
+        T* dc_row = dc.data() + b * H + tl.first;
+#pragma omp simd
+        for (int64_t u = 0; u < n; ++u) {
           const lstm_cell::CellGrads<T> r =
-              lstm_cell::backward(zj, c_prev, cell[e], grad_h[e] + dh_rec[b * tl.width + u], dc[b * H + j]);
-          dG[lstm_cell::column(0, j, H)] = r.da.i;
-          dG[lstm_cell::column(1, j, H)] = r.da.f;
-          dG[lstm_cell::column(2, j, H)] = r.da.g;
-          dG[lstm_cell::column(3, j, H)] = r.da.o;
-          dc[b * H + j] = r.dc_prev;
+              lstm_cell::backward({z_i[u], z_f[u], z_g[u], z_o[u]}, c_in[u], c_out[u], dh_out[u] + dh_next[u], dc_row[u]);
+          da_i[u] = r.da.i;
+          da_f[u] = r.da.f;
+          da_g[u] = r.da.g;
+          da_o[u] = r.da.o;
+          dc_row[u] = r.dc_prev;
         }
       }
     });

@@ -25,9 +25,9 @@
 
 #include <cstdint>
 
-#include "engine/elementwise_functors.h"
 #include "engine/host_device.h"
 #include "engine/tensor.h"
+#include "engine/vector_math.h"  // σ and tanh that loops vectorize
 
 namespace loom {
 
@@ -66,18 +66,6 @@ inline Dims dims_of(const Tensor& gates_x) { return {gates_x.size(0), gates_x.si
 // Column of gate q of hidden unit j in a [*, 4H] row of pre-activations or gates.
 LOOM_HD int64_t column(int64_t q, int64_t j, int64_t H) { return q * H + j; }
 
-// tanh(x) through one exp of a non-positive number (it cannot overflow), not
-// std::tanh: glibc's tanhf goes through expm1f, and took about half of the LSTM
-// classifier's training step (perf record on examples/configs/code_execution_lstm.json).
-// Exact to a few units of rounding of 1; near 0 that is a larger share of tanh(x)
-// itself, an error the cell's sums never see.
-template <class T>
-LOOM_HD T tanh_of(T x) {
-  const T e = fn::Exp{}(T(-2) * (x < T(0) ? -x : x), T(0));
-  const T t = (T(1) - e) / (T(1) + e);
-  return x < T(0) ? -t : t;
-}
-
 template <class T>
 struct Gates {
   T i, f, g, o;
@@ -86,8 +74,7 @@ struct Gates {
 // The activated gates from the pre-activations.
 template <class T>
 LOOM_HD Gates<T> activate(T a_i, T a_f, T a_g, T a_o) {
-  const fn::Sigmoid sigmoid;
-  return {sigmoid(a_i, T(0)), sigmoid(a_f, T(0)), tanh_of(a_g), sigmoid(a_o, T(0))};
+  return {vmath::sigmoid(a_i), vmath::sigmoid(a_f), vmath::tanh(a_g), vmath::sigmoid(a_o)};
 }
 
 // c_t from the gates and c_{t−1}.
@@ -99,7 +86,7 @@ LOOM_HD T cell_state(const Gates<T>& z, T c_prev) {
 // h_t from the output gate and c_t.
 template <class T>
 LOOM_HD T hidden_state(const Gates<T>& z, T c) {
-  return z.o * tanh_of(c);
+  return z.o * vmath::tanh(c);
 }
 
 template <class T>
@@ -110,8 +97,8 @@ struct CellGrads {
 
 // dh = dL/dh_t (from the output and from step t+1), dc = dL/dc_t from step t+1 only.
 template <class T>
-LOOM_HD CellGrads<T> backward(const Gates<T>& z, T c_prev, T c, T dh, T dc) {
-  const T tc = tanh_of(c);
+LOOM_HD CellGrads<T> backward(Gates<T> z, T c_prev, T c, T dh, T dc) {
+  const T tc = vmath::tanh(c);
   const T dc_total = dc + dh * z.o * (T(1) - tc * tc);
   return {{dc_total * z.g * z.i * (T(1) - z.i), dc_total * c_prev * z.f * (T(1) - z.f),
            dc_total * z.i * (T(1) - z.g * z.g), dh * tc * z.o * (T(1) - z.o)},

@@ -1,0 +1,99 @@
+// vector_math.h: exp, sigmoid and tanh of floats as plain branch-free arithmetic,
+// so that a loop over them vectorizes. glibc's expf is a call the compiler cannot
+// vectorize (not without -ffast-math), and in the fused LSTM those calls took
+// about half of the forward kernel. Both compilers build these (LOOM_HD), so the
+// CPU and CUDA kernels that use them compute the same function.
+//
+// exp: x = n·ln 2 + r with n an integer and |r| <= ln(2)/2 (ln 2 split in two
+// parts, Cody and Waite, so that r is exact), e^r from Cephes' degree-7 minimax
+// polynomial, and 2^n written straight into the exponent bits. Within 2 units in
+// the last place of e^x wherever e^x is a normal float (tests/test_vector_math.cpp
+// checks it against the double exp); below that, 0 (where e^x < 2^-126, about
+// 1.2e-38, a denormal would be); above 88.72, inf; NaN stays NaN.
+//
+// The double versions are the library's functions: double is for gradient checks,
+// where accuracy matters and speed does not.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
+#ifndef __CUDA_ARCH__
+#include <bit>
+#endif
+
+#include "engine/host_device.h"
+
+namespace loom::vmath {
+
+// The same 32 bits read as the other type (int32_t <-> float): std::bit_cast,
+// which device code lacks.
+template <class To, class From>
+LOOM_HD To reinterpret_bits(From x) {
+  static_assert(sizeof(To) == 4 && sizeof(From) == 4);
+#ifdef __CUDA_ARCH__
+  if constexpr (std::is_same_v<To, float>) return __int_as_float(x);
+  else return __float_as_int(x);
+#else
+  return std::bit_cast<To>(x);
+#endif
+}
+
+LOOM_HD float exp_float(float x) {
+  constexpr float kMin = -87.3365448f;  // ln(2^-126): e^x below it is not a normal float
+  constexpr float kMax = 88.7228394f;   // ln(FLT_MAX)
+  constexpr float kLog2e = 1.44269504088896341f;
+  constexpr float kLn2High = 0.693359375f, kLn2Low = -2.12194440e-4f;  // ln 2 = high + low
+  // Both comparisons always evaluated (no && or ||): a branch would stop the loop
+  // from vectorizing. NaN is neither, and flows through the arithmetic to the result.
+  const bool below = x < kMin, above = x > kMax;
+  const float xs = below | above ? 0.0f : x;
+  // n = xs·log2(e) rounded to the nearest integer, in [-126, 128]: adding 1.5·2^23
+  // leaves n in the low bits of the sum. (A float-to-int conversion or std::floor
+  // would stop the loop from vectorizing: either may raise a floating-point flag.)
+  constexpr float kRound = 12582912.0f;
+  const float shifted = xs * kLog2e + kRound;
+  const int32_t n = reinterpret_bits<int32_t>(shifted) - reinterpret_bits<int32_t>(kRound);
+  const float nf = shifted - kRound;
+  const float r = (xs - nf * kLn2High) - nf * kLn2Low;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  // 2^n from its exponent bits; 2^128 is not a float, so at the top 2 · 2^127.
+  const bool top = n > 127;
+  const float scale = reinterpret_bits<float>(static_cast<int32_t>(static_cast<uint32_t>((top ? 127 : n) + 127) << 23));
+  const float y = (top ? 2.0f * p : p) * scale;
+  return above ? std::numeric_limits<float>::infinity() : (below ? 0.0f : y);
+}
+
+template <class T>
+LOOM_HD T exp(T x) {
+  if constexpr (std::is_same_v<T, float>) return exp_float(x);
+  else return std::exp(x);
+}
+
+// 1 / (1 + e^-x) through e^-|x| only, so nothing overflows.
+template <class T>
+LOOM_HD T sigmoid(T x) {
+  const T e = exp(x < T(0) ? x : -x);
+  const T s = T(1) / (T(1) + e);
+  return x < T(0) ? e * s : s;
+}
+
+// tanh(x) = (1 - e^-2|x|) / (1 + e^-2|x|), signed; one exp of a non-positive number.
+// Exact to a few units of rounding of 1; near 0 that is a larger share of tanh(x)
+// itself, an error sums of such terms never see.
+template <class T>
+LOOM_HD T tanh(T x) {
+  const T e = exp(T(-2) * (x < T(0) ? -x : x));
+  const T t = (T(1) - e) / (T(1) + e);
+  return x < T(0) ? -t : t;
+}
+
+}  // namespace loom::vmath
