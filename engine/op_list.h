@@ -200,7 +200,11 @@ struct LstmBackwardArgs;
   /* ---- random (cpu/random.cpp, cuda/random.cu) ---------------------------------------------------------- */ \
   /* Element i uses Philox counter offset + i/4 (word i%4): the same numbers on every device and thread      \
      count. uniform: [a, b); normal: mean a, std b; bernoulli: p = a. */                                      \
-  KERNEL(random, (RandomKind kind, const Tensor& out, double a, double b, uint64_t seed, uint64_t offset))
+  KERNEL(random, (RandomKind kind, const Tensor& out, double a, double b, uint64_t seed, uint64_t offset))      \
+  /* out = x * mask / (1 - p), mask_i = 1 where element i's word keeps it as bernoulli(1 - p) would: the       \
+     mask drawn in the kernel, never stored. Dropout's forward applies it to x, its backward to the gradient   \
+     (same seed and offset). x and out contiguous, of one dtype and numel; out may be x. */                   \
+  KERNEL(dropout, (const Tensor& x, const Tensor& out, double p, uint64_t seed, uint64_t offset))
 
 namespace loom {
 

@@ -61,6 +61,14 @@ LOOM_HD double sample_uniform(uint32_t bits, double low, double high) {
 // 1 with probability p, else 0.
 LOOM_HD double sample_bernoulli(uint32_t bits, double p) { return uint_to_unit(bits) < p ? 1.0 : 0.0; }
 
+// Dropout's factor for one element: `scale` = T(1 / (1 - p)) where bernoulli(keep =
+// 1 - p) keeps it, else 0; x times it is the same bits as x times the bernoulli
+// mask multiplied by the scale.
+template <class T>
+LOOM_HD T dropout_factor(uint32_t bits, double keep, T scale) {
+  return sample_bernoulli(bits, keep) != 0.0 ? scale : T(0);
+}
+
 // Box-Muller on the word pair (even, odd) of one block: the even element of the
 // pair takes the cosine, the odd one the sine.
 LOOM_HD double sample_normal(uint32_t even_bits, uint32_t odd_bits, bool odd, double mean, double stddev) {

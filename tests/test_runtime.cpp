@@ -115,6 +115,33 @@ TEST_CASE("dropout: drops about p of the elements and keeps the expectation") {
   CHECK(dropout(x, 0.25, g, /*training=*/false).same_storage(x));
 }
 
+TEST_CASE("dropout: the mask drawn in the kernel is bernoulli(1 - p) times 1/(1 - p), bit for bit, forward and "
+          "backward, on any layout and thread count") {
+  const int threads = num_threads();
+  const double p = 0.3;
+  // 37 x 1001 elements: a partial last block of 4, and enough blocks to split over threads.
+  Generator init(9);
+  const Tensor base = uniform({1001, 37}, -2, 2, init);
+  const Tensor x = transpose(base, 0, 1);  // a non-contiguous view: the mask follows logical order
+  const Tensor g = uniform({37, 1001}, -1, 1, init);
+  // The composition dropout replaced: the bernoulli mask of the same stream, scaled, multiplied.
+  Generator reference_gen(21);
+  const Tensor mask = bernoulli({37, 1001}, 1 - p, reference_gen) * static_cast<float>(1 / (1 - p));
+  const auto want_out = (contiguous(x) * mask).to_vector<float>();
+  const auto want_grad = (g * mask).to_vector<float>();
+  for (int t : {1, std::max(threads, 2)}) {
+    set_num_threads(t);
+    Generator gen(21);
+    const Tensor leaf = x.detach().requires_grad_();
+    const Tensor out = dropout(leaf, p, gen);
+    sum(out * g).backward();
+    CHECK(out.to_vector<float>() == want_out);
+    CHECK(leaf.grad().to_vector<float>() == want_grad);
+    CHECK(gen.offset() == reference_gen.offset());  // the stream moves on as a fill would
+  }
+  set_num_threads(threads);
+}
+
 TEST_CASE("kernel clock: times each kind of kernel, the outermost one only, and nothing when off") {
   Generator gen(3);
   const Tensor a = uniform({256, 256}, -1, 1, gen), b = uniform({256, 256}, -1, 1, gen);

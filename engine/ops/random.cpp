@@ -39,22 +39,27 @@ Tensor dropout(const Tensor& x, double p, Generator& gen, bool training) {
   detail::check_float("dropout", x);
   LOOM_CHECK(p >= 0 && p < 1, "dropout: probability ", p, " is outside [0, 1)");
   if (!training || p == 0.0) return x;
-  // mask holds 0 or 1/(1-p): one multiply in the forward and in the backward.
-  Tensor mask = random_fill(RandomKind::bernoulli, x.shape(), 1.0 - p, 0.0, gen, x.dtype(), x.device(), "dropout");
-  Backend& be = backend_for(x);
-  be.binary(BinaryOp::mul, mask, detail::broadcast_view(detail::scalar_like(1.0 / (1.0 - p), x), x.shape()), mask);
+  // The mask is bernoulli(1 - p) of the generator's next blocks, drawn inside the
+  // kernel; the backward draws it again from the recorded seed and offset.
+  const uint64_t seed = gen.seed(), offset = gen.advance((static_cast<uint64_t>(x.numel()) + 3) / 4);
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
-  be.binary(BinaryOp::mul, x, mask, out);
-  if (needs_grad({&x})) record({OpId::dropout, {x}, {mask}, {}, {p}}, out);
+  backend_for(x).dropout(dense(x), out, p, seed, offset);
+  if (needs_grad({&x}))
+    record({OpId::dropout, {x}, {}, {static_cast<int64_t>(seed), static_cast<int64_t>(offset)}, {p}}, out);
   return out;
 }
 
 // ---- backward rules ----------------------------------------------------------------
 //
-// The backward rule of dropout (the saved mask is 0 or 1/(1-p)).
+// The backward rule of dropout: the same mask, drawn again, applied to the gradient.
 
 namespace {
-std::vector<Tensor> dropout_rule(const RecordedOp& n, const Tensor& g) { return {g * n.saved[0]}; }
+// ints {seed, offset}, reals {p}.
+std::vector<Tensor> dropout_rule(const RecordedOp& n, const Tensor& g) {
+  Tensor grad = Tensor::empty(g.shape(), g.dtype(), g.device());
+  backend_for(g).dropout(dense(g), grad, n.reals[0], static_cast<uint64_t>(n.ints[0]), static_cast<uint64_t>(n.ints[1]));
+  return {grad};
+}
 // {inputs, output}: what each rule keeps alive for its backward.
 const RuleRegistration random_rules[] = {
     {OpId::dropout, {dropout_rule, false, false}},
