@@ -32,8 +32,8 @@
 #include "engine/backend.h"
 #include "engine/ops.h"
 #include "tests/cuda_test_inputs.h"
-#include "models/language_model.h"
-#include "models/optim.h"
+#include "models/families/language_model.h"
+#include "models/blocks/optim.h"
 #include "tests/op_table.h"
 
 namespace loom {
