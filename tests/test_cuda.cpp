@@ -8,6 +8,8 @@
 // comparisons, argmax and random fills must agree exactly. Whole models (every
 // family at a tiny size) must give the CPU's logits, loss and parameter
 // gradients to 1e-5 too, and the CPU's losses over five training steps to 1e-4.
+// Every op's parity case is in the op table (tests/cases_<stem>.cpp, run here by
+// "every op-table case"); the sections below check what the table does not.
 //
 // A separate executable (suite "cuda"): on a machine with no NVIDIA driver or
 // no device it prints why and exits with 77, which meson reports as SKIP, never
@@ -735,50 +737,6 @@ Tensor delta_rule_of(const std::vector<Tensor>& v, bool delta, const Tensor& w0 
   return delta_rule(v[0], k, v[2], delta ? sigmoid(v[3]) : Tensor(), w, final_state);
 }
 
-TEST_CASE("cuda: delta_rule, forward and gradients of q, k, v and beta") {
-  struct Case {
-    std::string name;
-    int64_t L, B, H, Dk, Dv;
-    bool f64;  // also in float64 (W and its gradient fit in a block's shared memory)
-  };
-  const std::vector<Case> cases{
-      {"small", 7, 2, 2, 12, 10, true},
-      {"one step", 1, 1, 3, 5, 4, true},
-      {"Dv not a multiple of the warps", 4, 1, 1, 33, 13, true},
-      // 64 x 128: W is 32 KiB, W and its gradient 64 KiB (above the 48 KiB default).
-      {"64 x 128", 5, 1, 2, 128, 64, true},
-      // DPFP features of 64-wide heads: 256 keys; 128 KiB for the backward in
-      // float32, 256 KiB in float64 (too much for a block).
-      {"64 x 256", 3, 1, 1, 256, 64, false},
-  };
-  for (const Case& c : cases) {
-    const std::vector<Tensor> inputs{random_cpu({c.L, c.B, c.H, c.Dk}, 280), random_cpu({c.L, c.B, c.H, c.Dk}, 281),
-                                     random_cpu({c.L, c.B, c.H, c.Dv}, 282), random_cpu({c.L, c.B, c.H, 1}, 283)};
-    const auto delta = [](const auto& v) { return delta_rule_of(v, true); };
-    if (c.f64) check_op_both("delta rule " + c.name, inputs, delta);
-    else check_op("delta rule " + c.name, inputs, delta);
-    check_op("sum rule " + c.name, {inputs[0], inputs[1], inputs[2]},
-             [](const auto& v) { return delta_rule_of(v, false); });
-  }
-  // A given initial state (no gradient flows to it) and the final state.
-  const Tensor w0 = random_cpu({2, 2, 10, 12}, 284, -0.3, 0.3);
-  const std::vector<Tensor> inputs{random_cpu({6, 2, 2, 12}, 285), random_cpu({6, 2, 2, 12}, 286),
-                                   random_cpu({6, 2, 2, 10}, 287), random_cpu({6, 2, 2, 1}, 288)};
-  check_op_both("delta rule from an initial state", inputs, [w0](const auto& v) { return delta_rule_of(v, true, w0); });
-  for (bool delta : {true, false}) {
-    std::vector<Tensor> cpu, gpu;
-    for (const Tensor& t : inputs) {
-      cpu.push_back(t);
-      gpu.push_back(t.to(kCuda));
-    }
-    Tensor wc, wg;
-    GradModeGuard no_grad(false);
-    const Tensor yc = delta_rule_of(cpu, delta, w0, &wc), yg = delta_rule_of(gpu, delta, w0, &wg);
-    check_close(yg, yc, 1e-5, std::string(delta ? "delta" : "sum") + " rule output");
-    check_close(wg, wc, 1e-5, std::string(delta ? "delta" : "sum") + " rule final state");
-  }
-}
-
 TEST_CASE("cuda: delta_rule refuses a fast weight larger than a block's shared memory") {
   // W [64, 512] in float32 is 128 KiB, which the forward may use; W and its
   // gradient need 256 KiB per block, more than any GPU's shared memory.
@@ -797,45 +755,6 @@ Tensor delta_rnn_of(const std::vector<Tensor>& v, const Tensor& r0 = Tensor(), c
                     Tensor* final_R = nullptr, Tensor* final_y = nullptr) {
   auto here = [&](const Tensor& t) { return t.defined() ? t.to(v[0].device()).to(v[0].dtype()) : Tensor(); };
   return delta_rnn(v[0], softmax(v[1], -1), v[2], sigmoid(v[3]), here(r0), here(y0), final_R, final_y);
-}
-
-TEST_CASE("cuda: delta_rnn, forward and gradients of z, rk, rv and gamma") {
-  struct Case {
-    std::string name;
-    int64_t L, B, H, D;
-  };
-  const std::vector<Case> cases{
-      {"small", 7, 2, 2, 12},
-      {"one step", 1, 1, 3, 5},
-      {"D not a multiple of the warps", 4, 1, 1, 33},
-      // Model-sized heads: R and its gradient are 32 KiB in float32, 64 KiB in float64.
-      {"D 64", 6, 2, 2, 64},
-      // 128: 128 KiB for the backward in float32, 256 KiB in float64 (too much for a block).
-      {"D 128", 3, 1, 1, 128},
-  };
-  for (const Case& c : cases) {
-    const std::vector<Tensor> inputs{random_cpu({c.L, c.B, c.H, c.D}, 290), random_cpu({c.L, c.B, c.H, c.D}, 291),
-                                     random_cpu({c.L, c.B, c.H, c.D}, 292), random_cpu({c.L, c.B, c.H, 1}, 293)};
-    const auto f = [](const auto& v) { return delta_rnn_of(v); };
-    if (c.D <= 64) check_op_both("delta_rnn " + c.name, inputs, f);
-    else check_op("delta_rnn " + c.name, inputs, f);
-  }
-  // Given initial states (no gradient flows to them) and the final states.
-  const Tensor r0 = random_cpu({2, 2, 10, 10}, 294, -0.3, 0.3), y0 = random_cpu({2, 2, 10}, 295);
-  const std::vector<Tensor> inputs{random_cpu({6, 2, 2, 10}, 296), random_cpu({6, 2, 2, 10}, 297),
-                                   random_cpu({6, 2, 2, 10}, 298), random_cpu({6, 2, 2, 1}, 299)};
-  check_op_both("delta_rnn from initial states", inputs, [r0, y0](const auto& v) { return delta_rnn_of(v, r0, y0); });
-  std::vector<Tensor> cpu, gpu;
-  for (const Tensor& t : inputs) {
-    cpu.push_back(t);
-    gpu.push_back(t.to(kCuda));
-  }
-  Tensor rc, rg, yc_last, yg_last;
-  GradModeGuard no_grad(false);
-  const Tensor yc = delta_rnn_of(cpu, r0, y0, &rc, &yc_last), yg = delta_rnn_of(gpu, r0, y0, &rg, &yg_last);
-  check_close(yg, yc, 1e-5, "delta_rnn output");
-  check_close(rg, rc, 1e-5, "delta_rnn final R");
-  check_close(yg_last, yc_last, 1e-5, "delta_rnn final y");
 }
 
 TEST_CASE("cuda: delta_rnn refuses a recurrent fast weight larger than a block's shared memory") {
@@ -857,49 +776,6 @@ Tensor delta_lstm_of(const std::vector<Tensor>& v, const std::vector<Tensor>& st
                     final_c);
 }
 
-TEST_CASE("cuda: delta_lstm, forward and gradients of z, rk, rv and gamma") {
-  struct Case {
-    std::string name;
-    int64_t L, B, H, D;
-    bool f64;  // also in float64 (R and its gradient fit in an A100's block too)
-  };
-  const std::vector<Case> cases{
-      {"small", 7, 2, 2, 10, true},
-      {"one step", 1, 1, 3, 5, true},
-      {"D not a multiple of a warp", 4, 1, 1, 33, true},
-      // R and its gradient: 108 KiB in float32 (above the 48 KiB default); 212 KiB in
-      // float64, which fits an H100's block (227 KiB) but not an A100's (163 KiB).
-      {"D 64", 5, 1, 2, 64, false},
-  };
-  for (const Case& c : cases) {
-    const std::vector<Tensor> inputs{random_cpu({c.L, c.B, c.H, 3, c.D}, 290, -2, 2),
-                                     random_cpu({c.L, c.B, c.H, 3, c.D}, 291, -2, 2),
-                                     random_cpu({c.L, c.B, c.H, 3, c.D}, 292),
-                                     random_cpu({c.L, c.B, c.H, 3, 1}, 293, -2, 2)};
-    const auto lstm = [](const auto& v) { return delta_lstm_of(v); };
-    if (c.f64) check_op_both("delta lstm " + c.name, inputs, lstm);
-    else check_op("delta lstm " + c.name, inputs, lstm);
-  }
-  // Given initial states (no gradient flows to them) and the final states.
-  const std::vector<Tensor> states{random_cpu({2, 2, 3, 10, 10}, 294, -0.5, 0.5), random_cpu({2, 2, 10}, 295),
-                                   random_cpu({2, 2, 10}, 296)};
-  const std::vector<Tensor> inputs{random_cpu({6, 2, 2, 3, 10}, 297, -2, 2), random_cpu({6, 2, 2, 3, 10}, 298, -2, 2),
-                                   random_cpu({6, 2, 2, 3, 10}, 299), random_cpu({6, 2, 2, 3, 1}, 300, -2, 2)};
-  check_op_both("delta lstm from initial states", inputs, [states](const auto& v) { return delta_lstm_of(v, states); });
-  std::vector<Tensor> cpu, gpu;
-  for (const Tensor& t : inputs) {
-    cpu.push_back(t);
-    gpu.push_back(t.to(kCuda));
-  }
-  Tensor Rc, hc, cc, Rg, hg, cg;
-  GradModeGuard no_grad(false);
-  const Tensor yc = delta_lstm_of(cpu, states, &Rc, &hc, &cc), yg = delta_lstm_of(gpu, states, &Rg, &hg, &cg);
-  check_close(yg, yc, 1e-5, "delta lstm output");
-  check_close(Rg, Rc, 1e-5, "delta lstm final R");
-  check_close(hg, hc, 1e-5, "delta lstm final h");
-  check_close(cg, cc, 1e-5, "delta lstm final c");
-}
-
 TEST_CASE("cuda: delta_lstm refuses fast weights larger than a block's shared memory") {
   // D = 128 in float32: the three R_g are 192 KiB, which the forward may use on an H100;
   // R and its gradient need 384 KiB per block, more than any GPU's shared memory.
@@ -917,35 +793,28 @@ TEST_CASE("cuda: delta_lstm refuses fast weights larger than a block's shared me
                        doctest::Contains("delta_lstm on cuda: the three fast weights R_g [D, D] with D = 256"), Error);
 }
 
-// ---- feedback -----------------------------------------------------------------------------------
+// ---- fused recurrences at sizes only float32 fits ------------------------------------------------
 
-TEST_CASE("cuda: feedback_attention, forward and gradients of every input") {
-  struct Case {
-    std::string name;
-    int64_t n, R, B, H, D, Dv;
-  };
-  const std::vector<Case> cases{
-      {"small", 5, 8, 2, 3, 4, 6},
-      {"one slot", 1, 4, 2, 2, 4, 4},
-      {"the whole table (n = R)", 6, 6, 1, 2, 5, 3},
-      {"long memory (n > threads)", 300, 320, 2, 2, 8, 8},
-  };
-  for (const Case& c : cases) {
-    const std::vector<Tensor> inputs{
-        random_cpu({c.B, c.H, c.D}, 300),       random_cpu({c.n, c.B, c.H, c.D}, 301),
-        random_cpu({c.n, c.B, c.H, c.Dv}, 302), random_cpu({c.R, c.H, c.D}, 303),
-        random_cpu({c.R, c.H}, 304),            random_cpu({c.H, c.D}, 305)};
-    const double scale = 1.0 / std::sqrt(static_cast<double>(c.D));
-    check_op_both("feedback " + c.name, inputs,
-                  [scale](const auto& v) { return feedback_attention(v[0], v[1], v[2], v[3], v[4], v[5], scale); });
-  }
-  // Keys and values as views of one packed [n, B, H, 2D] memory.
-  check_op("keys and values as views of one packed memory",
-           {random_cpu({2, 3, 4}, 306), random_cpu({5, 2, 3, 8}, 307), random_cpu({7, 3, 4}, 308),
-            random_cpu({7, 3}, 309), random_cpu({3, 4}, 310)},
-           [](const auto& v) {
-             return feedback_attention(v[0], v[1].narrow(3, 0, 4), v[1].narrow(3, 4, 4), v[2], v[3], v[4], 0.5);
-           });
+// The op table's cases of the fused recurrences (tests/cases_<stem>.cpp) run on
+// the GPU in float32 and float64. These sizes fit a block's shared memory in
+// float32 only.
+TEST_CASE("cuda: fused recurrences whose float64 state would not fit a block") {
+  // DPFP features of 64-wide heads: 256 keys; W and its gradient take 128 KiB in float32.
+  const std::vector<Tensor> rule{random_cpu({3, 1, 1, 256}, 280), random_cpu({3, 1, 1, 256}, 281),
+                                 random_cpu({3, 1, 1, 64}, 282), random_cpu({3, 1, 1, 1}, 283)};
+  check_op("delta rule 64 x 256", rule, [](const auto& v) { return delta_rule_of(v, true); });
+  check_op("sum rule 64 x 256", {rule[0], rule[1], rule[2]}, [](const auto& v) { return delta_rule_of(v, false); });
+  // The Delta RNN at D 128: R and its gradient take 128 KiB in float32.
+  check_op("delta_rnn D 128",
+           {random_cpu({3, 1, 1, 128}, 290), random_cpu({3, 1, 1, 128}, 291), random_cpu({3, 1, 1, 128}, 292),
+            random_cpu({3, 1, 1, 1}, 293)},
+           [](const auto& v) { return delta_rnn_of(v); });
+  // The Delta LSTM at D 64: the three R_g and their gradients take 108 KiB in
+  // float32; 212 KiB in float64 fits an H100's block (227 KiB) but not an A100's (163 KiB).
+  check_op("delta lstm D 64",
+           {random_cpu({5, 1, 2, 3, 64}, 290, -2, 2), random_cpu({5, 1, 2, 3, 64}, 291, -2, 2),
+            random_cpu({5, 1, 2, 3, 64}, 292), random_cpu({5, 1, 2, 3, 1}, 293, -2, 2)},
+           [](const auto& v) { return delta_lstm_of(v); });
 }
 
 // ---- recurrent_delta_net ------------------------------------------------------------------------
@@ -964,37 +833,6 @@ std::vector<Tensor> recurrent_delta_net_inputs(int64_t L, int64_t B, int64_t H, 
           random_cpu({L, B, H, D}, seed + 2, -1, 1), random_cpu({L, B, H, 1}, seed + 3, -1, 1),
           random_cpu({H, D, D}, seed + 4, -r, r),    random_cpu({H, D, D}, seed + 5, -r, r),
           random_cpu({H, D, D}, seed + 6, -r, r),    random_cpu({H, D}, seed + 7, -r, r)};
-}
-
-TEST_CASE("cuda: recurrent_delta_net, forward and gradients of every input and parameter") {
-  struct Case {
-    std::string name;
-    int64_t L, B, H, D;
-  };
-  const std::vector<Case> cases{
-      {"small", 7, 2, 2, 12},
-      {"one step", 1, 1, 3, 5},
-      {"D not a multiple of the warps", 5, 3, 1, 33},
-      // 64-wide heads: W and its gradient take 71 KiB in float64 (above the 48 KiB default).
-      {"64-wide heads", 6, 2, 2, 64},
-  };
-  for (const Case& c : cases)
-    check_op_both("recurrent_delta_net " + c.name, recurrent_delta_net_inputs(c.L, c.B, c.H, c.D, 300),
-                  [](const auto& v) { return recurrent_delta_net_of(v); });
-  // Given initial states (no gradient flows to them) and the final states.
-  const Tensor W0 = random_cpu({2, 2, 10, 10}, 310, -0.3, 0.3), y0 = random_cpu({2, 2, 10}, 311, -1, 1);
-  const std::vector<Tensor> inputs = recurrent_delta_net_inputs(6, 2, 2, 10, 312);
-  check_op_both("recurrent_delta_net from initial states", inputs,
-                [&](const auto& v) { return recurrent_delta_net_of(v, W0, y0); });
-  std::vector<Tensor> gpu;
-  for (const Tensor& t : inputs) gpu.push_back(t.to(kCuda));
-  GradModeGuard no_grad(false);
-  Tensor Wc, yc_last, Wg, yg_last;
-  const Tensor yc = recurrent_delta_net_of(inputs, W0, y0, &Wc, &yc_last);
-  const Tensor yg = recurrent_delta_net_of(gpu, W0, y0, &Wg, &yg_last);
-  check_close(yg, yc, 1e-5, "recurrent_delta_net output");
-  check_close(Wg, Wc, 1e-5, "recurrent_delta_net final W");
-  check_close(yg_last, yc_last, 1e-5, "recurrent_delta_net final y");
 }
 
 TEST_CASE("cuda: recurrent_delta_net's parameter gradients have the same bits run after run") {
