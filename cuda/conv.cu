@@ -11,9 +11,11 @@
 // for a shared kernel (weight [1, K]) the channels too, as on the CPU. The
 // result has the same bits on every run.
 #include <algorithm>
+#include <type_traits>
 
 #include "cuda/cuda_backend.h"
 #include "cuda/layout.cuh"
+#include "engine/kernels/conv.h"
 
 namespace loom::cuda {
 
@@ -106,34 +108,28 @@ __global__ void conv_param_finish_kernel(const double* total, T* gw, T* gb, Conv
 
 }  // namespace
 
-void CudaBackend::causal_conv1d(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias_in,
-                                const Tensor& out) {
-  const Tensor x = dense(x_in), weight = dense(weight_in), bias = dense(bias_in);
-  const ConvDims d = conv_dims(x, weight);
-  dispatch_float(x.dtype(), "causal_conv1d", [&](auto zero) {
-    using T = decltype(zero);
-    const int64_t n = d.L * d.B * d.C;
+void CudaBackend::causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out) {
+  kernels::with_conv_forward(x, weight, bias, out, [](const auto& a) {
+    using T = typename std::decay_t<decltype(a)>::Value;
+    const int64_t n = a.d.L * a.d.B * a.d.C;
     if (n == 0) return;
-    conv_forward_kernel<T><<<grid_for(n), kBlockThreads, 0, stream()>>>(
-        x.data<T>(), weight.data<T>(), bias.defined() ? bias.data<T>() : nullptr, out.data<T>(), d);
+    conv_forward_kernel<T><<<grid_for(n), kBlockThreads, 0, stream()>>>(a.x, a.weight, a.bias, a.out, a.d);
     LOOM_CUDA_CHECK_LAUNCH("causal_conv1d");
   });
 }
 
-void CudaBackend::causal_conv1d_backward(const Tensor& grad_out_in, const Tensor& x_in, const Tensor& weight_in,
+void CudaBackend::causal_conv1d_backward(const Tensor& grad_out, const Tensor& x, const Tensor& weight,
                                          const Tensor& grad_x, const Tensor& grad_weight, const Tensor& grad_bias) {
   const char* op = "causal_conv1d_backward";
-  const Tensor g = dense(grad_out_in), x = dense(x_in), weight = dense(weight_in);
-  const ConvDims d = conv_dims(x, weight);
-  dispatch_float(x.dtype(), op, [&](auto zero) {
-    using T = decltype(zero);
+  kernels::with_conv_backward(grad_out, x, weight, grad_x, grad_weight, grad_bias, [&](const auto& a) {
+    using T = typename std::decay_t<decltype(a)>::Value;
+    const ConvDims& d = a.d;
     const int64_t rows = d.L * d.B, n = rows * d.C;
-    if (grad_x.defined() && n > 0) {
-      conv_grad_x_kernel<T><<<grid_for(n), kBlockThreads, 0, stream()>>>(g.data<T>(), weight.data<T>(),
-                                                                         grad_x.data<T>(), d);
+    if (a.grad_x && n > 0) {
+      conv_grad_x_kernel<T><<<grid_for(n), kBlockThreads, 0, stream()>>>(a.grad_out, a.weight, a.grad_x, d);
       LOOM_CUDA_CHECK_LAUNCH(op);
     }
-    const bool want_weight = grad_weight.defined(), want_bias = grad_bias.defined();
+    const bool want_weight = a.grad_weight != nullptr, want_bias = a.grad_bias != nullptr;
     if (!want_weight && !want_bias) return;
     if (n == 0) {  // sums over no rows (or no channels)
       if (want_weight) fill(grad_weight, 0.0);
@@ -148,15 +144,14 @@ void CudaBackend::causal_conv1d_backward(const Tensor& grad_out_in, const Tensor
     const Tensor partial = Tensor::empty({chunks, stride}, DType::f64, Device::cuda);
     const Tensor total = Tensor::empty({stride}, DType::f64, Device::cuda);
     conv_param_partial_kernel<T><<<grid_for(chunks * d.C), kBlockThreads, 0, stream()>>>(
-        g.data<T>(), x.data<T>(), partial.data<double>(), d, chunk_rows, chunks, want_weight, want_bias);
+        a.grad_out, a.x, partial.data<double>(), d, chunk_rows, chunks, want_weight, want_bias);
     LOOM_CUDA_CHECK_LAUNCH(op);
     conv_sum_chunks_kernel<<<grid_for(stride), kBlockThreads, 0, stream()>>>(partial.data<double>(),
                                                                             total.data<double>(), chunks, stride);
     LOOM_CUDA_CHECK_LAUNCH(op);
     const int64_t cw = d.shared ? 1 : d.C;
     conv_param_finish_kernel<T><<<grid_for(cw * (d.K + 1)), kBlockThreads, 0, stream()>>>(
-        total.data<double>(), want_weight ? grad_weight.data<T>() : nullptr,
-        want_bias ? grad_bias.data<T>() : nullptr, d);
+        total.data<double>(), a.grad_weight, a.grad_bias, d);
     LOOM_CUDA_CHECK_LAUNCH(op);
   });
 }

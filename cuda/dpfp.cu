@@ -6,6 +6,8 @@
 // thread per output element (row, i, j). Backward: one thread per element of x
 // (row, c); it sums dr[c] and dr[n + c] over i in the CPU kernel's order (nvcc
 // may fuse a multiply and an add: equal to the CPU to rounding). No atomics.
+#include <type_traits>
+
 #include "cuda/cuda_backend.h"
 #include "cuda/layout.cuh"
 #include "engine/kernels/dpfp.h"
@@ -56,29 +58,23 @@ __global__ void dpfp_backward_kernel(const T* g, const T* x, T* gx, int64_t rows
 
 }  // namespace
 
-void CudaBackend::dpfp(const Tensor& x_in, int64_t nu, const Tensor& out) {
-  const Tensor x = dense(x_in);
-  const kernels::DpfpRows dims = kernels::dpfp_rows(x);
-  const int64_t rows = dims.rows, n = dims.n;
-  dispatch_float(x.dtype(), "dpfp", [&](auto zero) {
-    using T = decltype(zero);
-    const int64_t total = rows * 2 * n * nu;
+void CudaBackend::dpfp(const Tensor& x, int64_t nu, const Tensor& out) {
+  kernels::with_dpfp_forward(x, nu, out, [](const auto& a) {
+    using T = typename std::decay_t<decltype(a)>::Value;
+    const int64_t total = a.rows * 2 * a.n * a.nu;
     if (total == 0) return;
-    dpfp_forward_kernel<T><<<grid_for(total), kBlockThreads, 0, stream()>>>(x.data<T>(), out.data<T>(), rows, n, nu);
+    dpfp_forward_kernel<T><<<grid_for(total), kBlockThreads, 0, stream()>>>(a.x, a.out, a.rows, a.n, a.nu);
     LOOM_CUDA_CHECK_LAUNCH("dpfp");
   });
 }
 
-void CudaBackend::dpfp_backward(const Tensor& grad_out_in, const Tensor& x_in, int64_t nu, const Tensor& grad_x) {
-  const Tensor g = dense(grad_out_in), x = dense(x_in);
-  const kernels::DpfpRows dims = kernels::dpfp_rows(x);
-  const int64_t rows = dims.rows, n = dims.n;
-  dispatch_float(x.dtype(), "dpfp_backward", [&](auto zero) {
-    using T = decltype(zero);
-    const int64_t total = rows * n;
+void CudaBackend::dpfp_backward(const Tensor& grad_out, const Tensor& x, int64_t nu, const Tensor& grad_x) {
+  kernels::with_dpfp_backward(grad_out, x, nu, grad_x, [](const auto& a) {
+    using T = typename std::decay_t<decltype(a)>::Value;
+    const int64_t total = a.rows * a.n;
     if (total == 0) return;
-    dpfp_backward_kernel<T><<<grid_for(total), kBlockThreads, 0, stream()>>>(g.data<T>(), x.data<T>(),
-                                                                            grad_x.data<T>(), rows, n, nu);
+    dpfp_backward_kernel<T><<<grid_for(total), kBlockThreads, 0, stream()>>>(a.grad_out, a.x, a.grad_x, a.rows,
+                                                                            a.n, a.nu);
     LOOM_CUDA_CHECK_LAUNCH("dpfp_backward");
   });
 }

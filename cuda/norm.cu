@@ -9,15 +9,16 @@
 // per column (in double, as on the CPU) and a second adds the chunks up in
 // order. No two threads write the same sum, and the result has the same bits on
 // every run.
+#include <type_traits>
+
 #include "cuda/block.cuh"
 #include "cuda/cuda_backend.h"
 #include "cuda/layout.cuh"
+#include "engine/kernels/norm.h"
 
 namespace loom::cuda {
 
 namespace {
-
-int64_t row_count(const Tensor& x, int64_t D) { return D == 0 ? 0 : x.numel() / D; }
 
 // a * b, rounded, never fused with a later addition into an fma: the backward
 // subtracts the mean of these products from each of them, which must give 0
@@ -134,13 +135,11 @@ int64_t chunk_rows_for(int64_t rows) { return std::max<int64_t>(32, (rows + 255)
 
 void CudaBackend::layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, const Tensor& out,
                              const Tensor& mean, const Tensor& rstd) {
-  dispatch_float(x.dtype(), "layer_norm", [&](auto zero) {
-    using T = decltype(zero);
-    const int64_t D = x.size(-1), rows = row_count(x, D);
-    if (rows == 0) return;
-    layer_norm_kernel<T><<<row_blocks(rows), row_threads(D), 0, stream()>>>(
-        x.data<T>(), data_or_null<T>(weight), data_or_null<T>(bias), eps, out.data<T>(), mean.data<T>(),
-        rstd.data<T>(), rows, D);
+  kernels::with_layer_norm_forward(x, weight, bias, eps, out, mean, rstd, [](const auto& a) {
+    using T = typename std::decay_t<decltype(a)>::Value;
+    if (a.rows == 0) return;
+    layer_norm_kernel<T><<<row_blocks(a.rows), row_threads(a.D), 0, stream()>>>(a.x, a.weight, a.bias, a.eps, a.out,
+                                                                                a.mean, a.rstd, a.rows, a.D);
     LOOM_CUDA_CHECK_LAUNCH("layer_norm");
   });
 }
@@ -149,20 +148,19 @@ void CudaBackend::layer_norm_backward(const Tensor& grad_out, const Tensor& x, c
                                       const Tensor& mean, const Tensor& rstd, const Tensor& grad_x,
                                       const Tensor& grad_weight, const Tensor& grad_bias) {
   const char* op = "layer_norm_backward";
-  dispatch_float(x.dtype(), op, [&](auto zero) {
-    using T = decltype(zero);
-    const int64_t D = x.size(-1), rows = row_count(x, D);
-    const T *g = grad_out.data<T>(), *px = x.data<T>(), *pm = mean.data<T>(), *pr = rstd.data<T>();
-    if (grad_x.defined() && rows > 0) {
+  kernels::with_layer_norm_backward(grad_out, x, weight, mean, rstd, grad_x, grad_weight, grad_bias, [&](const auto& a) {
+    using T = typename std::decay_t<decltype(a)>::Value;
+    const int64_t D = a.D, rows = a.rows;
+    if (a.grad_x && rows > 0) {
       layer_norm_grad_x_kernel<T><<<row_blocks(rows), row_threads(D), 0, stream()>>>(
-          g, px, data_or_null<T>(weight), pm, pr, grad_x.data<T>(), rows, D);
+          a.grad_out, a.x, a.weight, a.mean, a.rstd, a.grad_x, rows, D);
       LOOM_CUDA_CHECK_LAUNCH(op);
     }
-    if (!grad_weight.defined() && !grad_bias.defined()) return;
+    if (!a.grad_weight && !a.grad_bias) return;
     if (D == 0) return;
     if (rows == 0) {  // sums over no rows
-      if (grad_weight.defined()) fill(grad_weight, 0.0);
-      if (grad_bias.defined()) fill(grad_bias, 0.0);
+      if (a.grad_weight) fill(grad_weight, 0.0);
+      if (a.grad_bias) fill(grad_bias, 0.0);
       return;
     }
     const int64_t chunk_rows = chunk_rows_for(rows), chunks = (rows + chunk_rows - 1) / chunk_rows;
@@ -175,15 +173,15 @@ void CudaBackend::layer_norm_backward(const Tensor& grad_out, const Tensor& x, c
     double* ppw = pw.defined() ? pw.data<double>() : nullptr;
     double* ppb = pb.defined() ? pb.data<double>() : nullptr;
     const dim3 grid(static_cast<unsigned>((D + kWarp - 1) / kWarp), static_cast<unsigned>(chunks));
-    layer_norm_param_partial_kernel<T><<<grid, kBlockThreads, 0, stream()>>>(g, px, pm, pr, ppw, ppb, rows, D,
-                                                                             chunk_rows);
+    layer_norm_param_partial_kernel<T><<<grid, kBlockThreads, 0, stream()>>>(a.grad_out, a.x, a.mean, a.rstd, ppw,
+                                                                             ppb, rows, D, chunk_rows);
     LOOM_CUDA_CHECK_LAUNCH(op);
     if (ppw) {
-      sum_chunks_kernel<T><<<grid_for(D), kBlockThreads, 0, stream()>>>(ppw, grad_weight.data<T>(), chunks, D);
+      sum_chunks_kernel<T><<<grid_for(D), kBlockThreads, 0, stream()>>>(ppw, a.grad_weight, chunks, D);
       LOOM_CUDA_CHECK_LAUNCH(op);
     }
     if (ppb) {
-      sum_chunks_kernel<T><<<grid_for(D), kBlockThreads, 0, stream()>>>(ppb, grad_bias.data<T>(), chunks, D);
+      sum_chunks_kernel<T><<<grid_for(D), kBlockThreads, 0, stream()>>>(ppb, a.grad_bias, chunks, D);
       LOOM_CUDA_CHECK_LAUNCH(op);
     }
   });

@@ -15,7 +15,7 @@ namespace loom::datasets {
 
 inline constexpr const char* kTinyShakespeareUrl =
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt";
-// The path configs name it by (data.path's default, models/config.h).
+// The path configs name it by (data.path's default, models/programs/config.h).
 inline constexpr const char* kTinyShakespearePath = "data/tinyshakespeare.txt";
 // The SHA-256 of the 1,115,394 bytes of Tiny Shakespeare.
 inline constexpr const char* kTinyShakespeareSha256 =

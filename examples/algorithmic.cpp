@@ -1,4 +1,4 @@
-// algorithmic: trains sequence classifiers (models/sequence_classifier.h) on one of
+// algorithmic: trains sequence classifiers (models/families/sequence_classifier.h) on one of
 // the algorithmic tasks of "Going Beyond Linear Transformers with Recurrent Fast
 // Weight Programmers" — the authors' code execution or sequential ListOps
 // (task kinds code_execution_rfwp, listops_rfwp), or the small variants for quick
@@ -40,8 +40,8 @@
 #include "engine/file_io.h"
 #include "engine/json.h"
 #include "examples/command_line.h"
-#include "models/algorithmic.h"
-#include "models/charts.h"
+#include "models/programs/algorithmic.h"
+#include "models/programs/charts.h"
 
 using namespace loom;
 
@@ -284,8 +284,8 @@ int main(int argc, char** argv) {
     bool check = false, baselines = false;
     examples::CommandLine cli(
         "algorithmic",
-        "trains sequence classifiers (models/sequence_classifier.h) on the authors' code execution or sequential "
-        "ListOps (or the small smoke variants) from a config (models/algorithmic.h), for each layer of --layers and "
+        "trains sequence classifiers (models/families/sequence_classifier.h) on the authors' code execution or sequential "
+        "ListOps (or the small smoke variants) from a config (models/programs/algorithmic.h), for each layer of --layers and "
         "seed of --seeds in turn. Each run prints progress lines, keeps the parameters of the best validation "
         "accuracy, prints their test accuracy beside the shallow readings of the same test split "
         "(datasets/task_readings.h) and appends a row to the CSV. A run lives in OUT/<layer>-seed<N>/: "

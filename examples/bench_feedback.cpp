@@ -17,7 +17,7 @@
 
 #include "engine/ops.h"
 #include "examples/command_line.h"
-#include "models/language_model.h"
+#include "models/families/language_model.h"
 
 using namespace loom;
 

@@ -1,5 +1,5 @@
 // context_probe: how a trained fast-weights model does as it reads further into a
-// text, its states carried from window to window (models/context_probe.h).
+// text, its states carried from window to window (models/programs/context_probe.h).
 //
 //   ./build/examples/context_probe runs/fast_weights_delta_rnn --split valid --windows 50
 //
@@ -20,8 +20,8 @@
 #include "engine/device.h"
 #include "engine/error.h"
 #include "examples/command_line.h"
-#include "models/checkpoint.h"
-#include "models/context_probe.h"
+#include "models/programs/checkpoint.h"
+#include "models/programs/context_probe.h"
 
 using namespace loom;
 
@@ -32,7 +32,7 @@ int main(int argc, char** argv) {
     examples::CommandLine cli(
         "context_probe",
         "how a trained model does as it reads further into a text, its states carried from window to window "
-        "(models/context_probe.h). Prints one line per window to stdout: the tokens each stream has read before "
+        "(models/programs/context_probe.h). Prints one line per window to stdout: the tokens each stream has read before "
         "it, its loss, the running mean, and the root mean square of each layer's carried states.",
         "./build/examples/context_probe runs/fast_weights_delta_rnn --split valid --windows 50");
     cli.argument("<run directory | checkpoint>",

@@ -4,7 +4,7 @@
 //                             --temperature 0.8 --top-k 20 --seed 1
 //
 // The checkpoint is a run directory (its newest checkpoint), a checkpoint
-// directory or the model.safetensors inside one (models/checkpoint.h). The model
+// directory or the model.safetensors inside one (models/programs/checkpoint.h). The model
 // is rebuilt from the config in the model file's metadata and the tokenizer read
 // from vocab.json beside it. The prompt is fed once, then each new character
 // alone (incremental decoding: the prefix is never recomputed); past the model's
@@ -19,10 +19,10 @@
 #include "engine/error.h"
 #include "engine/safetensors.h"
 #include "examples/command_line.h"
-#include "models/checkpoint.h"
-#include "models/config.h"
-#include "models/generate.h"
-#include "models/trainer.h"
+#include "models/programs/checkpoint.h"
+#include "models/programs/config.h"
+#include "models/programs/generate.h"
+#include "models/programs/trainer.h"
 
 using namespace loom;
 
@@ -38,7 +38,7 @@ int main(int argc, char** argv) {
                               "./build/examples/generate runs/primer_ez_small --prompt \"It is\" --length 200");
     cli.argument("<run directory | checkpoint>",
                  "a run directory (its newest checkpoint), a checkpoint directory or the model.safetensors inside one "
-                 "(models/checkpoint.h); the model is rebuilt from its metadata, the tokenizer read from vocab.json.");
+                 "(models/programs/checkpoint.h); the model is rebuilt from its metadata, the tokenizer read from vocab.json.");
     cli.option("--prompt", "TEXT", "\"It is\"", "the text to continue; every character must be in the vocabulary.",
                [&](const auto& v) { prompt = v.text; });
     cli.option("--length", "N", "200", "how many characters to generate.",

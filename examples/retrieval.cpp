@@ -1,5 +1,5 @@
 // retrieval: sweeps the number of keys S of the associative-retrieval task for
-// several feature maps and update rules (models/retrieval.h), as in the
+// several feature maps and update rules (models/programs/retrieval.h), as in the
 // memory-capacity experiments of "Linear Transformers Are Secretly Fast Weight
 // Programmers", and writes the best and the final evaluation loss of each run to
 // a CSV and one SVG chart per setting (best loss vs S, one line per model, the
@@ -38,8 +38,8 @@
 #include "engine/error.h"
 #include "engine/file_io.h"
 #include "examples/command_line.h"
-#include "models/charts.h"
-#include "models/retrieval.h"
+#include "models/programs/charts.h"
+#include "models/programs/retrieval.h"
 
 using namespace loom;
 using Json = nlohmann::json;
@@ -345,7 +345,7 @@ int main(int argc, char** argv) {
     examples::CommandLine cli(
         "retrieval",
         "sweeps the number of keys S of the associative-retrieval task for several feature maps and update rules "
-        "(models/retrieval.h), as in the memory-capacity experiments of \"Linear Transformers Are Secretly Fast "
+        "(models/programs/retrieval.h), as in the memory-capacity experiments of \"Linear Transformers Are Secretly Fast "
         "Weight Programmers\". Writes the best and the final evaluation loss of each run to DIR/results.csv and one chart per "
         "setting to DIR/setting<n>.svg (loss vs S, one line per model; the authors' values dashed when the config "
         "lists them), both rewritten atomically after every run. Runs already in results.csv are skipped, so an "

@@ -1,4 +1,4 @@
-// train: trains a language model from a JSON config (models/config.h).
+// train: trains a language model from a JSON config (models/programs/config.h).
 //
 //   ./build/examples/train examples/configs/bigram.json
 //   ./build/examples/train config.json --resume [runs/x] [--overwrite] [--steps N] [--threads N]
@@ -8,17 +8,17 @@
 // (the default) comes from the copy shipped in datasets/, checked by its SHA-256;
 // any other data.url is downloaded to data.path.
 // Progress goes to stderr, validations and samples to stdout, metrics to
-// <out_dir>/metrics.jsonl and their chart to <out_dir>/curves.svg (models/charts.h,
+// <out_dir>/metrics.jsonl and their chart to <out_dir>/curves.svg (models/programs/charts.h,
 // redrawn at every evaluation), checkpoints to
 // <out_dir>/checkpoint-<step>/ with the link <out_dir>/checkpoint naming the newest
-// (models/checkpoint.h). --resume continues the run in out_dir, or the checkpoint
+// (models/programs/checkpoint.h). --resume continues the run in out_dir, or the checkpoint
 // given; --overwrite starts over in an out_dir that holds a run; without either
 // such an out_dir is refused. Ctrl-C or SIGTERM finish the step, save and exit.
 // --steps N sets the total step count (a resumed run continues up to N).
 // --peak-gflops sets the machine's float32 peak for MFU; without it the FMA probe
 // of engine/cpu_peak.h measures it (the same probe bench_ops prints).
 //
-// Data-parallel over MPI (models/distributed.h, engine/comm/):
+// Data-parallel over MPI (models/programs/distributed.h, engine/comm/):
 //   mpirun -np N ./build/examples/train config.json [--threads T] [--comm-timeout S]
 // runs N ranks; the config's batch is the global batch, split across them, so the
 // run sees the tokens one process would. Rank 0 alone writes out_dir and prints
@@ -45,10 +45,10 @@
 #include "engine/cpu_peak.h"
 #include "engine/error.h"
 #include "examples/command_line.h"
-#include "models/checkpoint.h"
-#include "models/config.h"
-#include "models/language_model.h"
-#include "models/trainer.h"
+#include "models/programs/checkpoint.h"
+#include "models/programs/config.h"
+#include "models/families/language_model.h"
+#include "models/programs/trainer.h"
 
 using namespace loom;
 
@@ -92,7 +92,7 @@ struct Arguments {
 examples::CommandLine command_line(Arguments& a) {
   examples::CommandLine cli(
       "train",
-      "trains a language model from a JSON config (models/config.h: model, data, optimizer, training, sample). "
+      "trains a language model from a JSON config (models/programs/config.h: model, data, optimizer, training, sample). "
       "The text is read from data.path; when that file is missing, Tiny Shakespeare comes from the copy shipped "
       "in datasets/ (checked by its SHA-256), any other data.url is downloaded to data.path.",
       "./build/examples/train examples/configs/primer_ez_small.json --steps 1000");
@@ -124,7 +124,7 @@ examples::CommandLine command_line(Arguments& a) {
            "curves.svg (training and validation loss, validation accuracy and tokens/s against the step, redrawn "
            "at every evaluation; any browser shows it), checkpoint-<step>/ directories every "
            "training.checkpoint_interval steps and at the end, with the link checkpoint naming the newest "
-           "(models/checkpoint.h). Progress goes to stderr, evaluations and samples to stdout.");
+           "(models/programs/checkpoint.h). Progress goes to stderr, evaluations and samples to stdout.");
   cli.note("Ctrl-C or SIGTERM finish the step, save a checkpoint and exit (130 or 143); --resume continues.");
   cli.note("Under mpirun the config's batch is the global batch, split across the ranks; rank 0 alone writes "
            "out_dir. With \"device\": \"cuda\" each rank takes the GPU of its local rank.");

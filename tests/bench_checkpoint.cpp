@@ -23,9 +23,9 @@
 #include "engine/crc32c.h"
 #include "engine/ops.h"
 #include "engine/safetensors.h"
-#include "models/config.h"
-#include "models/language_model.h"
-#include "models/optim.h"
+#include "models/programs/config.h"
+#include "models/families/language_model.h"
+#include "models/blocks/optim.h"
 
 using namespace loom;
 using Clock = std::chrono::steady_clock;

@@ -23,7 +23,7 @@
 #include "engine/device.h"
 #include "engine/kernels/delta_rule.h"
 #include "engine/ops.h"
-#include "models/fast_weights.h"
+#include "models/families/fast_weights.h"
 #include "tests/bench_timing.h"
 
 namespace {

@@ -83,6 +83,11 @@ static CaseRegistrar attention_cases([](std::vector<OpCase>& c) {
                 InputSpec({4, 1, 2, 4}), 1.0, true);
   add_attention(c, "no queries [0,2,2,3]", InputSpec({0, 2, 2, 3}), InputSpec({4, 2, 2, 3}), InputSpec({4, 2, 2, 3}),
                 0.5, false);
+  add_attention(c, "one query, one key [1,1,1,3]", InputSpec({1, 1, 1, 3}), InputSpec({1, 1, 1, 3}),
+                InputSpec({1, 1, 1, 2}), 0.6, true);
+  // Cross attention: more queries than keys.
+  add_attention(c, "Lq > Lk [7,2,1,3] over [4,2,1,3]", InputSpec({7, 2, 1, 3}), InputSpec({4, 2, 1, 3}),
+                InputSpec({4, 2, 1, 2}), 0.6, false);
   // The model's layout seen from a batch-first tensor: q [B, L, H, D] transposed to [L, B, H, D].
   c.push_back({"attention q, k, v permuted from [B, L, H, D] causal",
                {InputSpec({2, 5, 2, 3}), InputSpec({2, 5, 2, 3}), InputSpec({2, 5, 2, 3})},

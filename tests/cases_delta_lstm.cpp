@@ -110,8 +110,12 @@ struct Initial {
 
 // Adds one case. Inputs: z, rk, rv, gamma, then the initial states it passes
 // (constants: they get no gradient).
+// Keys in [0, key_high]. With final_states the case's result is the output and
+// the three final states, flattened into one (not gradient-checked: the final
+// states carry no gradient).
 void add_case(std::vector<OpCase>& cases, const std::string& variant, Initial initial, int64_t L, int64_t B,
-              int64_t H, int64_t D, bool strided = false, bool transposed = false) {
+              int64_t H, int64_t D, bool strided = false, bool transposed = false, double key_high = 0.6,
+              bool final_states = false) {
   auto spec = [&](Shape s, double lo, double hi) {
     InputSpec in(std::move(s));
     in.range(lo, hi);
@@ -120,23 +124,32 @@ void add_case(std::vector<OpCase>& cases, const std::string& variant, Initial in
     return in;
   };
   // Keys in [0, 0.6] (like softmax outputs, not normalised) keep gamma·|rk|² below 1:
-  // R stays of order 1.
-  std::vector<InputSpec> inputs = {spec({L, B, H, 3, D}, -1.5, 1.5), spec({L, B, H, 3, D}, 0.0, 0.6),
+  // R stays of order 1. Wider heads take keys in [0, √(3/D)] for the same reason.
+  std::vector<InputSpec> inputs = {spec({L, B, H, 3, D}, -1.5, 1.5), spec({L, B, H, 3, D}, 0.0, key_high),
                                    spec({L, B, H, 3, D}, -1, 1), spec({L, B, H, 3, 1}, 0.05, 0.95)};
   if (initial.R) inputs.push_back(spec({B, H, 3, D, D}, -1, 1).constant());
   if (initial.h) inputs.push_back(spec({B, H, D}, -2, 2).constant());
   if (initial.c) inputs.push_back(spec({B, H, D}, -1, 1).constant());
   // Positions of the states among the inputs (0: not given).
   const size_t iR = initial.R ? 4 : 0, ih = initial.h ? 4 + initial.R : 0, ic = initial.c ? 4 + initial.R + initial.h : 0;
-  cases.push_back({"delta_lstm" + initial.name() + ", " + variant, std::move(inputs),
-                   [iR, ih, ic](const Xs& x) {
+  const std::string name = "delta_lstm" + initial.name() + ", " + variant +
+                           (final_states ? ", output and final states" : "");
+  cases.push_back({name, std::move(inputs),
+                   [iR, ih, ic, final_states](const Xs& x) {
                      auto state = [&](size_t i) { return i ? x[i] : Tensor(); };
-                     return delta_lstm(x[0], x[1], x[2], x[3], state(iR), state(ih), state(ic));
+                     if (!final_states) return delta_lstm(x[0], x[1], x[2], x[3], state(iR), state(ih), state(ic));
+                     Tensor R, h, cell;
+                     const Tensor y =
+                         delta_lstm(x[0], x[1], x[2], x[3], state(iR), state(ih), state(ic), &R, &h, &cell);
+                     return flat_concat({y, R, h, cell});
                    },
-                   [iR, ih, ic](const Rs& r) {
+                   [iR, ih, ic, final_states](const Rs& r) {
                      auto state = [&](size_t i) { return i ? &r[i] : nullptr; };
-                     return delta_lstm_ref(r[0], r[1], r[2], r[3], {state(iR), state(ih), state(ic)});
-                   }});
+                     RefFinal last;
+                     const Ref y = delta_lstm_ref(r[0], r[1], r[2], r[3], {state(iR), state(ih), state(ic)}, &last);
+                     return final_states ? flat_concat({y, last.R, last.h, last.c}) : y;
+                   },
+                   /*gradcheck=*/!final_states});
 }
 
 }  // namespace
@@ -153,6 +166,10 @@ static CaseRegistrar delta_lstm_cases([](std::vector<OpCase>& c) {
   add_case(c, "transposed views [3,2,2,3,4]", none, 3, 2, 2, 4, false, /*transposed=*/true);
   add_case(c, "D 1 [6,1,1,3,1]", all, 6, 1, 1, 1);
   add_case(c, "odd sizes [3,1,2,3,11]", all, 3, 1, 2, 11);
+  // Heads wider than a warp with a tail (model-sized D 64 fits a block in float32 only: tests/test_cuda.cpp).
+  add_case(c, "D 33 [3,1,1,3,33]", all, 3, 1, 1, 33, false, false, std::sqrt(3.0 / 33));
+  for (Initial initial : {none, all})
+    add_case(c, "[6,2,2,3,10]", initial, 6, 2, 2, 10, false, false, 0.5, /*final_states=*/true);
 });
 
 // ---- the fused op against the recurrence written with engine ops, step by step ----------

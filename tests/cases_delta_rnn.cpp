@@ -69,9 +69,12 @@ Ref delta_rnn_ref(const Ref& z, const Ref& rk, const Ref& rv, const Ref& gamma, 
 }
 
 // Adds one case. Inputs: z, rk, rv, gamma, then initial_R and initial_y when
-// given (constants: they get no gradient).
+// given (constants: they get no gradient). With final_states the case's result
+// is the output and both final states, flattened into one (not gradient-checked:
+// the final states carry no gradient).
 void add_case(std::vector<OpCase>& cases, const std::string& variant, bool with_R, bool with_y, int64_t L,
-              int64_t B, int64_t H, int64_t D, bool strided = false, bool transposed = false) {
+              int64_t B, int64_t H, int64_t D, bool strided = false, bool transposed = false,
+              bool final_states = false) {
   auto spec = [&](Shape s, double lo, double hi) {
     InputSpec in(std::move(s));
     in.range(lo, hi);
@@ -87,18 +90,24 @@ void add_case(std::vector<OpCase>& cases, const std::string& variant, bool with_
   if (with_R) inputs.push_back(spec({B, H, D, D}, -1, 1).constant());
   if (with_y) inputs.push_back(spec({B, H, D}, -2, 2).constant());
   const std::string name = std::string("delta_rnn") + (with_R ? ", initial R" : "") + (with_y ? ", initial y" : "") +
-                           ", " + variant;
+                           ", " + variant + (final_states ? ", output and final states" : "");
   cases.push_back({name, std::move(inputs),
-                   [with_R, with_y](const Xs& x) {
+                   [with_R, with_y, final_states](const Xs& x) {
                      const Tensor r0 = with_R ? x[4] : Tensor();
                      const Tensor y0 = with_y ? x[with_R ? 5 : 4] : Tensor();
-                     return delta_rnn(x[0], x[1], x[2], x[3], r0, y0);
+                     if (!final_states) return delta_rnn(x[0], x[1], x[2], x[3], r0, y0);
+                     Tensor last_R, last_y;
+                     const Tensor y = delta_rnn(x[0], x[1], x[2], x[3], r0, y0, &last_R, &last_y);
+                     return flat_concat({y, last_R, last_y});
                    },
-                   [with_R, with_y](const Rs& r) {
+                   [with_R, with_y, final_states](const Rs& r) {
                      const Ref* r0 = with_R ? &r[4] : nullptr;
                      const Ref* y0 = with_y ? &r[with_R ? 5 : 4] : nullptr;
-                     return delta_rnn_ref(r[0], r[1], r[2], r[3], r0, y0);
-                   }});
+                     Ref last_R, last_y;
+                     const Ref y = delta_rnn_ref(r[0], r[1], r[2], r[3], r0, y0, &last_R, &last_y);
+                     return final_states ? flat_concat({y, last_R, last_y}) : y;
+                   },
+                   /*gradcheck=*/!final_states});
 }
 
 }  // namespace
@@ -115,6 +124,11 @@ static CaseRegistrar delta_rnn_cases([](std::vector<OpCase>& c) {
   add_case(c, "transposed views, initial states [3,4,4,4]", true, true, 3, 4, 4, 4, false, /*transposed=*/true);
   add_case(c, "D 1 [6,1,1,1]", true, true, 6, 1, 1, 1);
   add_case(c, "odd D [3,1,2,19]", true, true, 3, 1, 2, 19);
+  // Heads wider than a warp with a tail, and model-sized.
+  add_case(c, "D 33 [3,1,1,33]", true, true, 3, 1, 1, 33);
+  add_case(c, "D 64 [3,1,1,64]", false, false, 3, 1, 1, 64);
+  for (bool initial : {false, true})
+    add_case(c, "[6,2,2,10]", initial, initial, 6, 2, 2, 10, false, false, /*final_states=*/true);
 });
 
 // ---- the fused op against the recurrence written with engine ops, step by step ----------

@@ -56,8 +56,12 @@ Ref delta_rule_ref(const Ref& q, const Ref& k, const Ref& v, const Ref* beta, co
 
 // Adds one case. Inputs: q, k, v, then beta (delta rule), then initial_state (a
 // constant: it gets no gradient).
+// Keys in [-key_half, key_half]. With final_states the case's result is the
+// output and the final state, flattened into one (not gradient-checked: the final
+// state carries no gradient).
 void add_case(std::vector<OpCase>& cases, const std::string& variant, bool delta, bool initial, int64_t L, int64_t B,
-              int64_t H, int64_t Dk, int64_t Dv, bool strided = false, bool transposed = false) {
+              int64_t H, int64_t Dk, int64_t Dv, bool strided = false, bool transposed = false,
+              double key_half = 0.5, bool final_states = false) {
   auto spec = [&](Shape s, double lo, double hi) {
     InputSpec in(std::move(s));
     in.range(lo, hi);
@@ -67,23 +71,30 @@ void add_case(std::vector<OpCase>& cases, const std::string& variant, bool delta
   };
   // Keys in [-0.5, 0.5] keep beta·|k|² near 1 or below (the delta rule contracts
   // W while it is below 2), so values stay of order 1 and float32 rounding small.
-  std::vector<InputSpec> inputs = {spec({L, B, H, Dk}, -1, 1), spec({L, B, H, Dk}, -0.5, 0.5),
+  // Wider heads take keys in [-1/√Dk, 1/√Dk] for the same reason.
+  std::vector<InputSpec> inputs = {spec({L, B, H, Dk}, -1, 1), spec({L, B, H, Dk}, -key_half, key_half),
                                    spec({L, B, H, Dv}, -1, 1)};
   if (delta) inputs.push_back(spec({L, B, H, 1}, 0.05, 0.95));
   if (initial) inputs.push_back(spec({B, H, Dv, Dk}, -1, 1).constant());
   const std::string name = std::string("delta_rule ") + (delta ? "delta" : "sum") + " rule" +
-                           (initial ? ", initial state" : "") + ", " + variant;
+                           (initial ? ", initial state" : "") + ", " + variant +
+                           (final_states ? ", output and final state" : "");
   cases.push_back({name, std::move(inputs),
-                   [delta, initial](const Xs& x) {
+                   [delta, initial, final_states](const Xs& x) {
                      const Tensor beta = delta ? x[3] : Tensor();
                      const Tensor w0 = initial ? x[delta ? 4 : 3] : Tensor();
-                     return delta_rule(x[0], x[1], x[2], beta, w0);
+                     Tensor last;
+                     const Tensor y = delta_rule(x[0], x[1], x[2], beta, w0, final_states ? &last : nullptr);
+                     return final_states ? flat_concat({y, last}) : y;
                    },
-                   [delta, initial](const Rs& r) {
+                   [delta, initial, final_states](const Rs& r) {
                      const Ref* beta = delta ? &r[3] : nullptr;
                      const Ref* w0 = initial ? &r[delta ? 4 : 3] : nullptr;
-                     return delta_rule_ref(r[0], r[1], r[2], beta, w0);
-                   }});
+                     Ref last;
+                     const Ref y = delta_rule_ref(r[0], r[1], r[2], beta, w0, &last);
+                     return final_states ? flat_concat({y, last}) : y;
+                   },
+                   /*gradcheck=*/!final_states});
 }
 
 }  // namespace
@@ -99,7 +110,12 @@ static CaseRegistrar delta_rule_cases([](std::vector<OpCase>& c) {
     add_case(c, "Dk 1, Dv 1 [6,1,1,1]", delta, false, 6, 1, 1, 1, 1);
     // Past the kernels' blocks of rows and vector lanes, with tails of both.
     add_case(c, "blocks and tails [3,1,2,19] Dv 11", delta, true, 3, 1, 2, 19, 11);
+    // Heads wider than a warp with a tail, and model-sized (DPFP features of 32-wide heads).
+    add_case(c, "Dk 33 Dv 13 [3,1,1,33]", delta, true, 3, 1, 1, 33, 13, false, false, 1 / std::sqrt(33.0));
+    add_case(c, "Dk 128 Dv 64 [3,1,1,128]", delta, false, 3, 1, 1, 128, 64, false, false, 1 / std::sqrt(128.0));
   }
+  for (bool delta : {true, false})
+    add_case(c, "[6,2,2,12] Dv 10", delta, true, 6, 2, 2, 12, 10, false, false, 0.5, /*final_states=*/true);
 });
 
 // ---- the fused op against the recurrence written with engine ops, step by step ----------

@@ -37,9 +37,14 @@ void add_binary(std::vector<OpCase>& cases, const std::string& name,
   cases.push_back({name + " broadcast [2,3,4]x[3,1]", {spec({2, 3, 4}), spec({3, 1})}, run, reference,
                    gradcheck});
   cases.push_back({name + " scalar operand", {spec({2, 5}), spec({})}, run, reference, gradcheck});
+  cases.push_back({name + " scalar first operand", {spec({}), spec({2, 5})}, run, reference, gradcheck});
   cases.push_back({name + " transposed x strided", {spec({3, 4}).transposed(), spec({3, 4}).strided()}, run,
                    reference, gradcheck});
   cases.push_back({name + " empty", {spec({0, 4}), spec({4})}, run, reference, gradcheck});
+  // Equal operands: ties must give the same 0/1 (comparisons) and the same split
+  // of the gradient (maximum, minimum) on every backend.
+  cases.push_back({name + " of a tensor with itself", {spec({5, 6})}, [f](const Xs& x) { return f(x[0], x[0]); },
+                   [ref](const Rs& r) { return zip(r[0], r[0], ref); }, gradcheck});
 }
 
 double sigmoid_ref(double x) { return 1.0 / (1.0 + std::exp(-x)); }
@@ -84,9 +89,9 @@ static CaseRegistrar binary_cases([](std::vector<OpCase>& c) {
   add_binary(c, "minimum", minimum, [](double a, double b) { return a <= b ? a : b; });
   add_binary(c, "gt", gt, [](double a, double b) { return a > b ? 1.0 : 0.0; }, -1, 1, false);
   add_binary(c, "le", le, [](double a, double b) { return a <= b ? 1.0 : 0.0; }, -1, 1, false);
-  c.push_back({"eq of a tensor with itself", {InputSpec({3, 4})},
-               [](const Xs& x) { return eq(x[0], x[0]); }, [](const Rs& r) { return map(r[0], [](double) { return 1.0; }); },
-               false});
+  add_binary(c, "ge", ge, [](double a, double b) { return a >= b ? 1.0 : 0.0; }, -1, 1, false);
+  add_binary(c, "lt", lt, [](double a, double b) { return a < b ? 1.0 : 0.0; }, -1, 1, false);
+  add_binary(c, "eq", eq, [](double a, double b) { return a == b ? 1.0 : 0.0; }, -1, 1, false);
   c.push_back({"add scalar double", {InputSpec({2, 3})}, [](const Xs& x) { return x[0] + 1.5; },
                [](const Rs& r) { return map(r[0], [](double a) { return a + 1.5; }); }});
   c.push_back({"mul scalar double, strided", {InputSpec({2, 3}).strided()},

@@ -80,6 +80,7 @@ static CaseRegistrar feedback_cases([](std::vector<OpCase>& c) {
   add_case(c, "transposed memory (last axis not unit-stride)", {2, 3, 2, 2, 3, 4}, Layout::transposed);
   add_case(c, "scale 1/sqrt(D)", {2, 2, 4, 4, 5, 8}, Layout::contiguous, 0.5);
   add_case(c, "empty batch B=0", {0, 2, 3, 3, 2, 2});
+  add_case(c, "long memory n=300 (more slots than a block has threads)", {1, 1, 4, 4, 300, 320});
 });
 
 // ---- the fused op against the same math composed of elementary ops ------------------

@@ -86,9 +86,12 @@ Ref rdn_ref(const Rs& r, const Ref* W0, const Ref* y0, Ref* last_W = nullptr, Re
 }
 
 // Adds one case. Inputs: qx, kx, vx, bx, Rq, Rk, Rv, rb, then initial_W and initial_y
-// (constants: no gradient flows to them).
+// (constants: no gradient flows to them); the recurrent parameters in
+// [-param_half, param_half]. With final_states the case's result is the output
+// and both final states, flattened into one (not gradient-checked: the final
+// states carry no gradient).
 void add_case(std::vector<OpCase>& cases, const std::string& variant, bool initial, int64_t L, int64_t B, int64_t H,
-              int64_t D, Layout layout = Layout::contiguous) {
+              int64_t D, Layout layout = Layout::contiguous, double param_half = 0.6, bool final_states = false) {
   auto spec = [&](Shape s, double lo, double hi) {
     InputSpec in(std::move(s));
     in.range(lo, hi);
@@ -98,22 +101,30 @@ void add_case(std::vector<OpCase>& cases, const std::string& variant, bool initi
   // Recurrent parameters of order 1/sqrt(D) at most keep the pre-activations of order 1.
   std::vector<InputSpec> inputs = {spec({L, B, H, D}, -1, 1),   spec({L, B, H, D}, -1, 1),
                                    spec({L, B, H, D}, -1, 1),   spec({L, B, H, 1}, -1, 1),
-                                   spec({H, D, D}, -0.6, 0.6),  spec({H, D, D}, -0.6, 0.6),
-                                   spec({H, D, D}, -0.6, 0.6),  spec({H, D}, -0.6, 0.6)};
+                                   spec({H, D, D}, -param_half, param_half),  spec({H, D, D}, -param_half, param_half),
+                                   spec({H, D, D}, -param_half, param_half),  spec({H, D}, -param_half, param_half)};
   if (initial) {
     inputs.push_back(spec({B, H, D, D}, -1, 1).constant());
     inputs.push_back(spec({B, H, D}, -1.5, 1.5).constant());
   }
   const std::string name =
-      std::string("recurrent_delta_net") + (initial ? ", initial states" : "") + ", " + variant;
+      std::string("recurrent_delta_net") + (initial ? ", initial states" : "") + ", " + variant +
+      (final_states ? ", output and final states" : "");
   cases.push_back({name, std::move(inputs),
-                   [initial](const Xs& x) {
-                     return recurrent_delta_net(x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7],
-                                                initial ? x[8] : Tensor(), initial ? x[9] : Tensor());
+                   [initial, final_states](const Xs& x) {
+                     const Tensor W0 = initial ? x[8] : Tensor(), y0 = initial ? x[9] : Tensor();
+                     Tensor last_W, last_y;
+                     const Tensor y = recurrent_delta_net(x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7], W0, y0,
+                                                          final_states ? &last_W : nullptr,
+                                                          final_states ? &last_y : nullptr);
+                     return final_states ? flat_concat({y, last_W, last_y}) : y;
                    },
-                   [initial](const Rs& r) {
-                     return rdn_ref(r, initial ? &r[8] : nullptr, initial ? &r[9] : nullptr);
-                   }});
+                   [initial, final_states](const Rs& r) {
+                     Ref last_W, last_y;
+                     const Ref y = rdn_ref(r, initial ? &r[8] : nullptr, initial ? &r[9] : nullptr, &last_W, &last_y);
+                     return final_states ? flat_concat({y, last_W, last_y}) : y;
+                   },
+                   /*gradcheck=*/!final_states});
 }
 
 }  // namespace
@@ -127,6 +138,12 @@ static CaseRegistrar recurrent_delta_net_cases([](std::vector<OpCase>& c) {
   add_case(c, "transposed views [3,2,3,3]", false, 3, 2, 3, 3, Layout::transposed);
   add_case(c, "D 1 [6,2,1,1]", true, 6, 2, 1, 1);
   add_case(c, "odd sizes [3,3,2,7]", true, 3, 3, 2, 7);
+  // Heads wider than a warp with a tail, and model-sized; parameters at the authors' scale 1/√D.
+  add_case(c, "D 33 [3,1,1,33]", true, 3, 1, 1, 33, Layout::contiguous, 1 / std::sqrt(33.0));
+  add_case(c, "D 64 [3,1,1,64]", false, 3, 1, 1, 64, Layout::contiguous, 1 / std::sqrt(64.0));
+  c.back().grad_eps = 1e-4;  // parameter gradients near 1e-6: a wider step keeps rounding out of the differences
+  for (bool initial : {false, true})
+    add_case(c, "[6,2,2,10]", initial, 6, 2, 2, 10, Layout::contiguous, 0.3, /*final_states=*/true);
 });
 
 // ---- the fused op against the recurrence written with engine ops, step by step ----------

@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "engine/ops.h"
-#include "models/language_model.h"
-#include "models/optim.h"
+#include "models/families/language_model.h"
+#include "models/blocks/optim.h"
 
 namespace loom::test {
 
@@ -27,7 +27,7 @@ inline Tensor next_token_loss(const Tensor& logits, const Tensor& targets) {
   return cross_entropy(reshape(logits, {-1, V}), reshape(targets, {-1}));
 }
 
-// Trains `model` on one batch with Adam (models/optim.h, checked against PyTorch
+// Trains `model` on one batch with Adam (models/blocks/optim.h, checked against PyTorch
 // in test_optim.cpp) at a constant learning rate; returns the first and the last
 // loss. A model that can learn drives the last one close to zero.
 inline std::pair<double, double> overfit_one_batch(models::LanguageModel& model, const Tensor& tokens,

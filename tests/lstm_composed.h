@@ -1,4 +1,4 @@
-// lstm_composed.h: the LSTM recurrence as models/sequence_classifier.cpp composed
+// lstm_composed.h: the LSTM recurrence as models/families/sequence_classifier.cpp composed
 // it before the fused op lstm (engine/ops.h): per step a matmul for the recurrent
 // half, narrow for each gate, sigmoid and tanh, and the cell update, every one a
 // recorded op. The yardstick of tests/cases_lstm.cpp and tests/bench_lstm.cpp.

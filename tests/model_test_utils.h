@@ -11,7 +11,7 @@
 #include "tests/test_util.h"
 #include "engine/error.h"
 #include "engine/ops.h"
-#include "models/module.h"
+#include "models/blocks/module.h"
 
 namespace loom::test {
 

@@ -26,7 +26,7 @@
 #include <string>
 
 #include "engine/safetensors.h"
-#include "models/checkpoint.h"
+#include "models/programs/checkpoint.h"
 
 namespace {
 

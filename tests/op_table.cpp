@@ -112,6 +112,20 @@ Ref swap_first_two_axes(const Ref& r) {
   return out;
 }
 
+Tensor flat_concat(const std::vector<Tensor>& parts) {
+  std::vector<Tensor> flat;
+  for (const Tensor& t : parts) flat.push_back(t.reshape({-1}));
+  return concat(flat, 0);
+}
+
+Ref flat_concat(const std::vector<Ref>& parts) {
+  std::vector<double> v;
+  for (const Ref& r : parts) v.insert(v.end(), r.v.begin(), r.v.end());
+  Ref out({static_cast<int64_t>(v.size())});
+  out.v = std::move(v);
+  return out;
+}
+
 Ref zip(const Ref& a, const Ref& b, const std::function<double(double, double)>& f) {
   const Shape shape = broadcast_shapes(a.shape, b.shape, "zip");
   Ref out(shape);

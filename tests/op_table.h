@@ -100,4 +100,9 @@ Ref swap_first_two_axes(const Ref& r);
 // numpy broadcasting of two Refs.
 Ref zip(const Ref& a, const Ref& b, const std::function<double(double, double)>& f);
 
+// The elements of each part, flattened, one part after another: a recurrence's
+// output and its final states as one result that a case compares.
+Tensor flat_concat(const std::vector<Tensor>& parts);
+Ref flat_concat(const std::vector<Ref>& parts);
+
 }  // namespace loom::test

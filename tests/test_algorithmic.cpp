@@ -1,5 +1,5 @@
 // test_algorithmic.cpp: the algorithmic tasks (datasets/code_execution.h,
-// datasets/listops.h) and their classifier (models/sequence_classifier.h).
+// datasets/listops.h) and their classifier (models/families/sequence_classifier.h).
 //
 // The generators are checked by independent readers written here: an interpreter
 // that parses a generated program back from its words and runs it, and a stack
@@ -19,9 +19,9 @@
 #include "datasets/code_execution.h"
 #include "datasets/listops.h"
 #include "engine/ops.h"
-#include "models/algorithmic.h"
-#include "models/optim.h"
-#include "models/sequence_classifier.h"
+#include "models/programs/algorithmic.h"
+#include "models/blocks/optim.h"
+#include "models/families/sequence_classifier.h"
 #include "tests/test_util.h"
 
 namespace loom::test {
@@ -492,7 +492,7 @@ TEST_CASE("sequence classifier: bad configs and inputs are errors that name the 
                  {"9"});
 }
 
-// ---- the run config and protocol (models/algorithmic.h) --------------------------------------
+// ---- the run config and protocol (models/programs/algorithmic.h) --------------------------------------
 
 TEST_CASE("algorithmic config: a valid config, with the vocabulary and classes from the task") {
   const models::AlgorithmicConfig c = models::parse_algorithmic_config(

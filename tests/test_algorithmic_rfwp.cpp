@@ -19,8 +19,8 @@
 #include "datasets/listops_rfwp.h"
 #include "datasets/task_readings.h"
 #include "engine/ops.h"
-#include "models/algorithmic.h"
-#include "models/sequence_classifier.h"
+#include "models/programs/algorithmic.h"
+#include "models/families/sequence_classifier.h"
 #include "tests/test_util.h"
 
 namespace loom::test {

@@ -33,9 +33,9 @@
 #include "engine/device.h"
 #include "engine/ops.h"
 #include "engine/safetensors.h"
-#include "models/checkpoint.h"
-#include "models/config.h"
-#include "models/language_model.h"
+#include "models/programs/checkpoint.h"
+#include "models/programs/config.h"
+#include "models/families/language_model.h"
 #include "tests/test_util.h"
 
 namespace loom::test {

@@ -1,4 +1,4 @@
-// test_charts.cpp: the SVG charts of models/charts.h. A chart is well-formed XML
+// test_charts.cpp: the SVG charts of models/programs/charts.h. A chart is well-formed XML
 // (tests/xml_reader.h, written from the XML rules, not from the chart code), its
 // series carry exactly the values the metrics log holds, and a resumed run's
 // chart holds every step once. (A chart write that fails at any system call:
@@ -13,8 +13,8 @@
 #include <sstream>
 
 #include "model_test_utils.h"
-#include "models/charts.h"
-#include "models/trainer.h"
+#include "models/programs/charts.h"
+#include "models/programs/trainer.h"
 #include "tests/xml_reader.h"
 
 namespace loom::test {

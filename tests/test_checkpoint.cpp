@@ -10,7 +10,7 @@
 #include "engine/safetensors.h"
 #include "model_test_utils.h"
 #include "tests/fused_check.h"
-#include "models/checkpoint.h"
+#include "models/programs/checkpoint.h"
 
 namespace loom::test {
 

@@ -6,7 +6,7 @@
 #include <fstream>
 
 #include "model_test_utils.h"
-#include "models/config.h"
+#include "models/programs/config.h"
 
 namespace loom::test {
 

@@ -12,6 +12,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -122,27 +123,67 @@ TEST_CASE("coverage: the op under test comes from what the case ran") {
   CHECK(!op_under_test(leaf, op).empty());
 }
 
+namespace {
+
+using IncludeVisitor = std::function<void(const std::filesystem::path& file, const std::string& line)>;
+
+// Calls visit(file, line) for each `#include "..."` line of the .h and .cpp
+// files below `folder` (relative to the source root); returns the files it read.
+std::vector<std::filesystem::path> for_each_include(const std::string& folder, const IncludeVisitor& visit) {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::path(LOOM_SOURCE_ROOT) / folder;
+  REQUIRE(fs::is_directory(root));
+  std::vector<fs::path> files;
+  for (const auto& entry : fs::recursive_directory_iterator(root)) {
+    const std::string ext = entry.path().extension().string();
+    if (ext != ".h" && ext != ".cpp") continue;
+    files.push_back(entry.path());
+    std::ifstream in(entry.path());
+    std::string line;
+    while (std::getline(in, line))
+      if (line.rfind("#include \"", 0) == 0) visit(entry.path(), line);
+  }
+  return files;
+}
+
+}  // namespace
+
 // engine/README.md: "Nothing here includes anything from autodiff/, models/ or
 // cuda/: arrows point down only." Read off the sources themselves.
 TEST_CASE("coverage: engine/ includes nothing from the folders above it") {
-  namespace fs = std::filesystem;
-  const fs::path engine = fs::path(LOOM_SOURCE_ROOT) / "engine";
-  REQUIRE(fs::is_directory(engine));
-  int files = 0;
-  for (const auto& entry : fs::recursive_directory_iterator(engine)) {
-    const std::string ext = entry.path().extension().string();
-    if (ext != ".h" && ext != ".cpp") continue;
-    ++files;
-    std::ifstream in(entry.path());
-    std::string line;
-    while (std::getline(in, line)) {
-      if (line.rfind("#include \"", 0) != 0) continue;
-      for (const char* above : {"autodiff/", "models/", "cuda/", "datasets/", "examples/", "tests/"})
-        CHECK_MESSAGE(line.find(std::string("\"") + above) == std::string::npos,
-                      entry.path().string() << ": " << line);
-    }
-  }
-  CHECK(files > 50);
+  const auto files = for_each_include("engine", [](const std::filesystem::path& file, const std::string& line) {
+    for (const char* above : {"autodiff/", "models/", "cuda/", "datasets/", "examples/", "tests/"})
+      CHECK_MESSAGE(line.find(std::string("\"") + above) == std::string::npos, file.string() << ": " << line);
+  });
+  CHECK(files.size() > 50);
+}
+
+// models/README.md: blocks/ <- families/ <- programs/, each file including only
+// from its own layer and the layers below. Every source file of models/ sits in
+// one of the three, so none escapes the check.
+TEST_CASE("coverage: models/ layers include only from the layers below them") {
+  const std::vector<std::string> layers = {"blocks", "families", "programs"};  // bottom first
+  const auto rank_of = [&](const std::string& layer) {
+    for (size_t i = 0; i < layers.size(); ++i)
+      if (layers[i] == layer) return static_cast<int>(i);
+    return -1;
+  };
+  const std::filesystem::path models = std::filesystem::path(LOOM_SOURCE_ROOT) / "models";
+  const auto layer_of = [&](const std::filesystem::path& file) {
+    return rank_of(std::filesystem::relative(file, models).begin()->string());
+  };
+  const std::string prefix = "#include \"models/";
+  const auto files = for_each_include("models", [&](const std::filesystem::path& file, const std::string& line) {
+    const int rank = layer_of(file);
+    if (line.rfind(prefix, 0) != 0) return;
+    const std::string included = line.substr(prefix.size(), line.find('/', prefix.size()) - prefix.size());
+    const int included_rank = rank_of(included);
+    CHECK_MESSAGE(included_rank >= 0, file.string() << ": " << line << " is in none of the layers");
+    CHECK_MESSAGE(included_rank <= rank, file.string() << ": " << line << " points up");
+  });
+  for (const auto& file : files)
+    CHECK_MESSAGE(layer_of(file) >= 0, file.string() << " is in none of the layers of models/");
+  CHECK(files.size() > 30);
 }
 
 }  // namespace loom::test

@@ -1,7 +1,7 @@
 // test_crash_safety.cpp: nothing is lost when a save fails or the process dies, and
 // a second run never reads a run directory another run is writing.
 //
-// Tests against models/checkpoint.h (and the chart of models/charts.h, written the same way):
+// Tests against models/programs/checkpoint.h (and the chart of models/programs/charts.h, written the same way):
 //  - every file system call of a save (open, write, fsync, close, rename, mkdir,
 //    symlink; engine/file_io.h's seam) is made to fail in turn: the save throws,
 //    the newest complete checkpoint still loads and resumes, nothing temporary is
@@ -33,10 +33,10 @@
 #include "engine/file_io.h"
 #include "engine/safetensors.h"
 #include "model_test_utils.h"
-#include "models/charts.h"
-#include "models/checkpoint.h"
-#include "models/config.h"
-#include "models/language_model.h"
+#include "models/programs/charts.h"
+#include "models/programs/checkpoint.h"
+#include "models/programs/config.h"
+#include "models/families/language_model.h"
 
 namespace loom::test {
 

@@ -1,4 +1,4 @@
-// Data parallelism's pure parts (models/distributed.h). The collectives themselves
+// Data parallelism's pure parts (models/programs/distributed.h). The collectives themselves
 // run in the `mpi` suite (tests/test_mpi.sh), under mpirun against one process.
 #include <doctest/doctest.h>
 
@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "engine/comm/comm.h"
-#include "models/distributed.h"
+#include "models/programs/distributed.h"
 #include "tests/test_util.h"
 
 using namespace loom;

@@ -10,11 +10,11 @@
 
 #include "autodiff/grad_mode.h"
 #include "engine/ops.h"
-#include "models/config.h"
-#include "models/context_probe.h"
-#include "models/fast_weights.h"
-#include "models/generate.h"
-#include "models/optim.h"
+#include "models/programs/config.h"
+#include "models/programs/context_probe.h"
+#include "models/families/fast_weights.h"
+#include "models/programs/generate.h"
+#include "models/blocks/optim.h"
 #include "tests/family_test_utils.h"
 #include "tests/fused_check.h"
 
@@ -776,7 +776,7 @@ TEST_CASE("fast_weights: fast_layer config errors name the key") {
                  "model.fast_layer: not used by the transformer family"));
 }
 
-// ---- the context probe (models/context_probe.h) ---------------------------------------------
+// ---- the context probe (models/programs/context_probe.h) ---------------------------------------------
 
 TEST_CASE("fast_weights: the context probe's window losses equal one forward over each stream's text") {
   for (const std::string& kind : {std::string("delta_net"), std::string("delta_rnn")}) {

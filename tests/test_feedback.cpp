@@ -1,4 +1,4 @@
-// test_feedback.cpp: the Feedback Transformer family (models/feedback.h).
+// test_feedback.cpp: the Feedback Transformer family (models/families/feedback.h).
 //
 // The reference is a naive composition written here from the parameter names
 // alone: explicit loops over steps and layers that stack the whole memory and
@@ -15,7 +15,7 @@
 #include "engine/allocator.h"
 #include "engine/ops.h"
 #include "engine/record.h"
-#include "models/feedback.h"
+#include "models/families/feedback.h"
 #include "tests/family_test_utils.h"
 #include "tests/fused_check.h"
 

@@ -30,9 +30,9 @@
 #include "engine/ops.h"
 #include "engine/safetensors.h"
 #include "model_test_utils.h"
-#include "models/checkpoint.h"
-#include "models/config.h"
-#include "models/language_model.h"
+#include "models/programs/checkpoint.h"
+#include "models/programs/config.h"
+#include "models/families/language_model.h"
 
 namespace loom::test {
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # test_mpi.sh TRAIN MPI_TOOL WORK_DIR: data-parallel training under mpirun against
-# one process (models/distributed.h). Skips (exit 77) only when mpirun is absent.
+# one process (models/programs/distributed.h). Skips (exit 77) only when mpirun is absent.
 #
 #  1. equivalence: `mpirun -np 2` and one process, same config (global batch 8,
 #     dropout 0): the losses of the first 20 steps agree to 1e-5 and so do the

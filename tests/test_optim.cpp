@@ -7,7 +7,7 @@
 
 #include "autodiff/grad_mode.h"
 #include "model_test_utils.h"
-#include "models/optim.h"
+#include "models/blocks/optim.h"
 
 namespace loom::test {
 

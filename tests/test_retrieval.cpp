@@ -1,5 +1,5 @@
 // test_retrieval.cpp: the associative-retrieval generator (datasets/) and the
-// retrieval model (models/retrieval.h): the model's composition of engine ops
+// retrieval model (models/programs/retrieval.h): the model's composition of engine ops
 // against a naive per-step loop in double, its float64 gradients against finite
 // differences, and the loss's reference point.
 #include <doctest/doctest.h>
@@ -15,7 +15,7 @@
 #include "autodiff/gradcheck.h"
 #include "datasets/associative_retrieval.h"
 #include "engine/ops.h"
-#include "models/retrieval.h"
+#include "models/programs/retrieval.h"
 #include "tests/test_util.h"
 
 namespace loom::test {

@@ -18,11 +18,11 @@
 #include "engine/json.h"
 #include "engine/safetensors.h"
 #include "model_test_utils.h"
-#include "models/checkpoint.h"
-#include "models/config.h"
-#include "models/generate.h"
-#include "models/layers.h"
-#include "models/trainer.h"
+#include "models/programs/checkpoint.h"
+#include "models/programs/config.h"
+#include "models/programs/generate.h"
+#include "models/blocks/layers.h"
+#include "models/programs/trainer.h"
 
 namespace loom::test {
 

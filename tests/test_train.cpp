@@ -1,4 +1,4 @@
-// test_train.cpp: the training loop (models/trainer.h): it learns, an
+// test_train.cpp: the training loop (models/programs/trainer.h): it learns, an
 // interrupted and resumed run retraces the uninterrupted one, sampling feeds
 // each token once, and bad settings are refused with a clear message.
 #include <doctest/doctest.h>
@@ -10,11 +10,11 @@
 
 #include "autodiff/grad_mode.h"
 #include "model_test_utils.h"
-#include "models/checkpoint.h"
-#include "models/fast_weights.h"
-#include "models/generate.h"
-#include "models/layers.h"
-#include "models/trainer.h"
+#include "models/programs/checkpoint.h"
+#include "models/families/fast_weights.h"
+#include "models/programs/generate.h"
+#include "models/blocks/layers.h"
+#include "models/programs/trainer.h"
 
 namespace loom::test {
 

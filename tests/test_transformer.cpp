@@ -1,4 +1,4 @@
-// test_transformer.cpp: the vanilla transformer and Primer EZ (models/transformer.h).
+// test_transformer.cpp: the vanilla transformer and Primer EZ (models/families/transformer.h).
 //
 //  - the forward equals a naive composition of engine ops written here (float64);
 //  - gradients of the loss equal central differences (float64, with dropout);
@@ -17,7 +17,7 @@
 #include "autodiff/grad_mode.h"
 #include "autodiff/node.h"
 #include "engine/ops.h"
-#include "models/language_model.h"
+#include "models/families/language_model.h"
 #include "tests/family_test_utils.h"
 #include "tests/fused_check.h"
 

@@ -16,6 +16,7 @@
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/loops.h"
+#include "engine/kernels/conv.h"
 
 namespace loom {
 
@@ -127,24 +128,16 @@ void conv_backward(const T* g, const T* x, const T* w, T* gx, T* gw, T* gb, cons
 
 }  // namespace
 
-void CpuBackend::causal_conv1d(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias_in,
-                               const Tensor& out) {
-  const Tensor x = dense(x_in), weight = dense(weight_in), bias = dense(bias_in);
-  const ConvDims d = conv_dims(x, weight);
-  dispatch_float(x.dtype(), "causal_conv1d", [&](auto zero) {
-    using T = decltype(zero);
-    conv_forward<T>(x.data<T>(), weight.data<T>(), bias.defined() ? bias.data<T>() : nullptr, out.data<T>(), d);
+void CpuBackend::causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& out) {
+  kernels::with_conv_forward(x, weight, bias, out, [](const auto& a) {
+    conv_forward(a.x, a.weight, a.bias, a.out, a.d);
   });
 }
 
-void CpuBackend::causal_conv1d_backward(const Tensor& grad_out_in, const Tensor& x_in, const Tensor& weight_in,
+void CpuBackend::causal_conv1d_backward(const Tensor& grad_out, const Tensor& x, const Tensor& weight,
                                         const Tensor& grad_x, const Tensor& grad_weight, const Tensor& grad_bias) {
-  const Tensor g = dense(grad_out_in), x = dense(x_in), weight = dense(weight_in);
-  const ConvDims d = conv_dims(x, weight);
-  dispatch_float(x.dtype(), "causal_conv1d_backward", [&](auto zero) {
-    using T = decltype(zero);
-    auto ptr = [](const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; };
-    conv_backward<T>(g.data<T>(), x.data<T>(), weight.data<T>(), ptr(grad_x), ptr(grad_weight), ptr(grad_bias), d);
+  kernels::with_conv_backward(grad_out, x, weight, grad_x, grad_weight, grad_bias, [](const auto& a) {
+    conv_backward(a.grad_out, a.x, a.weight, a.grad_x, a.grad_weight, a.grad_bias, a.d);
   });
 }
 

@@ -70,23 +70,13 @@ void backward_rows(const T* g, const T* x, T* gx, int64_t rows, int64_t n, int64
 
 }  // namespace
 
-void CpuBackend::dpfp(const Tensor& x_in, int64_t nu, const Tensor& out) {
-  const Tensor x = dense(x_in);
-  const kernels::DpfpRows dims = kernels::dpfp_rows(x);
-  const int64_t rows = dims.rows, n = dims.n;
-  dispatch_float(x.dtype(), "dpfp", [&](auto zero) {
-    using T = decltype(zero);
-    forward_rows<T>(x.data<T>(), out.data<T>(), rows, n, nu);
-  });
+void CpuBackend::dpfp(const Tensor& x, int64_t nu, const Tensor& out) {
+  kernels::with_dpfp_forward(x, nu, out, [](const auto& a) { forward_rows(a.x, a.out, a.rows, a.n, a.nu); });
 }
 
-void CpuBackend::dpfp_backward(const Tensor& grad_out_in, const Tensor& x_in, int64_t nu, const Tensor& grad_x) {
-  const Tensor g = dense(grad_out_in), x = dense(x_in);
-  const kernels::DpfpRows dims = kernels::dpfp_rows(x);
-  const int64_t rows = dims.rows, n = dims.n;
-  dispatch_float(x.dtype(), "dpfp_backward", [&](auto zero) {
-    using T = decltype(zero);
-    backward_rows<T>(g.data<T>(), x.data<T>(), grad_x.data<T>(), rows, n, nu);
+void CpuBackend::dpfp_backward(const Tensor& grad_out, const Tensor& x, int64_t nu, const Tensor& grad_x) {
+  kernels::with_dpfp_backward(grad_out, x, nu, grad_x, [](const auto& a) {
+    backward_rows(a.grad_out, a.x, a.grad_x, a.rows, a.n, a.nu);
   });
 }
 

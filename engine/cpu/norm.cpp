@@ -1,17 +1,18 @@
 // norm.cpp: CPU kernels of layer_norm and its backward.
 //
-// x is contiguous, viewed as [rows, D]; each row is normalised on its own:
-//   mean = sum(x) / D,  var = sum((x - mean)^2) / D,  rstd = 1 / sqrt(var + eps)
-//   xhat = (x - mean) * rstd,  y = xhat * weight + bias
-// Row statistics are accumulated in double, and the variance takes a second pass
-// over the (cached) row instead of E[x^2] - E[x]^2, which cancels badly in
-// float32 when the mean is large against the spread.
+// x is contiguous, viewed as [rows, D]; each row is normalised on its own (the
+// formulas are in engine/kernels/norm.h). Row statistics are accumulated in
+// double, and the variance takes a second pass over the (cached) row instead of
+// E[x^2] - E[x]^2, which cancels badly in float32 when the mean is large against
+// the spread.
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/loops.h"
+#include "engine/kernels/norm.h"
 
 namespace loom {
 
@@ -19,9 +20,6 @@ using cpu::parallel_for;
 using cpu::sum_of;
 
 namespace {
-
-// Rows of length D in x (x may be empty, D may be 0).
-int64_t row_count(const Tensor& x, int64_t D) { return D == 0 ? 0 : x.numel() / D; }
 
 // The output loop, compiled once per affine variant so that the inner loop has
 // no branches. The mean comes as a head and a tail, mean = hi + lo: x - hi is
@@ -137,17 +135,12 @@ void layer_norm_backward_rows(const T* g, const T* x, const T* w, const T* mean,
 
 void CpuBackend::layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, const Tensor& out,
                             const Tensor& mean, const Tensor& rstd) {
-  dispatch_float(x.dtype(), "layer_norm", [&](auto zero) {
-    using T = decltype(zero);
-    const int64_t D = x.size(-1), rows = row_count(x, D);
-    const T* w = data_or_null<T>(weight);
-    const T* b = data_or_null<T>(bias);
-    auto run = [&](auto kernel) {
-      kernel(x.data<T>(), w, b, eps, out.data<T>(), mean.data<T>(), rstd.data<T>(), rows, D);
-    };
-    if (w && b) run(layer_norm_rows<T, true, true>);
-    else if (w) run(layer_norm_rows<T, true, false>);
-    else if (b) run(layer_norm_rows<T, false, true>);
+  kernels::with_layer_norm_forward(x, weight, bias, eps, out, mean, rstd, [](const auto& a) {
+    using T = typename std::decay_t<decltype(a)>::Value;
+    auto run = [&](auto kernel) { kernel(a.x, a.weight, a.bias, a.eps, a.out, a.mean, a.rstd, a.rows, a.D); };
+    if (a.weight && a.bias) run(layer_norm_rows<T, true, true>);
+    else if (a.weight) run(layer_norm_rows<T, true, false>);
+    else if (a.bias) run(layer_norm_rows<T, false, true>);
     else run(layer_norm_rows<T, false, false>);
   });
 }
@@ -155,15 +148,12 @@ void CpuBackend::layer_norm(const Tensor& x, const Tensor& weight, const Tensor&
 void CpuBackend::layer_norm_backward(const Tensor& grad_out, const Tensor& x, const Tensor& weight,
                                      const Tensor& mean, const Tensor& rstd, const Tensor& grad_x,
                                      const Tensor& grad_weight, const Tensor& grad_bias) {
-  dispatch_float(x.dtype(), "layer_norm_backward", [&](auto zero) {
-    using T = decltype(zero);
-    const int64_t D = x.size(-1), rows = row_count(x, D);
-    const T* w = data_or_null<T>(weight);
+  kernels::with_layer_norm_backward(grad_out, x, weight, mean, rstd, grad_x, grad_weight, grad_bias, [](const auto& a) {
+    using T = typename std::decay_t<decltype(a)>::Value;
     auto run = [&](auto kernel) {
-      kernel(grad_out.data<T>(), x.data<T>(), w, mean.data<T>(), rstd.data<T>(), data_or_null<T>(grad_x),
-             data_or_null<T>(grad_weight), data_or_null<T>(grad_bias), rows, D);
+      kernel(a.grad_out, a.x, a.weight, a.mean, a.rstd, a.grad_x, a.grad_weight, a.grad_bias, a.rows, a.D);
     };
-    if (w) run(layer_norm_backward_rows<T, true>);
+    if (a.weight) run(layer_norm_backward_rows<T, true>);
     else run(layer_norm_backward_rows<T, false>);
   });
 }

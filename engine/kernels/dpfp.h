@@ -14,19 +14,54 @@
 
 #include <cstdint>
 
+#include "engine/backend.h"
+#include "engine/dtype.h"
 #include "engine/host_device.h"
 #include "engine/tensor.h"
 
 namespace loom::kernels {
 
-// x as [rows, n]: its last axis and the number of rows before it.
-struct DpfpRows {
-  int64_t rows = 0, n = 0;
+// A kernel's operands, dense, typed by x's dtype: x as [rows, n] (its last axis
+// and the number of rows before it) and the output [rows, 2n·nu] (forward), or
+// the upstream gradient [rows, 2n·nu] and x's gradient [rows, n] (backward).
+template <class T>
+struct DpfpForward {
+  using Value = T;
+  const T* x;
+  T* out;
+  int64_t rows, n, nu;
 };
 
-inline DpfpRows dpfp_rows(const Tensor& x) {
-  const int64_t n = x.shape().back();
-  return {n > 0 ? x.numel() / n : 0, n};
+template <class T>
+struct DpfpBackward {
+  using Value = T;
+  const T *grad_out, *x;
+  T* grad_x;
+  int64_t rows, n, nu;
+};
+
+inline int64_t dpfp_rows(const Tensor& x, int64_t n) { return n > 0 ? x.numel() / n : 0; }
+
+// What the entries of both backends share: the operands made dense, their
+// sizes read, their pointers typed; `run` is the backend's loops or launch.
+template <class Run>
+void with_dpfp_forward(const Tensor& x_in, int64_t nu, const Tensor& out, Run&& run) {
+  const Tensor x = dense(x_in);
+  dispatch_float(x.dtype(), "dpfp", [&](auto zero) {
+    using T = decltype(zero);
+    const int64_t n = x.shape().back();
+    run(DpfpForward<T>{x.data<T>(), out.data<T>(), dpfp_rows(x, n), n, nu});
+  });
+}
+
+template <class Run>
+void with_dpfp_backward(const Tensor& grad_out_in, const Tensor& x_in, int64_t nu, const Tensor& grad_x, Run&& run) {
+  const Tensor g = dense(grad_out_in), x = dense(x_in);
+  dispatch_float(x.dtype(), "dpfp_backward", [&](auto zero) {
+    using T = decltype(zero);
+    const int64_t n = x.shape().back();
+    run(DpfpBackward<T>{g.data<T>(), x.data<T>(), grad_x.data<T>(), dpfp_rows(x, n), n, nu});
+  });
 }
 
 // r[k] = relu([x, -x])[k] of a row x of n entries, k < 2n (as the Relu functor).

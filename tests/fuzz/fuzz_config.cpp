@@ -1,4 +1,4 @@
-// fuzz_config.cpp: libFuzzer target for the config parser (models/config.h).
+// fuzz_config.cpp: libFuzzer target for the config parser (models/programs/config.h).
 //
 // Any input must parse or throw loom::Error; a config that parses must survive
 // to_json and parse back to the same JSON.
@@ -7,7 +7,7 @@
 #include <string>
 
 #include "engine/error.h"
-#include "models/config.h"
+#include "models/programs/config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);

@@ -8,7 +8,7 @@
 #include <string>
 
 #include "engine/error.h"
-#include "models/checkpoint.h"
+#include "models/programs/checkpoint.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);

@@ -22,7 +22,7 @@ from labml_nn.transformers.models import EmbeddingsWithPositionalEncoding, Encod
 from labml_nn.transformers.primer_ez import MultiDConvHeadAttention, SquaredReLU
 from labml_nn.transformers.primer_ez.variations import MultiDPHConvHeadAttention, MultiDSharedConvHeadAttention
 
-# loom's defaults for the keys a config may leave out (models/language_model.h).
+# loom's defaults for the keys a config may leave out (models/families/language_model.h).
 DEFAULTS = {"d_model": 512, "heads": 8, "d_ff": 2048, "layers": 6, "dropout": 0.0, "conv_kernels": "per_channel",
             "conv_width": 3, "feature_map": "dpfp", "dpfp_nu": 1, "update_rule": "delta",
             "attention_layer_norm": False, "shared_kv": True}
