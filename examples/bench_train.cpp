@@ -29,9 +29,9 @@
 #include "engine/ops.h"
 #include "engine/random.h"
 #include "examples/command_line.h"
-#include "models/config.h"
-#include "models/language_model.h"
-#include "models/trainer.h"
+#include "models/families/language_model.h"
+#include "models/programs/config.h"
+#include "models/programs/trainer.h"
 
 namespace {
 
