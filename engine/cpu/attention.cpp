@@ -75,19 +75,14 @@ MutMap<T> pair_matrix_mut(const Tensor& t, int64_t b, int64_t h, int64_t row0, i
 
 // f[j] = dropout factor of probability e0 + j (0 or 1/(1-p)), j < n. The same
 // counters as in the forward, whatever the block split or thread. `words` is
-// scratch for the Philox output: the blocks are independent, so the first loop
+// scratch for the Philox output: the blocks are independent, so drawing them
 // vectorises (it is most of the cost of dropout).
 template <class T>
 void dropout_factors(T* f, int64_t n, uint64_t e0, const Args& a, std::vector<uint32_t>& words) {
   const uint64_t first = e0 / 4, blocks = (e0 + static_cast<uint64_t>(n) + 3) / 4 - first;
   words.resize(4 * blocks);
-  uint32_t* w = words.data();
-#pragma omp simd
-  for (uint64_t b = 0; b < blocks; ++b) {
-    const std::array<uint32_t, 4> block = philox4x32(a.offset + first + b, a.seed);
-    for (int i = 0; i < 4; ++i) w[4 * b + i] = block[i];
-  }
-  const uint32_t* bits = w + (e0 - 4 * first);
+  philox4x32_blocks(words.data(), a.offset + first, blocks, a.seed);
+  const uint32_t* bits = words.data() + (e0 - 4 * first);
   const double keep = 1.0 - a.dropout_p;
   const T kept = static_cast<T>(1.0 / keep);
 #pragma omp simd
