@@ -190,6 +190,9 @@ void Trainer::distribute(comm::Communicator& comm) {
   // A checkpoint holds one carried state (rank 0's): the other ranks' streams could not resume.
   LOOM_CHECK(!config_.data.carry_over, "data.carry_over is not supported with data-parallel training (mpirun): ",
              "a checkpoint would hold only rank 0's carried states; train it in one process");
+  // Only rank 0 validates, so only it would know when to stop.
+  LOOM_CHECK(config_.training.patience == 0, "training.patience is not supported with data-parallel training (mpirun): ",
+             "only rank 0 validates; train it in one process or set training.patience to 0");
   parallel_ = std::make_unique<DataParallel>(comm, model_.parameters());
   Generator& dropout = model_.dropout_generator();
   dropout.set_state(dropout_seed_for_rank(dropout.seed(), parallel_->rank()), dropout.offset());
@@ -204,6 +207,21 @@ void Trainer::check_loss(double loss, int64_t step, const char* what) const {
   LOOM_FAIL("step ", step, ": ", what, " is ", loss,
             std::isfinite(loss) ? detail::concat(", over ", kExplodingLossFactor, " x ln(vocab) = ", limit) : "",
             ": training diverged (try a lower optimizer.lr or clipping); stopped, ", kept);
+}
+
+bool Trainer::stopped_early() const {
+  return config_.training.patience > 0 && evaluations_since_best_ >= config_.training.patience;
+}
+
+// Strictly lower counts as better: a validation loss that only equals the best is no progress.
+void Trainer::record_validation(double loss) {
+  if (best_valid_step_ < 0 || loss < best_valid_loss_) {
+    best_valid_loss_ = loss;
+    best_valid_step_ = step_;
+    evaluations_since_best_ = 0;
+  } else {
+    evaluations_since_best_ += 1;
+  }
 }
 
 EvalResult Trainer::evaluate() {
@@ -267,6 +285,9 @@ std::string Trainer::save() {
   s.dropout_offset = model_.dropout_generator().offset();
   s.vocab = data_.tokenizer.chars();
   if (carried_ && !train_batches_.at_epoch_start()) s.carried_state = carried_->tensors();  // else: zeros next
+  s.best_valid_loss = best_valid_loss_;
+  s.best_valid_step = best_valid_step_;
+  s.evaluations_since_best = evaluations_since_best_;
   const std::string dir = save_checkpoint(config_.training.out_dir, model_, *optimizer_, s);
   saved_step_ = step_;
   return dir;
@@ -310,6 +331,9 @@ void Trainer::resume_locked(const std::string& path) {
   // The checkpoint holds rank 0's key (the model's own); other ranks derive theirs.
   model_.dropout_generator().set_state(parallel_ ? dropout_seed_for_rank(s.dropout_seed, parallel_->rank()) : s.dropout_seed,
                                        s.dropout_offset);
+  best_valid_loss_ = s.best_valid_loss;
+  best_valid_step_ = s.best_valid_step;
+  evaluations_since_best_ = s.evaluations_since_best;
   carried_.reset();
   if (!s.carried_state.empty()) {
     LOOM_CHECK(config_.data.carry_over, "cannot resume from ", path, ": it holds a carried state but data.carry_over is off");
@@ -473,6 +497,15 @@ bool Trainer::run(const RunOptions& options) {
     if (tty) std::fputs("\r\033[K", stderr);
   };
 
+  auto report_early_stop = [&] {
+    if (writer && options.progress)
+      std::fprintf(stderr, "stopped early at step %lld: %lld validations without a loss below %.4f (step %lld)\n",
+                   (long long)step_, (long long)config_.training.patience, best_valid_loss_, (long long)best_valid_step_);
+  };
+  if (stopped_early()) {  // a resumed run that had already stopped
+    report_early_stop();
+    return true;
+  }
   if (writer && options.progress && step_ >= total)
     std::fprintf(stderr, "already at step %lld of %lld: nothing to do\n", (long long)step_, (long long)total);
   while (step_ < total) {
@@ -518,22 +551,34 @@ bool Trainer::run(const RunOptions& options) {
         std::printf("\n");
         std::fflush(stdout);
       }
+      record_validation(e.loss);
       write_metrics(Json{{"step", step_},
                          {"valid_loss", e.loss},
                          {"valid_acc", e.accuracy},
+                         {"best_valid_loss", best_valid_loss_},
+                         {"best_valid_step", best_valid_step_},
                          {"sample", config_.sample.prompt + e.sample}});
       draw_chart();
     }
+    const bool early = stopped_early();
 
     // Under data parallelism the request of any rank, agreed in the step: all stop after the same one.
     const bool stop = parallel_ ? stop_agreed_ : options.stop && options.stop->load();
-    if (writer && ((t.checkpoint_interval > 0 && step_ % t.checkpoint_interval == 0) || last || stop) &&
+    if (writer && ((t.checkpoint_interval > 0 && step_ % t.checkpoint_interval == 0) || last || stop || early) &&
         step_ != saved_step_) {
       const std::string dir = save();
       if (options.progress) {
         clear_line();
         std::fprintf(stderr, "step %lld: saved %s\n", (long long)step_, dir.c_str());
       }
+    }
+    if (early) {
+      clear_line();
+      write_metrics(Json{{"stopped_early_at_step", step_},
+                         {"best_valid_loss", best_valid_loss_},
+                         {"best_valid_step", best_valid_step_}});
+      report_early_stop();
+      return true;
     }
     if (stop && !last) {
       clear_line();
