@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <ctime>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -79,6 +80,14 @@ std::string rate_text(double tokens_per_s) {
   else if (tokens_per_s >= 1e3) std::snprintf(buffer, sizeof buffer, "%.1fk", tokens_per_s / 1e3);
   else std::snprintf(buffer, sizeof buffer, "%.0f", tokens_per_s);
   return buffer;
+}
+
+// CPU time of the whole process (every thread). On one thread it is what a step
+// costs however busy the machine is, where the wall clock also counts the waiting.
+double process_cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
 }
 
 // A sample as one printable line: newlines shown as \n.
@@ -467,7 +476,7 @@ bool Trainer::run(const RunOptions& options) {
   const double flops_per_token = model_.training_flops_per_token(config_.data.seq_len);
 
   // Accumulated since the last log line.
-  double interval_loss = 0, interval_seconds = 0;
+  double interval_loss = 0, interval_seconds = 0, interval_cpu_seconds = 0;
   int64_t interval_steps = 0, interval_tokens = 0;
   double seconds_per_step = 0;
   auto last_draw = Clock::now() - std::chrono::seconds(1);
@@ -510,8 +519,10 @@ bool Trainer::run(const RunOptions& options) {
     std::fprintf(stderr, "already at step %lld of %lld: nothing to do\n", (long long)step_, (long long)total);
   while (step_ < total) {
     const auto start = Clock::now();
+    const double cpu_start = process_cpu_seconds();
     const StepResult r = train_step();
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    interval_cpu_seconds += process_cpu_seconds() - cpu_start;
     elapsed_ += seconds;
     interval_loss += r.loss;
     interval_seconds += seconds;
@@ -533,10 +544,12 @@ bool Trainer::run(const RunOptions& options) {
       if (writer && options.progress && !tty)
         std::fprintf(stderr, "%s\n", progress_text(mean, tokens_per_s).c_str());
       Json entry = {{"step", step_}, {"loss", mean.loss}, {"lr", r.lr}, {"grad_norm", r.grad_norm},
-                    {"tokens_per_s", tokens_per_s}, {"elapsed", elapsed_}};
+                    {"tokens_per_s", tokens_per_s},
+                    {"tokens_per_cpu_s", interval_tokens / std::max(interval_cpu_seconds, 1e-9)},
+                    {"elapsed", elapsed_}};
       if (options.peak_gflops > 0) entry["mfu"] = flops_per_token * tokens_per_s / (options.peak_gflops * 1e9);
       write_metrics(entry);
-      interval_loss = interval_seconds = 0;
+      interval_loss = interval_seconds = interval_cpu_seconds = 0;
       interval_steps = interval_tokens = 0;
     }
 

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
+#include <ctime>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -172,6 +173,38 @@ TEST_CASE("train: k steps, save, load into a fresh model, k more steps == 2k uni
     for (size_t j = 0; j < va.size(); ++j) CHECK(vb[j] == relative(va[j], 1e-6));
   }
   CHECK(load_safetensors_metadata(dir.file("split/checkpoint/model.safetensors")).at("step") == std::to_string(2 * k));
+}
+
+TEST_CASE("train: each log line gives the tokens per second of CPU time, within the CPU time the run took") {
+  TempDir dir("train-cpu-rate");
+  TrainConfig c = small_config(dir.file("run"), 40);
+  c.training.log_interval = 5;
+  c.training.threads = 1;  // one thread: its CPU time can be no more than the wall time
+  const int threads_before = num_threads();
+  timespec before{}, after{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &before);
+  train_test_model(c, synthetic_text(20000));
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &after);
+  set_num_threads(threads_before);
+  const double run_cpu = static_cast<double>(after.tv_sec - before.tv_sec) + 1e-9 * static_cast<double>(after.tv_nsec - before.tv_nsec);
+
+  double steps_cpu = 0;
+  int lines = 0;
+  std::ifstream log(dir.file("run/metrics.jsonl"));
+  for (std::string line; std::getline(log, line);) {
+    const nlohmann::json entry = nlohmann::json::parse(line);
+    if (!entry.contains("tokens_per_s")) continue;
+    const double per_cpu = entry.at("tokens_per_cpu_s").get<double>(), per_wall = entry.at("tokens_per_s").get<double>();
+    INFO("step ", entry.at("step").get<int64_t>());
+    CHECK(std::isfinite(per_cpu));
+    CHECK(per_cpu > 0);
+    CHECK(per_cpu >= 0.95 * per_wall);
+    steps_cpu += 5 * 16 * 4 / per_cpu;  // 5 steps of 16 x 4 tokens
+    ++lines;
+  }
+  CHECK(lines == 8);
+  CHECK(steps_cpu <= run_cpu * 1.001);  // the steps are a part of the run
+  CHECK(steps_cpu > 0);
 }
 
 TEST_CASE("generate: the prompt is fed once, then one token per call") {
