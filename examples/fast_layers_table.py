@@ -14,7 +14,7 @@ standard library is needed.
 The language-model table (examples/lm_table.sh): one row per fast layer, from the
 run directories DIR/<layer>/ (a layer not started yet gets an empty row): the
 parameters, the best validation loss and its step (the lowest of the metrics log's
-validations, which the table ranks), the last one, the steps trained and whether
+validations, by which the finished runs are ranked), the last one, the steps trained and whether
 the run stopped early (training.patience), is still running or reached its step
 limit, the median tokens per second of CPU time (on one thread: the speed however
 loaded the machine was) and per second of wall time, and beside them the WikiText-103 perplexities that
@@ -137,7 +137,8 @@ def count_of(shape):
 
 
 def lm_table(rows):
-    here = ranks([r["best"] for r in rows])
+    # Only a finished run has its final best: a running one is not ranked yet.
+    here = ranks([r["best"] if r["status"] in ("stopped early", "step limit") else None for r in rows])
     paper = ranks([PAPER_WT103_TEST_PPL[r["layer"]] for r in rows])
     lines = ["| fast_layer | parameters | best valid loss (step) | last valid loss | steps | status "
              "| tokens per CPU second (median) | tokens/s, wall (median) | rank here | WT-103 test ppl (paper) | rank in paper |",
