@@ -165,8 +165,8 @@ def lm_table(rows):
 def svg_chart(rows, title):
     """Validation loss against the step, one polyline per layer, as a standalone SVG."""
     width, height, left, right, top, bottom = 760, 440, 64, 150, 36, 48
-    series = [(r["layer"], r["valid"]) for r in rows if r["valid"]]
-    points = [p for _, valid in series for p in valid]
+    series = [(n, r["layer"], r["valid"]) for n, r in enumerate(rows) if r["valid"]]  # a layer keeps its colour
+    points = [p for _, _, valid in series for p in valid]
     if not points:
         return None
     x_max = max(p[0] for p in points)
@@ -192,10 +192,12 @@ def svg_chart(rows, title):
     out.append(f'<text x="{(left + width - right) / 2}" y="{height - 8}" text-anchor="middle">step</text>')
     out.append(f'<text x="14" y="{(top + height - bottom) / 2}" text-anchor="middle" '
                f'transform="rotate(-90 14 {(top + height - bottom) / 2})">validation loss (nats per character)</text>')
-    for n, (layer, valid) in enumerate(series):
-        colour = colours[n % len(colours)]
+    for n, (index, layer, valid) in enumerate(series):
+        colour = colours[index % len(colours)]
         path = " ".join(f"{x_of(s):.1f},{y_of(v):.1f}" for s, v in valid)
         out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
+        for s, v in valid:  # a dot per validation: a run with one validation still shows
+            out.append(f'<circle cx="{x_of(s):.1f}" cy="{y_of(v):.1f}" r="2.5" fill="{colour}"/>')
         y = top + 16 * n
         out.append(f'<line x1="{width - right + 12}" y1="{y + 6}" x2="{width - right + 32}" y2="{y + 6}" '
                    f'stroke="{colour}" stroke-width="2"/>')
