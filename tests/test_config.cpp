@@ -61,7 +61,7 @@ TEST_CASE("config: a full config round trips through to_json") {
     "optimizer": {"kind": "adam", "form": "pytorch", "lr": 0.003, "betas": [0.8, 0.99], "eps": 1e-6,
                   "warmup": 10, "weight_decay": 0.01, "clip": 0.5},
     "training": {"epochs": 2.5, "log_interval": 3, "eval_interval": 0, "eval_batches": 2,
-                 "checkpoint_interval": 0, "out_dir": "o", "log": "", "threads": 2, "device": "cuda"},
+                 "checkpoint_interval": 0, "patience": 4, "out_dir": "o", "log": "", "threads": 2, "device": "cuda"},
     "sample": {"prompt": "To be", "length": 0}
   })";
   const TrainConfig c = models::parse_train_config(text);
@@ -85,6 +85,7 @@ TEST_CASE("config: a full config round trips through to_json") {
   CHECK(c.training.steps == 0);
   CHECK(c.training.epochs == 2.5);
   CHECK(c.training.device == "cuda");
+  CHECK(c.training.patience == 4);
   CHECK(c.sample.prompt == "To be");
   CHECK(c.total_steps(10) == 25);
 
@@ -94,6 +95,8 @@ TEST_CASE("config: a full config round trips through to_json") {
   CHECK(again.model.seed == c.model.seed);
   CHECK(again.optimizer.eps == c.optimizer.eps);
   CHECK(again.training.epochs == 2.5);
+  CHECK(again.training.patience == 4);
+  CHECK(models::parse_train_config("{}").training.patience == 0);  // absent: off
   // The defaults round trip as well, with the vocabulary left to the data.
   const TrainConfig defaults = models::parse_train_config("{}");
   CHECK(models::to_json(models::parse_train_config(models::to_json(defaults))) == models::to_json(defaults));
@@ -161,6 +164,10 @@ TEST_CASE("config: bad configs are refused with the key path and the problem") {
       {R"({"training": {"steps": 0}})", "training.steps: expected a positive integer, got 0"},
       {R"({"training": {"epochs": 0}})", "training.epochs: expected a positive number, got 0"},
       {R"({"training": {"eval_interval": -5}})", "training.eval_interval: expected a non-negative integer, got -5"},
+      {R"({"training": {"patience": -1}})", "training.patience: expected a non-negative integer, got -1"},
+      {R"({"training": {"patience": 2.5}})", "training.patience: expected a non-negative integer, got 2.5"},
+      {R"({"training": {"patience": "3"}})", "training.patience: expected a non-negative integer, got \"3\""},
+      {R"({"training": {"patience": true}})", "training.patience: expected a non-negative integer, got true"},
       {R"({"training": {"device": "tpu"}})", "training.device: expected one of \"cpu\", \"cuda\", got \"tpu\""},
       {R"({"training": {"threads": -2}})", "training.threads: expected a non-negative integer, got -2"},
       {R"({"training": {"out_dir": ""}})", "training.out_dir: expected a non-empty string"},

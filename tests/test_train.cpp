@@ -3,12 +3,16 @@
 // each token once, and bad settings are refused with a clear message.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <ctime>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 
 #include "autodiff/grad_mode.h"
+#include "engine/comm/comm.h"
 #include "model_test_utils.h"
 #include "models/programs/checkpoint.h"
 #include "models/families/fast_weights.h"
@@ -171,6 +175,43 @@ TEST_CASE("train: k steps, save, load into a fresh model, k more steps == 2k uni
   CHECK(load_safetensors_metadata(dir.file("split/checkpoint/model.safetensors")).at("step") == std::to_string(2 * k));
 }
 
+TEST_CASE("train: each log line gives the tokens per second of CPU time, within the CPU time the run took") {
+  TempDir dir("train-cpu-rate");
+  TrainConfig c = small_config(dir.file("run"), 40);
+  c.training.log_interval = 5;
+  c.training.threads = 1;  // one thread: its CPU time can be no more than the wall time
+  // Steps of milliseconds, so that an idle thread left spinning by an earlier test
+  // cannot add a noticeable share to the process's CPU time.
+  c.model.d_model = 64;
+  c.data.seq_len = 64;
+  c.data.batch_size = 16;
+  const int threads_before = num_threads();
+  timespec before{}, after{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &before);
+  train_test_model(c, synthetic_text(20000));
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &after);
+  set_num_threads(threads_before);
+  const double run_cpu = static_cast<double>(after.tv_sec - before.tv_sec) + 1e-9 * static_cast<double>(after.tv_nsec - before.tv_nsec);
+
+  double steps_cpu = 0;
+  int lines = 0;
+  std::ifstream log(dir.file("run/metrics.jsonl"));
+  for (std::string line; std::getline(log, line);) {
+    const nlohmann::json entry = nlohmann::json::parse(line);
+    if (!entry.contains("tokens_per_s")) continue;
+    const double per_cpu = entry.at("tokens_per_cpu_s").get<double>(), per_wall = entry.at("tokens_per_s").get<double>();
+    INFO("step ", entry.at("step").get<int64_t>());
+    CHECK(std::isfinite(per_cpu));
+    CHECK(per_cpu > 0);
+    CHECK(per_cpu >= 0.9 * per_wall);
+    steps_cpu += 5 * 64 * 16 / per_cpu;  // 5 steps of 64 x 16 tokens
+    ++lines;
+  }
+  CHECK(lines == 8);
+  CHECK(steps_cpu <= run_cpu * 1.001);  // the steps are a part of the run
+  CHECK(steps_cpu > 0);
+}
+
 TEST_CASE("generate: the prompt is fed once, then one token per call") {
   ModelConfig c;
   c.vocab = 5;
@@ -241,6 +282,173 @@ TEST_CASE("train: vocabulary, prompt and device problems are refused with a mess
     g.training.device = "cuda";
     CHECK(contains(error_of([&] { models::Trainer t(g, model, data); }), "training.device is \"cuda\" but"));
   }
+}
+
+// ---- early stopping (training.patience) ------------------------------------------------------------
+
+namespace {
+
+// A model whose validation loss the test dictates. In eval mode its logits are 0
+// except `height(step)` on one token the valid split never holds, so every valid
+// position costs ln(e^height + V - 1): the validation loss rises with the height the
+// script gives for the trainer's step. Training itself runs a real model (TestLM's).
+struct ScriptedValidLM : TestLM {
+  const models::Trainer* trainer = nullptr;
+  std::map<int64_t, double> height_at_step;  // the script; steps it does not name get 0
+  int64_t absent_token = 0;
+
+  using TestLM::TestLM;
+  Tensor forward(const Tensor& tokens) override {
+    if (training()) return TestLM::forward(tokens);
+    const int64_t vocab = config_.vocab;
+    const auto it = height_at_step.find(trainer ? trainer->step() : 0);
+    const double height = it == height_at_step.end() ? 0.0 : it->second;
+    std::vector<float> logits(static_cast<size_t>(tokens.numel() * vocab), 0.0f);
+    for (int64_t i = 0; i < tokens.numel(); ++i) logits[i * vocab + absent_token] = static_cast<float>(height);
+    return Tensor::from_vector(logits, {tokens.size(0), tokens.size(1), vocab});
+  }
+};
+
+// A world of one rank, enough for Trainer::distribute's checks (nothing here communicates).
+struct OneRank : comm::Communicator {
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  std::string name() const override { return "one rank"; }
+  Device device() const override { return Device::cpu; }
+  void all_reduce_sum(const Tensor&) override {}
+  void broadcast(const Tensor&, int) override {}
+  void barrier() override {}
+  std::vector<std::string> all_gather_text(const std::string& text) override { return {text}; }
+  [[noreturn]] void abort(int) override { std::abort(); }
+};
+
+// 'Z' opens the text and appears nowhere else: it is in the vocabulary and the
+// train split, never in the valid split.
+const std::string& scripted_text() {
+  static const std::string text = "Z" + synthetic_text(20000);
+  return text;
+}
+
+TrainConfig patience_config(const std::string& out_dir, int64_t steps, int64_t patience) {
+  TrainConfig c = small_config(out_dir, steps);
+  c.training.eval_interval = 2;
+  c.training.patience = patience;
+  c.sample.length = 0;
+  return c;
+}
+
+struct PatienceRun {
+  int64_t step = 0, best_step = -1;
+  double best_loss = 0;
+  bool stopped_early = false;
+};
+
+// Validation k (at step 2k) gets heights[k - 1]. Trains (resuming from `resume` when
+// given) and reports where the trainer ended.
+PatienceRun run_scripted(const TrainConfig& config, const std::vector<double>& heights, const std::string& resume = "",
+                         const std::atomic<bool>* stop = nullptr) {
+  TrainConfig c = config;
+  datasets::TextDataset data = datasets::TextDataset::from_text(scripted_text());
+  models::resolve_vocab(c, data.tokenizer);
+  ScriptedValidLM model(c.model);
+  model.absent_token = data.tokenizer.encode("Z").at(0);
+  for (size_t k = 0; k < heights.size(); ++k) model.height_at_step[2 * static_cast<int64_t>(k + 1)] = heights[k];
+  models::Trainer trainer(c, model, std::move(data));
+  model.trainer = &trainer;
+  if (!resume.empty()) trainer.resume(resume);
+  models::RunOptions quiet;
+  quiet.progress = false;
+  quiet.stop = stop;
+  trainer.run(quiet);
+  return {trainer.step(), trainer.best_valid_step(), trainer.best_valid_loss(), trainer.stopped_early()};
+}
+
+// The validation loss of a height, written from the definition of cross-entropy.
+double scripted_loss(double height, int64_t vocab) { return std::log(std::exp(height) + static_cast<double>(vocab - 1)); }
+
+// Heights of validations 1, 2, ...: lower is better. With patience 2 the run stops at
+// validation 4 (validations 3 and 4 do not go below validation 2's: equal is no
+// progress); with patience 3 at validation 8 (validation 5 is a new best; 7 and 8
+// improve on 6 but not on 5).
+const std::vector<double> kHeights = {3, 2, 2.5, 2, 1, 1.5, 1.2, 1.1, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0};
+
+}  // namespace
+
+TEST_CASE("train: training.patience stops after that many validations in a row without a lower valid loss") {
+  TempDir dir("train-patience");
+  const int64_t vocab = datasets::TextDataset::from_text(scripted_text()).tokenizer.vocab_size();
+
+  const PatienceRun two = run_scripted(patience_config(dir.file("two"), 30, 2), kHeights);
+  CHECK(two.stopped_early);
+  CHECK(two.step == 8);
+  CHECK(two.best_step == 4);
+  CHECK(two.best_loss == relative(scripted_loss(2, vocab), 1e-6));
+  // The stop is saved: the newest checkpoint is of step 8, and the log says where and why.
+  CHECK(load_safetensors_metadata(dir.file("two/checkpoint/model.safetensors")).at("step") == "8");
+  std::string last_line;
+  std::ifstream log(dir.file("two/metrics.jsonl"));
+  for (std::string line; std::getline(log, line);) last_line = line;
+  const nlohmann::json last = nlohmann::json::parse(last_line);
+  CHECK(last.value("stopped_early_at_step", -1) == 8);
+  CHECK(last.value("best_valid_step", -1) == 4);
+
+  const PatienceRun three = run_scripted(patience_config(dir.file("three"), 30, 3), kHeights);
+  CHECK(three.stopped_early);
+  CHECK(three.step == 16);
+  CHECK(three.best_step == 10);
+  CHECK(three.best_loss == relative(scripted_loss(1, vocab), 1e-6));
+
+  // Off (0, the default): every step runs, and the best is still reported.
+  const PatienceRun off = run_scripted(patience_config(dir.file("off"), 30, 0), kHeights);
+  CHECK(!off.stopped_early);
+  CHECK(off.step == 30);
+  CHECK(off.best_step == 10);
+
+  // Data-parallel training refuses it: only rank 0 would know when to stop.
+  CHECK(contains(error_of([&] {
+                   TrainConfig c = patience_config(dir.file("mpi"), 30, 2);
+                   datasets::TextDataset data = datasets::TextDataset::from_text(scripted_text());
+                   models::resolve_vocab(c, data.tokenizer);
+                   TestLM model(c.model);
+                   models::Trainer trainer(c, model, std::move(data));
+                   OneRank solo;
+                   trainer.distribute(solo);
+                 }),
+                 "training.patience is not supported with data-parallel training"));
+}
+
+TEST_CASE("train: a run resumed in the middle of its patience stops where the uninterrupted run stops") {
+  TempDir dir("train-patience-resume");
+  const PatienceRun whole = run_scripted(patience_config(dir.file("whole"), 40, 3), kHeights);
+  REQUIRE(whole.step == 16);
+
+  // Interrupted at step 12, one validation after the best (step 10): a resume that
+  // forgot the record would take step 14 for a new best and stop only at step 22.
+  const PatienceRun first = run_scripted(patience_config(dir.file("split"), 12, 3), kHeights);
+  CHECK(!first.stopped_early);
+  CHECK(first.step == 12);
+  const PatienceRun resumed = run_scripted(patience_config(dir.file("split"), 40, 3), kHeights, dir.file("split"));
+  CHECK(resumed.stopped_early);
+  CHECK(resumed.step == whole.step);
+  CHECK(resumed.best_step == whole.best_step);
+  CHECK(resumed.best_loss == whole.best_loss);
+
+  // A finished run stays finished: resuming it again takes no step.
+  const PatienceRun again = run_scripted(patience_config(dir.file("split"), 40, 3), kHeights, dir.file("split"));
+  CHECK(again.stopped_early);
+  CHECK(again.step == 16);
+
+  // A checkpoint without a validation (stopped at step 1) has no early-stopping record,
+  // as checkpoints from before training.patience: it resumes with none.
+  std::atomic<bool> stop_now{true};
+  const PatienceRun early = run_scripted(patience_config(dir.file("old"), 40, 3), kHeights, "", &stop_now);
+  REQUIRE(early.step == 1);
+  const auto meta = load_safetensors_metadata(dir.file("old/checkpoint/optimizer.safetensors"));
+  CHECK(meta.count("best_valid_step") == 0);
+  CHECK(meta.count("step") == 1);
+  const PatienceRun from_old = run_scripted(patience_config(dir.file("old"), 40, 3), kHeights, dir.file("old"));
+  CHECK(from_old.step == 16);
+  CHECK(from_old.best_step == 10);
 }
 
 // ---- fast weights layers on Tiny Shakespeare, and carry-over --------------------------------------

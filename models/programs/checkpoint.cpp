@@ -201,17 +201,23 @@ std::string save_checkpoint(const std::string& out_dir, const Module& model, con
   std::error_code ec;
   for (int n = 2; fs::exists(run / name, ec); ++n) name = "checkpoint-" + step + "-" + std::to_string(n);
   const fs::path final_dir = run / name;
+  std::map<std::string, std::string> optimizer_metadata = {
+      {"format", "loom"},
+      {"step", step},
+      {"elapsed_seconds", number_text(state.elapsed_seconds)},
+      {"config", state.config_json},
+      {"train_batcher", state.train_batcher.to_json()},
+      {"dropout_rng_seed", std::to_string(state.dropout_seed)},
+      {"dropout_rng_offset", std::to_string(state.dropout_offset)}};
+  if (state.best_valid_step >= 0) {
+    optimizer_metadata["best_valid_loss"] = number_text(state.best_valid_loss);
+    optimizer_metadata["best_valid_step"] = std::to_string(state.best_valid_step);
+    optimizer_metadata["evaluations_since_best"] = std::to_string(state.evaluations_since_best);
+  }
   try {
     save_model((fs::path(temporary) / kModelFile).string(), model,
                {{"format", "loom"}, {"step", step}, {"config", state.config_json}, {kVocabChecksumKey, vocab_checksum}});
-    save_safetensors((fs::path(temporary) / kOptimizerFile).string(), optimizer_state,
-                     {{"format", "loom"},
-                      {"step", step},
-                      {"elapsed_seconds", number_text(state.elapsed_seconds)},
-                      {"config", state.config_json},
-                      {"train_batcher", state.train_batcher.to_json()},
-                      {"dropout_rng_seed", std::to_string(state.dropout_seed)},
-                      {"dropout_rng_offset", std::to_string(state.dropout_offset)}});
+    save_safetensors((fs::path(temporary) / kOptimizerFile).string(), optimizer_state, optimizer_metadata);
     io::write_file_atomically((fs::path(temporary) / kVocabFile).string(), vocab_json);
     // 2. Complete and durable: give it its name.
     io::rename_path(temporary, final_dir.string());
@@ -317,6 +323,18 @@ TrainingState load_checkpoint(const std::string& path, Module& model, Adam& opti
   s.dropout_seed = parse_number<uint64_t>(required(meta, "dropout_rng_seed", optim_path), "dropout_rng_seed", optim_path);
   s.dropout_offset =
       parse_number<uint64_t>(required(meta, "dropout_rng_offset", optim_path), "dropout_rng_offset", optim_path);
+  // Early stopping's record: all three keys or none (a checkpoint from before it existed).
+  if (meta.count("best_valid_step")) {
+    s.best_valid_loss = parse_number<double>(required(meta, "best_valid_loss", optim_path), "best_valid_loss", optim_path);
+    s.best_valid_step = parse_number<int64_t>(meta.at("best_valid_step"), "best_valid_step", optim_path);
+    s.evaluations_since_best = parse_number<int64_t>(required(meta, "evaluations_since_best", optim_path),
+                                                     "evaluations_since_best", optim_path);
+    LOOM_CHECK(s.best_valid_step >= 0 && s.best_valid_step <= s.step && s.evaluations_since_best >= 0 &&
+                   std::isfinite(s.best_valid_loss),
+               optim_path, ": metadata best_valid_step ", s.best_valid_step, ", evaluations_since_best ",
+               s.evaluations_since_best, ", best_valid_loss ", s.best_valid_loss, " do not describe validations up to step ",
+               s.step);
+  }
   s.vocab = load_checkpoint_vocab(dir).chars();
   check_finite(optim.tensors, "checkpoint " + optim_path);
   NamedTensors adam_state;

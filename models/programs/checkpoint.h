@@ -73,6 +73,12 @@ struct TrainingState {
   // data.carry_over: the model's carried state (DecodeState::tensors()), stored in the
   // optimizer file under "carried_state.<name>"; empty otherwise.
   NamedTensors carried_state;
+  // Early stopping (training.patience): the lowest validation loss so far, the step of
+  // that validation (-1: none yet) and the validations since it without a lower loss.
+  // A checkpoint written before early stopping existed has none: it reads as -1 and 0.
+  double best_valid_loss = 0;
+  int64_t best_valid_step = -1;
+  int64_t evaluations_since_best = 0;
 };
 
 // Where a checkpoint is. `path` may be a run directory (its "checkpoint" link is

@@ -319,6 +319,7 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
   train.integer("eval_interval", t.eval_interval, 0);
   train.integer("eval_batches", t.eval_batches, 1);
   train.integer("checkpoint_interval", t.checkpoint_interval, 0);
+  train.integer("patience", t.patience, 0);
   train.text("out_dir", t.out_dir, false);
   train.text("log", t.log);
   train.integer("threads", t.threads, 0);
@@ -383,6 +384,7 @@ std::string to_json(const TrainConfig& c, int indent) {
                        {"eval_interval", t.eval_interval},
                        {"eval_batches", t.eval_batches},
                        {"checkpoint_interval", t.checkpoint_interval},
+                       {"patience", t.patience},
                        {"out_dir", t.out_dir},
                        {"log", t.log},
                        {"threads", t.threads},

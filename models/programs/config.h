@@ -63,6 +63,9 @@ struct TrainingConfig {
   int64_t eval_interval = 500;        // steps between validations (+ a sample); 0: only at the end
   int64_t eval_batches = 8;           // validation batches per evaluation
   int64_t checkpoint_interval = 1000; // steps between checkpoints; 0: only at the end
+  // Early stopping: training ends (with a checkpoint) after this many validations in a
+  // row without a validation loss below the lowest so far; 0: off, run every step.
+  int64_t patience = 0;
   std::string out_dir = "runs/fast_weights";  // checkpoints and the metrics log go here
   std::string log = "metrics.jsonl";  // JSON-lines metrics, inside out_dir; "" for none
   int64_t threads = 0;                // CPU threads; 0: OMP_NUM_THREADS or all cores

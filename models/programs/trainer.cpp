@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <ctime>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -79,6 +80,14 @@ std::string rate_text(double tokens_per_s) {
   else if (tokens_per_s >= 1e3) std::snprintf(buffer, sizeof buffer, "%.1fk", tokens_per_s / 1e3);
   else std::snprintf(buffer, sizeof buffer, "%.0f", tokens_per_s);
   return buffer;
+}
+
+// CPU time of the whole process (every thread). On one thread it is what a step
+// costs however busy the machine is, where the wall clock also counts the waiting.
+double process_cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
 }
 
 // A sample as one printable line: newlines shown as \n.
@@ -190,6 +199,9 @@ void Trainer::distribute(comm::Communicator& comm) {
   // A checkpoint holds one carried state (rank 0's): the other ranks' streams could not resume.
   LOOM_CHECK(!config_.data.carry_over, "data.carry_over is not supported with data-parallel training (mpirun): ",
              "a checkpoint would hold only rank 0's carried states; train it in one process");
+  // Only rank 0 validates, so only it would know when to stop.
+  LOOM_CHECK(config_.training.patience == 0, "training.patience is not supported with data-parallel training (mpirun): ",
+             "only rank 0 validates; train it in one process or set training.patience to 0");
   parallel_ = std::make_unique<DataParallel>(comm, model_.parameters());
   Generator& dropout = model_.dropout_generator();
   dropout.set_state(dropout_seed_for_rank(dropout.seed(), parallel_->rank()), dropout.offset());
@@ -204,6 +216,21 @@ void Trainer::check_loss(double loss, int64_t step, const char* what) const {
   LOOM_FAIL("step ", step, ": ", what, " is ", loss,
             std::isfinite(loss) ? detail::concat(", over ", kExplodingLossFactor, " x ln(vocab) = ", limit) : "",
             ": training diverged (try a lower optimizer.lr or clipping); stopped, ", kept);
+}
+
+bool Trainer::stopped_early() const {
+  return config_.training.patience > 0 && evaluations_since_best_ >= config_.training.patience;
+}
+
+// Strictly lower counts as better: a validation loss that only equals the best is no progress.
+void Trainer::record_validation(double loss) {
+  if (best_valid_step_ < 0 || loss < best_valid_loss_) {
+    best_valid_loss_ = loss;
+    best_valid_step_ = step_;
+    evaluations_since_best_ = 0;
+  } else {
+    evaluations_since_best_ += 1;
+  }
 }
 
 EvalResult Trainer::evaluate() {
@@ -267,6 +294,9 @@ std::string Trainer::save() {
   s.dropout_offset = model_.dropout_generator().offset();
   s.vocab = data_.tokenizer.chars();
   if (carried_ && !train_batches_.at_epoch_start()) s.carried_state = carried_->tensors();  // else: zeros next
+  s.best_valid_loss = best_valid_loss_;
+  s.best_valid_step = best_valid_step_;
+  s.evaluations_since_best = evaluations_since_best_;
   const std::string dir = save_checkpoint(config_.training.out_dir, model_, *optimizer_, s);
   saved_step_ = step_;
   return dir;
@@ -310,6 +340,9 @@ void Trainer::resume_locked(const std::string& path) {
   // The checkpoint holds rank 0's key (the model's own); other ranks derive theirs.
   model_.dropout_generator().set_state(parallel_ ? dropout_seed_for_rank(s.dropout_seed, parallel_->rank()) : s.dropout_seed,
                                        s.dropout_offset);
+  best_valid_loss_ = s.best_valid_loss;
+  best_valid_step_ = s.best_valid_step;
+  evaluations_since_best_ = s.evaluations_since_best;
   carried_.reset();
   if (!s.carried_state.empty()) {
     LOOM_CHECK(config_.data.carry_over, "cannot resume from ", path, ": it holds a carried state but data.carry_over is off");
@@ -443,7 +476,7 @@ bool Trainer::run(const RunOptions& options) {
   const double flops_per_token = model_.training_flops_per_token(config_.data.seq_len);
 
   // Accumulated since the last log line.
-  double interval_loss = 0, interval_seconds = 0;
+  double interval_loss = 0, interval_seconds = 0, interval_cpu_seconds = 0;
   int64_t interval_steps = 0, interval_tokens = 0;
   double seconds_per_step = 0;
   auto last_draw = Clock::now() - std::chrono::seconds(1);
@@ -473,12 +506,23 @@ bool Trainer::run(const RunOptions& options) {
     if (tty) std::fputs("\r\033[K", stderr);
   };
 
+  auto report_early_stop = [&] {
+    if (writer && options.progress)
+      std::fprintf(stderr, "stopped early at step %lld: %lld validations without a loss below %.4f (step %lld)\n",
+                   (long long)step_, (long long)config_.training.patience, best_valid_loss_, (long long)best_valid_step_);
+  };
+  if (stopped_early()) {  // a resumed run that had already stopped
+    report_early_stop();
+    return true;
+  }
   if (writer && options.progress && step_ >= total)
     std::fprintf(stderr, "already at step %lld of %lld: nothing to do\n", (long long)step_, (long long)total);
   while (step_ < total) {
     const auto start = Clock::now();
+    const double cpu_start = process_cpu_seconds();
     const StepResult r = train_step();
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    interval_cpu_seconds += process_cpu_seconds() - cpu_start;
     elapsed_ += seconds;
     interval_loss += r.loss;
     interval_seconds += seconds;
@@ -500,10 +544,12 @@ bool Trainer::run(const RunOptions& options) {
       if (writer && options.progress && !tty)
         std::fprintf(stderr, "%s\n", progress_text(mean, tokens_per_s).c_str());
       Json entry = {{"step", step_}, {"loss", mean.loss}, {"lr", r.lr}, {"grad_norm", r.grad_norm},
-                    {"tokens_per_s", tokens_per_s}, {"elapsed", elapsed_}};
+                    {"tokens_per_s", tokens_per_s},
+                    {"tokens_per_cpu_s", interval_tokens / std::max(interval_cpu_seconds, 1e-9)},
+                    {"elapsed", elapsed_}};
       if (options.peak_gflops > 0) entry["mfu"] = flops_per_token * tokens_per_s / (options.peak_gflops * 1e9);
       write_metrics(entry);
-      interval_loss = interval_seconds = 0;
+      interval_loss = interval_seconds = interval_cpu_seconds = 0;
       interval_steps = interval_tokens = 0;
     }
 
@@ -518,22 +564,34 @@ bool Trainer::run(const RunOptions& options) {
         std::printf("\n");
         std::fflush(stdout);
       }
+      record_validation(e.loss);
       write_metrics(Json{{"step", step_},
                          {"valid_loss", e.loss},
                          {"valid_acc", e.accuracy},
+                         {"best_valid_loss", best_valid_loss_},
+                         {"best_valid_step", best_valid_step_},
                          {"sample", config_.sample.prompt + e.sample}});
       draw_chart();
     }
+    const bool early = stopped_early();
 
     // Under data parallelism the request of any rank, agreed in the step: all stop after the same one.
     const bool stop = parallel_ ? stop_agreed_ : options.stop && options.stop->load();
-    if (writer && ((t.checkpoint_interval > 0 && step_ % t.checkpoint_interval == 0) || last || stop) &&
+    if (writer && ((t.checkpoint_interval > 0 && step_ % t.checkpoint_interval == 0) || last || stop || early) &&
         step_ != saved_step_) {
       const std::string dir = save();
       if (options.progress) {
         clear_line();
         std::fprintf(stderr, "step %lld: saved %s\n", (long long)step_, dir.c_str());
       }
+    }
+    if (early) {
+      clear_line();
+      write_metrics(Json{{"stopped_early_at_step", step_},
+                         {"best_valid_loss", best_valid_loss_},
+                         {"best_valid_step", best_valid_step_}});
+      report_early_stop();
+      return true;
     }
     if (stop && !last) {
       clear_line();

@@ -6,6 +6,8 @@
 // steps: the validation loss and accuracy over eval_batches batches (eval mode,
 // no grad) and a greedy sample from the prompt. Every checkpoint_interval steps
 // and at the end: a checkpoint (checkpoint.h) that resumes the same trajectory.
+// With training.patience, training ends once that many validations in a row have
+// not lowered the best validation loss (early stopping).
 #pragma once
 
 #include <atomic>
@@ -102,11 +104,18 @@ class Trainer {
   // True on the one process that writes checkpoints, metrics and progress.
   bool is_writer() const { return !parallel_ || parallel_->rank() == 0; }
 
-  // Steps until total_steps(), logging, evaluating and checkpointing on the way.
-  // Returns false when options.stop ended it early (after saving).
+  // Steps until total_steps(), or until training.patience validations in a row bring
+  // no lower validation loss (then it saves and returns true), logging, evaluating and
+  // checkpointing on the way. Returns false when options.stop ended it early (after saving).
   bool run(const RunOptions& options = {});
 
   int64_t step() const { return step_; }
+  // Early stopping (training.patience): the lowest validation loss so far and its step
+  // (-1: no validation yet); stopped_early() once patience validations in a row have
+  // not gone below it. All three survive a resume.
+  double best_valid_loss() const { return best_valid_loss_; }
+  int64_t best_valid_step() const { return best_valid_step_; }
+  bool stopped_early() const;
   int64_t total_steps() const;
   int64_t batches_per_epoch() const { return train_batches_.batches_per_epoch(); }
   std::string checkpoint_path() const;  // <out_dir>/checkpoint, the link to the newest
@@ -122,6 +131,7 @@ class Trainer {
   void write_metrics(const nlohmann::ordered_json& entry);
   void draw_chart();
   void check_loss(double loss, int64_t step, const char* what) const;
+  void record_validation(double loss);  // updates the early-stopping record
   void prepare_locked(bool overwrite);        // prepare() after the lock is taken
   void resume_locked(const std::string& path);  // resume() after the lock is taken
   // Runs `work` with out_dir locked; when it throws, the lock is let go.
@@ -135,6 +145,8 @@ class Trainer {
   std::unique_ptr<Adam> optimizer_;
   int64_t step_ = 0;
   double elapsed_ = 0;  // seconds spent in run() so far, across resumes
+  double best_valid_loss_ = 0;
+  int64_t best_valid_step_ = -1, evaluations_since_best_ = 0;
   std::ofstream metrics_;
   std::string metrics_path_;  // "" when training.log is off
   bool resumed_ = false, prepared_ = false;
