@@ -14,6 +14,17 @@
 # (also printed) and the chart to examples/results/lm_table/valid_loss.svg.
 set -eu
 
+# True when the run in $2 stopped early or its newest checkpoint is at the config's
+# step limit: resuming it would only log its end again.
+finished() {
+  grep -q '"stopped_early_at_step"' "$2/metrics.jsonl" 2>/dev/null && return 0
+  [ -e "$2/checkpoint" ] || return 1
+  local saved limit
+  saved=$(basename "$(readlink "$2/checkpoint")")
+  limit=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["training"]["steps"])' "$1")
+  [ "$saved" = "checkpoint-$limit" ]
+}
+
 # The whole script is read before anything runs, so editing it meanwhile is safe.
 main() {
   cd "$(dirname "$0")/.."
@@ -24,7 +35,9 @@ main() {
     config=examples/configs/lm_table_$layer.json
     out=examples/results/lm_table/$layer
     echo "== $layer ($(date -u '+%Y-%m-%d %H:%M UTC'))"
-    if [ -e "$out/checkpoint" ]; then
+    if finished "$config" "$out"; then
+      echo "finished earlier: skipped"
+    elif [ -e "$out/checkpoint" ]; then
       "$bin/train" "$config" --threads 1 --resume
     else
       "$bin/train" "$config" --threads 1 --overwrite  # nothing saved yet: a log alone is started over
