@@ -49,7 +49,7 @@ LOOM_HD float exp_float(float x) {
   // Both comparisons always evaluated (no && or ||): a branch would stop the loop
   // from vectorizing. NaN is neither, and flows through the arithmetic to the result.
   const bool below = x < kMin, above = x > kMax;
-  const float xs = below | above ? 0.0f : x;
+  const float xs = (below | above) ? 0.0f : x;
   // n = xs·log2(e) rounded to the nearest integer, in [-126, 128]: adding 1.5·2^23
   // leaves n in the low bits of the sum. (A float-to-int conversion or std::floor
   // would stop the loop from vectorizing: either may raise a floating-point flag.)

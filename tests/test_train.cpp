@@ -4,11 +4,13 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <ctime>
 #include <fstream>
 #include <map>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "autodiff/grad_mode.h"
@@ -180,12 +182,14 @@ TEST_CASE("train: each log line gives the tokens per second of CPU time, within 
   TrainConfig c = small_config(dir.file("run"), 40);
   c.training.log_interval = 5;
   c.training.threads = 1;  // one thread: its CPU time can be no more than the wall time
-  // Steps of milliseconds, so that an idle thread left spinning by an earlier test
-  // cannot add a noticeable share to the process's CPU time.
   c.model.d_model = 64;
   c.data.seq_len = 64;
   c.data.batch_size = 16;
   const int threads_before = num_threads();
+  // An earlier test's OpenMP threads keep spinning for a while after their last
+  // parallel region (LLVM's libomp: 200 ms by default, KMP_BLOCKTIME), and that
+  // CPU time is the process's. Wait until they sleep, so that it is not counted here.
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
   timespec before{}, after{};
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &before);
   train_test_model(c, synthetic_text(20000));
