@@ -53,10 +53,10 @@ __device__ __forceinline__ T dot(const T* a, const T* b, int64_t n) {
 
 // The dropout factor of probability e: 0, or 1/(1-p) for a kept one.
 template <class T>
-__device__ __forceinline__ T dropout_factor(uint64_t e, const Args& a) {
+__device__ __forceinline__ T dropout_factor_at(uint64_t e, const Args& a) {
   const std::array<uint32_t, 4> words = philox4x32(a.offset + e / 4, a.seed);
   const double keep = 1.0 - a.dropout_p;
-  return uint_to_unit(words[e % 4]) < keep ? static_cast<T>(1.0 / keep) : T(0);
+  return dropout_factor(words[e % 4], dropout_keep_threshold(keep), static_cast<T>(1.0 / keep));
 }
 
 // Flat index of probability (b, h, i, 0) = (pair·Lq + i)·Lk: the dropout counter layout.
@@ -101,7 +101,7 @@ __global__ void attention_forward_kernel(Rows<T> q, Rows<T> k, Rows<T> v, Dims g
     const uint64_t e0 = prob_index(g, pair, i);
     for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
       T p = sp[j] * inv;
-      if (a.dropout_p > 0) p *= dropout_factor<T>(e0 + j, a);
+      if (a.dropout_p > 0) p *= dropout_factor_at<T>(e0 + j, a);
       sp[j] = p;
     }
     __syncthreads();
@@ -136,7 +136,7 @@ __global__ void attention_backward_rows_kernel(Rows<T> q, Rows<T> k, Rows<T> v, 
     for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
       const T p = std::exp(dot(sq, k.at(j, b, h), g.D) * scale - l);
       T dp = dot(sdo, v.at(j, b, h), g.Dv);  // gradient of the dropped probability
-      if (a.dropout_p > 0) dp *= dropout_factor<T>(e0 + j, a);
+      if (a.dropout_p > 0) dp *= dropout_factor_at<T>(e0 + j, a);
       sp[j] = p;
       sds[j] = dp;
       acc += static_cast<double>(dp) * p;
@@ -177,7 +177,7 @@ __global__ void attention_backward_cols_kernel(Rows<T> q, Rows<T> k, Rows<T> v, 
       T dp = dot(dout.at(i, b, h), sv, g.Dv);
       T pd = p;
       if (a.dropout_p > 0) {
-        const T f = dropout_factor<T>(prob_index(g, pair, i) + j, a);
+        const T f = dropout_factor_at<T>(prob_index(g, pair, i) + j, a);
         pd = p * f;
         dp *= f;
       }

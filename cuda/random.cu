@@ -24,14 +24,15 @@ __global__ void random_kernel(T* out, int64_t n, RandomKind kind, double a, doub
 }
 
 template <class T>
-__global__ void dropout_kernel(const T* x, T* out, int64_t n, double keep, T scale, uint64_t seed, uint64_t offset) {
+__global__ void dropout_kernel(const T* x, T* out, int64_t n, uint64_t threshold, T scale, uint64_t seed,
+                               uint64_t offset) {
   const int64_t blocks = (n + 3) / 4;
   LOOM_GRID_STRIDE_LOOP(blk, blocks) {
     const auto words = philox4x32(offset + static_cast<uint64_t>(blk), seed);
     for (int w = 0; w < 4; ++w) {
       const int64_t i = blk * 4 + w;
       if (i >= n) break;
-      out[i] = x[i] * dropout_factor(words[w], keep, scale);
+      out[i] = x[i] * dropout_factor(words[w], threshold, scale);
     }
   }
 }
@@ -59,7 +60,7 @@ void CudaBackend::dropout(const Tensor& x, const Tensor& out, double p, uint64_t
     if (n == 0) return;
     const double keep = 1.0 - p;
     dropout_kernel<T><<<grid_for((n + 3) / 4), kBlockThreads, 0, stream()>>>(
-        x.data<T>(), out.data<T>(), n, keep, static_cast<T>(1.0 / keep), seed, offset);
+        x.data<T>(), out.data<T>(), n, dropout_keep_threshold(keep), static_cast<T>(1.0 / keep), seed, offset);
     LOOM_CUDA_CHECK_LAUNCH("dropout");
   });
 }

@@ -74,12 +74,21 @@ LOOM_HD double sample_uniform(uint32_t bits, double low, double high) {
 // 1 with probability p, else 0.
 LOOM_HD double sample_bernoulli(uint32_t bits, double p) { return uint_to_unit(bits) < p ? 1.0 : 0.0; }
 
-// Dropout's factor for one element: `scale` = T(1 / (1 - p)) where bernoulli(keep =
-// 1 - p) keeps it, else 0; x times it is the same bits as x times the bernoulli
-// mask multiplied by the scale.
+// Dropout keeps an element where bernoulli(keep = 1 - p) draws 1: where
+// bits·2^-32 < keep. Both sides scale exactly by 2^32, so for an integer word
+// that is bits < ceil(keep·2^32): the same mask from one integer comparison,
+// where converting each word to double halved the vector width of the loop.
+// The threshold is in [0, 2^32], so it needs 64 bits.
+LOOM_HD uint64_t dropout_keep_threshold(double keep) {
+  return static_cast<uint64_t>(std::ceil(keep * 4294967296.0));
+}
+
+// Dropout's factor for one element: `scale` = T(1 / keep) where the word is below
+// `threshold` (dropout_keep_threshold), else 0; x times it is the same bits as x
+// times the bernoulli mask multiplied by the scale.
 template <class T>
-LOOM_HD T dropout_factor(uint32_t bits, double keep, T scale) {
-  return sample_bernoulli(bits, keep) != 0.0 ? scale : T(0);
+LOOM_HD T dropout_factor(uint32_t bits, uint64_t threshold, T scale) {
+  return bits < threshold ? scale : T(0);
 }
 
 // Box-Muller on the word pair (even, odd) of one block: the even element of the

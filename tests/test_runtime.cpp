@@ -142,6 +142,22 @@ TEST_CASE("dropout: the mask drawn in the kernel is bernoulli(1 - p) times 1/(1 
   set_num_threads(threads);
 }
 
+TEST_CASE("dropout: the integer threshold keeps exactly the words bernoulli(keep) keeps, at its edge") {
+  // The reference is sample_bernoulli's comparison in double; the words tried are
+  // the ones on either side of keep·2^32, where an off-by-one would show.
+  for (const double keep : {0.0, 1e-10, 0.1, 0.5, 0.7, 0.75, 0.9, 1.0 - 0x1p-32, 1.0 - 0x1p-33, 1.0}) {
+    const uint64_t threshold = dropout_keep_threshold(keep);
+    CHECK(threshold <= (uint64_t{1} << 32));
+    const double edge = std::floor(keep * 4294967296.0);
+    for (double w = edge - 2; w <= edge + 2; ++w) {
+      if (w < 0 || w > 4294967295.0) continue;
+      const uint32_t bits = static_cast<uint32_t>(w);
+      INFO("keep ", keep, ", word ", bits);
+      CHECK((dropout_factor(bits, threshold, 1.0f) != 0.0f) == (sample_bernoulli(bits, keep) == 1.0));
+    }
+  }
+}
+
 TEST_CASE("kernel clock: times each kind of kernel, the outermost one only, and nothing when off") {
   Generator gen(3);
   const Tensor a = uniform({256, 256}, -1, 1, gen), b = uniform({256, 256}, -1, 1, gen);

@@ -84,9 +84,10 @@ void dropout_factors(T* f, int64_t n, uint64_t e0, const Args& a, std::vector<ui
   philox4x32_blocks(words.data(), a.offset + first, blocks, a.seed);
   const uint32_t* bits = words.data() + (e0 - 4 * first);
   const double keep = 1.0 - a.dropout_p;
+  const uint64_t threshold = dropout_keep_threshold(keep);
   const T kept = static_cast<T>(1.0 / keep);
 #pragma omp simd
-  for (int64_t j = 0; j < n; ++j) f[j] = uint_to_unit(bits[j]) < keep ? kept : T(0);
+  for (int64_t j = 0; j < n; ++j) f[j] = dropout_factor(bits[j], threshold, kept);
 }
 
 // Flat index of probability (b, h, i, 0): the dropout counter layout.

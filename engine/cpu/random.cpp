@@ -31,14 +31,14 @@ namespace {
 // Dropout over `blocks` whole blocks of 4 elements, the first with Philox counter
 // `counter`. Plain arguments and no branch: the loop vectorizes, Philox included.
 template <class T>
-void apply_dropout(const T* __restrict in, T* __restrict out, int64_t blocks, double keep, T scale, uint64_t seed,
-                   uint64_t counter) {
+void apply_dropout(const T* __restrict in, T* __restrict out, int64_t blocks, uint64_t threshold, T scale,
+                   uint64_t seed, uint64_t counter) {
   for (int64_t blk = 0; blk < blocks; ++blk) {
     const auto [w0, w1, w2, w3] = philox4x32(counter + static_cast<uint64_t>(blk), seed);
-    out[blk * 4 + 0] = in[blk * 4 + 0] * dropout_factor(w0, keep, scale);
-    out[blk * 4 + 1] = in[blk * 4 + 1] * dropout_factor(w1, keep, scale);
-    out[blk * 4 + 2] = in[blk * 4 + 2] * dropout_factor(w2, keep, scale);
-    out[blk * 4 + 3] = in[blk * 4 + 3] * dropout_factor(w3, keep, scale);
+    out[blk * 4 + 0] = in[blk * 4 + 0] * dropout_factor(w0, threshold, scale);
+    out[blk * 4 + 1] = in[blk * 4 + 1] * dropout_factor(w1, threshold, scale);
+    out[blk * 4 + 2] = in[blk * 4 + 2] * dropout_factor(w2, threshold, scale);
+    out[blk * 4 + 3] = in[blk * 4 + 3] * dropout_factor(w3, threshold, scale);
   }
 }
 
@@ -51,14 +51,15 @@ void CpuBackend::dropout(const Tensor& x, const Tensor& out, double p, uint64_t 
     T* o = out.data<T>();
     const int64_t n = out.numel();
     const double keep = 1.0 - p;
+    const uint64_t threshold = dropout_keep_threshold(keep);
     const T scale = static_cast<T>(1.0 / keep);
     const int64_t full_blocks = n / 4;
     cpu::parallel_for(full_blocks, 16, [&](int64_t b0, int64_t b1) {
-      apply_dropout(in + b0 * 4, o + b0 * 4, b1 - b0, keep, scale, seed, offset + static_cast<uint64_t>(b0));
+      apply_dropout(in + b0 * 4, o + b0 * 4, b1 - b0, threshold, scale, seed, offset + static_cast<uint64_t>(b0));
     });
     if (n % 4 != 0) {  // the last, partial block
       const auto words = philox4x32(offset + static_cast<uint64_t>(full_blocks), seed);
-      for (int64_t i = full_blocks * 4; i < n; ++i) o[i] = in[i] * dropout_factor(words[i % 4], keep, scale);
+      for (int64_t i = full_blocks * 4; i < n; ++i) o[i] = in[i] * dropout_factor(words[i % 4], threshold, scale);
     }
   });
 }
