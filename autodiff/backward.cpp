@@ -76,12 +76,24 @@ void release(Node& node) {
   node.released = true;
 }
 
+// True when no other tensor shares t's storage: writing into it changes nothing else.
+bool exclusive(const Tensor& t) {
+  return t.storage().use_count() == 1 && t.impl_ptr().use_count() == 1 && t.is_contiguous() && t.offset() == 0;
+}
+
 // A gradient we may keep: not sharing storage with anything else, so that an
 // in-place update of one leaf's grad can never change another's.
-Tensor owned(const Tensor& g) {
-  const bool exclusive = g.storage().use_count() == 1 && g.impl_ptr().use_count() == 1 && g.is_contiguous() &&
-                         g.offset() == 0;
-  return exclusive ? g : clone(g);
+Tensor owned(const Tensor& g) { return exclusive(g) ? g : clone(g); }
+
+// slot += g for a gradient still on its way to its node. In place when the slot's
+// buffer is its own (a sum made here, or a rule's fresh result): a tensor read at
+// every step of a recurrence, such as a feedback layer's weights, then takes its
+// L contributions into one buffer instead of a new buffer of its size for each.
+// The same kernel adds either way, so the bits are the same.
+void add_into(Tensor& slot, const Tensor& g) {
+  if (!slot.defined()) slot = g;
+  else if (exclusive(slot) && slot.shape() == g.shape() && slot.dtype() == g.dtype()) add_(slot, g);
+  else slot = add(slot, g);
 }
 
 void accumulate_leaf(TensorImpl& leaf, const Tensor& g) {
@@ -145,8 +157,7 @@ void backward(const Tensor& root, const Tensor& grad_output, bool retain_graph) 
       g = sum_to(g, node->input_shapes[i]);  // undo broadcasting, once, here
       if (g.dtype() != edge.dtype) g = cast(g, edge.dtype);
       if (edge.node) {
-        Tensor& slot = grads[edge.node.get()];
-        slot = slot.defined() ? add(slot, g) : g;
+        add_into(grads[edge.node.get()], g);
       } else {
         accumulate_leaf(*edge.leaf, g);
       }

@@ -117,6 +117,21 @@ TEST_CASE("autodiff: deep graphs do not overflow the stack") {
   y = Tensor();
 }
 
+TEST_CASE("autodiff: a gradient handed to two nodes is not summed into in place") {
+  // z = p + q hands one gradient tensor to both p and q; p·q then adds more to each.
+  // Adding that into the shared tensor in place would change q's pending gradient
+  // too. w = Σ (p·q + p + q) with p = 3x, q = 5x: dw/dx = 30x + 8. Both orders of
+  // the outer sum, so that either consumer of p and q can be walked first.
+  for (const bool product_first : {true, false}) {
+    Tensor x = leaf({1.0, -2.0}, {2});
+    const Tensor p = x * 3.0, q = x * 5.0;
+    const Tensor product = p * q, z = p + q;
+    const Tensor w = product_first ? sum(product + z) : sum(z + product);
+    w.backward();
+    CHECK(x.grad().to_vector<double>() == std::vector<double>{38.0, -52.0});
+  }
+}
+
 TEST_CASE("autodiff: the gradient of a leaf does not alias other tensors") {
   Tensor a = leaf({1.0, 2.0}, {2});
   Tensor b = leaf({3.0, 4.0}, {2});
