@@ -30,6 +30,8 @@
   LOOM_OP(logsumexp, true)                                     \
   /* linalg */                                                 \
   LOOM_OP(matmul, true)                                        \
+  LOOM_OP(step_weight, true)                                   \
+  LOOM_OP(stepped_matmul, true)                                \
   /* softmax and losses */                                     \
   LOOM_OP(softmax, true)                                       \
   LOOM_OP(log_softmax, true)                                   \

@@ -82,6 +82,28 @@ Tensor sum_to(const Tensor& x, const Shape& shape);
 // a 1-D operand is a vector. Transposed views are passed to GEMM without a copy.
 Tensor matmul(const Tensor& a, const Tensor& b);
 
+// A weight W [in, out] that every step of a recurrence multiplies by: y_t = x_t·W,
+// x_t [rows_t, in] (the feedback transformer's per-token linears). Through matmul,
+// each step's backward makes its own weight gradient x_tᵀ·dy_t, a full [in, out]
+// buffer for a product of rank rows_t, and the walker adds L of them. Here each
+// step's backward only files dy_t, and the weight gradient is one product Xᵀ·G
+// over all the steps' rows, made after every step's backward:
+//   StepWeight w = step_weight(W, capacity);   // capacity: the rows of all steps
+//   y_t = stepped_matmul(x_t, w);              // at each step
+// step_weight records a node whose output, `token` (one zero), every
+// stepped_matmul takes as an input: the walker reaches that node after them all.
+// Without gradients (grad mode off, or W not requiring grad) stepped_matmul is
+// matmul, and no buffer is made. The buffers hold capacity × (in + out) elements.
+struct StepWeight {
+  Tensor weight;      // W [in, out]
+  Tensor token;       // [1] zero: the step_weight node's output
+  Tensor inputs;      // X [capacity, in]: each step's x_t, filed by its forward
+  Tensor grads;       // G [capacity, out]: each step's dy_t, filed by its backward
+  int64_t rows = 0;   // rows filed so far
+};
+StepWeight step_weight(const Tensor& weight, int64_t capacity);
+Tensor stepped_matmul(const Tensor& x, StepWeight& w);
+
 // ---- softmax and losses (engine/ops/softmax.cpp) ----------------------------------
 Tensor softmax(const Tensor& x, int64_t axis = -1);
 Tensor log_softmax(const Tensor& x, int64_t axis = -1);

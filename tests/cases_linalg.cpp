@@ -1,4 +1,8 @@
-// cases_linalg.cpp: op-table cases for matmul (2-D, batched, broadcast, transposed, vectors).
+// cases_linalg.cpp: op-table cases for matmul (2-D, batched, broadcast, transposed, vectors),
+// and for step_weight and stepped_matmul: a weight shared by the steps of a recurrence,
+// its gradient made once over all the steps' rows (the reference: the plain chain of products).
+#include <cmath>
+
 #include "engine/ops.h"
 #include "tests/op_table.h"
 
@@ -69,6 +73,51 @@ static CaseRegistrar linalg_cases([](std::vector<OpCase>& c) {
   add_case(c, "vector x vector", InputSpec({5}), InputSpec({5}));
   add_case(c, "K=1 outer product", InputSpec({3, 1}), InputSpec({1, 4}));
   add_case(c, "K=0 gives zeros", InputSpec({2, 0}), InputSpec({0, 3}));
+});
+
+namespace {
+
+// a [M, K] · b [K, N] in plain loops.
+Ref product(const Ref& a, const Ref& b) {
+  const int64_t M = a.shape[0], K = a.shape[1], N = b.shape[1];
+  Ref out({M, N});
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j)
+      for (int64_t k = 0; k < K; ++k) out.at({i, j}) += a.at({i, k}) * b.at({k, j});
+  return out;
+}
+
+Ref plus_tanh(const Ref& y, const Ref& x) {
+  return zip(map(y, [](double v) { return std::tanh(v); }), x, [](double a, double b) { return a + b; });
+}
+
+// Three steps that feed each other, as a recurrence's do: y0 = x0·W,
+// y1 = (tanh y0 + x1)·W, y2 = (tanh y1 + x2)·W.
+Tensor three_steps(const Xs& x, int64_t capacity) {
+  StepWeight w = step_weight(x[0], capacity);
+  const Tensor y0 = stepped_matmul(x[1], w);
+  const Tensor y1 = stepped_matmul(tanh(y0) + x[2], w);
+  return stepped_matmul(tanh(y1) + x[3], w);
+}
+
+Ref three_steps_ref(const Rs& r) {
+  const Ref y0 = product(r[1], r[0]);
+  const Ref y1 = product(plus_tanh(y0, r[2]), r[0]);
+  return product(plus_tanh(y1, r[3]), r[0]);
+}
+
+}  // namespace
+
+static CaseRegistrar stepped_cases([](std::vector<OpCase>& c) {
+  c.push_back({"stepped_matmul: three steps feeding each other",
+               {InputSpec({4, 4}), InputSpec({2, 4}), InputSpec({2, 4}), InputSpec({2, 4})},
+               [](const Xs& x) { return three_steps(x, 6); }, three_steps_ref});
+  c.push_back({"stepped_matmul: a transposed weight, a strided first input, spare capacity",
+               {InputSpec({4, 4}).transposed(), InputSpec({2, 4}).strided(), InputSpec({2, 4}), InputSpec({2, 4})},
+               [](const Xs& x) { return three_steps(x, 9); }, three_steps_ref});
+  // The token alone: zero, and so is its gradient (no step filed a row).
+  c.push_back({"step_weight: the token of a weight no step used", {InputSpec({3, 2})},
+               [](const Xs& x) { return step_weight(x[0], 4).token; }, [](const Rs&) { return Ref({1}); }});
 });
 
 }  // namespace loom::test

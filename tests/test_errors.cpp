@@ -32,6 +32,22 @@ TEST_CASE("errors: shape mismatches name the op and both shapes") {
   CHECK(contains(error_of([&] { masked_fill(a, Tensor::zeros({3, 3}), 0.0); }), "masked_fill"));
 }
 
+TEST_CASE("errors: a stepped matmul names a wrong input and buffers that are full") {
+  Tensor w = Tensor::zeros({3, 2});
+  w.requires_grad_();
+  StepWeight stepped = step_weight(w, 4);
+  const std::string shape = error_of([&] { stepped_matmul(Tensor::zeros({2, 5}), stepped); });
+  CHECK(contains(shape, "stepped_matmul"));
+  CHECK(contains(shape, "[2, 5]"));
+  CHECK(contains(shape, "[3, 2]"));
+  stepped_matmul(Tensor::zeros({3, 3}), stepped);
+  const std::string full = error_of([&] { stepped_matmul(Tensor::zeros({2, 3}), stepped); });
+  CHECK(contains(full, "full"));
+  CHECK(contains(full, "capacity 4"));
+  CHECK(stepped.rows == 3);  // the refused step filed nothing
+  CHECK(contains(error_of([&] { step_weight(Tensor::zeros({3}), 2); }), "step_weight"));
+}
+
 TEST_CASE("errors: a bad axis names the op, the axis and the rank") {
   const Tensor a = Tensor::zeros({2, 3});
   for (const std::string& msg : {error_of([&] { sum(a, {2}); }), error_of([&] { transpose(a, 0, 5); }),

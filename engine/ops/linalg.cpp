@@ -1,4 +1,5 @@
-// linalg.cpp: matmul with numpy semantics.
+// linalg.cpp: matmul with numpy semantics, and the stepped matmul of a weight
+// shared by the steps of a recurrence (engine/ops.h).
 #include "engine/ops/op_helpers.h"
 
 namespace loom {
@@ -39,6 +40,55 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   return out;
 }
 
+StepWeight step_weight(const Tensor& weight, int64_t capacity) {
+  constexpr const char* op = "step_weight";
+  detail::check_defined(op, weight, "weight");
+  detail::check_float(op, weight);
+  LOOM_CHECK(weight.dim() == 2, op, ": weight must be [in, out], got ", weight.describe());
+  LOOM_CHECK(capacity >= 0, op, ": capacity must be >= 0, got ", capacity);
+  StepWeight w;
+  w.weight = weight;
+  w.token = Tensor::zeros({1}, weight.dtype(), weight.device());
+  if (needs_grad({&weight})) {
+    // Zeros: a step whose backward never runs adds nothing to Xᵀ·G.
+    w.inputs = Tensor::zeros({capacity, weight.size(0)}, weight.dtype(), weight.device());
+    w.grads = Tensor::zeros({capacity, weight.size(1)}, weight.dtype(), weight.device());
+    record({OpId::step_weight, {weight}, {w.inputs, w.grads}}, w.token);
+  }
+  return w;
+}
+
+namespace {
+
+// Rows [row0, row0 + rows.size(0)) of the matrix `m` [capacity, n], written
+// with the raw kernel: a copy_ would bump the storage version, and the
+// step_weight node, which saved m, would then report it modified.
+void file_rows(const Tensor& m, int64_t row0, const Tensor& rows) {
+  const Tensor slot = m.as_strided(rows.shape(), contiguous_strides(rows.shape()), m.offset() + row0 * m.size(1));
+  backend_for(m).copy(rows, slot);
+}
+
+}  // namespace
+
+Tensor stepped_matmul(const Tensor& x, StepWeight& w) {
+  constexpr const char* op = "stepped_matmul";
+  detail::check_defined(op, x, "x");
+  detail::check_defined(op, w.weight, "the step weight (make it with step_weight)");
+  detail::check_same(op, x, w.weight);
+  LOOM_CHECK(x.dim() == 2 && x.size(1) == w.weight.size(0), op, ": x must be [rows, ", w.weight.size(0),
+             "] for a weight of shape ", shape_str(w.weight.shape()), ", got ", x.describe());
+  if (!w.inputs.defined() || !is_grad_enabled()) return matmul(x, w.weight);
+  const int64_t row0 = w.rows, rows = x.size(0);
+  LOOM_CHECK(row0 + rows <= w.inputs.size(0), op, ": the step weight's buffers are full (", row0,
+             " rows filed, capacity ", w.inputs.size(0), ", this step brings ", rows, ")");
+  Tensor out = Tensor::empty({rows, w.weight.size(1)}, x.dtype(), x.device());
+  backend_for(x).matmul(x, w.weight, out);
+  file_rows(w.inputs, row0, x);
+  w.rows += rows;
+  record({OpId::stepped_matmul, {x, w.token}, {w.weight, w.grads}, {row0}}, out);
+  return out;
+}
+
 // ---- backward rules ----------------------------------------------------------------
 //
 // The backward rule of matmul.
@@ -55,9 +105,24 @@ std::vector<Tensor> matmul_rule(const RecordedOp& n, const Tensor& g) {
           n.needs_input_grad(1) ? matmul(transpose(a, -1, -2), g) : Tensor()};
 }
 
+// stepped_matmul: inputs {x, token}, saved {W, G}, ints {row0}. dx = dy·Wᵀ; dy is
+// filed in G for the step_weight node; the token's gradient is a zero.
+std::vector<Tensor> stepped_matmul_rule(const RecordedOp& n, const Tensor& g) {
+  file_rows(n.saved.at(1), n.ints.at(0), contiguous(g));
+  return {n.needs_input_grad(0) ? matmul(g, transpose(n.saved.at(0), 0, 1)) : Tensor(),
+          Tensor::zeros({1}, g.dtype(), g.device())};
+}
+
+// step_weight: inputs {W}, saved {X, G}: dW = Xᵀ·G, every step's x_tᵀ·dy_t at once.
+std::vector<Tensor> step_weight_rule(const RecordedOp& n, const Tensor&) {
+  return {matmul(transpose(n.saved.at(0), 0, 1), n.saved.at(1))};
+}
+
 // {inputs, output}: what each rule keeps alive for its backward.
 const RuleRegistration linalg_rules[] = {
     {OpId::matmul, {matmul_rule, true, false}},
+    {OpId::stepped_matmul, {stepped_matmul_rule, false, false}},
+    {OpId::step_weight, {step_weight_rule, false, false}},
 };
 }  // namespace
 

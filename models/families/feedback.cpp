@@ -41,6 +41,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 
 #include "engine/error.h"
 #include "engine/ops.h"
@@ -174,19 +175,25 @@ namespace {
 
 // A Linear as the steps of one forward use it: y = x·Wᵀ + b for x [B, in].
 // When gradients are recorded, Wᵀ is copied to a contiguous [in, out] tensor once per
-// forward. Each step's weight gradient then arrives contiguous, and the backward walker
-// sums the L of them with contiguous adds; through the transposed view they would be
-// transposed, and each of the L sums into the [out, in] weight a strided add.
+// forward and multiplied through stepped_matmul (engine/ops.h): each step files its
+// input and, in the backward, its output's gradient, and the weight's gradient is one
+// product over all the steps' rows instead of L products of rank B and L sums.
 // Without gradients (decoding) GEMM reads the transposed view in place, no copy.
 struct StepLinear {
   Tensor weight_t, bias;
+  std::shared_ptr<StepWeight> stepped;  // when gradients are recorded
   StepLinear() = default;
-  explicit StepLinear(const Linear& l)
-      : weight_t(is_grad_enabled() && l.weight.requires_grad() ? contiguous(transpose(l.weight, 0, 1))
-                                                                : transpose(l.weight, 0, 1)),
-        bias(l.bias) {}
+  // step_rows: the rows all the steps of the forward bring together (L·B).
+  StepLinear(const Linear& l, int64_t step_rows) : bias(l.bias) {
+    if (is_grad_enabled() && l.weight.requires_grad()) {
+      weight_t = contiguous(transpose(l.weight, 0, 1));
+      stepped = std::make_shared<StepWeight>(step_weight(weight_t, step_rows));
+    } else {
+      weight_t = transpose(l.weight, 0, 1);
+    }
+  }
   Tensor operator()(const Tensor& x) const {
-    const Tensor y = matmul(x, weight_t);
+    const Tensor y = stepped ? stepped_matmul(x, *stepped) : matmul(x, weight_t);
     return bias.defined() ? y + bias : y;
   }
 };
@@ -206,24 +213,25 @@ struct FeedbackTransformer::Tables {
   Tensor mix;             // softmax(weights) as [1, layers + 1]
 };
 
-FeedbackTransformer::Tables FeedbackTransformer::tables(int64_t rows_needed) const {
+FeedbackTransformer::Tables FeedbackTransformer::tables(int64_t rows_needed, int64_t step_rows) const {
   Tables t;
   const int64_t R = FeedbackAttention::kRelativePositions;
   for (const auto& layer : transformer.layers) {
     const FeedbackAttention& a = layer->attn;
-    Tables::Layer s{StepLinear(a.query.linear), StepLinear(a.output), StepLinear(layer->feed_forward.layer1),
-                    StepLinear(layer->feed_forward.layer2)};
+    Tables::Layer s{StepLinear(a.query.linear, step_rows), StepLinear(a.output, step_rows),
+                    StepLinear(layer->feed_forward.layer1, step_rows),
+                    StepLinear(layer->feed_forward.layer2, step_rows)};
     if (a.key) {
-      s.key = StepLinear(a.key->linear);
-      s.value = StepLinear(a.value->linear);
+      s.key = StepLinear(a.key->linear, step_rows);
+      s.value = StepLinear(a.value->linear, step_rows);
     }
     s.pos_emb = narrow(a.key_pos_embeddings, 0, R - rows_needed, rows_needed);
     s.pos_bias = narrow(a.key_pos_bias, 0, R - rows_needed, rows_needed);
     t.layers.push_back(std::move(s));
   }
   if (transformer.key) {
-    t.key = StepLinear(transformer.key->linear);
-    t.value = StepLinear(transformer.value->linear);
+    t.key = StepLinear(transformer.key->linear, step_rows);
+    t.value = StepLinear(transformer.value->linear, step_rows);
   }
   t.mix = reshape(softmax(transformer.weights, 0), {1, config_.layers + 1});
   return t;
@@ -301,7 +309,7 @@ Tensor FeedbackTransformer::forward(const Tensor& tokens) {
   // Fresh buffers every forward: the graph of an earlier forward may still hold views of
   // its own. The last step's memory vector is never read: L − 1 rows suffice.
   const auto state = new_state(B, std::max<int64_t>(L - 1, 1));
-  const Tables t = tables(std::max<int64_t>(L - 1, 1));
+  const Tables t = tables(std::max<int64_t>(L - 1, 1), L * B);
   std::vector<Tensor> outputs;
   for (int64_t i = 0; i < L; ++i) outputs.push_back(step(token_row(tokens, i), *state, t, i + 1 < L));
   return logits(outputs);
@@ -318,7 +326,7 @@ Tensor FeedbackTransformer::decode(DecodeState& base, const Tensor& tokens) {
   LOOM_CHECK(state->steps + T <= state->capacity, "feedback: decoding ", T, " more tokens after ", state->steps,
              " exceeds the memory capacity max_seq_len = ", state->capacity);
   GradModeGuard no_grad(false);
-  const Tables t = tables(FeedbackAttention::kRelativePositions);
+  const Tables t = tables(FeedbackAttention::kRelativePositions, 0);  // no gradients: no step rows
   std::vector<Tensor> outputs;
   for (int64_t i = 0; i < T; ++i) outputs.push_back(step(token_row(tokens, i), *state, t, true));
   return logits(outputs);

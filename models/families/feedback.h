@@ -77,7 +77,9 @@ class FeedbackTransformer : public LanguageModel {
 
  private:
   struct Tables;
-  Tables tables(int64_t rows_needed) const;
+  // rows_needed: rows of the position tables the steps reach; step_rows: the rows
+  // all the steps of a forward bring to each linear (L·B; 0 when decoding).
+  Tables tables(int64_t rows_needed, int64_t step_rows) const;
   std::unique_ptr<FeedbackState> new_state(int64_t batch, int64_t capacity) const;
   Tensor step(const Tensor& ids, FeedbackState& state, const Tables& tables, bool remember);
   Tensor logits(const std::vector<Tensor>& outputs) const;
