@@ -51,12 +51,26 @@ __device__ __forceinline__ T dot(const T* a, const T* b, int64_t n) {
   return acc;
 }
 
+// Dropout as the kernels apply it, computed once on the host: the keep threshold
+// and the kept factor 1/(1-p) (engine/philox.h), and the Philox key and offset.
+template <class T>
+struct Dropout {
+  bool active;
+  uint64_t seed, offset, threshold;
+  T kept;
+};
+
+template <class T>
+Dropout<T> dropout_of(const Args& a) {
+  const double keep = 1.0 - a.dropout_p;
+  return {a.dropout_p > 0, a.seed, a.offset, dropout_keep_threshold(keep), static_cast<T>(1.0 / keep)};
+}
+
 // The dropout factor of probability e: 0, or 1/(1-p) for a kept one.
 template <class T>
-__device__ __forceinline__ T dropout_factor_at(uint64_t e, const Args& a) {
-  const std::array<uint32_t, 4> words = philox4x32(a.offset + e / 4, a.seed);
-  const double keep = 1.0 - a.dropout_p;
-  return dropout_factor(words[e % 4], dropout_keep_threshold(keep), static_cast<T>(1.0 / keep));
+__device__ __forceinline__ T dropout_factor_at(uint64_t e, const Dropout<T>& d) {
+  const std::array<uint32_t, 4> words = philox4x32(d.offset + e / 4, d.seed);
+  return dropout_factor(words[e % 4], d.threshold, d.kept);
 }
 
 // Flat index of probability (b, h, i, 0) = (pair·Lq + i)·Lk: the dropout counter layout.
@@ -72,7 +86,8 @@ __device__ __forceinline__ void load_row(T* dst, const T* src, int64_t n) {
 
 // Shared memory: q row [D], then probabilities [Lk].
 template <class T>
-__global__ void attention_forward_kernel(Rows<T> q, Rows<T> k, Rows<T> v, Dims g, Args a, T* out, T* lse) {
+__global__ void attention_forward_kernel(Rows<T> q, Rows<T> k, Rows<T> v, Dims g, Args a, Dropout<T> drop, T* out,
+                                         T* lse) {
   T* sq = dynamic_shared<T>();
   T* sp = sq + g.D;
   const T scale = static_cast<T>(a.scale);
@@ -101,7 +116,7 @@ __global__ void attention_forward_kernel(Rows<T> q, Rows<T> k, Rows<T> v, Dims g
     const uint64_t e0 = prob_index(g, pair, i);
     for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
       T p = sp[j] * inv;
-      if (a.dropout_p > 0) p *= dropout_factor_at<T>(e0 + j, a);
+      if (drop.active) p *= dropout_factor_at(e0 + j, drop);
       sp[j] = p;
     }
     __syncthreads();
@@ -117,7 +132,7 @@ __global__ void attention_forward_kernel(Rows<T> q, Rows<T> k, Rows<T> v, Dims g
 // Backward A. Shared memory: q row [D], dO row [Dv], P [Lk], dP then dS [Lk].
 template <class T>
 __global__ void attention_backward_rows_kernel(Rows<T> q, Rows<T> k, Rows<T> v, Rows<T> dout, const T* lse,
-                                               Dims g, Args a, T* delta, T* gq) {
+                                               Dims g, Args a, Dropout<T> drop, T* delta, T* gq) {
   T* sq = dynamic_shared<T>();
   T* sdo = sq + g.D;
   T* sp = sdo + g.Dv;
@@ -136,7 +151,7 @@ __global__ void attention_backward_rows_kernel(Rows<T> q, Rows<T> k, Rows<T> v, 
     for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
       const T p = std::exp(dot(sq, k.at(j, b, h), g.D) * scale - l);
       T dp = dot(sdo, v.at(j, b, h), g.Dv);  // gradient of the dropped probability
-      if (a.dropout_p > 0) dp *= dropout_factor_at<T>(e0 + j, a);
+      if (drop.active) dp *= dropout_factor_at(e0 + j, drop);
       sp[j] = p;
       sds[j] = dp;
       acc += static_cast<double>(dp) * p;
@@ -158,7 +173,8 @@ __global__ void attention_backward_rows_kernel(Rows<T> q, Rows<T> k, Rows<T> v, 
 // Backward B. Shared memory: k row [D], v row [Dv], Pd [Lq], dS [Lq].
 template <class T>
 __global__ void attention_backward_cols_kernel(Rows<T> q, Rows<T> k, Rows<T> v, Rows<T> dout, const T* lse,
-                                               const T* delta, Dims g, Args a, T* gk, T* gv) {
+                                               const T* delta, Dims g, Args a, Dropout<T> drop, T* gk,
+                                               T* gv) {
   T* sk = dynamic_shared<T>();
   T* sv = sk + g.D;
   T* spd = sv + g.Dv;
@@ -176,8 +192,8 @@ __global__ void attention_backward_cols_kernel(Rows<T> q, Rows<T> k, Rows<T> v, 
       const T p = std::exp(dot(q.at(i, b, h), sk, g.D) * scale - lse[pair * g.Lq + i]);
       T dp = dot(dout.at(i, b, h), sv, g.Dv);
       T pd = p;
-      if (a.dropout_p > 0) {
-        const T f = dropout_factor_at<T>(prob_index(g, pair, i) + j, a);
+      if (drop.active) {
+        const T f = dropout_factor_at(prob_index(g, pair, i) + j, drop);
         pd = p * f;
         dp *= f;
       }
@@ -228,7 +244,8 @@ void CudaBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, c
     const size_t bytes = sizeof(T) * static_cast<size_t>(g.D + g.Lk);
     reserve(&attention_forward_kernel<T>, bytes, op, g, dtype_name(q.dtype()));
     attention_forward_kernel<T><<<row_blocks(rows), kAttentionThreads, bytes, stream()>>>(
-        rows_of<T>(q), rows_of<T>(k), rows_of<T>(v), g, args, out.data<T>(), lse.data<T>());
+        rows_of<T>(q), rows_of<T>(k), rows_of<T>(v), g, args, dropout_of<T>(args), out.data<T>(),
+        lse.data<T>());
     LOOM_CUDA_CHECK_LAUNCH(op);
   });
 }
@@ -254,13 +271,13 @@ void CudaBackend::attention_backward(const Tensor& grad_out, const Tensor& q, co
     reserve(&attention_backward_rows_kernel<T>, bytes_a, op, g, dtype);
     attention_backward_rows_kernel<T><<<row_blocks(rows), kAttentionThreads, bytes_a, stream()>>>(
         rows_of<T>(q), rows_of<T>(k), rows_of<T>(v), rows_of<T>(grad_out), lse.data<T>(), g, args,
-        delta.data<T>(), grad_q.data<T>());
+        dropout_of<T>(args), delta.data<T>(), grad_q.data<T>());
     LOOM_CUDA_CHECK_LAUNCH(op);
     const size_t bytes_b = sizeof(T) * static_cast<size_t>(g.D + g.Dv + 2 * g.Lq);
     reserve(&attention_backward_cols_kernel<T>, bytes_b, op, g, dtype);
     attention_backward_cols_kernel<T><<<row_blocks(cols), kAttentionThreads, bytes_b, stream()>>>(
         rows_of<T>(q), rows_of<T>(k), rows_of<T>(v), rows_of<T>(grad_out), lse.data<T>(), delta.data<T>(), g,
-        args, grad_k.data<T>(), grad_v.data<T>());
+        args, dropout_of<T>(args), grad_k.data<T>(), grad_v.data<T>());
     LOOM_CUDA_CHECK_LAUNCH(op);
   });
 }

@@ -106,6 +106,13 @@ Ref three_steps_ref(const Rs& r) {
   return product(plus_tanh(y1, r[3]), r[0]);
 }
 
+Ref transposed(const Ref& m) {
+  Ref t({m.shape[1], m.shape[0]});
+  for (int64_t i = 0; i < m.shape[0]; ++i)
+    for (int64_t j = 0; j < m.shape[1]; ++j) t.at({j, i}) = m.at({i, j});
+  return t;
+}
+
 }  // namespace
 
 static CaseRegistrar stepped_cases([](std::vector<OpCase>& c) {
@@ -115,6 +122,11 @@ static CaseRegistrar stepped_cases([](std::vector<OpCase>& c) {
   c.push_back({"stepped_matmul: a transposed weight, a strided first input, spare capacity",
                {InputSpec({4, 4}).transposed(), InputSpec({2, 4}).strided(), InputSpec({2, 4}), InputSpec({2, 4})},
                [](const Xs& x) { return three_steps(x, 9); }, three_steps_ref});
+  // The last output read transposed: its gradient reaches the step as a strided view.
+  c.push_back({"stepped_matmul: the last step's gradient arrives transposed",
+               {InputSpec({4, 4}), InputSpec({2, 4}), InputSpec({2, 4}), InputSpec({2, 4})},
+               [](const Xs& x) { return transpose(three_steps(x, 6), 0, 1); },
+               [](const Rs& r) { return transposed(three_steps_ref(r)); }});
   // The token alone: zero, and so is its gradient (no step filed a row).
   c.push_back({"step_weight: the token of a weight no step used", {InputSpec({3, 2})},
                [](const Xs& x) { return step_weight(x[0], 4).token; }, [](const Rs&) { return Ref({1}); }});

@@ -108,7 +108,7 @@ std::vector<Tensor> matmul_rule(const RecordedOp& n, const Tensor& g) {
 // stepped_matmul: inputs {x, token}, saved {W, G}, ints {row0}. dx = dy·Wᵀ; dy is
 // filed in G for the step_weight node; the token's gradient is a zero.
 std::vector<Tensor> stepped_matmul_rule(const RecordedOp& n, const Tensor& g) {
-  file_rows(n.saved.at(1), n.ints.at(0), contiguous(g));
+  file_rows(n.saved.at(1), n.ints.at(0), g);  // any layout: file_rows copies through the backend
   return {n.needs_input_grad(0) ? matmul(g, transpose(n.saved.at(0), 0, 1)) : Tensor(),
           Tensor::zeros({1}, g.dtype(), g.device())};
 }
