@@ -11,20 +11,25 @@
 // (type Vec below: 16 floats with AVX-512, 8 with AVX2, 4 with SSE), so a block
 // has 8 independent accumulators and the loads of k_t and q_t serve 8 rows; in
 // the backward, the partial sums of dq_t and dk_t (columns, summed over the
-// rows) are one more register each. A row's lanes are added as a tree at the
-// end of a pass. (The timings that chose this layout are in engine/cpu/README.md.)
+// rows) are one more register each. At the end of a pass the block's 8 rows have
+// their lanes summed together (sum_rows). Each step asks for the next step's rows
+// of q, k, v before it starts (prefetch_row): they lie S rows further on.
+// (The timings that chose this layout are in engine/README.md.)
 #include <algorithm>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/kernel_clock.h"
 #include "engine/cpu/loops.h"
 #include "engine/kernels/delta_rule.h"
+#include "engine/kernels/row_math.h"
 
 namespace loom {
 
 using cpu::parallel_for;
+using cpu::prefetch_row;
 namespace step = kernels::delta_step;
 
 namespace {
@@ -102,6 +107,61 @@ inline T sum_lanes(const Vec<T>& v) {
   return tree_sum<T, kLanes<T>>(lanes);
 }
 
+// The sums of R rows' accumulators at once: out[r] = sum_lanes(acc[r]), with the
+// same pairs added in the same order (lane j with j + N/2, then with j + N/4, …),
+// so the same bits. Each level adds the halves of two rows' partials in one
+// vector: two shuffles and one add serve both rows, where sum_lanes spends a
+// chain of half-width adds on each row alone.
+//
+// A vector at P partials per row holds V / P rows, each row's P partials together.
+// Combining x and y (each with the partials of V / P rows) gives 2V / P rows of
+// P / 2 partials: x's rows in the low half, y's in the high half.
+template <int V, int P, bool High>
+constexpr int combine_index(int lane) {
+  const int half = V / 2, from_y = lane >= half ? V : 0, o = lane % half;
+  return from_y + (o / (P / 2)) * P + o % (P / 2) + (High ? P / 2 : 0);
+}
+
+template <class T, int P, int... Lane>
+inline Vec<T> combine(const Vec<T>& x, const Vec<T>& y, std::integer_sequence<int, Lane...>) {
+  constexpr int V = static_cast<int>(kLanes<T>);
+  return __builtin_shufflevector(x, y, combine_index<V, P, false>(Lane)...) +
+         __builtin_shufflevector(x, y, combine_index<V, P, true>(Lane)...);
+}
+
+// Reduces n vectors at P partials per row, in place, until one partial per row is left.
+template <class T, int P>
+inline void reduce_rows(Vec<T>* vecs, int n) {
+  constexpr int V = static_cast<int>(kLanes<T>);
+  if constexpr (P > 1) {
+    const auto lanes = std::make_integer_sequence<int, V>{};
+    if (n == 1) {
+      vecs[0] = combine<T, P>(vecs[0], vecs[0], lanes);  // the high half repeats the low one
+    } else {
+      for (int i = 0; i < n / 2; ++i) vecs[i] = combine<T, P>(vecs[2 * i], vecs[2 * i + 1], lanes);
+      n /= 2;
+    }
+    reduce_rows<T, P / 2>(vecs, n);
+  }
+}
+
+template <class T, int R>
+inline void sum_rows(const Vec<T> (&acc)[R], T* out) {
+  constexpr int V = static_cast<int>(kLanes<T>);
+  static_assert((R & (R - 1)) == 0, "sum_rows pairs rows: R must be a power of two");
+  Vec<T> vecs[R];
+  for (int r = 0; r < R; ++r) vecs[r] = acc[r];
+  reduce_rows<T, V>(vecs, R);
+  // Row r's sum now sits in lane r % V of vector r / V (rows per vector: V, or R if fewer).
+  for (int r = 0; r < R; ++r) out[r] = vecs[r / V][r % V];
+}
+
+template <class T, int R>
+inline void sum_each(const Vec<T> (&acc)[R], T* out) {
+  if constexpr (R == 1) out[0] = sum_lanes<T>(acc[0]);
+  else sum_rows<T, R>(acc, out);
+}
+
 // out[r] = w[r]·x for R rows.
 template <class T, int R>
 void dot_rows(T* const (&w)[R], const T* x, int64_t n, T* out) {
@@ -114,7 +174,7 @@ void dot_rows(T* const (&w)[R], const T* x, int64_t n, T* out) {
   }
   for (; j < n; ++j)
     for (int r = 0; r < R; ++r) acc[r][0] += w[r][j] * x[j];
-  for (int r = 0; r < R; ++r) out[r] = sum_lanes<T>(acc[r]);
+  sum_each<T, R>(acc, out);
 }
 
 // One step for rows [i, i+R) of W: vbar = W k, u = beta (v - vbar) (or v),
@@ -152,7 +212,7 @@ void forward_rows(T* W, int64_t i, const T* qt, const T* kt, const T* vt, T b, b
       w[r][j] = step::write(w[r][j], u[r], kt[j]);
       acc[r][0] += w[r][j] * qt[j];
     }
-  for (int r = 0; r < R; ++r) yt[i + r] = sum_lanes<T>(acc[r]);
+  sum_each<T, R>(acc, yt + i);
 }
 
 template <class T>
@@ -173,6 +233,11 @@ void forward_sequences(const T* q, const T* k, const T* v, const T* beta, const 
         const T* qt = q + row * Dk;
         const T* kt = k + row * Dk;
         const T* vt = v + row * Dv;
+        if (t + 1 < L) {
+          prefetch_row(qt + S * Dk, Dk);
+          prefetch_row(kt + S * Dk, Dk);
+          prefetch_row(vt + S * Dv, Dv);
+        }
         T* yt = y + row * Dv;
         T* vbt = vbar ? vbar + row * Dv : nullptr;
         const T b = beta ? beta[row] : T(1);
@@ -220,7 +285,7 @@ T backward_rows(T* W, T* G, int64_t i, const T* qt, const T* kt, const T* vt, co
       acc[r][0] += g[r][j] * kt[j];
     }
   T du[R];
-  for (int r = 0; r < R; ++r) du[r] = sum_lanes<T>(acc[r]);
+  sum_each<T, R>(acc, du);
 
   T u[R], c[R], dbeta = 0;
   for (int r = 0; r < R; ++r) {
@@ -289,6 +354,13 @@ void backward_sequences(const T* g, const T* q, const T* k, const T* v, const T*
         const T* kt = k + row * Dk;
         const T* vt = v + row * Dv;
         const T* gt = g + row * Dv;
+        if (t > 0) {
+          prefetch_row(qt - S * Dk, Dk);
+          prefetch_row(kt - S * Dk, Dk);
+          prefetch_row(vt - S * Dv, Dv);
+          prefetch_row(gt - S * Dv, Dv);
+          if (beta) prefetch_row(vbar + (row - S) * Dv, Dv);
+        }
         const T* vbt = beta ? vbar + row * Dv : nullptr;
         T* dq = gq + row * Dk;
         T* dk = gk + row * Dk;
