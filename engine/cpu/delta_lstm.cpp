@@ -21,6 +21,7 @@ namespace loom {
 
 using cpu::dot;
 using cpu::parallel_for;
+using cpu::prefetch_row;
 namespace step = kernels::delta_step;
 namespace delta_lstm_cell = kernels::delta_lstm_cell;
 
@@ -50,6 +51,10 @@ void forward_sequences(const Operands<T>& in, const kernels::DeltaLstmOutputs<T>
       }
       for (int64_t t = 0; t < L; ++t) {
         const int64_t row = in.step(t, s);
+        if (t + 1 < L) {  // the next step's gate rows [3, D], S rows on (engine/kernels/row_math.h)
+          const int64_t next = in.step(t + 1, s) * kGates * D;
+          for (const T* m : {in.rk, in.rv, in.z}) prefetch_row(m + next, kGates * D);
+        }
         cpu::softmax_row(h_prev.data(), sm.data(), D);
         for (int64_t g = 0; g < kGates; ++g) {
           const int64_t gr = row * kGates + g;  // this gate's row of [L, B, H, 3, *]
@@ -105,6 +110,15 @@ void backward_sequences(const Operands<T>& in, const kernels::DeltaLstmSaved<T>&
         const T* h_prev = t > 0 ? sv.h + in.step(t - 1, s) * D : in.h0 ? in.h0 + s * D : zeros.data();
         const T* c_prev = t > 0 ? sv.cell + in.step(t - 1, s) * D : in.c0 ? in.c0 + s * D : zeros.data();
         const T* c = sv.cell + row * D;
+        if (t > 0) {  // the previous step's rows, read next
+          const int64_t before = in.step(t - 1, s);
+          for (const T* m : {in.rk, in.rv, in.z}) prefetch_row(m + before * kGates * D, kGates * D);
+          prefetch_row(g_out + before * D, D);
+          if (t > 1) {
+            prefetch_row(sv.h + in.step(t - 2, s) * D, D);
+            prefetch_row(sv.cell + in.step(t - 2, s) * D, D);
+          }
+        }
         cpu::softmax_row(h_prev, sm.data(), D);
         std::fill(ds.begin(), ds.end(), T(0));
         T* dz = gr_out.z + row * kGates * D;  // [3, D]: da_g = dz_g

@@ -21,6 +21,7 @@ namespace loom {
 
 using cpu::dot;
 using cpu::parallel_for;
+using cpu::prefetch_row;
 namespace step = kernels::delta_step;
 
 namespace {
@@ -63,6 +64,11 @@ void forward_sequences(const T* z, const T* rk, const T* rv, const T* gamma, con
         const T* kt = rk + row * D;
         const T* vt = rv + row * D;
         const T* zt = z + row * D;
+        if (t + 1 < L) {  // the next step's rows, S rows on (engine/kernels/row_math.h)
+          prefetch_row(kt + S * D, D);
+          prefetch_row(vt + S * D, D);
+          prefetch_row(zt + S * D, D);
+        }
         T* yt = y + row * D;
         const T g = gamma[row];
         for (int64_t i = 0; i < D; ++i) {
@@ -101,6 +107,13 @@ void backward_sequences(const T* grad, const T* rk, const T* rv, const T* gamma,
         const T* vt = rv + row * D;
         const T* vbt = vbar + row * D;
         const T* gt = grad + row * D;
+        if (t > 0) {  // the previous step's rows, read next
+          prefetch_row(kt - S * D, D);
+          prefetch_row(vt - S * D, D);
+          prefetch_row(vbt - S * D, D);
+          prefetch_row(gt - S * D, D);
+          if (t > 1) prefetch_row(y + (row - 2 * S) * D, D);
+        }
         T* dz = gz + row * D;
         T* dk = grk + row * D;
         T* dv = grv + row * D;

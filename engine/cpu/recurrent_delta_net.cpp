@@ -32,6 +32,7 @@ namespace loom {
 
 using cpu::dot;
 using cpu::parallel_for;
+using cpu::prefetch_row;
 namespace step = kernels::delta_step;
 
 namespace {
@@ -135,6 +136,11 @@ void forward_sequences(const Forward<T>& f, const Dims& d) {
         T* k = f.k ? f.k + row * D : pre + Dp + D;
         T* v = f.v ? f.v + row * D : pre + Dp + 2 * D;
         T* vbar = f.vbar ? f.vbar + row * D : pre + Dp + 3 * D;
+        if (t + 1 < L) {  // the next step's rows, S rows on (engine/kernels/row_math.h)
+          prefetch_row(f.qx + (row + S) * D, D);
+          prefetch_row(f.kx + (row + S) * D, D);
+          prefetch_row(f.vx + (row + S) * D, D);
+        }
         tanh_of(y_prev, a, D, Dp);
         const T b =
             slow_net(p, f.qx + row * D, f.kx + row * D, f.vx + row * D, f.bx[row], a, pre, q, k, v, D, Dp);
@@ -190,6 +196,10 @@ void backward_sequences(const Backward<T>& f, const Dims& d) {
         const T *q = f.q + row * D, *k = f.k + row * D, *v = f.v + row * D, *vbar = f.vbar + row * D;
         const T b = f.beta[row];
         const T* y_prev = t > 0 ? f.y + (row - S) * D : (f.y0 ? f.y0 + s * D : nullptr);
+        if (t > 0) {  // the previous step's rows, read next
+          for (const T* m : {f.q, f.k, f.v, f.vbar, f.g}) prefetch_row(m + (row - S) * D, D);
+          if (t > 1) prefetch_row(f.y + (row - 2 * S) * D, D);
+        }
         tanh_of(y_prev, a, D, Dp);
         for (int64_t i = 0; i < D; ++i) gh[i] = f.g[row * D + i] + e[i];
 
