@@ -3,9 +3,8 @@
 //
 // Each sequence is one task (OpenMP over S): it walks time with its recurrent
 // fast weight R [D, D] in a private buffer (64×64 floats = 16 KB: it stays in
-// L1/L2 for the whole walk). Rows go one at a time, each a vectorised dot
-// product and a fused update-and-read: delta_rule.cpp's blocks of 8 rows were
-// measured slower at the Delta RNN's head sizes (engine/README.md, "Measurements").
+// L1/L2 for the whole walk). A step is the delta rule's (engine/cpu/delta_rows.h,
+// blocks of 8 rows in vector registers) with s_t = softmax(y_{t-1}) as its query.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -14,6 +13,7 @@
 #include "engine/cpu/cpu_backend.h"
 #include "engine/kernel_clock.h"
 #include "engine/cpu/loops.h"
+#include "engine/cpu/delta_rows.h"
 #include "engine/kernels/delta_rnn.h"
 #include "engine/kernels/row_math.h"
 
@@ -22,6 +22,8 @@ namespace loom {
 using cpu::dot;
 using cpu::parallel_for;
 using cpu::prefetch_row;
+using cpu::backward_step;
+using cpu::forward_step;
 namespace step = kernels::delta_step;
 
 namespace {
@@ -70,21 +72,9 @@ void forward_sequences(const T* z, const T* rk, const T* rv, const T* gamma, con
           prefetch_row(zt + S * D, D);
         }
         T* yt = y + row * D;
-        const T g = gamma[row];
-        for (int64_t i = 0; i < D; ++i) {
-          T* ri = R + i * D;
-          const T vb = dot(ri, kt, D);
-          if (vbar) vbar[row * D + i] = vb;
-          const T u = step::write_strength(g, vt[i], vb);
-          T acc = 0;
-#pragma omp simd reduction(+ : acc)
-          for (int64_t j = 0; j < D; ++j) {
-            const T rn = step::write(ri[j], u, kt[j]);
-            ri[j] = rn;
-            acc += rn * soft[j];
-          }
-          yt[i] = zt[i] + acc;
-        }
+        // The delta rule's step with query s_t = softmax(y_{t-1}), then y_t = z_t + R_t s_t.
+        forward_step(R, soft.data(), kt, vt, gamma[row], true, yt, vbar ? vbar + row * D : nullptr, D, D);
+        for (int64_t i = 0; i < D; ++i) yt[i] = zt[i] + yt[i];
       }
     }
   });
@@ -121,27 +111,10 @@ void backward_sequences(const T* grad, const T* rk, const T* rv, const T* gamma,
         for (int64_t i = 0; i < D; ++i) dz[i] = gt[i] + gy[i];
         std::fill(ds.begin(), ds.end(), T(0));
         std::fill(dk, dk + D, T(0));
-        const T g = gamma[row];
-        T dgamma = 0;
-        for (int64_t i = 0; i < D; ++i) {
-          T* ri = R.data() + i * D;
-          T* gi = G.data() + i * D;
-          const T ghat = dz[i];
-          T du = 0;
-#pragma omp simd reduction(+ : du)
-          for (int64_t j = 0; j < D; ++j) {
-            const T gn = gi[j] + ghat * soft[j];
-            gi[j] = gn;
-            ds[j] += ghat * ri[j];
-            du += gn * kt[j];
-          }
-          const step::RowGrads<T> rg = step::row_backward(g, vt[i], vbt[i], du);
-          dv[i] = rg.dv;
-          dgamma += rg.dbeta;
-#pragma omp simd
-          for (int64_t j = 0; j < D; ++j) step::unwrite(rg.u, rg.dvbar, kt[j], ri[j], gi[j], dk[j]);
-        }
-        ggamma[row] = dgamma;
+        // The delta rule's reverse step with query s_t and output gradient dz: ds
+        // collects R_tᵀ dz (the query's gradient).
+        ggamma[row] = backward_step<T, true>(R.data(), G.data(), soft.data(), kt, vt, dz, vbt, gamma[row], ds.data(),
+                                             dk, dv, D, D);
         // dL/dy_{t-1} through s_t = softmax(y_{t-1}).
         const T sds = dot(soft.data(), ds.data(), D);
         for (int64_t j = 0; j < D; ++j) gy[j] = soft[j] * (ds[j] - sds);
