@@ -3,9 +3,10 @@
 //
 // Each sequence is one task (OpenMP over S): it walks time with its three fast
 // weights R_g [D, D] in a private buffer (3·64·64 floats = 48 KiB at D = 64: they
-// stay in L2 for the whole walk). Per step and gate, each row of R_g gets two
-// passes while it is in L1 (the read vbar, then the write fused with the
-// read-out a_g); the backward's rows likewise.
+// stay in L2 for the whole walk). Per step and gate, R_g takes the delta rule's
+// step (engine/cpu/delta_rows.h, 8 rows at a time in vector registers) with
+// s_t = softmax(h_{t-1}) as its query; the backward likewise, gate by gate, after
+// the cell's pointwise backward.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -14,6 +15,7 @@
 #include "engine/cpu/cpu_backend.h"
 #include "engine/kernel_clock.h"
 #include "engine/cpu/loops.h"
+#include "engine/cpu/delta_rows.h"
 #include "engine/kernels/delta_lstm.h"
 #include "engine/kernels/row_math.h"
 
@@ -22,6 +24,9 @@ namespace loom {
 using cpu::dot;
 using cpu::parallel_for;
 using cpu::prefetch_row;
+using cpu::backward_step;
+using cpu::dot_all_rows;
+using cpu::forward_step;
 namespace step = kernels::delta_step;
 namespace delta_lstm_cell = kernels::delta_lstm_cell;
 
@@ -61,22 +66,10 @@ void forward_sequences(const Operands<T>& in, const kernels::DeltaLstmOutputs<T>
           const T* rk = in.rk + gr * D;
           const T* rv = in.rv + gr * D;
           const T* z = in.z + gr * D;
-          const T gamma = in.gamma[gr];
-          T* Rg = R + g * D * D;
-          for (int64_t i = 0; i < D; ++i) {
-            T* Ri = Rg + i * D;
-            const T vb = dot(Ri, rk, D);
-            if (vbar) vbar[gr * D + i] = vb;
-            const T delta = step::write_strength(gamma, rv[i], vb);
-            T acc = 0;
-#pragma omp simd reduction(+ : acc)
-            for (int64_t j = 0; j < D; ++j) {
-              const T rn = step::write(Ri[j], delta, rk[j]);
-              Ri[j] = rn;
-              acc += rn * sm[j];
-            }
-            a[g * D + i] = z[i] + acc;
-          }
+          // The delta rule's step with query s_t, then a_g = z_g + R_g,t s_t.
+          T* ag = a.data() + g * D;
+          forward_step(R + g * D * D, sm.data(), rk, rv, in.gamma[gr], true, ag, vbar ? vbar + gr * D : nullptr, D, D);
+          for (int64_t i = 0; i < D; ++i) ag[i] = z[i] + ag[i];
         }
         for (int64_t i = 0; i < D; ++i) {
           T c, hv;
@@ -99,7 +92,7 @@ void backward_sequences(const Operands<T>& in, const kernels::DeltaLstmSaved<T>&
   const int64_t L = in.d.L, S = in.d.S, D = in.d.D, RN = kGates * D * D;
   // Work per sequence: about five passes over the three R_g per step.
   parallel_for(S, 15 * L * D * D, [&](int64_t begin, int64_t end) {
-    std::vector<T> R(RN), G(RN), dh_next(D), dc_next(D), sm(D), ds(D), zeros(D, T(0));
+    std::vector<T> R(RN), G(RN), dh_next(D), dc_next(D), sm(D), ds(D), a(kGates * D), zeros(D, T(0));
     for (int64_t s = begin; s < end; ++s) {
       std::memcpy(R.data(), sv.R_last + s * RN, sizeof(T) * RN);
       std::fill(G.begin(), G.end(), T(0));
@@ -125,45 +118,23 @@ void backward_sequences(const Operands<T>& in, const kernels::DeltaLstmSaved<T>&
         T* drk = gr_out.rk + row * kGates * D;
         std::fill(drk, drk + kGates * D, T(0));
         // The gates from R_g,t, then the cell's backward, element by element.
+        dot_all_rows(R.data(), sm.data(), kGates * D, D, a.data());  // R_g,t s_t for the three gates
         for (int64_t i = 0; i < D; ++i) {
-          T a[kGates];
-          for (int64_t g = 0; g < kGates; ++g)
-            a[g] = in.z[(row * kGates + g) * D + i] + dot(R.data() + (g * D + i) * D, sm.data(), D);
-          const auto d = delta_lstm_cell::backward(a[0], a[1], a[2], c_prev[i], c[i], g_out[row * D + i] + dh_next[i],
-                                                   dc_next[i]);
+          const T* z = in.z + row * kGates * D;
+          const auto d = delta_lstm_cell::backward(z[i] + a[i], z[D + i] + a[D + i], z[2 * D + i] + a[2 * D + i],
+                                                   c_prev[i], c[i], g_out[row * D + i] + dh_next[i], dc_next[i]);
           dz[i] = d.da0;
           dz[D + i] = d.da1;
           dz[2 * D + i] = d.da2;
           dc_next[i] = d.dc_prev;
         }
+        // Per gate, the delta rule's reverse step with query s_t and output gradient
+        // dz_g; ds collects R_g,tᵀ dz_g over the gates.
         for (int64_t g = 0; g < kGates; ++g) {
           const int64_t gr = row * kGates + g;
-          const T* rk = in.rk + gr * D;
-          const T* rv = in.rv + gr * D;
-          const T* vb = sv.vbar + gr * D;
-          const T gamma = in.gamma[gr];
-          T* drkg = drk + g * D;
-          T dgamma = 0;
-          for (int64_t i = 0; i < D; ++i) {
-            T* Ri = R.data() + (g * D + i) * D;
-            T* Gi = G.data() + (g * D + i) * D;
-            const T da = dz[g * D + i];
-            // G += da sᵀ;  ds += R_tᵀ da;  dδ = G k.
-            T ddelta = 0;
-#pragma omp simd reduction(+ : ddelta)
-            for (int64_t j = 0; j < D; ++j) {
-              const T gn = Gi[j] + da * sm[j];
-              Gi[j] = gn;
-              ds[j] += da * Ri[j];
-              ddelta += gn * rk[j];
-            }
-            const step::RowGrads<T> rg = step::row_backward(gamma, rv[i], vb[i], ddelta);
-            gr_out.rv[gr * D + i] = rg.dv;
-            dgamma += rg.dbeta;
-#pragma omp simd
-            for (int64_t j = 0; j < D; ++j) step::unwrite(rg.u, rg.dvbar, rk[j], Ri[j], Gi[j], drkg[j]);
-          }
-          gr_out.gamma[gr] = dgamma;
+          gr_out.gamma[gr] = backward_step<T, true>(R.data() + g * D * D, G.data() + g * D * D, sm.data(),
+                                                    in.rk + gr * D, in.rv + gr * D, dz + g * D, sv.vbar + gr * D,
+                                                    in.gamma[gr], ds.data(), drk + g * D, gr_out.rv + gr * D, D, D);
         }
         // Through s_t = softmax(h_{t-1}) to the previous step's h.
         const T sds = dot(sm.data(), ds.data(), D);
