@@ -39,10 +39,10 @@
 #include <cstdint>
 
 #include "engine/backend.h"
-#include "engine/elementwise_functors.h"
 #include "engine/host_device.h"
 #include "engine/kernels/delta_rule.h"
 #include "engine/kernels/layout.h"
+#include "engine/vector_math.h"
 
 namespace loom {
 
@@ -138,9 +138,10 @@ DeltaLstmGrads<T> grads_of(const DeltaLstmBackwardArgs& a) {
 // pre-activations and of c_prev.
 namespace delta_lstm_cell {
 
+// vmath's (engine/vector_math.h): branch-free, so the CPU's cell loop vectorizes.
 template <class T>
 LOOM_HD T sigmoid(T x) {
-  return fn::Sigmoid{}(x, T(0));
+  return vmath::sigmoid(x);
 }
 
 // c and h of one element.
