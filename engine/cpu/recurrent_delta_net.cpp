@@ -4,7 +4,7 @@
 // Each sequence is one task (OpenMP over S): it walks time with its fast weight
 // W [D, D] in a private buffer, and per step computes a = tanh(y_{t-1}), the slow
 // net's q, k, v, beta (three [D, D]·[D] products with Rq, Rk, Rv), then the
-// delta-rule step and the read-out. So that the parameters' gradients do not
+// delta rule's step and read-out (engine/cpu/delta_rows.h, 8 rows of W at a time). So that the parameters' gradients do not
 // depend on how sequences fall onto threads, every sequence sums its own dRq,
 // dRk, dRv, drb into a buffer of its own, and a second loop adds those of each
 // head in the order of b.
@@ -25,6 +25,7 @@
 #include "engine/cpu/cpu_backend.h"
 #include "engine/kernel_clock.h"
 #include "engine/cpu/loops.h"
+#include "engine/cpu/delta_rows.h"
 #include "engine/kernels/recurrent_delta_net.h"
 #include "engine/kernels/row_math.h"
 
@@ -33,7 +34,9 @@ namespace loom {
 using cpu::dot;
 using cpu::parallel_for;
 using cpu::prefetch_row;
-namespace step = kernels::delta_step;
+using cpu::backward_step;
+using cpu::dot_all_rows;
+using cpu::forward_step;
 
 namespace {
 
@@ -105,11 +108,15 @@ void softmax_backward(const T* p, const T* dp, T* dx, int64_t n) {
 template <class T>
 T slow_net(const Head<T>& p, const T* qx, const T* kx, const T* vx, T bx, const T* a, T* pre, T* q, T* k, T* v,
            int64_t D, int64_t Dp) {
-  for (int64_t i = 0; i < D; ++i) pre[i] = qx[i] + dot(p.Rq + i * D, a, D);
+  // The products R a, 8 rows at a time (engine/cpu/delta_rows.h).
+  dot_all_rows(p.Rq, a, D, D, pre);
+  for (int64_t i = 0; i < D; ++i) pre[i] = qx[i] + pre[i];
   softmax(pre, q, D, Dp);
-  for (int64_t i = 0; i < D; ++i) pre[i] = kx[i] + dot(p.Rk + i * D, a, D);
+  dot_all_rows(p.Rk, a, D, D, pre);
+  for (int64_t i = 0; i < D; ++i) pre[i] = kx[i] + pre[i];
   softmax(pre, k, D, Dp);
-  for (int64_t i = 0; i < D; ++i) v[i] = vx[i] + dot(p.Rv + i * D, a, D);
+  dot_all_rows(p.Rv, a, D, D, v);
+  for (int64_t i = 0; i < D; ++i) v[i] = vx[i] + v[i];
   return T(1) / (T(1) + std::exp(-(bx + dot(p.rb, a, D))));
 }
 
@@ -146,14 +153,8 @@ void forward_sequences(const Forward<T>& f, const Dims& d) {
             slow_net(p, f.qx + row * D, f.kx + row * D, f.vx + row * D, f.bx[row], a, pre, q, k, v, D, Dp);
         if (f.beta) f.beta[row] = b;
         T* yt = f.y + row * D;
-        for (int64_t i = 0; i < D; ++i) {
-          T* w = W + i * D;
-          vbar[i] = dot(w, k, D);
-          const T u = step::write_strength(b, v[i], vbar[i]);
-#pragma omp simd
-          for (int64_t j = 0; j < D; ++j) w[j] = step::write(w[j], u, k[j]);
-          yt[i] = dot(w, q, D);
-        }
+        // The delta rule's step (engine/cpu/delta_rows.h): vbar, the write, y_t = W_t q_t.
+        forward_step(W, q, k, v, b, true, yt, vbar, D, D);
         y_prev = yt;
       }
       if (f.y_last) {
@@ -171,16 +172,14 @@ void backward_sequences(const Backward<T>& f, const Dims& d) {
   // Work per sequence and step: about seven passes over W and G, six over the parameters.
   parallel_for(S, 13 * L * D * D, [&](int64_t begin, int64_t end) {
     const int64_t Dp = padded<T>(D);
-    std::vector<T> W(D * D), G(D * D), vec(7 * D);
+    std::vector<T> W(D * D), G(D * D), vec(5 * D);
     AlignedBuffer<T> a_buffer(Dp);
     T* a = a_buffer.data();
     T* e = vec.data();  // dL/dy_t from the steps after t
     T* gh = e + D;      // ĝ
     T* dq = gh + D;
     T* dk = dq + D;
-    T* u = dk + D;
-    T* c = u + D;
-    T* da = c + D;
+    T* da = dk + D;
     for (int64_t s = begin; s < end; ++s) {
       const Head<T> p = head_of(f.Rq, f.Rk, f.Rv, f.rb, s % d.H, D);
       T* dRq = f.partials + s * P;
@@ -203,33 +202,11 @@ void backward_sequences(const Backward<T>& f, const Dims& d) {
         tanh_of(y_prev, a, D, Dp);
         for (int64_t i = 0; i < D; ++i) gh[i] = f.g[row * D + i] + e[i];
 
-        // The read-out y_t = W_t q_t, and the write W_t = W_{t-1} + u kᵀ.
         std::fill(dq, dq + D, T(0));
         std::fill(dk, dk + D, T(0));
-        T dbeta = 0;
         T* dv = f.gvx + row * D;  // dvx = dv
-        for (int64_t i = 0; i < D; ++i) {
-          T* gr = G.data() + i * D;
-          const T* w = W.data() + i * D;
-#pragma omp simd
-          for (int64_t j = 0; j < D; ++j) {
-            gr[j] += gh[i] * q[j];
-            dq[j] += gh[i] * w[j];
-          }
-          const T du = dot(gr, k, D);
-          const step::RowGrads<T> rg = step::row_backward(b, v[i], vbar[i], du);
-          u[i] = rg.u;
-          c[i] = rg.dvbar;
-          dv[i] = rg.dv;
-          dbeta += rg.dbeta;
-        }
-        // dk from the write, W back to W_{t-1}, dk from the read vbar = W_{t-1} k, G to dL/dW_{t-1}.
-        for (int64_t i = 0; i < D; ++i) {
-          T* gr = G.data() + i * D;
-          T* w = W.data() + i * D;
-#pragma omp simd
-          for (int64_t j = 0; j < D; ++j) step::unwrite(u[i], c[i], k[j], w[j], gr[j], dk[j]);
-        }
+        // The delta rule's reverse step (engine/cpu/delta_rows.h) with output gradient ĝ.
+        const T dbeta = backward_step<T, true>(W.data(), G.data(), q, k, v, gh, vbar, b, dq, dk, dv, D, D);
 
         // Through the slow net: the softmaxes, the sigmoid, the products with a.
         T* dqx = f.gqx + row * D;
