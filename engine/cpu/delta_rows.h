@@ -301,10 +301,23 @@ T backward_rows(T* W, T* G, int64_t i, const T* qt, const T* kt, const T* vt, co
 }
 
 // One reverse step over all rows (blocks of kRows, then single rows); returns dbeta_t.
+// With `reverse` the rows go from the last up. A backward that alternates the
+// direction step by step starts each sweep on the rows the previous one left in
+// L1: W and G together (64 KB at labml's fast-weights size) do not fit there, and
+// a sweep in the same direction would find each row evicted. The column sums dq,
+// dk and dbeta then add the rows in the other order: other last bits.
 template <class T, bool Delta>
 T backward_step(T* W, T* G, const T* qt, const T* kt, const T* vt, const T* gt, const T* vbt, T b, T* dq, T* dk,
-                T* dv, int64_t Dk, int64_t Dv) {
+                T* dv, int64_t Dk, int64_t Dv, bool reverse = false) {
   T dbeta = 0;
+  const int64_t blocks = Dv / kRows;
+  if (reverse) {
+    for (int64_t i = Dv - 1; i >= blocks * kRows; --i)
+      dbeta += backward_rows<T, 1, Delta>(W, G, i, qt, kt, vt, gt, vbt, b, dq, dk, dv, Dk);
+    for (int64_t blk = blocks - 1; blk >= 0; --blk)
+      dbeta += backward_rows<T, kRows, Delta>(W, G, blk * kRows, qt, kt, vt, gt, vbt, b, dq, dk, dv, Dk);
+    return dbeta;
+  }
   int64_t i = 0;
   for (; i + kRows <= Dv; i += kRows)
     dbeta += backward_rows<T, kRows, Delta>(W, G, i, qt, kt, vt, gt, vbt, b, dq, dk, dv, Dk);

@@ -21,6 +21,7 @@ namespace loom {
 
 using cpu::parallel_for;
 using cpu::prefetch_row;
+using cpu::prefetch_row_for_write;
 using cpu::backward_step;
 using cpu::forward_step;
 
@@ -87,6 +88,9 @@ void backward_sequences(const T* g, const T* q, const T* k, const T* v, const T*
           prefetch_row(vt - S * Dv, Dv);
           prefetch_row(gt - S * Dv, Dv);
           if (beta) prefetch_row(vbar + (row - S) * Dv, Dv);
+          prefetch_row_for_write(gq + (row - S) * Dk, Dk);
+          prefetch_row_for_write(gk + (row - S) * Dk, Dk);
+          prefetch_row_for_write(gv + (row - S) * Dv, Dv);
         }
         const T* vbt = beta ? vbar + row * Dv : nullptr;
         T* dq = gq + row * Dk;
@@ -95,8 +99,9 @@ void backward_sequences(const T* g, const T* q, const T* k, const T* v, const T*
         std::fill(dq, dq + Dk, T(0));
         std::fill(dk, dk + Dk, T(0));
         const T b = beta ? beta[row] : T(1);
-        const T dbeta = beta ? backward_step<T, true>(W.data(), G.data(), qt, kt, vt, gt, vbt, b, dq, dk, dv, Dk, Dv)
-                             : backward_step<T, false>(W.data(), G.data(), qt, kt, vt, gt, vbt, b, dq, dk, dv, Dk, Dv);
+        const bool reverse = t % 2 == 1;  // alternate sweeps: W and G overflow L1 (delta_rows.h)
+        const T dbeta = beta ? backward_step<T, true>(W.data(), G.data(), qt, kt, vt, gt, vbt, b, dq, dk, dv, Dk, Dv, reverse)
+                             : backward_step<T, false>(W.data(), G.data(), qt, kt, vt, gt, vbt, b, dq, dk, dv, Dk, Dv, reverse);
         if (beta) gbeta[row] = dbeta;
       }
     }
