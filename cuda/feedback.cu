@@ -124,16 +124,16 @@ __global__ void feedback_backward_rows_kernel(Inputs<T> a, const T* grad_out, co
         g.q[i * a.D + d] = acc;
       }
     }
-    // dk, dv [n, B, H, *] contiguous: slot j of row i at (j·B·H + i).
+    // dk, dv [n, B, H, *] contiguous, added into: slot j of row i at (j·B·H + i).
     if (g.k)
       for (int64_t e = threadIdx.x; e < a.n * a.D; e += blockDim.x) {
         const int64_t j = e / a.D, d = e % a.D;
-        g.k[(j * BH + i) * a.D + d] = sds[j] * squ[d];
+        g.k[(j * BH + i) * a.D + d] += sds[j] * squ[d];
       }
     if (g.v)
       for (int64_t e = threadIdx.x; e < a.n * a.Dv; e += blockDim.x) {
         const int64_t j = e / a.Dv, d = e % a.Dv;
-        g.v[(j * BH + i) * a.Dv + d] = salpha[j] * sdo[d];
+        g.v[(j * BH + i) * a.Dv + d] += salpha[j] * sdo[d];
       }
   }
 }

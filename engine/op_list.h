@@ -75,6 +75,8 @@
   LOOM_OP(delta_lstm, true)                                    \
   /* feedback: one step of attention over the memory */        \
   LOOM_OP(feedback_attention, true)                            \
+  LOOM_OP(feedback_memory_append, true)                        \
+  LOOM_OP(feedback_memory_attention, true)                     \
   /* recurrent_delta_net: the RDN's fused recurrence */        \
   LOOM_OP(recurrent_delta_net, true)                           \
   /* lstm: the LSTM recurrence over all steps */               \

@@ -232,15 +232,34 @@ Tensor feedback_attention(const Tensor& q, const Tensor& keys, const Tensor& val
                           const Tensor& key_pos_embeddings, const Tensor& key_pos_bias,
                           const Tensor& query_pos_bias, double scale);
 
-// The memory that attention reads, grown by one row per step without copying the
-// rows already there. buffer [capacity, ...] is preallocated; `rows` is the view the
-// previous call returned (rows [0, n) of buffer; undefined for n = 0). Writes `row`
-// into buffer[n] and returns buffer[0, n+1) as a view. Every row must be written once
-// per buffer: earlier views, and what autodiff saved of them, share the buffer.
-// For autodiff the result is concat({rows, unsqueeze(row, 0)}, 0): the gradient of
-// each read flows down this chain of appends, so each row's producer receives the sum
-// over every later read, with one node per append and no O(n) copies.
-Tensor feedback_memory_append(const Tensor& buffer, const Tensor& rows, const Tensor& row);
+// The memory that feedback attention reads: keys (or values) [capacity, B, H, D],
+// grown by one row per step without copying the rows already there, and read by
+// feedback_attention at every later step.
+//   FeedbackMemory m = feedback_memory(Tensor::empty({capacity, B, H, D}));
+//   feedback_memory_append(m, k_t);                 // step t: writes row t
+//   out = feedback_attention(q, keys, values, ...); // reads rows [0, rows)
+// Gradients: a read at step s has a gradient for each of the s rows it saw. Rather
+// than a fresh [s, B, H, D] tensor per read that the walker then sums, every read's
+// backward adds into one buffer `grads` of the memory's shape, and row t's gradient
+// is taken from it (copied out, the slot zeroed) by the node of the append that
+// wrote it. That node runs after every read of row t: each append's output `token`
+// (one zero) is an input of the next append and of the reads between them, so the
+// appends form a chain that the walker walks back from the newest. One memory must
+// be appended to and read in step order; earlier views share its buffer.
+struct FeedbackMemory {
+  Tensor buffer;      // [capacity, ...]: row t is the t-th append's row
+  Tensor grads;       // the same shape, zeros: made by the first append that records
+  Tensor token;       // [1] zero: the newest append's output (when it recorded)
+  int64_t rows = 0;   // rows appended so far
+  Tensor view() const;  // rows [0, rows) of the buffer (no copy)
+};
+FeedbackMemory feedback_memory(const Tensor& buffer);
+void feedback_memory_append(FeedbackMemory& memory, const Tensor& row);
+// feedback_attention over the rows appended so far: the same values as
+// feedback_attention(q, keys.view(), values.view(), ...), with the gradients above.
+Tensor feedback_attention(const Tensor& q, const FeedbackMemory& keys, const FeedbackMemory& values,
+                          const Tensor& key_pos_embeddings, const Tensor& key_pos_bias,
+                          const Tensor& query_pos_bias, double scale);
 
 // ---- recurrent_delta_net (engine/ops/recurrent_delta_net.cpp) --------------------------
 // The Recurrent Delta Net, RDN (Irie et al. 2021): a delta-rule fast weight whose slow

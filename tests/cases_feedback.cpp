@@ -1,6 +1,7 @@
 // cases_feedback.cpp: op-table cases for feedback_attention, the fused kernel
-// against the same math composed of elementary ops, and feedback_memory_append
-// (values, no copies, gradients against stack(), errors).
+// against the same math composed of elementary ops, and the FeedbackMemory that
+// the model reads (values, no copies, gradients of many reads against attention
+// over stack(), errors).
 #include <algorithm>
 #include <cmath>
 
@@ -69,6 +70,26 @@ void add_case(std::vector<OpCase>& c, const std::string& variant, const Dims& d,
                [scale](const Rs& r) { return feedback_attention_ref(r, scale); }});
 }
 
+// The memory form: keys and values appended row by row to a FeedbackMemory (one
+// spare row of capacity), then one read. Gradients reach the rows through the
+// memory's gradient buffer and the appends' nodes.
+void add_memory_case(std::vector<OpCase>& c, const std::string& variant, const Dims& d) {
+  c.push_back({"feedback_attention over a FeedbackMemory " + variant, specs(d),
+               [](const Xs& x) {
+                 const Tensor &keys = x[1], &values = x[2];
+                 const int64_t n = keys.size(0);
+                 auto memory_of = [n](const Tensor& rows) {
+                   Shape shape = rows.shape();
+                   shape[0] = n + 1;
+                   FeedbackMemory m = feedback_memory(Tensor::empty(shape, rows.dtype(), rows.device()));
+                   for (int64_t j = 0; j < n; ++j) feedback_memory_append(m, squeeze(narrow(rows, 0, j, 1), 0));
+                   return m;
+                 };
+                 return feedback_attention(x[0], memory_of(keys), memory_of(values), x[3], x[4], x[5], 0.5);
+               },
+               [](const Rs& r) { return feedback_attention_ref(r, 0.5); }});
+}
+
 }  // namespace
 
 static CaseRegistrar feedback_cases([](std::vector<OpCase>& c) {
@@ -81,6 +102,17 @@ static CaseRegistrar feedback_cases([](std::vector<OpCase>& c) {
   add_case(c, "scale 1/sqrt(D)", {2, 2, 4, 4, 5, 8}, Layout::contiguous, 0.5);
   add_case(c, "empty batch B=0", {0, 2, 3, 3, 2, 2});
   add_case(c, "long memory n=300 (more slots than a block has threads)", {1, 1, 4, 4, 300, 320});
+  add_memory_case(c, "n=1", {2, 2, 3, 3, 1, 1});
+  add_memory_case(c, "n=4, R > n, Dv != D", {2, 3, 4, 2, 4, 6});
+  // The append's own output is its token, a constant zero: its gradient to the row
+  // is zero when no read took the row (the reads' gradients are tested above).
+  c.push_back({"feedback_memory_append: the token", {InputSpec({2, 3})},
+               [](const Xs& x) {
+                 FeedbackMemory m = feedback_memory(Tensor::empty({2, 2, 3}, x[0].dtype(), x[0].device()));
+                 feedback_memory_append(m, x[0]);
+                 return m.token;
+               },
+               [](const Rs&) { return Ref({1}); }});
 });
 
 // ---- the fused op against the same math composed of elementary ops ------------------
@@ -174,74 +206,153 @@ TEST_CASE("feedback_attention: errors name the op, the argument and the shapes")
   CHECK(contains(msg, "dtype mismatch"));
 }
 
-// ---- feedback_memory_append -------------------------------------------------------------
+// ---- FeedbackMemory ---------------------------------------------------------------------
 
-TEST_CASE("feedback_memory_append: rows land in the buffer, the result is a view of it") {
+TEST_CASE("feedback_memory_append: rows land in the buffer, the view shares it") {
   const Tensor buffer = Tensor::zeros({4, 2, 3}, DType::f64);
-  Tensor rows;
+  FeedbackMemory m = feedback_memory(buffer);
   std::vector<Tensor> written;
   for (int64_t t = 0; t < 3; ++t) {
     written.push_back(random_f64({2, 3}, 40 + t));
-    rows = feedback_memory_append(buffer, rows, written.back());
-    CHECK(rows.shape() == Shape{t + 1, 2, 3});
-    CHECK(rows.same_storage(buffer));
-    CHECK(rows.offset() == buffer.offset());
+    feedback_memory_append(m, written.back());
+    CHECK(m.rows == t + 1);
+    CHECK(m.view().shape() == Shape{t + 1, 2, 3});
+    CHECK(m.view().same_storage(buffer));
+    CHECK(m.view().offset() == buffer.offset());
   }
-  CHECK(Ref::from(rows).v == Ref::from(stack(written, 0)).v);
+  CHECK(Ref::from(m.view()).v == Ref::from(stack(written, 0)).v);
   CHECK(Ref::from(narrow(buffer, 0, 3, 1)).v == std::vector<double>(6, 0.0));  // row 3 not written yet
 }
 
-TEST_CASE("feedback_memory_append: each row's gradient is the sum over every later read") {
-  // Step t reads the memory rows [0, t] (as the feedback transformer's attention
-  // does), weighted by a fixed tensor; the rows are made from the inputs by an op.
-  // The reference stacks the rows afresh at every step.
-  const int64_t L = 5;
-  const Tensor x = random_f64({L, 2, 3}, 3);
-  std::vector<Tensor> weights;
-  for (int64_t t = 0; t < L; ++t) weights.push_back(random_f64({t + 1, 2, 3}, 50 + t));
-  auto run = [&](bool with_append) {
-    const Tensor leaf = clone(x).requires_grad_();
-    const Tensor buffer = Tensor::zeros({L, 2, 3}, DType::f64);
-    Tensor rows, loss = Tensor::scalar(0.0, DType::f64);
-    std::vector<Tensor> made;
+namespace {
+
+// A feedback transformer's reads in miniature: at step t two "layers" read the memory
+// rows [0, t) with their own queries, then row t is appended, made by an op from the
+// inputs. The reference reads stack(rows made so far) with the tensor form of
+// feedback_attention, whose gradients the walker sums as ordinary tensors.
+struct ManyReads {
+  static constexpr int64_t L = 6, B = 2, H = 3, D = 4, R = 8;
+  Xs inputs;  // {row sources [L, B, H, D], queries [L, 2, B, H, D], P, s, u}
+  ManyReads() {
+    inputs = {random_f64({L, B, H, D}, 60), random_f64({L, 2, B, H, D}, 61), random_f64({R, H, D}, 62, -0.5, 0.5),
+              random_f64({R, H}, 63), random_f64({H, D}, 64, -0.5, 0.5)};
+  }
+  // Returns the loss; leaves[i] are the inputs as leaves requiring grad.
+  static Tensor loss(const Xs& leaves, bool through_memory) {
+    const Tensor &sources = leaves[0], &queries = leaves[1], &P = leaves[2], &s = leaves[3], &u = leaves[4];
+    FeedbackMemory keys = feedback_memory(Tensor::empty({L, B, H, D}, DType::f64));
+    FeedbackMemory values = feedback_memory(Tensor::empty({L, B, H, D}, DType::f64));
+    std::vector<Tensor> made_keys, made_values;
+    Tensor total = Tensor::scalar(0.0, DType::f64);
     for (int64_t t = 0; t < L; ++t) {
-      const Tensor row = tanh(narrow(leaf, 0, t, 1).reshape({2, 3}));
-      made.push_back(row);
-      const Tensor memory = with_append ? (rows = feedback_memory_append(buffer, rows, row)) : stack(made, 0);
-      loss = loss + sum(memory * memory * weights[t]);  // mul saves the memory view for its backward
+      for (int64_t layer = 0; layer < 2 && t > 0; ++layer) {
+        const Tensor q = squeeze(narrow(squeeze(narrow(queries, 0, t, 1), 0), 0, layer, 1), 0);
+        const Tensor out = through_memory
+                               ? feedback_attention(q, keys, values, P, s, u, 0.5)
+                               : feedback_attention(q, stack(made_keys, 0), stack(made_values, 0), P, s, u, 0.5);
+        total = total + sum(out * out * static_cast<double>(layer + 1));
+      }
+      const Tensor source = squeeze(narrow(sources, 0, t, 1), 0);
+      const Tensor k = tanh(source), v = source * source;
+      made_keys.push_back(k);
+      made_values.push_back(v);
+      feedback_memory_append(keys, k);
+      feedback_memory_append(values, v);
     }
-    loss.backward();
-    return std::make_pair(loss.item(), leaf.grad().to_vector<double>());
-  };
-  const auto [loss, grad] = run(true);
-  const auto [ref_loss, ref_grad] = run(false);
-  CHECK(loss == doctest::Approx(ref_loss).epsilon(1e-12));
-  CHECK(relative_difference(grad, ref_grad) < 1e-12);
+    return total;
+  }
+};
+
+Xs leaves_of(const Xs& inputs) {
+  Xs leaves;
+  for (const Tensor& t : inputs) leaves.push_back(clone(t).requires_grad_());
+  return leaves;
 }
 
-TEST_CASE("feedback_memory_append: no gradient is recorded without grad mode or grad inputs") {
-  const Tensor buffer = Tensor::zeros({2, 3});
+std::vector<std::vector<double>> grads_of(const Xs& leaves) {
+  std::vector<std::vector<double>> g;
+  for (const Tensor& t : leaves) g.push_back(t.grad().to_vector<double>());
+  return g;
+}
+
+}  // namespace
+
+TEST_CASE("FeedbackMemory: each row's gradient is the sum over every later read") {
+  const ManyReads case_;
+  const Xs with_memory = leaves_of(case_.inputs), with_stack = leaves_of(case_.inputs);
+  const Tensor loss = ManyReads::loss(with_memory, true), ref_loss = ManyReads::loss(with_stack, false);
+  CHECK(loss.item() == doctest::Approx(ref_loss.item()).epsilon(1e-13));
+  loss.backward();
+  ref_loss.backward();
+  const auto grads = grads_of(with_memory), ref_grads = grads_of(with_stack);
+  for (size_t i = 0; i < grads.size(); ++i) {
+    INFO("input ", i);
+    CHECK(relative_difference(grads[i], ref_grads[i]) < 1e-12);
+  }
+  // The rows' gradients are not all zero: the check above compared something.
+  CHECK(std::any_of(grads[0].begin(), grads[0].end(), [](double g) { return std::abs(g) > 1e-3; }));
+}
+
+TEST_CASE("FeedbackMemory: a retained graph's second backward adds the same gradients again") {
+  const ManyReads case_;
+  const Xs leaves = leaves_of(case_.inputs);
+  const Tensor loss = ManyReads::loss(leaves, true);
+  loss.backward(/*retain_graph=*/true);
+  const auto first = grads_of(leaves);
+  loss.backward();
+  const auto twice = grads_of(leaves);
+  for (size_t i = 0; i < first.size(); ++i) {
+    INFO("input ", i);
+    std::vector<double> doubled = first[i];
+    for (double& g : doubled) g *= 2;
+    CHECK(relative_difference(twice[i], doubled) < 1e-12);
+  }
+}
+
+TEST_CASE("FeedbackMemory: no gradient is recorded without grad mode or grad inputs") {
   const Tensor row = Tensor::ones({3}).requires_grad_();
   {
     GradModeGuard no_grad(false);
-    CHECK_FALSE(feedback_memory_append(buffer, Tensor(), row).requires_grad());
+    FeedbackMemory m = feedback_memory(Tensor::zeros({2, 3}));
+    feedback_memory_append(m, row);
+    CHECK_FALSE(m.token.requires_grad());
+    CHECK_FALSE(m.grads.defined());
   }
-  CHECK_FALSE(feedback_memory_append(buffer, Tensor(), Tensor::ones({3})).requires_grad());
-  CHECK(feedback_memory_append(buffer, Tensor(), row).requires_grad());
+  FeedbackMemory m = feedback_memory(Tensor::zeros({2, 3}));
+  feedback_memory_append(m, Tensor::ones({3}));
+  CHECK_FALSE(m.token.requires_grad());
+  feedback_memory_append(m, row);
+  CHECK(m.token.requires_grad());
+  CHECK(m.grads.shape() == Shape{2, 3});
 }
 
-TEST_CASE("feedback_memory_append: errors name the buffer, the row and the capacity") {
-  const Tensor buffer = Tensor::zeros({2, 3});
-  Tensor rows = feedback_memory_append(buffer, Tensor(), Tensor::ones({3}));
-  rows = feedback_memory_append(buffer, rows, Tensor::ones({3}));
-  std::string msg = error_of([&] { feedback_memory_append(buffer, rows, Tensor::ones({3})); });
+TEST_CASE("FeedbackMemory: errors name the memory, the row and the capacity") {
+  FeedbackMemory m = feedback_memory(Tensor::zeros({2, 3}));
+  feedback_memory_append(m, Tensor::ones({3}));
+  feedback_memory_append(m, Tensor::ones({3}));
+  std::string msg = error_of([&] { feedback_memory_append(m, Tensor::ones({3})); });
   CHECK(contains(msg, "feedback_memory_append"));
   CHECK(contains(msg, "is full (2 rows written, capacity 2)"));
-  msg = error_of([&] { feedback_memory_append(buffer, Tensor(), Tensor::ones({4})); });
+  FeedbackMemory fresh = feedback_memory(Tensor::zeros({2, 3}));
+  msg = error_of([&] { feedback_memory_append(fresh, Tensor::ones({4})); });
   CHECK(contains(msg, "row of shape [4]"));
   CHECK(contains(msg, "[2, 3]"));
-  msg = error_of([&] { feedback_memory_append(buffer, Tensor::zeros({1, 3}), Tensor::ones({3})); });
-  CHECK(contains(msg, "not the first rows of the buffer"));
+  msg = error_of([&] { feedback_memory(Tensor::zeros({2, 3}).requires_grad_()); });
+  CHECK(contains(msg, "must not require grad"));
+  msg = error_of([&] { feedback_memory(transpose(Tensor::zeros({2, 3}), 0, 1)); });
+  CHECK(contains(msg, "contiguous"));
+  FeedbackMemory unmade;
+  msg = error_of([&] { feedback_memory_append(unmade, Tensor::ones({3})); });
+  CHECK(contains(msg, "make the memory with feedback_memory"));
+  // A read needs as many value rows as key rows.
+  FeedbackMemory keys = feedback_memory(Tensor::zeros({3, 1, 1, 2}, DType::f64));
+  FeedbackMemory values = feedback_memory(Tensor::zeros({3, 1, 1, 2}, DType::f64));
+  feedback_memory_append(keys, Tensor::ones({1, 1, 2}, DType::f64));
+  msg = error_of([&] {
+    feedback_attention(Tensor::ones({1, 1, 2}, DType::f64), keys, values, Tensor::zeros({4, 1, 2}, DType::f64),
+                       Tensor::zeros({4, 1}, DType::f64), Tensor::zeros({1, 2}, DType::f64), 1.0);
+  });
+  CHECK(contains(msg, "the keys' memory has 1 rows but the values' has 0"));
 }
 
 }  // namespace loom::test

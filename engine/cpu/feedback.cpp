@@ -16,7 +16,7 @@
 // Backward, with do the output's gradient, delta = do·out = Σ_j α_j (do·v_j):
 //   ds_j   = scale · α_j · (do·v_j − delta)     (the softmax backward, times scale)
 //   dq     = Σ_j ds_j (k_j + P[r0+j])           du   = Σ_b Σ_j ds_j k_j
-//   dk_j   = ds_j (q + u)                       dv_j = α_j do
+//   dk_j  += ds_j (q + u)                       dv_j += α_j do
 //   dP[r0+j] += Σ_b ds_j q                      ds[r0+j] += Σ_b ds_j
 // One pass over j recomputes α_j from the saved log-sum-exp and produces every
 // gradient, reading each k_j, v_j and P row once. P, s and u are shared by the
@@ -176,11 +176,10 @@ void backward(const Inputs<T>& a, const T* grad_out, const T* out, const T* lse,
           if (g.k) {
             T* dk = g.k + jbh * D;
             const T* quk = qu + k * D;
-            for (int64_t d = 0; d < D; ++d) dk[d] = ds * quk[d];
+            axpy(ds, quk, dk, D);
           }
           if (g.v) {
-            T* dv = g.v + jbh * Dv;
-            for (int64_t d = 0; d < Dv; ++d) dv[d] = alpha * dout[d];
+            axpy(alpha, dout, g.v + jbh * Dv, Dv);
           }
           if (g.P) axpy(ds, a.q_row(b, h), g.P + (r * H + h) * D, D);
           if (g.s) g.s[r * H + h] += ds;

@@ -28,9 +28,10 @@ struct FeedbackAttentionArgs {
   Tensor out, lse;
 };
 
-// grad_out, out, lse contiguous. grad_q, grad_keys, grad_values are overwritten
-// (contiguous); grad_P, grad_s, grad_u are accumulated into (zero them first).
-// Undefined gradients are skipped.
+// grad_out, out, lse contiguous. grad_q is overwritten; grad_keys, grad_values
+// (contiguous [n, B, H, *]), grad_P, grad_s and grad_u are added into (zero them
+// first): a memory read by many steps collects every read's gradient in one
+// buffer. Undefined gradients are skipped.
 struct FeedbackAttentionBackwardArgs {
   Tensor grad_out, q, keys, values, P, s, u, out, lse;
   double scale = 1.0;

@@ -15,17 +15,13 @@
 // into a shared buffer, and the read of step t+1 hands row t's total back to k_t
 // (complete by then, because every later read runs its backward first).
 //
-// loom gets the same O(L) memory and O(L) projections without shared mutable state.
-// feedback_memory_append(buffer, rows, k_t) writes k_t into row t of a buffer and
-// returns rows [0, t] as a view (no copy), recorded for autodiff as
-//     rows_{t+1} = concat(rows_t, k_t[None])
-// The graph is a chain: the reads of step s (every layer's feedback_attention) send
-// their gradients [s, B, H, D] to rows_s; its node passes rows [0, s−1) on to rows_{s−1}
-// and row s−1 to k_{s−1}. The backward walker sums what reaches each node, so k_t
-// receives Σ_{s>t} ∂ℒ/∂(row t as read at step s): the gradient of re-stacking the
-// memory at every step, with one node per append, no copies, and nothing that
-// depends on the order of the backward walk. The append nodes keep nothing; the
-// attention nodes keep views of the buffers, whose rows are written once per forward.
+// loom does the same through FeedbackMemory (engine/ops.h): feedback_memory_append
+// writes k_t into row t of a preallocated buffer, and each read's backward adds its
+// gradient of rows [0, s) into the memory's gradient buffer in place. The appends
+// form a chain (each takes the previous one's output token, and every read takes the
+// newest), so the walker reaches the append of row t only after every read of it,
+// and that node hands row t's total to k_t. O(L) memory and projections, and no
+// [s, B, H, D] gradient per read for the walker to sum.
 // tests/test_feedback.cpp compares logits and gradients with a naive composition that
 // stacks and re-projects the whole memory at every step.
 //
@@ -135,16 +131,10 @@ FeedbackTransformer::FeedbackTransformer(const ModelConfig& config)
 
 // ---- the memory -----------------------------------------------------------------------------
 
-// One growing memory of key (or value) rows [capacity, B, H, d_k]: see the top of the file.
-struct Memory {
-  Tensor buffer, rows;
-  void append(const Tensor& row) { rows = feedback_memory_append(buffer, rows, row); }
-};
-
 // The per-sequence state of a forward or of decoding. Shared-KV: one key and one value
 // memory; original: one of each per layer.
 struct FeedbackState : DecodeState {
-  std::vector<Memory> keys, values;
+  std::vector<FeedbackMemory> keys, values;  // rows [capacity, B, H, d_k]: see the top
   int64_t batch = 0, capacity = 0, steps = 0;
 };
 
@@ -158,8 +148,8 @@ std::unique_ptr<FeedbackState> FeedbackTransformer::new_state(int64_t batch, int
   const DType dtype = transformer.weights.dtype();
   const Device device = transformer.weights.device();
   for (int64_t i = 0; i < memories; ++i) {
-    state->keys.push_back({Tensor::empty({capacity, batch, config_.heads, d_k}, dtype, device), Tensor()});
-    state->values.push_back({Tensor::empty({capacity, batch, config_.heads, d_k}, dtype, device), Tensor()});
+    state->keys.push_back(feedback_memory(Tensor::empty({capacity, batch, config_.heads, d_k}, dtype, device)));
+    state->values.push_back(feedback_memory(Tensor::empty({capacity, batch, config_.heads, d_k}, dtype, device)));
   }
   return state;
 }
@@ -250,10 +240,10 @@ Tensor FeedbackTransformer::step(const Tensor& ids, FeedbackState& state, const 
     const Tables::Layer& w = tables.layers[l];
     Tensor x = hs.back();
     if (has_memory) {  // step 0 has no memory: the attention sub-block is skipped
-      const Memory& keys = state.keys[config_.shared_kv ? 0 : l];
-      const Memory& values = state.values[config_.shared_kv ? 0 : l];
+      const FeedbackMemory& keys = state.keys[config_.shared_kv ? 0 : l];
+      const FeedbackMemory& values = state.values[config_.shared_kv ? 0 : l];
       const Tensor q = reshape(w.query(layer.norm_self_attn.forward(x)), {B, H, d_k});
-      const Tensor a = feedback_attention(q, keys.rows, values.rows, w.pos_emb, w.pos_bias,
+      const Tensor a = feedback_attention(q, keys, values, w.pos_emb, w.pos_bias,
                                           layer.attn.query_pos_bias, scale);
       x = x + w.output(reshape(a, {B, H * d_k}));
     }
@@ -268,12 +258,12 @@ Tensor FeedbackTransformer::step(const Tensor& ids, FeedbackState& state, const 
                              {B, config_.d_model});
     auto heads = [&](const Tensor& y) { return reshape(y, {B, H, d_k}); };
     if (config_.shared_kv) {
-      state.keys[0].append(heads(tables.key(m)));
-      state.values[0].append(heads(tables.value(m)));
+      feedback_memory_append(state.keys[0], heads(tables.key(m)));
+      feedback_memory_append(state.values[0], heads(tables.value(m)));
     } else {
       for (size_t l = 0; l < transformer.layers.size(); ++l) {
-        state.keys[l].append(heads(tables.layers[l].key(m)));
-        state.values[l].append(heads(tables.layers[l].value(m)));
+        feedback_memory_append(state.keys[l], heads(tables.layers[l].key(m)));
+        feedback_memory_append(state.values[l], heads(tables.layers[l].value(m)));
       }
     }
   }
