@@ -27,7 +27,6 @@ using cpu::prefetch_row;
 using cpu::backward_step;
 using cpu::dot_all_rows;
 using cpu::forward_step;
-namespace step = kernels::delta_step;
 namespace delta_lstm_cell = kernels::delta_lstm_cell;
 
 namespace {

@@ -24,7 +24,6 @@ using cpu::parallel_for;
 using cpu::prefetch_row;
 using cpu::backward_step;
 using cpu::forward_step;
-namespace step = kernels::delta_step;
 
 namespace {
 

@@ -144,9 +144,9 @@ inline void sum_each(const Vec<T> (&acc)[R], T* out) {
   else sum_rows<T, R>(acc, out);
 }
 
-// out[r] = w[r]·x for R rows.
-template <class T, int R>
-void dot_rows(T* const (&w)[R], const T* x, int64_t n, T* out) {
+// out[r] = w[r]·x for R rows (Row: T* or const T*).
+template <class T, int R, class Row>
+void dot_rows(const Row (&w)[R], const T* x, int64_t n, T* out) {
   constexpr int64_t V = kLanes<T>;
   Vec<T> acc[R] = {};
   int64_t j = 0;
@@ -213,12 +213,12 @@ template <class T>
 void dot_all_rows(const T* W, const T* x, int64_t rows, int64_t n, T* out) {
   int64_t i = 0;
   for (; i + kRows <= rows; i += kRows) {
-    T* w[kRows];
-    for (int r = 0; r < kRows; ++r) w[r] = const_cast<T*>(W + (i + r) * n);
+    const T* w[kRows];
+    for (int r = 0; r < kRows; ++r) w[r] = W + (i + r) * n;
     dot_rows<T, kRows>(w, x, n, out + i);
   }
   for (; i < rows; ++i) {
-    T* const w[1] = {const_cast<T*>(W + i * n)};
+    const T* const w[1] = {W + i * n};
     dot_rows<T, 1>(w, x, n, out + i);
   }
 }
