@@ -37,11 +37,13 @@
 #include "engine/backend.h"
 #include "engine/cpu_peak.h"
 #include "engine/ops.h"
+#include "engine/timing.h"
 #include "examples/command_line.h"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using loom::timing::Clock;
+using loom::timing::median;
 
 struct Config {
   bool quick = false;
@@ -54,12 +56,6 @@ struct Config {
   int64_t fma_iters = int64_t{1} << 18;  // per thread and repeat
   int fma_repeats = 100;                 // the fastest repeat counts (engine/cpu_peak.h)
 };
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t h = v.size() / 2;
-  return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
-}
 
 // System allocations made inside timed runs: in steady state the allocator's
 // cache should serve every tensor, so this stays 0.
@@ -74,25 +70,19 @@ struct CpuShare {
 };
 CpuShare g_share;
 
-double process_cpu_seconds() {
-  timespec ts;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
-}
-
 // Median wall-clock seconds of fn() over cfg.reps runs, after cfg.warmup untimed
 // runs (they fault in pages and fill the allocator's cache).
 double time_median(const Config& cfg, const std::function<void()>& fn) {
   for (int i = 0; i < cfg.warmup; ++i) fn();
   const size_t allocations = loom::cpu_allocator().stats().system_allocations;
-  const double cpu0 = process_cpu_seconds();
+  const double cpu0 = loom::timing::cpu_seconds();
   std::vector<double> secs;
   for (int i = 0; i < cfg.reps; ++i) {
     const auto t0 = Clock::now();
     fn();
-    secs.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+    secs.push_back(loom::timing::seconds_since(t0));
   }
-  g_share.cpu_seconds += process_cpu_seconds() - cpu0;
+  g_share.cpu_seconds += loom::timing::cpu_seconds() - cpu0;
   for (double t : secs) g_share.wall_seconds += t;
   g_timed_allocations += loom::cpu_allocator().stats().system_allocations - allocations;
   return median(secs);

@@ -28,6 +28,7 @@
 #include "engine/kernel_clock.h"
 #include "engine/ops.h"
 #include "engine/random.h"
+#include "engine/timing.h"
 #include "examples/command_line.h"
 #include "models/families/language_model.h"
 #include "models/programs/config.h"
@@ -36,7 +37,9 @@
 namespace {
 
 using namespace loom;
-using Clock = std::chrono::steady_clock;
+using timing::Clock;
+using timing::median;
+using timing::seconds_since;
 
 struct Options {
   std::vector<std::string> configs;
@@ -46,14 +49,6 @@ struct Options {
   int64_t warmup = 2;  // untimed steps before them
   int threads = 0;     // 0: every core
 };
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t h = v.size() / 2;
-  return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
-}
-
-double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 // What timing `steps` training steps of one config found.
 struct StepTiming {

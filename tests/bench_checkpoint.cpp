@@ -23,21 +23,17 @@
 #include "engine/crc32c.h"
 #include "engine/ops.h"
 #include "engine/safetensors.h"
+#include "engine/timing.h"
 #include "models/programs/config.h"
 #include "models/families/language_model.h"
 #include "models/blocks/optim.h"
 
 using namespace loom;
-using Clock = std::chrono::steady_clock;
+using timing::Clock;
+using timing::median;
+using timing::seconds_since;
 
 namespace {
-
-double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
-}
 
 template <class Fn>
 double timed(Fn&& fn) {

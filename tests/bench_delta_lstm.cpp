@@ -21,7 +21,7 @@
 #include "autodiff/grad_mode.h"
 #include "engine/device.h"
 #include "engine/ops.h"
-#include "tests/bench_timing.h"
+#include "engine/timing.h"
 
 namespace {
 

@@ -24,7 +24,7 @@
 #include "engine/device.h"
 #include "engine/kernels/delta_rnn.h"
 #include "engine/ops.h"
-#include "tests/bench_timing.h"
+#include "engine/timing.h"
 
 namespace {
 

@@ -24,7 +24,7 @@
 #include "engine/kernels/delta_rule.h"
 #include "engine/ops.h"
 #include "models/families/fast_weights.h"
-#include "tests/bench_timing.h"
+#include "engine/timing.h"
 
 namespace {
 

@@ -19,7 +19,7 @@
 #include "engine/kernels/lstm.h"
 #include "engine/ops.h"
 #include "engine/random.h"
-#include "tests/bench_timing.h"
+#include "engine/timing.h"
 #include "tests/lstm_composed.h"
 
 namespace {

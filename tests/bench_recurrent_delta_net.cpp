@@ -22,7 +22,7 @@
 #include "engine/device.h"
 #include "engine/ops.h"
 #include "engine/random.h"
-#include "tests/bench_timing.h"
+#include "engine/timing.h"
 
 namespace {
 
