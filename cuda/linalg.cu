@@ -132,9 +132,10 @@ std::vector<GemmCall> plan_matmul(const Tensor& a, const Tensor& b, const Tensor
   return calls;
 }
 
+// out = a·b, or out += a·b when `accumulate` (cuBLAS's beta = 1).
 template <class T>
-void run_gemm(const GemmCall& c, const T* a, const T* b, T* out) {
-  const T one = 1, zero = 0;
+void run_gemm(const GemmCall& c, const T* a, const T* b, T* out, bool accumulate) {
+  const T one = 1, zero = accumulate ? 1 : 0;
   if constexpr (sizeof(T) == 4) {
     LOOM_CUBLAS_CHECK(cublasSgemmStridedBatched(handle(), c.op_b, c.op_a, c.m, c.n, c.k, &one, b + c.offset_b, c.ldb,
                                                 c.stride_b, a + c.offset_a, c.lda, c.stride_a, &zero,
@@ -149,10 +150,10 @@ void run_gemm(const GemmCall& c, const T* a, const T* b, T* out) {
 }
 
 template <class T>
-void matmul_typed(Tensor a, Tensor b, const Tensor& out) {
+void matmul_typed(Tensor a, Tensor b, const Tensor& out, bool accumulate) {
   if (out.numel() == 0) return;
-  if (a.size(-1) == 0) {  // an empty sum: zeros (cuBLAS leaves C alone when k == 0)
-    backend().fill(out, 0.0);
+  if (a.size(-1) == 0) {  // an empty sum: zeros, or out as it is (cuBLAS leaves C alone when k == 0)
+    if (!accumulate) backend().fill(out, 0.0);
     return;
   }
   // Layouts cuBLAS cannot read in place (broadcast rows, column strides) are copied.
@@ -163,7 +164,7 @@ void matmul_typed(Tensor a, Tensor b, const Tensor& out) {
   };
   if (!gemm_operand(a).ok) a = dense(a);
   if (!gemm_operand(b).ok) b = dense(b);
-  for (const GemmCall& call : plan_matmul(a, b, out)) run_gemm<T>(call, a.data<T>(), b.data<T>(), out.data<T>());
+  for (const GemmCall& call : plan_matmul(a, b, out)) run_gemm<T>(call, a.data<T>(), b.data<T>(), out.data<T>(), accumulate);
 }
 
 }  // namespace
@@ -174,7 +175,15 @@ void CudaBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
   LOOM_CHECK(out.is_contiguous(), "matmul on cuda: the output must be contiguous, got ", out.describe());
   dispatch_float(out.dtype(), "matmul", [&](auto zero) {
     using T = decltype(zero);
-    matmul_typed<T>(a, b, out);
+    matmul_typed<T>(a, b, out, false);
+  });
+}
+
+void CudaBackend::matmul_add(const Tensor& a, const Tensor& b, const Tensor& out) {
+  LOOM_CHECK(out.is_contiguous(), "matmul_add on cuda: the output must be contiguous, got ", out.describe());
+  dispatch_float(out.dtype(), "matmul_add", [&](auto zero) {
+    using T = decltype(zero);
+    matmul_typed<T>(a, b, out, true);
   });
 }
 

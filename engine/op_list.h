@@ -30,6 +30,7 @@
   LOOM_OP(logsumexp, true)                                     \
   /* linalg */                                                 \
   LOOM_OP(matmul, true)                                        \
+  LOOM_OP(linear, true)                                        \
   LOOM_OP(step_weight, true)                                   \
   LOOM_OP(stepped_matmul, true)                                \
   /* softmax and losses */                                     \
@@ -126,6 +127,8 @@ struct LstmBackwardArgs;
      allowed). a and b may be transposed views of contiguous matrices: kernels pass that to GEMM as a flag    \
      instead of copying. */                                                                                    \
   KERNEL(matmul, (const Tensor& a, const Tensor& b, const Tensor& out))                                        \
+  /* out += a · b, the same operands (out contiguous): linear starts out from its bias. */                     \
+  KERNEL(matmul_add, (const Tensor& a, const Tensor& b, const Tensor& out))                                    \
                                                                                                                \
   /* ---- softmax, losses, norm: all over the last axis, x contiguous (cpu/, cuda/ softmax and norm) -------- */ \
   KERNEL(softmax, (const Tensor& x, const Tensor& out, bool log))                                              \

@@ -81,6 +81,10 @@ Tensor sum_to(const Tensor& x, const Shape& shape);
 // numpy matmul: [M,K]·[K,N]; batched [...,M,K]·[...,K,N] with broadcast batch dims;
 // a 1-D operand is a vector. Transposed views are passed to GEMM without a copy.
 Tensor matmul(const Tensor& a, const Tensor& b);
+// A linear layer: x [..., in] · Wᵀ + b -> [..., out], for weight W [out, in] and bias b
+// [out] (undefined: none). One GEMM that starts its output from the bias rows instead
+// of zeros, so the bias costs no pass over the output of its own.
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
 
 // A weight W [in, out] that every step of a recurrence multiplies by: y_t = x_t·W,
 // x_t [rows_t, in] (the feedback transformer's per-token linears). Through matmul,

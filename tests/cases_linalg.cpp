@@ -1,5 +1,5 @@
 // cases_linalg.cpp: op-table cases for matmul (2-D, batched, broadcast, transposed, vectors),
-// and for step_weight and stepped_matmul: a weight shared by the steps of a recurrence,
+// for linear (x·Wᵀ + b, the bias as the GEMM's starting output), and for step_weight and stepped_matmul: a weight shared by the steps of a recurrence,
 // its gradient made once over all the steps' rows (the reference: the plain chain of products).
 #include <cmath>
 
@@ -56,7 +56,44 @@ void add_case(std::vector<OpCase>& c, const std::string& name, InputSpec a, Inpu
                [](const Rs& r) { return matmul_ref(r[0], r[1]); }});
 }
 
+// linear: x [..., in], W [out, in], b [out] (or none) in plain loops.
+Ref linear_ref(const Ref& x, const Ref& w, const Ref* b) {
+  const int64_t in = w.shape[1], out_features = w.shape[0];
+  const int64_t rows = shape_numel(Shape(x.shape.begin(), x.shape.end() - 1));
+  Shape out_shape = x.shape;
+  out_shape.back() = out_features;
+  Ref out(out_shape);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t o = 0; o < out_features; ++o) {
+      double acc = b ? b->v[o] : 0.0;
+      for (int64_t i = 0; i < in; ++i) acc += x.v[r * in + i] * w.v[o * in + i];
+      out.v[r * out_features + o] = acc;
+    }
+  return out;
+}
+
+void add_linear_case(std::vector<OpCase>& c, const std::string& name, InputSpec x, InputSpec w, bool bias,
+                     bool gradcheck = true) {
+  const int64_t out_features = w.shape[0];
+  std::vector<InputSpec> inputs{x, w};
+  if (bias) inputs.push_back(InputSpec({out_features}));
+  c.push_back({"linear " + name, inputs,
+               [](const Xs& v) { return linear(v[0], v[1], v.size() > 2 ? v[2] : Tensor()); },
+               [](const Rs& r) { return linear_ref(r[0], r[1], r.size() > 2 ? &r[2] : nullptr); }, gradcheck});
+}
+
 }  // namespace
+
+static CaseRegistrar linear_cases([](std::vector<OpCase>& c) {
+  add_linear_case(c, "[3,4] with bias", InputSpec({3, 4}), InputSpec({5, 4}), true);
+  add_linear_case(c, "[2,3,4] with bias (leading dims)", InputSpec({2, 3, 4}), InputSpec({2, 4}), true);
+  add_linear_case(c, "a transposed weight view", InputSpec({3, 4}), InputSpec({5, 4}).transposed(), true);
+  add_linear_case(c, "a strided input", InputSpec({3, 4}).strided(), InputSpec({2, 4}), true);
+  add_linear_case(c, "in=0: the bias alone", InputSpec({3, 0}), InputSpec({2, 0}), true);
+  // Large enough that each thread adds its own block of rows onto the bias.
+  add_linear_case(c, "[64,128]x[512,128]^T with bias (split over threads)", InputSpec({64, 128}),
+                  InputSpec({512, 128}), true, false);
+});
 
 static CaseRegistrar linalg_cases([](std::vector<OpCase>& c) {
   add_case(c, "2-D", InputSpec({3, 4}), InputSpec({4, 5}));

@@ -86,7 +86,7 @@ void randomize(models::Module& m, uint64_t seed) {
 
 // ---- the naive composition ------------------------------------------------------------------
 
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor()) {
+Tensor naive_linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor()) {
   const Tensor y = matmul(x, transpose(w, 0, 1));
   return b.defined() ? y + b : y;
 }
@@ -111,16 +111,16 @@ Tensor naive_logits(const Params& p, const ModelConfig& c, const Tensor& tokens)
         const Tensor M = stack(memory, 0);  // [t, B, d], stacked afresh every step
         Tensor K, V;
         if (c.shared_kv) {
-          K = linear(M, P("transformer.key.linear.weight"));
-          V = linear(M, P("transformer.value.linear.weight"));
+          K = naive_linear(M, P("transformer.key.linear.weight"));
+          V = naive_linear(M, P("transformer.value.linear.weight"));
         } else {
-          K = linear(M, P(pre + "attn.key.linear.weight"));
-          V = linear(M, P(pre + "attn.value.linear.weight"), P(pre + "attn.value.linear.bias"));
+          K = naive_linear(M, P(pre + "attn.key.linear.weight"));
+          V = naive_linear(M, P(pre + "attn.value.linear.weight"), P(pre + "attn.value.linear.bias"));
         }
         K = reshape(K, {t, B, H, dk});
         V = reshape(V, {t, B, H, dk});
         const Tensor z = layer_norm(x, P(pre + "norm_self_attn.weight"), P(pre + "norm_self_attn.bias"));
-        const Tensor q = reshape(linear(z, P(pre + "attn.query.linear.weight")), {B, H, dk});
+        const Tensor q = reshape(naive_linear(z, P(pre + "attn.query.linear.weight")), {B, H, dk});
         const Tensor u = P(pre + "attn.query_pos_bias");
         // Slot j (oldest first) is at distance t − j: table row 4096 − (t − j).
         const Tensor pos = narrow(P(pre + "attn.key_pos_embeddings"), 0, kR - t, t);  // [t, H, dk]
@@ -129,11 +129,11 @@ Tensor naive_logits(const Params& p, const ModelConfig& c, const Tensor& tokens)
         const Tensor position = sum(unsqueeze(q, 0) * unsqueeze(pos, 1), {3});    // [t, B, H]
         const Tensor alpha = softmax((content + position + unsqueeze(bias, 1)) * scale, 0);
         const Tensor o = reshape(sum(unsqueeze(alpha, 3) * V, {0}), {B, c.d_model});
-        x = x + linear(o, P(pre + "attn.output.weight"), P(pre + "attn.output.bias"));
+        x = x + naive_linear(o, P(pre + "attn.output.weight"), P(pre + "attn.output.bias"));
       }
       const Tensor z = layer_norm(x, P(pre + "norm_ff.weight"), P(pre + "norm_ff.bias"));
-      const Tensor hidden = relu(linear(z, P(pre + "feed_forward.layer1.weight"), P(pre + "feed_forward.layer1.bias")));
-      x = x + linear(hidden, P(pre + "feed_forward.layer2.weight"), P(pre + "feed_forward.layer2.bias"));
+      const Tensor hidden = relu(naive_linear(z, P(pre + "feed_forward.layer1.weight"), P(pre + "feed_forward.layer1.bias")));
+      x = x + naive_linear(hidden, P(pre + "feed_forward.layer2.weight"), P(pre + "feed_forward.layer2.bias"));
       hs.push_back(x);
     }
     outputs.push_back(x);
@@ -142,7 +142,7 @@ Tensor naive_logits(const Params& p, const ModelConfig& c, const Tensor& tokens)
     memory.push_back(m);
   }
   const Tensor y = layer_norm(stack(outputs, 0), P("transformer.norm.weight"), P("transformer.norm.bias"));
-  return linear(y, P("generator.weight"), P("generator.bias"));
+  return naive_linear(y, P("generator.weight"), P("generator.bias"));
 }
 
 

@@ -100,7 +100,7 @@ struct Reference {
     return centred / sqrt(var + 1e-5) * at(name + ".weight") + at(name + ".bias");
   }
 
-  Tensor linear(const Tensor& x, const std::string& name) const {
+  Tensor naive_linear(const Tensor& x, const std::string& name) const {
     return matmul(x, transpose(at(name + ".weight"), 0, 1)) + at(name + ".bias");
   }
 
@@ -131,8 +131,8 @@ struct Reference {
   }
 
   Tensor project(const Tensor& z, const std::string& name) const {
-    if (c.family == "transformer") return linear(z, name + ".linear");
-    return conv(linear(z, name + ".0.linear"), name + ".1.conv");
+    if (c.family == "transformer") return naive_linear(z, name + ".linear");
+    return conv(naive_linear(z, name + ".0.linear"), name + ".1.conv");
   }
 
   // Causal softmax attention, one (batch, head, query position) at a time.
@@ -159,10 +159,10 @@ struct Reference {
   }
 
   Tensor feed_forward(const Tensor& z, const std::string& name) const {
-    const Tensor h = linear(z, name + ".layer1");
-    if (c.activation == "silu") return linear(h / (exp(-h) + 1.0), name + ".layer2");  // h sigmoid(h)
+    const Tensor h = naive_linear(z, name + ".layer1");
+    if (c.activation == "silu") return naive_linear(h / (exp(-h) + 1.0), name + ".layer2");  // h sigmoid(h)
     const Tensor r = maximum(h, Tensor::scalar(0.0, h.dtype()));
-    return linear(c.family == "primer_ez" ? r * r : r, name + ".layer2");
+    return naive_linear(c.family == "primer_ez" ? r * r : r, name + ".layer2");
   }
 
   Tensor logits(const Tensor& tokens) const {
@@ -175,10 +175,10 @@ struct Reference {
       const Tensor z = norm(x, layer + ".norm_self_attn");
       const std::string attn = layer + ".self_attn";
       const Tensor a = attention(project(z, attn + ".query"), project(z, attn + ".key"), project(z, attn + ".value"));
-      x = x + linear(a, attn + ".output");
+      x = x + naive_linear(a, attn + ".output");
       x = x + feed_forward(norm(x, layer + ".norm_ff"), layer + ".feed_forward");
     }
-    return linear(norm(x, "encoder.norm"), "generator.projection");
+    return naive_linear(norm(x, "encoder.norm"), "generator.projection");
   }
 };
 
@@ -475,6 +475,8 @@ double recorded_product_flops(const Tensor& root) {
         batch *= static_cast<double>(std::max(da, db));
       }
       flops += 2.0 * batch * a[a.size() - 2] * a.back() * b.back();
+    } else if (node->op == OpId::linear) {  // x [n, in], W [out, in]
+      flops += 2.0 * static_cast<double>(in[0][0]) * in[0][1] * in[1][0];
     } else if (node->op == OpId::causal_conv1d) {
       flops += 2.0 * static_cast<double>(shape_numel(in[0])) * in[1].back();
     } else if (node->op == OpId::attention) {

@@ -51,8 +51,9 @@ void with_matrix(const T* ptr, int64_t rows, int64_t cols, Layout layout, int64_
   else fn(ColMajorMap<T>(ptr, rows, cols, Eigen::OuterStride<>(std::max<int64_t>(cs, rows))));
 }
 
+// out = a·b, or out += a·b when `accumulate`.
 template <class T>
-void matmul_typed(Tensor a, Tensor b, const Tensor& out) {
+void matmul_typed(Tensor a, Tensor b, const Tensor& out, bool accumulate) {
   // Operands with a layout Eigen cannot map get copied to row-major first.
   if (matrix_layout(a) == Layout::other) a = dense(a);
   if (matrix_layout(b) == Layout::other) b = dense(b);
@@ -87,11 +88,14 @@ void matmul_typed(Tensor a, Tensor b, const Tensor& out) {
     const auto off = offsets(i);
     OutMap<T> c(po + off[2] + r0 * N + c0, r1 - r0, c1 - c0, Eigen::OuterStride<>(N));
     if (K == 0) {
-      c.setZero();
+      if (!accumulate) c.setZero();
       return;
     }
     with_matrix(pa + off[0] + r0 * ars, r1 - r0, K, la, ars, acs, [&](const auto& A) {
-      with_matrix(pb + off[1] + c0 * bcs, K, c1 - c0, lb, brs, bcs, [&](const auto& B) { c.noalias() = A * B; });
+      with_matrix(pb + off[1] + c0 * bcs, K, c1 - c0, lb, brs, bcs, [&](const auto& B) {
+        if (accumulate) c.noalias() += A * B;
+        else c.noalias() = A * B;
+      });
     });
   };
   const int64_t flops_per_product = M * N * K;
@@ -111,7 +115,8 @@ void matmul_typed(Tensor a, Tensor b, const Tensor& out) {
   // more) with single-threaded Eigen (it does not thread inside a parallel region).
   // Unlike Eigen's own threaded GEMM, the threads never wait on each other while
   // packing, and each clears its own block of out (Eigen zero-fills before it
-  // accumulates) instead of one thread clearing all of it. On an idle machine
+  // accumulates, unless accumulating is what was asked) instead of one thread
+  // clearing all of it. On an idle machine
   // both reach about the same share of the FMA peak (Eigen's kernel is the
   // limit); when other processes take cores, Eigen's spinning threads lose far more.
   const bool split_rows = M >= N;
@@ -132,7 +137,15 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
   const TimedKernel timed(KernelKind::gemm);
   dispatch_float(out.dtype(), "matmul", [&](auto zero) {
     using T = decltype(zero);
-    matmul_typed<T>(a, b, out);
+    matmul_typed<T>(a, b, out, false);
+  });
+}
+
+void CpuBackend::matmul_add(const Tensor& a, const Tensor& b, const Tensor& out) {
+  const TimedKernel timed(KernelKind::gemm);
+  dispatch_float(out.dtype(), "matmul_add", [&](auto zero) {
+    using T = decltype(zero);
+    matmul_typed<T>(a, b, out, true);
   });
 }
 

@@ -1,5 +1,6 @@
-// linalg.cpp: matmul with numpy semantics, and the stepped matmul of a weight
-// shared by the steps of a recurrence (engine/ops.h).
+// linalg.cpp: matmul with numpy semantics, the linear layer's product with its
+// bias, and the stepped matmul of a weight shared by the steps of a recurrence
+// (engine/ops.h).
 #include "engine/ops/op_helpers.h"
 
 namespace loom {
@@ -38,6 +39,35 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   if (b.dim() == 1) out = squeeze(out, -1);
   if (a.dim() == 1) out = squeeze(out, a.dim() == 1 && b.dim() == 1 ? 0 : -2);
   return out;
+}
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  constexpr const char* op = "linear";
+  detail::check_defined(op, x, "x");
+  detail::check_defined(op, weight, "weight");
+  detail::check_same(op, x, weight);
+  detail::check_float(op, x);
+  LOOM_CHECK(weight.dim() == 2, op, ": weight must be [out, in], got ", weight.describe());
+  const int64_t in = weight.size(1), out_features = weight.size(0);
+  LOOM_CHECK(x.dim() >= 1 && x.size(-1) == in, op, ": x of shape ", shape_str(x.shape()), " does not end in the ",
+             in, " input features of a weight of shape ", shape_str(weight.shape()));
+  Shape out_shape = x.shape();
+  out_shape.back() = out_features;
+  const int64_t n = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
+  const Tensor rows = x.dim() == 2 ? x : reshape(x, {n, in});
+  if (!bias.defined()) {
+    const Tensor out = matmul(rows, transpose(weight, 0, 1));
+    return x.dim() == 2 ? out : reshape(out, out_shape);
+  }
+  detail::check_same(op, x, bias);
+  LOOM_CHECK(bias.dim() == 1 && bias.size(0) == out_features, op, ": bias must be [", out_features,
+             "] for a weight of shape ", shape_str(weight.shape()), ", got ", bias.describe());
+  Tensor out = Tensor::empty({n, out_features}, x.dtype(), x.device());
+  Backend& backend = backend_for(x);
+  backend.copy(bias.as_strided({n, out_features}, {0, bias.strides()[0]}, bias.offset()), out);  // every row = b
+  backend.matmul_add(rows, transpose(weight, 0, 1), out);
+  if (needs_grad({&rows, &weight, &bias})) record({OpId::linear, {rows, weight, bias}}, out);
+  return x.dim() == 2 ? out : reshape(out, out_shape);
 }
 
 StepWeight step_weight(const Tensor& weight, int64_t capacity) {
@@ -105,6 +135,13 @@ std::vector<Tensor> matmul_rule(const RecordedOp& n, const Tensor& g) {
           n.needs_input_grad(1) ? matmul(transpose(a, -1, -2), g) : Tensor()};
 }
 
+// linear: inputs {x [n, in], W [out, in], b [out]}. dx = dy·W, dW = dyᵀ·x, db = Σ_rows dy.
+std::vector<Tensor> linear_rule(const RecordedOp& n, const Tensor& g) {
+  return {n.needs_input_grad(0) ? matmul(g, n.input(1)) : Tensor(),
+          n.needs_input_grad(1) ? matmul(transpose(g, 0, 1), n.input(0)) : Tensor(),
+          n.needs_input_grad(2) ? sum(g, {0}) : Tensor()};
+}
+
 // stepped_matmul: inputs {x, token}, saved {W, G}, ints {row0}. dx = dy·Wᵀ; dy is
 // filed in G for the step_weight node; the token's gradient is a zero.
 std::vector<Tensor> stepped_matmul_rule(const RecordedOp& n, const Tensor& g) {
@@ -121,6 +158,7 @@ std::vector<Tensor> step_weight_rule(const RecordedOp& n, const Tensor&) {
 // {inputs, output}: what each rule keeps alive for its backward.
 const RuleRegistration linalg_rules[] = {
     {OpId::matmul, {matmul_rule, true, false}},
+    {OpId::linear, {linear_rule, true, false}},
     {OpId::stepped_matmul, {stepped_matmul_rule, false, false}},
     {OpId::step_weight, {step_weight_rule, false, false}},
 };

@@ -10,16 +10,7 @@ Linear::Linear(int64_t in, int64_t out, bool has_bias, Generator& gen) {
   if (has_bias) bias = register_parameter("bias", uniform({out}, -bound, bound, gen));
 }
 
-Tensor Linear::forward(const Tensor& x) const {
-  // One GEMM over all leading dims; Wᵀ is a view that GEMM reads in place.
-  const int64_t in = weight.size(1);
-  LOOM_CHECK(x.size(-1) == in, "Linear: input ", shape_str(x.shape()), " does not end in ", in, " features");
-  Shape out_shape = x.shape();
-  out_shape.back() = weight.size(0);
-  Tensor y = matmul(reshape(x, {-1, in}), transpose(weight, 0, 1));
-  if (bias.defined()) y = y + bias;
-  return reshape(y, out_shape);
-}
+Tensor Linear::forward(const Tensor& x) const { return linear(x, weight, bias); }
 
 Embedding::Embedding(int64_t vocab, int64_t d, Generator& gen) {
   weight = register_parameter("weight", normal({vocab, d}, 0.0, 1.0, gen));
