@@ -184,16 +184,17 @@ struct BackwardOperands {
   Tensor q, keys, values, P, s, u;
 };
 
+// Zeros shaped like `like` where input i needs a gradient (the kernel adds into them).
+Tensor zeros_if_needed(const RecordedOp& n, size_t i, const Tensor& like) {
+  return n.needs_input_grad(i) ? Tensor::zeros(like.shape(), like.dtype(), like.device()) : Tensor();
+}
+
 // Runs the backward kernel; grad_keys, grad_values are added into. Returns the
-// gradients of q, P, s, u (undefined where `wanted` says no).
+// gradients of q, P, s, u (inputs 0, 3, 4, 5 of both records; undefined where not needed).
 std::array<Tensor, 4> attention_backward(const RecordedOp& n, const Tensor& g, const BackwardOperands& x,
-                                         const Tensor& grad_keys, const Tensor& grad_values,
-                                         std::array<bool, 4> wanted) {
-  auto zeros_like = [](bool want, const Tensor& like) {
-    return want ? Tensor::zeros(like.shape(), like.dtype(), like.device()) : Tensor();
-  };
-  std::array<Tensor, 4> grads{wanted[0] ? Tensor::empty(x.q.shape(), x.q.dtype(), x.q.device()) : Tensor(),
-                              zeros_like(wanted[1], x.P), zeros_like(wanted[2], x.s), zeros_like(wanted[3], x.u)};
+                                         const Tensor& grad_keys, const Tensor& grad_values) {
+  std::array<Tensor, 4> grads{n.needs_input_grad(0) ? Tensor::empty(x.q.shape(), x.q.dtype(), x.q.device()) : Tensor(),
+                              zeros_if_needed(n, 3, x.P), zeros_if_needed(n, 4, x.s), zeros_if_needed(n, 5, x.u)};
   backend_for(x.q).feedback_attention_backward({.grad_out = contiguous(g), .q = x.q, .keys = x.keys,
                                                 .values = x.values, .P = x.P, .s = x.s, .u = x.u, .out = n.output,
                                                 .lse = n.saved[0], .scale = n.reals[0], .grad_q = grads[0],
@@ -206,13 +207,8 @@ std::array<Tensor, 4> attention_backward(const RecordedOp& n, const Tensor& g, c
 Grads feedback_attention_rule(const RecordedOp& n, const Tensor& g) {
   const BackwardOperands x{contiguous(n.input(0)), unit_last_stride(n.input(1)), unit_last_stride(n.input(2)),
                            contiguous(n.input(3)),  contiguous(n.input(4)),       contiguous(n.input(5))};
-  auto zeros_if = [&](size_t i, const Tensor& like) {
-    return n.needs_input_grad(i) ? Tensor::zeros(like.shape(), like.dtype(), like.device()) : Tensor();
-  };
-  const Tensor grad_keys = zeros_if(1, x.keys), grad_values = zeros_if(2, x.values);
-  const auto [dq, dP, ds, du] = attention_backward(
-      n, g, x, grad_keys, grad_values,
-      {n.needs_input_grad(0), n.needs_input_grad(3), n.needs_input_grad(4), n.needs_input_grad(5)});
+  const Tensor grad_keys = zeros_if_needed(n, 1, x.keys), grad_values = zeros_if_needed(n, 2, x.values);
+  const auto [dq, dP, ds, du] = attention_backward(n, g, x, grad_keys, grad_values);
   return {dq, grad_keys, grad_values, dP, ds, du};
 }
 
@@ -224,9 +220,7 @@ Grads feedback_memory_attention_rule(const RecordedOp& n, const Tensor& g) {
                            contiguous(n.input(3)), contiguous(n.input(4)), contiguous(n.input(5))};
   const Tensor grad_keys = n.needs_input_grad(1) ? n.saved[3] : Tensor();
   const Tensor grad_values = n.needs_input_grad(2) ? n.saved[4] : Tensor();
-  const auto [dq, dP, ds, du] = attention_backward(
-      n, g, x, grad_keys, grad_values,
-      {n.needs_input_grad(0), n.needs_input_grad(3), n.needs_input_grad(4), n.needs_input_grad(5)});
+  const auto [dq, dP, ds, du] = attention_backward(n, g, x, grad_keys, grad_values);
   auto token_grad = [&](size_t i) { return n.needs_input_grad(i) ? Tensor::zeros({1}, g.dtype(), g.device()) : Tensor(); };
   return {dq, token_grad(1), token_grad(2), dP, ds, du};
 }

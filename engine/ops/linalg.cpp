@@ -55,18 +55,19 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   out_shape.back() = out_features;
   const int64_t n = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
   const Tensor rows = x.dim() == 2 ? x : reshape(x, {n, in});
+  Tensor out;
   if (!bias.defined()) {
-    const Tensor out = matmul(rows, transpose(weight, 0, 1));
-    return x.dim() == 2 ? out : reshape(out, out_shape);
+    out = matmul(rows, transpose(weight, 0, 1));
+  } else {
+    detail::check_same(op, x, bias);
+    LOOM_CHECK(bias.dim() == 1 && bias.size(0) == out_features, op, ": bias must be [", out_features,
+               "] for a weight of shape ", shape_str(weight.shape()), ", got ", bias.describe());
+    out = Tensor::empty({n, out_features}, x.dtype(), x.device());
+    Backend& backend = backend_for(x);
+    backend.copy(detail::broadcast_view(bias, out.shape()), out);  // every row = b
+    backend.matmul_add(rows, transpose(weight, 0, 1), out);
+    if (needs_grad({&rows, &weight, &bias})) record({OpId::linear, {rows, weight, bias}}, out);
   }
-  detail::check_same(op, x, bias);
-  LOOM_CHECK(bias.dim() == 1 && bias.size(0) == out_features, op, ": bias must be [", out_features,
-             "] for a weight of shape ", shape_str(weight.shape()), ", got ", bias.describe());
-  Tensor out = Tensor::empty({n, out_features}, x.dtype(), x.device());
-  Backend& backend = backend_for(x);
-  backend.copy(bias.as_strided({n, out_features}, {0, bias.strides()[0]}, bias.offset()), out);  // every row = b
-  backend.matmul_add(rows, transpose(weight, 0, 1), out);
-  if (needs_grad({&rows, &weight, &bias})) record({OpId::linear, {rows, weight, bias}}, out);
   return x.dim() == 2 ? out : reshape(out, out_shape);
 }
 
