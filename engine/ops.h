@@ -9,12 +9,15 @@
 // numpy broadcasting; tensors of one call share a dtype and a device.
 #pragma once
 
+#include <memory>
 #include <vector>
 
 #include "engine/random.h"
 #include "engine/tensor.h"
 
 namespace loom {
+
+struct PackedMatrix;  // engine/backend.h
 
 // ---- elementwise: unary (engine/ops/elementwise.cpp) ---------------------------
 Tensor neg(const Tensor& x);
@@ -98,12 +101,16 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
 // stepped_matmul takes as an input: the walker reaches that node after them all.
 // Without gradients (grad mode off, or W not requiring grad) stepped_matmul is
 // matmul, and no buffer is made. The buffers hold capacity × (in + out) elements.
+// W and Wᵀ are also laid out once for the backend's GEMM (pack_matmul_operand in
+// engine/backend.h: on the CPU, a copy of each in Eigen's panels), so the steps'
+// products do not each pack the weight again.
 struct StepWeight {
   Tensor weight;      // W [in, out]
   Tensor token;       // [1] zero: the step_weight node's output
   Tensor inputs;      // X [capacity, in]: each step's x_t, filed by its forward
   Tensor grads;       // G [capacity, out]: each step's dy_t, filed by its backward
   int64_t rows = 0;   // rows filed so far
+  std::shared_ptr<const PackedMatrix> packed, packed_transpose;  // W and Wᵀ (may be empty)
 };
 StepWeight step_weight(const Tensor& weight, int64_t capacity);
 Tensor stepped_matmul(const Tensor& x, StepWeight& w);
