@@ -99,20 +99,23 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
 //   y_t = stepped_matmul(x_t, w);              // at each step
 // step_weight records a node whose output, `token` (one zero), every
 // stepped_matmul takes as an input: the walker reaches that node after them all.
-// Without gradients (grad mode off, or W not requiring grad) stepped_matmul is
-// matmul, and no buffer is made. The buffers hold capacity × (in + out) elements.
+// Without gradients (grad mode off, or neither W nor b requiring grad) stepped_matmul
+// is x·W (+ b), and no buffer is made. The buffers hold capacity × (in + out) elements.
 // W and Wᵀ are also laid out once for the backend's GEMM (pack_matmul_operand in
 // engine/backend.h: on the CPU, a copy of each in Eigen's panels), so the steps'
-// products do not each pack the weight again.
+// products do not each pack the weight again. With a bias b [out], y_t = x_t·W + b:
+// each step's output starts as the bias rows, and db, the column sums of G, is
+// made once beside dW.
 struct StepWeight {
   Tensor weight;      // W [in, out]
+  Tensor bias;        // b [out], or undefined
   Tensor token;       // [1] zero: the step_weight node's output
   Tensor inputs;      // X [capacity, in]: each step's x_t, filed by its forward
   Tensor grads;       // G [capacity, out]: each step's dy_t, filed by its backward
   int64_t rows = 0;   // rows filed so far
   std::shared_ptr<const PackedMatrix> packed, packed_transpose;  // W and Wᵀ (may be empty)
 };
-StepWeight step_weight(const Tensor& weight, int64_t capacity);
+StepWeight step_weight(const Tensor& weight, int64_t capacity, const Tensor& bias = Tensor());
 Tensor stepped_matmul(const Tensor& x, StepWeight& w);
 
 // ---- softmax and losses (engine/ops/softmax.cpp) ----------------------------------

@@ -143,6 +143,27 @@ Ref three_steps_ref(const Rs& r) {
   return product(plus_tanh(y1, r[3]), r[0]);
 }
 
+// The same with a bias b = x[4]: y_t = (…)·W + b.
+Tensor three_biased_steps(const Xs& x, int64_t capacity) {
+  StepWeight w = step_weight(x[0], capacity, x[4]);
+  const Tensor y0 = stepped_matmul(x[1], w);
+  const Tensor y1 = stepped_matmul(tanh(y0) + x[2], w);
+  return stepped_matmul(tanh(y1) + x[3], w);
+}
+
+Ref plus_bias(const Ref& y, const Ref& b) {
+  Ref out = y;
+  for (int64_t i = 0; i < y.shape[0]; ++i)
+    for (int64_t j = 0; j < y.shape[1]; ++j) out.at({i, j}) += b.at({j});
+  return out;
+}
+
+Ref three_biased_steps_ref(const Rs& r) {
+  const Ref y0 = plus_bias(product(r[1], r[0]), r[4]);
+  const Ref y1 = plus_bias(product(plus_tanh(y0, r[2]), r[0]), r[4]);
+  return plus_bias(product(plus_tanh(y1, r[3]), r[0]), r[4]);
+}
+
 Ref transposed(const Ref& m) {
   Ref t({m.shape[1], m.shape[0]});
   for (int64_t i = 0; i < m.shape[0]; ++i)
@@ -164,6 +185,10 @@ static CaseRegistrar stepped_cases([](std::vector<OpCase>& c) {
                {InputSpec({4, 4}), InputSpec({2, 4}), InputSpec({2, 4}), InputSpec({2, 4})},
                [](const Xs& x) { return transpose(three_steps(x, 6), 0, 1); },
                [](const Rs& r) { return transposed(three_steps_ref(r)); }});
+  c.push_back({"stepped_matmul: three steps with a bias, a transposed weight",
+               {InputSpec({3, 3}).transposed(), InputSpec({2, 3}), InputSpec({2, 3}), InputSpec({2, 3}),
+                InputSpec({3})},
+               [](const Xs& x) { return three_biased_steps(x, 7); }, three_biased_steps_ref});
   // The token alone: zero, and so is its gradient (no step filed a row).
   c.push_back({"step_weight: the token of a weight no step used", {InputSpec({3, 2})},
                [](const Xs& x) { return step_weight(x[0], 4).token; }, [](const Rs&) { return Ref({1}); }});

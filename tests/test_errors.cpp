@@ -46,6 +46,9 @@ TEST_CASE("errors: a stepped matmul names a wrong input and buffers that are ful
   CHECK(contains(full, "capacity 4"));
   CHECK(stepped.rows == 3);  // the refused step filed nothing
   CHECK(contains(error_of([&] { step_weight(Tensor::zeros({3}), 2); }), "step_weight"));
+  const std::string bias = error_of([&] { step_weight(w, 4, Tensor::zeros({3})); });
+  CHECK(contains(bias, "bias must be [2]"));
+  CHECK(contains(bias, "[3]"));
 }
 
 TEST_CASE("errors: a bad axis names the op, the axis and the rank") {

@@ -71,20 +71,26 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   return x.dim() == 2 ? out : reshape(out, out_shape);
 }
 
-StepWeight step_weight(const Tensor& weight, int64_t capacity) {
+StepWeight step_weight(const Tensor& weight, int64_t capacity, const Tensor& bias) {
   constexpr const char* op = "step_weight";
   detail::check_defined(op, weight, "weight");
   detail::check_float(op, weight);
   LOOM_CHECK(weight.dim() == 2, op, ": weight must be [in, out], got ", weight.describe());
   LOOM_CHECK(capacity >= 0, op, ": capacity must be >= 0, got ", capacity);
+  if (bias.defined()) {
+    detail::check_same(op, weight, bias);
+    LOOM_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(1), op, ": bias must be [", weight.size(1),
+               "] for a weight of shape ", shape_str(weight.shape()), ", got ", bias.describe());
+  }
   StepWeight w;
   w.weight = weight;
+  w.bias = bias;
   w.token = Tensor::zeros({1}, weight.dtype(), weight.device());
-  if (needs_grad({&weight})) {
-    // Zeros: a step whose backward never runs adds nothing to Xᵀ·G.
+  if (needs_grad({&weight, &bias})) {
+    // Zeros: a step whose backward never runs adds nothing to Xᵀ·G or to G's column sums.
     w.inputs = Tensor::zeros({capacity, weight.size(0)}, weight.dtype(), weight.device());
     w.grads = Tensor::zeros({capacity, weight.size(1)}, weight.dtype(), weight.device());
-    record({OpId::step_weight, {weight}, {w.inputs, w.grads}}, w.token);
+    record({OpId::step_weight, {weight, bias}, {w.inputs, w.grads}}, w.token);
     // Every step multiplies by W forward and by Wᵀ backward: lay both out once.
     Backend& backend = backend_for(weight);
     backend.pack_matmul_operand(weight, w.packed);
@@ -112,12 +118,16 @@ Tensor stepped_matmul(const Tensor& x, StepWeight& w) {
   detail::check_same(op, x, w.weight);
   LOOM_CHECK(x.dim() == 2 && x.size(1) == w.weight.size(0), op, ": x must be [rows, ", w.weight.size(0),
              "] for a weight of shape ", shape_str(w.weight.shape()), ", got ", x.describe());
-  if (!w.inputs.defined() || !is_grad_enabled()) return matmul(x, w.weight);
+  if (!w.inputs.defined() || !is_grad_enabled())
+    return w.bias.defined() ? linear(x, transpose(w.weight, 0, 1), w.bias) : matmul(x, w.weight);
   const int64_t row0 = w.rows, rows = x.size(0);
   LOOM_CHECK(row0 + rows <= w.inputs.size(0), op, ": the step weight's buffers are full (", row0,
              " rows filed, capacity ", w.inputs.size(0), ", this step brings ", rows, ")");
   Tensor out = Tensor::empty({rows, w.weight.size(1)}, x.dtype(), x.device());
-  backend_for(x).matmul_packed(x, w.weight, w.packed.get(), out, false);
+  Backend& backend = backend_for(x);
+  // With a bias, out starts as the bias rows and the product adds to them (as linear).
+  if (w.bias.defined()) backend.copy(detail::broadcast_view(w.bias, out.shape()), out);
+  backend.matmul_packed(x, w.weight, w.packed.get(), out, w.bias.defined());
   file_rows(w.inputs, row0, x);
   w.rows += rows;
   OpRecord rec{OpId::stepped_matmul, {x, w.token}, {w.weight, w.grads}, {row0}};
@@ -162,9 +172,11 @@ std::vector<Tensor> stepped_matmul_rule(const RecordedOp& n, const Tensor& g) {
   return {dx, Tensor::zeros({1}, g.dtype(), g.device())};
 }
 
-// step_weight: inputs {W}, saved {X, G}: dW = Xᵀ·G, every step's x_tᵀ·dy_t at once.
+// step_weight: inputs {W, b}, saved {X, G}: dW = Xᵀ·G, every step's x_tᵀ·dy_t at
+// once; db = the column sums of G, every step's dy_t at once.
 std::vector<Tensor> step_weight_rule(const RecordedOp& n, const Tensor&) {
-  return {matmul(transpose(n.saved.at(0), 0, 1), n.saved.at(1))};
+  return {n.needs_input_grad(0) ? matmul(transpose(n.saved.at(0), 0, 1), n.saved.at(1)) : Tensor(),
+          n.needs_input_grad(1) ? sum(n.saved.at(1), {0}) : Tensor()};
 }
 
 // {inputs, output}: what each rule keeps alive for its backward.
