@@ -45,7 +45,6 @@ void record_node(OpRecord&& rec, const Tensor& output) {
   for (const Tensor& s : rec.saved) node->saved.push_back(keep(s));
   node->ints = std::move(rec.ints);
   node->reals = std::move(rec.reals);
-  node->packed = std::move(rec.packed);
   output.impl().grad_fn = std::move(node);
   output.impl().requires_grad = true;
 }

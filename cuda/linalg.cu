@@ -187,14 +187,4 @@ void CudaBackend::matmul_add(const Tensor& a, const Tensor& b, const Tensor& out
   });
 }
 
-// cuBLAS reads b in place at every product (a transposed view is a flag), so there
-// is nothing to lay out ahead.
-void CudaBackend::pack_matmul_operand(const Tensor&, std::shared_ptr<const PackedMatrix>& packed) { packed.reset(); }
-
-void CudaBackend::matmul_packed(const Tensor& a, const Tensor& b, const PackedMatrix*, const Tensor& out,
-                                bool accumulate) {
-  if (accumulate) matmul_add(a, b, out);
-  else matmul(a, b, out);
-}
-
 }  // namespace loom::cuda

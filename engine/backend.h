@@ -16,7 +16,6 @@
 #pragma once
 
 #include <cstddef>
-#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -75,14 +74,6 @@ decltype(auto) visit_binary(BinaryOp op, Visit&& visit) {
 #undef LOOM_VISIT_BINARY
 
 enum class ReduceOp { sum, max, argmax };
-
-// A matrix b laid out once for many products a·b (pack_matmul_operand, then
-// matmul_packed): the feedback transformer multiplies every weight at each of its
-// token steps. What the layout is belongs to the backend: the CPU's is the panels
-// Eigen's GEMM kernel reads; a backend whose GEMM reads b in place keeps none.
-struct PackedMatrix {
-  virtual ~PackedMatrix() = default;
-};
 
 enum class RandomKind { uniform, normal, bernoulli };
 

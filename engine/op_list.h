@@ -129,13 +129,6 @@ struct LstmBackwardArgs;
   KERNEL(matmul, (const Tensor& a, const Tensor& b, const Tensor& out))                                        \
   /* out += a · b, the same operands (out contiguous): linear starts out from its bias. */                     \
   KERNEL(matmul_add, (const Tensor& a, const Tensor& b, const Tensor& out))                                    \
-  /* b [K, N] (row-major or a transposed view) laid out for matmul_packed; a backend that gains nothing    \
-     from it leaves `packed` empty. */                                                                         \
-  KERNEL(pack_matmul_operand, (const Tensor& b, std::shared_ptr<const PackedMatrix>& packed))                  \
-  /* out = a [M, K] · b (out += a · b when accumulate), out contiguous [M, N]; `packed` is what               \
-     pack_matmul_operand made of b (null: none). */                                                            \
-  KERNEL(matmul_packed, (const Tensor& a, const Tensor& b, const PackedMatrix* packed, const Tensor& out,     \
-                         bool accumulate))                                                                     \
                                                                                                                \
   /* ---- softmax, losses, norm: all over the last axis, x contiguous (cpu/, cuda/ softmax and norm) -------- */ \
   KERNEL(softmax, (const Tensor& x, const Tensor& out, bool log))                                              \

@@ -9,15 +9,12 @@
 // numpy broadcasting; tensors of one call share a dtype and a device.
 #pragma once
 
-#include <memory>
 #include <vector>
 
 #include "engine/random.h"
 #include "engine/tensor.h"
 
 namespace loom {
-
-struct PackedMatrix;  // engine/backend.h
 
 // ---- elementwise: unary (engine/ops/elementwise.cpp) ---------------------------
 Tensor neg(const Tensor& x);
@@ -101,9 +98,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
 // stepped_matmul takes as an input: the walker reaches that node after them all.
 // Without gradients (grad mode off, or neither W nor b requiring grad) stepped_matmul
 // is x·W (+ b), and no buffer is made. The buffers hold capacity × (in + out) elements.
-// W and Wᵀ are also laid out once for the backend's GEMM (pack_matmul_operand in
-// engine/backend.h: on the CPU, a copy of each in Eigen's panels), so the steps'
-// products do not each pack the weight again. With a bias b [out], y_t = x_t·W + b:
+// With a bias b [out], y_t = x_t·W + b:
 // each step's output starts as the bias rows, and db, the column sums of G, is
 // made once beside dW.
 struct StepWeight {
@@ -113,7 +108,6 @@ struct StepWeight {
   Tensor inputs;      // X [capacity, in]: each step's x_t, filed by its forward
   Tensor grads;       // G [capacity, out]: each step's dy_t, filed by its backward
   int64_t rows = 0;   // rows filed so far
-  std::shared_ptr<const PackedMatrix> packed, packed_transpose;  // W and Wᵀ (may be empty)
 };
 StepWeight step_weight(const Tensor& weight, int64_t capacity, const Tensor& bias = Tensor());
 Tensor stepped_matmul(const Tensor& x, StepWeight& w);

@@ -13,15 +13,12 @@
 #pragma once
 
 #include <initializer_list>
-#include <memory>
 #include <vector>
 
 #include "engine/op_list.h"
 #include "engine/tensor.h"
 
 namespace loom {
-
-struct PackedMatrix;  // engine/backend.h
 
 // What the backward rule of an op gets to see besides the output's gradient.
 struct OpRecord {
@@ -30,7 +27,6 @@ struct OpRecord {
   std::vector<Tensor> saved;    // extra tensors the forward computed for the backward
   std::vector<int64_t> ints;    // integer attributes: axes, sizes, flags
   std::vector<double> reals;    // real attributes: eps, p, exponent
-  std::shared_ptr<const PackedMatrix> packed;  // a matrix the rule multiplies by, packed (stepped_matmul)
 };
 
 using RecordFn = void (*)(OpRecord&& record, const Tensor& output);
@@ -67,7 +63,6 @@ struct RecordedOp {
   std::vector<Tensor> saved;       // the extra tensors of the record
   std::vector<int64_t> ints;
   std::vector<double> reals;
-  std::shared_ptr<const PackedMatrix> packed;
   std::vector<Shape> input_shapes;      // every input's shape, kept always
   std::vector<bool> input_needs_grad;   // whether a gradient flows to input i
 

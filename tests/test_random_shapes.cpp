@@ -4,16 +4,13 @@
 // random ranks and sizes (1 to 5 elements per axis, size-1 axes included),
 // random broadcasting between operands, random transposed or narrowed views,
 // random reduction axes and matmul batch shapes. Each result is compared with
-// the same naive references the table uses (Ref, map, zip), in float64. The
-// last case draws matrices large enough for several of GEMM's cache blocks, for
-// the products by a packed matrix (engine/backend.h, matmul_packed).
+// the same naive references the table uses (Ref, map, zip), in float64.
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <random>
 
-#include "engine/backend.h"
 #include "engine/ops.h"
 #include "tests/op_table.h"
 
@@ -149,45 +146,6 @@ TEST_CASE("random shapes: batched matmul with broadcast batch dims and transpose
       worst = std::max(worst, std::abs(out.v[i] - s));
     }
     CHECK(worst <= 1e-14);
-  }
-}
-
-// Sizes across Eigen's cache blocks (depth blocks of a few hundred, row blocks cut
-// per thread, micro-panels of 3 vector widths with remainders), both layouts of
-// the packed matrix, row-strided left operands, one row, no depth, and adding to
-// what the output holds. The reference is the plain triple loop in double.
-TEST_CASE("random shapes: products by a packed matrix match the plain loop") {
-  Draw draw(20261206);
-  for (int trial = 0; trial < 40; ++trial) {
-    const DType dtype = draw.coin() ? DType::f64 : DType::f32;
-    const int64_t M = draw.coin() ? draw.integer(1, 3) : draw.integer(4, 150);
-    const int64_t K = trial == 0 ? 0 : draw.integer(1, 1300), N = draw.integer(1, 700);
-    const bool accumulate = draw.coin(), transposed_b = draw.coin(), strided_a = draw.coin();
-    auto random_matrix = [&](int64_t rows, int64_t cols) {
-      std::uniform_real_distribution<double> u(-1, 1);
-      std::vector<double> v(rows * cols);
-      for (auto& x : v) x = u(draw.rng);
-      return Tensor::from_vector(v, {rows, cols}).to(dtype);
-    };
-    const Tensor b = transposed_b ? transpose(random_matrix(N, K), 0, 1) : random_matrix(K, N);
-    const Tensor a = strided_a ? narrow(random_matrix(M, K + 3), 1, 2, K) : random_matrix(M, K);
-    const Tensor start = random_matrix(M, N);
-    const Tensor out = contiguous(start + 0.0);  // a fresh copy the kernel writes
-    INFO("trial ", trial, ": ", a.describe(), " · ", b.describe(), accumulate ? ", adding" : "");
-    Backend& backend = backend_for(a);
-    std::shared_ptr<const PackedMatrix> packed;
-    backend.pack_matmul_operand(b, packed);
-    backend.matmul_packed(a, b, packed.get(), out, accumulate);
-    const Ref ra = Ref::from(a), rb = Ref::from(b), rs = Ref::from(start), ro = Ref::from(out);
-    double worst = 0;
-    for (int64_t i = 0; i < M; ++i)
-      for (int64_t j = 0; j < N; ++j) {
-        double expected = accumulate ? rs.at({i, j}) : 0.0;
-        for (int64_t k = 0; k < K; ++k) expected += ra.at({i, k}) * rb.at({k, j});
-        worst = std::max(worst, std::abs(ro.at({i, j}) - expected));
-      }
-    // float32 sums of up to 1300 terms of size <= 1.
-    CHECK(worst <= (dtype == DType::f64 ? 1e-11 : 2e-4));
   }
 }
 

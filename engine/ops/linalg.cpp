@@ -91,10 +91,6 @@ StepWeight step_weight(const Tensor& weight, int64_t capacity, const Tensor& bia
     w.inputs = Tensor::zeros({capacity, weight.size(0)}, weight.dtype(), weight.device());
     w.grads = Tensor::zeros({capacity, weight.size(1)}, weight.dtype(), weight.device());
     record({OpId::step_weight, {weight, bias}, {w.inputs, w.grads}}, w.token);
-    // Every step multiplies by W forward and by Wᵀ backward: lay both out once.
-    Backend& backend = backend_for(weight);
-    backend.pack_matmul_operand(weight, w.packed);
-    backend.pack_matmul_operand(transpose(weight, 0, 1), w.packed_transpose);
   }
   return w;
 }
@@ -126,13 +122,15 @@ Tensor stepped_matmul(const Tensor& x, StepWeight& w) {
   Tensor out = Tensor::empty({rows, w.weight.size(1)}, x.dtype(), x.device());
   Backend& backend = backend_for(x);
   // With a bias, out starts as the bias rows and the product adds to them (as linear).
-  if (w.bias.defined()) backend.copy(detail::broadcast_view(w.bias, out.shape()), out);
-  backend.matmul_packed(x, w.weight, w.packed.get(), out, w.bias.defined());
+  if (w.bias.defined()) {
+    backend.copy(detail::broadcast_view(w.bias, out.shape()), out);
+    backend.matmul_add(x, w.weight, out);
+  } else {
+    backend.matmul(x, w.weight, out);
+  }
   file_rows(w.inputs, row0, x);
   w.rows += rows;
-  OpRecord rec{OpId::stepped_matmul, {x, w.token}, {w.weight, w.grads}, {row0}};
-  rec.packed = w.packed_transpose;
-  record(std::move(rec), out);
+  record({OpId::stepped_matmul, {x, w.token}, {w.weight, w.grads}, {row0}}, out);
   return out;
 }
 
@@ -159,17 +157,12 @@ std::vector<Tensor> linear_rule(const RecordedOp& n, const Tensor& g) {
           n.needs_input_grad(2) ? sum(g, {0}) : Tensor()};
 }
 
-// stepped_matmul: inputs {x, token}, saved {W, G}, ints {row0}, packed Wᵀ. dx = dy·Wᵀ;
-// dy is filed in G for the step_weight node; the token's gradient is a zero.
+// stepped_matmul: inputs {x, token}, saved {W, G}, ints {row0}. dx = dy·Wᵀ; dy is
+// filed in G for the step_weight node; the token's gradient is a zero.
 std::vector<Tensor> stepped_matmul_rule(const RecordedOp& n, const Tensor& g) {
   file_rows(n.saved.at(1), n.ints.at(0), g);  // any layout: file_rows copies through the backend
-  Tensor dx;
-  if (n.needs_input_grad(0)) {
-    const Tensor w_t = transpose(n.saved.at(0), 0, 1);
-    dx = Tensor::empty({g.size(0), w_t.size(1)}, g.dtype(), g.device());
-    backend_for(g).matmul_packed(g, w_t, n.packed.get(), dx, false);
-  }
-  return {dx, Tensor::zeros({1}, g.dtype(), g.device())};
+  return {n.needs_input_grad(0) ? matmul(g, transpose(n.saved.at(0), 0, 1)) : Tensor(),
+          Tensor::zeros({1}, g.dtype(), g.device())};
 }
 
 // step_weight: inputs {W, b}, saved {X, G}: dW = Xᵀ·G, every step's x_tᵀ·dy_t at

@@ -165,9 +165,7 @@ namespace {
 
 // A Linear as the steps of one forward use it: y = x·Wᵀ + b for x [B, in].
 // When gradients are recorded, Wᵀ is copied to a contiguous [in, out] tensor once per
-// forward (handing step_weight the transposed view instead measured slower: 0.90×
-// against 1.03× for the copy, each beside the same build) and
-// multiplied, bias included, through stepped_matmul (engine/ops.h): each
+// forward and multiplied, bias included, through stepped_matmul (engine/ops.h): each
 // step files its input and, in the backward, its output's gradient, and the weight's
 // and the bias's gradients are one product and one sum over all the steps' rows
 // instead of L products of rank B and L sums. Without gradients (decoding) it is
