@@ -96,11 +96,10 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
 //   y_t = stepped_matmul(x_t, w);              // at each step
 // step_weight records a node whose output, `token` (one zero), every
 // stepped_matmul takes as an input: the walker reaches that node after them all.
-// Without gradients (grad mode off, or neither W nor b requiring grad) stepped_matmul
-// is x·W (+ b), and no buffer is made. The buffers hold capacity × (in + out) elements.
-// With a bias b [out], y_t = x_t·W + b:
-// each step's output starts as the bias rows, and db, the column sums of G, is
-// made once beside dW.
+// With a bias b [out], y_t = x_t·W + b: each step's output starts as the bias rows,
+// and db, the column sums of G, is made once beside dW. Without gradients (grad
+// mode off, or neither W nor b requiring grad) stepped_matmul is x·W (+ b), and no
+// buffer is made. The buffers hold capacity × (in + out) elements.
 struct StepWeight {
   Tensor weight;      // W [in, out]
   Tensor bias;        // b [out], or undefined
