@@ -25,6 +25,21 @@ Tensor matmul_batched(const Tensor& a, const Tensor& b) {
   return out;
 }
 
+// A bias of `op` must be [out_features] and share `like`'s dtype and device.
+void check_bias(const char* op, const Tensor& like, const Tensor& bias, int64_t out_features, const Tensor& weight) {
+  detail::check_same(op, like, bias);
+  LOOM_CHECK(bias.dim() == 1 && bias.size(0) == out_features, op, ": bias must be [", out_features,
+             "] for a weight of shape ", shape_str(weight.shape()), ", got ", bias.describe());
+}
+
+// out = a·b + bias on every row (out [M, N] contiguous): out starts as the bias rows
+// and GEMM adds the product onto them, so the bias costs no pass of its own.
+void biased_product(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out) {
+  Backend& backend = backend_for(a);
+  backend.copy(detail::broadcast_view(bias, out.shape()), out);
+  backend.matmul_add(a, b, out);
+}
+
 }  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
@@ -59,13 +74,9 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   if (!bias.defined()) {
     out = matmul(rows, transpose(weight, 0, 1));
   } else {
-    detail::check_same(op, x, bias);
-    LOOM_CHECK(bias.dim() == 1 && bias.size(0) == out_features, op, ": bias must be [", out_features,
-               "] for a weight of shape ", shape_str(weight.shape()), ", got ", bias.describe());
+    check_bias(op, x, bias, out_features, weight);
     out = Tensor::empty({n, out_features}, x.dtype(), x.device());
-    Backend& backend = backend_for(x);
-    backend.copy(detail::broadcast_view(bias, out.shape()), out);  // every row = b
-    backend.matmul_add(rows, transpose(weight, 0, 1), out);
+    biased_product(rows, transpose(weight, 0, 1), bias, out);
     if (needs_grad({&rows, &weight, &bias})) record({OpId::linear, {rows, weight, bias}}, out);
   }
   return x.dim() == 2 ? out : reshape(out, out_shape);
@@ -77,11 +88,7 @@ StepWeight step_weight(const Tensor& weight, int64_t capacity, const Tensor& bia
   detail::check_float(op, weight);
   LOOM_CHECK(weight.dim() == 2, op, ": weight must be [in, out], got ", weight.describe());
   LOOM_CHECK(capacity >= 0, op, ": capacity must be >= 0, got ", capacity);
-  if (bias.defined()) {
-    detail::check_same(op, weight, bias);
-    LOOM_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(1), op, ": bias must be [", weight.size(1),
-               "] for a weight of shape ", shape_str(weight.shape()), ", got ", bias.describe());
-  }
+  if (bias.defined()) check_bias(op, weight, bias, weight.size(1), weight);
   StepWeight w;
   w.weight = weight;
   w.bias = bias;
@@ -120,14 +127,8 @@ Tensor stepped_matmul(const Tensor& x, StepWeight& w) {
   LOOM_CHECK(row0 + rows <= w.inputs.size(0), op, ": the step weight's buffers are full (", row0,
              " rows filed, capacity ", w.inputs.size(0), ", this step brings ", rows, ")");
   Tensor out = Tensor::empty({rows, w.weight.size(1)}, x.dtype(), x.device());
-  Backend& backend = backend_for(x);
-  // With a bias, out starts as the bias rows and the product adds to them (as linear).
-  if (w.bias.defined()) {
-    backend.copy(detail::broadcast_view(w.bias, out.shape()), out);
-    backend.matmul_add(x, w.weight, out);
-  } else {
-    backend.matmul(x, w.weight, out);
-  }
+  if (w.bias.defined()) biased_product(x, w.weight, w.bias, out);
+  else backend_for(x).matmul(x, w.weight, out);
   file_rows(w.inputs, row0, x);
   w.rows += rows;
   record({OpId::stepped_matmul, {x, w.token}, {w.weight, w.grads}, {row0}}, out);
