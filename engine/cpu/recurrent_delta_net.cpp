@@ -4,10 +4,14 @@
 // Each sequence is one task (OpenMP over S): it walks time with its fast weight
 // W [D, D] in a private buffer, and per step computes a = tanh(y_{t-1}), the slow
 // net's q, k, v, beta (three [D, D]·[D] products with Rq, Rk, Rv), then the
-// delta rule's step and read-out (engine/cpu/delta_rows.h, 8 rows of W at a time). So that the parameters' gradients do not
-// depend on how sequences fall onto threads, every sequence sums its own dRq,
-// dRk, dRv, drb into a buffer of its own, and a second loop adds those of each
-// head in the order of b.
+// delta rule's step and read-out (engine/cpu/delta_rows.h, 8 rows of W at a time).
+// The backward's sweep keeps every step's a and writes the slow net's input
+// gradients (dqx, dkx, dvx, dbx); the parameters' gradients are then one product
+// per head over all steps and sequences (dRq = Σ dqx aᵀ: K = L·B), as the LSTM's
+// dW_hh is. Adding D × D rank-one updates into a private buffer at every step
+// read and wrote 3·D² entries per step beside the sweep's own W and G, out of L1
+// at D = 64 (engine/README.md, "Measurements behind the CPU kernels"); and the
+// sums no longer depend on how sequences fall onto threads.
 //
 // tanh and exp go through Eigen's vectorised array functions (glibc's are
 // scalar, and Eigen's made the forward about 30% faster at D = 16:
@@ -166,15 +170,14 @@ void forward_sequences(const Forward<T>& f, const Dims& d) {
   });
 }
 
+// The reverse sweep, one sequence per task: writes dqx, dkx, dvx, dbx and keeps
+// every step's a = tanh(y_{t-1}) in a_all (row t·S + s, Dp entries each).
 template <class T>
-void backward_sequences(const Backward<T>& f, const Dims& d) {
-  const int64_t L = d.L, S = d.S, D = d.D, P = 3 * D * D + D;
-  // Work per sequence and step: about seven passes over W and G, six over the parameters.
-  parallel_for(S, 13 * L * D * D, [&](int64_t begin, int64_t end) {
-    const int64_t Dp = padded<T>(D);
+void backward_sequences(const Backward<T>& f, T* a_all, const Dims& d) {
+  const int64_t L = d.L, S = d.S, D = d.D, Dp = padded<T>(D);
+  // Work per sequence and step: about seven passes over W and G, three over the parameters.
+  parallel_for(S, 10 * L * D * D, [&](int64_t begin, int64_t end) {
     std::vector<T> W(D * D), G(D * D), vec(5 * D);
-    AlignedBuffer<T> a_buffer(Dp);
-    T* a = a_buffer.data();
     T* e = vec.data();  // dL/dy_t from the steps after t
     T* gh = e + D;      // ĝ
     T* dq = gh + D;
@@ -182,11 +185,6 @@ void backward_sequences(const Backward<T>& f, const Dims& d) {
     T* da = dk + D;
     for (int64_t s = begin; s < end; ++s) {
       const Head<T> p = head_of(f.Rq, f.Rk, f.Rv, f.rb, s % d.H, D);
-      T* dRq = f.partials + s * P;
-      T* dRk = dRq + D * D;
-      T* dRv = dRk + D * D;
-      T* drb = dRv + D * D;
-      std::fill(dRq, dRq + P, T(0));
       std::memcpy(W.data(), f.W_last + s * D * D, sizeof(T) * D * D);
       std::fill(G.begin(), G.end(), T(0));
       std::fill(e, e + D, T(0));
@@ -199,6 +197,7 @@ void backward_sequences(const Backward<T>& f, const Dims& d) {
           for (const T* m : {f.q, f.k, f.v, f.vbar, f.g}) prefetch_row(m + (row - S) * D, D);
           if (t > 1) prefetch_row(f.y + (row - 2 * S) * D, D);
         }
+        T* a = a_all + row * Dp;
         tanh_of(y_prev, a, D, Dp);
         for (int64_t i = 0; i < D; ++i) gh[i] = f.g[row * D + i] + e[i];
 
@@ -215,36 +214,51 @@ void backward_sequences(const Backward<T>& f, const Dims& d) {
         softmax_backward(k, dk, dkx, D);
         const T dbx = dbeta * b * (T(1) - b);
         f.gbx[row] = dbx;
+        // da = Rqᵀ dqx + Rkᵀ dkx + Rvᵀ dvx, row i of each R at a time.
         std::fill(da, da + D, T(0));
         for (int64_t i = 0; i < D; ++i) {
-          T *rq = dRq + i * D, *rk = dRk + i * D, *rv = dRv + i * D;
           const T *Rq = p.Rq + i * D, *Rk = p.Rk + i * D, *Rv = p.Rv + i * D;
           const T gq = dqx[i], gk = dkx[i], gv = dv[i];
 #pragma omp simd
-          for (int64_t j = 0; j < D; ++j) {
-            rq[j] += gq * a[j];
-            rk[j] += gk * a[j];
-            rv[j] += gv * a[j];
-            da[j] += Rq[j] * gq + Rk[j] * gk + Rv[j] * gv;
-          }
+          for (int64_t j = 0; j < D; ++j) da[j] += Rq[j] * gq + Rk[j] * gk + Rv[j] * gv;
         }
-        for (int64_t j = 0; j < D; ++j) {
-          drb[j] += dbx * a[j];
-          e[j] = (da[j] + p.rb[j] * dbx) * (T(1) - a[j] * a[j]);
-        }
+        for (int64_t j = 0; j < D; ++j) e[j] = (da[j] + p.rb[j] * dbx) * (T(1) - a[j] * a[j]);
       }
     }
   });
 }
 
-// The heads' parameter gradients from the per-sequence partials.
 template <class T>
-void reduce_heads(const T* partials, T* gRq, T* gRk, T* gRv, T* grb, int64_t B, const Dims& d) {
-  const int64_t H = d.H, D = d.D, P = 3 * D * D + D;
-  parallel_for(H * P, B, [&](int64_t begin, int64_t end) {
-    for (int64_t idx = begin; idx < end; ++idx)
-      kernels::reduce_head_entry(partials, gRq, gRk, gRv, grb, idx / P, idx % P, B, H, D);
-  });
+using RowMajor = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T>
+using ConstRows = Eigen::Map<const RowMajor<T>, 0, Eigen::OuterStride<>>;
+template <class T>
+using ConstEntries = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>, 0, Eigen::InnerStride<>>;
+
+// The parameters' gradients, one task per head and parameter: with the rows
+// (t, b) of head h, dRq[h] = dQXᵀ A (and so dRk, dRv) and drb[h] = Aᵀ dbx, where A
+// holds a = tanh(y_{t-1}). Inside a parallel region even for one task, so that
+// Eigen never threads a product itself: each entry's sum has one order for any
+// thread count.
+template <class T>
+void parameter_gradients(const Backward<T>& f, const T* a_all, T* gRq, T* gRk, T* gRv, T* grb, int64_t B,
+                         const Dims& d) {
+  const int64_t H = d.H, D = d.D, Dp = padded<T>(D), rows = d.L * B;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t task = 0; task < 3 * H; ++task) {
+    const int64_t h = task / 3, which = task % 3;
+    const ConstRows<T> a(a_all + h * Dp, rows, D, Eigen::OuterStride<>(H * Dp));
+    const T* grad_x = which == 0 ? f.gqx : which == 1 ? f.gkx : f.gvx;
+    T* grad_R = (which == 0 ? gRq : which == 1 ? gRk : gRv) + h * D * D;
+    Eigen::Map<RowMajor<T>> out(grad_R, D, D);
+    if (rows == 0) out.setZero();
+    else out.noalias() = ConstRows<T>(grad_x + h * D, rows, D, Eigen::OuterStride<>(H * D)).transpose() * a;
+    if (which == 2) {
+      Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, 1>> rb(grb + h * D, D);
+      if (rows == 0) rb.setZero();
+      else rb.noalias() = a.transpose() * ConstEntries<T>(f.gbx + h, rows, Eigen::InnerStride<>(H));
+    }
+  }
 }
 
 }  // namespace
@@ -262,11 +276,12 @@ void CpuBackend::recurrent_delta_net_backward(const RecurrentDeltaNetBackwardArg
   dispatch_float(a.y.dtype(), "recurrent_delta_net_backward", [&](auto zero) {
     using T = decltype(zero);
     const Dims d = kernels::recurrent_delta_net_dims(a.y);
-    const int64_t B = a.y.size(1), D = d.D;
-    std::vector<T> partials(d.S * (3 * D * D + D));
-    backward_sequences<T>(kernels::pointers_of<T>(a, partials.data()), d);
-    reduce_heads<T>(partials.data(), a.grad_Rq.data<T>(), a.grad_Rk.data<T>(), a.grad_Rv.data<T>(),
-                    a.grad_rb.data<T>(), B, d);
+    const int64_t B = a.y.size(1);
+    const Backward<T> f = kernels::pointers_of<T>(a, nullptr);  // no per-sequence partials (file comment)
+    AlignedBuffer<T> a_all(d.L * d.S * padded<T>(d.D));
+    backward_sequences<T>(f, a_all.data(), d);
+    parameter_gradients<T>(f, a_all.data(), a.grad_Rq.data<T>(), a.grad_Rk.data<T>(), a.grad_Rv.data<T>(),
+                           a.grad_rb.data<T>(), B, d);
   });
 }
 

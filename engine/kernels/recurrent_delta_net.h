@@ -25,10 +25,12 @@
 //   dqx = q ⊙ (dq - q·dq);  dkx = k ⊙ (dk - k·dk);  dvx = dv;  dbx = dbeta·beta(1 - beta)
 //   dRq += dqx aᵀ;  dRk += dkx aᵀ;  dRv += dvx aᵀ;  drb += dbx a
 //   e = (Rqᵀ dqx + Rkᵀ dkx + Rvᵀ dvx + rb dbx) ⊙ (1 - a²)   (dL/dy_{t-1})
-// The parameters are shared by the B sequences of a head. So that their
-// gradients do not depend on how sequences fall onto threads or blocks, every
-// sequence sums its own dRq, dRk, dRv, drb, and the sums of a head are then added
-// in the order of b.
+// The parameters are shared by the B sequences of a head, and their gradients
+// must not depend on how sequences fall onto threads or blocks. The CUDA kernels
+// let every sequence sum its own dRq, dRk, dRv, drb (`partials`), then add those
+// of a head in the order of b (reduce_head_entry). The CPU keeps every step's a
+// and computes each head's sums after the sweep as one product over all steps
+// and sequences (engine/cpu/recurrent_delta_net.cpp).
 #pragma once
 
 #include "engine/backend.h"
@@ -86,12 +88,12 @@ RecurrentDeltaNetForward<T> pointers_of(const RecurrentDeltaNetArgs& a) {
 }
 
 // The backward's operands as raw pointers, and a buffer for the per-sequence
-// sums of the parameters' gradients.
+// sums of the parameters' gradients (the CUDA kernels'; null on the CPU).
 template <class T>
 struct RecurrentDeltaNetBackward {
   const T *g, *y, *y0, *Rq, *Rk, *Rv, *rb, *q, *k, *v, *beta, *vbar, *W_last;
   T *gqx, *gkx, *gvx, *gbx;
-  T* partials;  // [S, 3·D·D + D]: each sequence's dRq, dRk, dRv, drb
+  T* partials;  // [S, 3·D·D + D]: each sequence's dRq, dRk, dRv, drb (CUDA only)
 };
 
 template <class T>
