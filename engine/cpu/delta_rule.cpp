@@ -1,12 +1,18 @@
 // delta_rule.cpp: CPU kernels of the fast-weight recurrence (delta and sum
-// rule); the math, layout and derivation are in engine/kernels/delta_rule.h.
+// rule); the math, layout and derivation are in engine/kernels/delta_rule.h,
+// the chunked form these kernels take in its section "In chunks".
 //
-// Each sequence is one task (OpenMP over S): it walks time with its fast weight
-// W [Dv, Dk] in a private buffer (64×128 floats = 32 KB: it stays in L1/L2 for
-// the whole walk) and reads q, k, v, beta one step at a time; the step itself,
-// a block of rows of W at a time in vector registers, is engine/cpu/delta_rows.h.
-// Each step asks for the next step's rows of q, k, v before it starts
-// (prefetch_row): they lie S rows further on.
+// Each sequence is one task (OpenMP over S). It walks time 16 steps at a time:
+// a chunk's rows of q, k, v are copied into contiguous buffers (they lie S rows
+// apart; the next chunk's are asked for meanwhile), and the chunk is a handful
+// of small matrix products (engine/cpu/small_products.h) around a short
+// step-by-step solve of C × Dv entries. The forward keeps W transposed, so that
+// both of its large products run over rows of Wᵀ; the backward keeps W and
+// G = dL/dW as they are, so that six of its seven large products run over their
+// rows. Against the step-by-step kernel (engine/cpu/delta_rows.h, which the
+// Delta RNN, Delta LSTM and RDN still use, since their next step's key depends
+// on this step's output), the same multiply-adds run as products of 16 rows
+// instead of matrix-vector passes (engine/README.md, "Measurements").
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -15,15 +21,15 @@
 #include "engine/kernel_clock.h"
 #include "engine/cpu/loops.h"
 #include "engine/cpu/delta_rows.h"
+#include "engine/cpu/small_products.h"
 #include "engine/kernels/row_math.h"
 
 namespace loom {
 
 using cpu::parallel_for;
 using cpu::prefetch_row;
-using cpu::prefetch_row_for_write;
-using cpu::backward_step;
-using cpu::forward_step;
+using cpu::Vec;
+namespace step = kernels::delta_step;
 
 namespace {
 
@@ -35,35 +41,253 @@ Dims dims_of(const Tensor& q, const Tensor& v) {
   return {q.size(0), q.size(1) * q.size(2), q.size(3), v.size(3)};
 }
 
+// Steps per chunk (engine/kernels/delta_rule.h, "In chunks").
+constexpr int64_t kChunk = 16;
+
+// One sequence's buffers for the chunked forward, reused chunk after chunk.
+template <class T>
+struct ChunkBuffers {
+  std::vector<T> kq;     // [2C, Dk]: the chunk's keys, then its queries (contiguous copies)
+  std::vector<T> read;   // [2C, Dv]: W_0 k_t, then W_0 q_t (W_0: W before the chunk)
+  std::vector<T> dots;   // [2C, C]: k_t·k_s, then q_t·k_s
+  std::vector<T> u;      // [C, Dv]: the writes u_t
+  std::vector<T> mixed;  // [C, C]: q_t·k_s for s <= t, 0 above
+  std::vector<T> y;      // [C, Dv]: the outputs, copied out row by row
+  ChunkBuffers(int64_t Dk, int64_t Dv)
+      : kq(2 * kChunk * Dk), read(2 * kChunk * Dv), dots(2 * kChunk * kChunk), u(kChunk * Dv),
+        mixed(kChunk * kChunk), y(kChunk * Dv) {}
+};
+
+// Rows [t0, t0 + c) of one sequence of an [L, S, D] tensor, into a contiguous [c, D].
+// The rows lie S·D apart (S·D·4 bytes is a multiple of 4 KB at model sizes, so in
+// place they would share L1's sets); the next chunk's rows are asked for meanwhile.
+template <class T>
+void gather_rows(const T* x, int64_t t0, int64_t c, int64_t c_next, int64_t S, int64_t s, int64_t D, T* out) {
+  for (int64_t t = 0; t < c; ++t) {
+    const T* row = x + ((t0 + t) * S + s) * D;
+    if (t < c_next) prefetch_row(row + c * S * D, D);
+    std::memcpy(out + t * D, row, sizeof(T) * D);
+  }
+}
+
+// One chunk of c steps from t0 (engine/kernels/delta_rule.h, "In chunks"). The
+// fast weight is held transposed, Wt = Wᵀ [Dk, Dv], so that both large products
+// run over rows of Wt: the reads [K; Q] W_0ᵀ = [K; Q]·Wt, and the write
+// Wt += Kᵀ U. Wt is W_0ᵀ on entry and W_cᵀ on return.
+template <class T>
+void forward_chunk(T* Wt, const T* q, const T* k, const T* v, const T* beta, T* y, T* vbar, int64_t t0, int64_t c,
+                   int64_t L, int64_t s, const Dims& d, ChunkBuffers<T>& buf) {
+  using cpu::Strided;
+  constexpr int64_t V = cpu::kLanes<T>;
+  const int64_t S = d.S, Dk = d.Dk, Dv = d.Dv;
+  const int64_t c_next = std::min(kChunk, L - t0 - c);
+  T* K = buf.kq.data();
+  T* Q = K + c * Dk;
+  gather_rows(k, t0, c, c_next, S, s, Dk, K);
+  gather_rows(q, t0, c, c_next, S, s, Dk, Q);
+  // read[t] = W_0 k_t (t < c), then W_0 q_t.
+  T* read = buf.read.data();
+  std::fill(read, read + 2 * c * Dv, T(0));
+  cpu::small_matmul<T>(2 * c, Dk, Dv, T(1), Strided<T>{K, Dk, 1}, Wt, Dv, read, Dv);
+  T* u = buf.u.data();
+  if (beta) {
+    // dots[t][s] = k_t·k_s and dots[c + t][s] = q_t·k_s, for s <= t.
+    T* dots = buf.dots.data();
+    cpu::row_dots<T>(2 * c, c, Dk, K, Dk, K, Dk, dots, c, /*lower=*/false);
+    // vbar_t = W_0 k_t + Σ_{s<t} (k_s·k_t) u_s, then u_t, step by step, a vector of rows at a time.
+    for (int64_t t = 0; t < c; ++t) {
+      const int64_t row = (t0 + t) * S + s;
+      const T* vt = v + row * Dv;
+      if (c_next > 0 && t == 0) prefetch_row(v + (row + c * S) * Dv, Dv);
+      const T b = beta[row];
+      const Vec<T> b_lanes = Vec<T>{} + b;
+      T* ut = u + t * Dv;
+      T* vbt = vbar ? vbar + row * Dv : nullptr;
+      int64_t i = 0;
+      for (; i + V <= Dv; i += V) {
+        Vec<T> acc = cpu::load(read + t * Dv + i);
+        for (int64_t r = 0; r < t; ++r) acc += dots[t * c + r] * cpu::load(u + r * Dv + i);
+        if (vbt) cpu::store(vbt + i, acc);
+        cpu::store(ut + i, step::write_strength<Vec<T>>(b_lanes, cpu::load(vt + i), acc));
+      }
+      for (; i < Dv; ++i) {
+        T acc = read[t * Dv + i];
+        for (int64_t r = 0; r < t; ++r) acc += dots[t * c + r] * u[r * Dv + i];
+        if (vbt) vbt[i] = acc;
+        ut[i] = step::write_strength(b, vt[i], acc);
+      }
+    }
+    for (int64_t t = 0; t < c; ++t)
+      for (int64_t r = 0; r < c; ++r) buf.mixed[t * c + r] = r <= t ? dots[(c + t) * c + r] : T(0);
+  } else {
+    gather_rows(v, t0, c, c_next, S, s, Dv, u);  // the sum rule writes u_t = v_t
+    cpu::row_dots<T>(c, c, Dk, Q, Dk, K, Dk, buf.mixed.data(), c, /*lower=*/true);
+    for (int64_t t = 0; t < c; ++t)
+      for (int64_t r = t + 1; r < c; ++r) buf.mixed[t * c + r] = T(0);
+  }
+  // y_t = W_0 q_t + Σ_{s<=t} (k_s·q_t) u_s.
+  T* yc = buf.y.data();
+  std::memcpy(yc, read + c * Dv, sizeof(T) * c * Dv);
+  cpu::small_matmul<T>(c, c, Dv, T(1), Strided<T>{buf.mixed.data(), c, 1}, u, Dv, yc, Dv);
+  for (int64_t t = 0; t < c; ++t) std::memcpy(y + ((t0 + t) * S + s) * Dv, yc + t * Dv, sizeof(T) * Dv);
+  // W_c = W_0 + Σ_t u_t k_tᵀ, transposed: Wt[j] += Σ_t k_t[j] u_t.
+  cpu::small_matmul<T>(Dk, c, Dv, T(1), Strided<T>{K, 1, Dk}, u, Dv, Wt, Dv);
+}
+
+// out [cols, rows] = in [rows, cols]ᵀ.
+template <class T>
+void transpose(const T* in, int64_t rows, int64_t cols, T* out) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) out[c * rows + r] = in[r * cols + c];
+}
+
 template <class T>
 void forward_sequences(const T* q, const T* k, const T* v, const T* beta, const T* w0, T* y, T* w_last, T* vbar,
                        const Dims& d) {
   const int64_t L = d.L, S = d.S, Dk = d.Dk, Dv = d.Dv;
   // Work per sequence: three passes of Dv·Dk per step.
   parallel_for(S, 3 * L * Dv * Dk, [&](int64_t begin, int64_t end) {
-    std::vector<T> scratch(w_last ? 0 : Dv * Dk);
+    std::vector<T> Wt(Dk * Dv);  // Wᵀ
+    ChunkBuffers<T> buf(Dk, Dv);
     for (int64_t s = begin; s < end; ++s) {
-      // W lives in the final-state slot when there is one: nothing to copy at the end.
-      T* W = w_last ? w_last + s * Dv * Dk : scratch.data();
-      if (w0) std::memcpy(W, w0 + s * Dv * Dk, sizeof(T) * Dv * Dk);
-      else std::fill(W, W + Dv * Dk, T(0));
-      for (int64_t t = 0; t < L; ++t) {
-        const int64_t row = t * S + s;
-        const T* qt = q + row * Dk;
-        const T* kt = k + row * Dk;
-        const T* vt = v + row * Dv;
-        if (t + 1 < L) {
-          prefetch_row(qt + S * Dk, Dk);
-          prefetch_row(kt + S * Dk, Dk);
-          prefetch_row(vt + S * Dv, Dv);
-        }
-        T* yt = y + row * Dv;
-        T* vbt = vbar ? vbar + row * Dv : nullptr;
-        const T b = beta ? beta[row] : T(1);
-        forward_step(W, qt, kt, vt, b, beta != nullptr, yt, vbt, Dk, Dv);
-      }
+      if (w0) transpose(w0 + s * Dv * Dk, Dv, Dk, Wt.data());
+      else std::fill(Wt.begin(), Wt.end(), T(0));
+      for (int64_t t0 = 0; t0 < L; t0 += kChunk)
+        forward_chunk(Wt.data(), q, k, v, beta, y, vbar, t0, std::min(kChunk, L - t0), L, s, d, buf);
+      if (w_last) transpose(Wt.data(), Dk, Dv, w_last + s * Dv * Dk);
     }
   });
+}
+
+// One sequence's buffers for the chunked backward.
+template <class T>
+struct BackwardBuffers {
+  std::vector<T> k, q;        // [C, Dk]: the chunk's keys and queries
+  std::vector<T> g, v, vbar;  // [C, Dv]: its output gradients, values, saved reads
+  std::vector<T> u, du, dvbar;  // [C, Dv]
+  std::vector<T> qk, kk, gu, udv, mix;  // [C, C]
+  std::vector<T> dq, dk;      // [C, Dk]
+  BackwardBuffers(int64_t Dk, int64_t Dv)
+      : k(kChunk * Dk), q(kChunk * Dk), g(kChunk * Dv), v(kChunk * Dv), vbar(kChunk * Dv), u(kChunk * Dv),
+        du(kChunk * Dv), dvbar(kChunk * Dv), qk(kChunk * kChunk), kk(kChunk * kChunk), gu(kChunk * kChunk),
+        udv(kChunk * kChunk), mix(kChunk * kChunk), dq(kChunk * Dk), dk(kChunk * Dk) {}
+};
+
+// One chunk of c steps from t0, in reverse (engine/kernels/delta_rule.h, "In
+// chunks"). W [Dv, Dk] is W_c on entry and W_0 on return; G = dL/dW_c on entry
+// and dL/dW_0 on return.
+template <class T>
+void backward_chunk(T* W, T* G, const T* g, const T* q, const T* k, const T* v, const T* beta, const T* vbar, T* gq,
+                    T* gk, T* gv, T* gbeta, int64_t t0, int64_t c, int64_t s, const Dims& d, BackwardBuffers<T>& buf) {
+  using cpu::Strided;
+  constexpr int64_t V = cpu::kLanes<T>;
+  const int64_t S = d.S, Dk = d.Dk, Dv = d.Dv;
+  const int64_t c_prev = std::min(kChunk, t0);  // the chunk read next, before this one
+  // Gather this chunk's rows; ask for the previous chunk's.
+  auto gather = [&](const T* x, int64_t D, T* out) {
+    for (int64_t t = 0; t < c; ++t) {
+      const T* row = x + ((t0 + t) * S + s) * D;
+      if (t < c_prev) prefetch_row(row - c_prev * S * D, D);
+      std::memcpy(out + t * D, row, sizeof(T) * D);
+    }
+  };
+  T *K = buf.k.data(), *Q = buf.q.data(), *Gy = buf.g.data(), *U = buf.u.data(), *dU = buf.du.data();
+  T* dVbar = buf.dvbar.data();
+  gather(k, Dk, K);
+  gather(q, Dk, Q);
+  gather(g, Dv, Gy);
+  // u_t, recomputed from the saved reads with the forward's expression.
+  if (beta) {
+    gather(v, Dv, buf.v.data());
+    gather(vbar, Dv, buf.vbar.data());
+    for (int64_t t = 0; t < c; ++t) {
+      const T b = beta[(t0 + t) * S + s];
+      for (int64_t i = 0; i < Dv; ++i)
+        U[t * Dv + i] = step::write_strength(b, buf.v[t * Dv + i], buf.vbar[t * Dv + i]);
+    }
+  } else {
+    gather(v, Dv, U);
+  }
+  // W_0 = W_c - Σ_t u_t k_tᵀ.
+  cpu::small_matmul<T>(Dv, c, Dk, T(-1), Strided<T>{U, 1, Dv}, K, Dk, W, Dk);
+  // qk[t'][t] = q_t'·k_t and kk[t'][t] = k_t'·k_t, read for t <= t'.
+  cpu::row_dots<T>(c, c, Dk, Q, Dk, K, Dk, buf.qk.data(), c, /*lower=*/true);
+  if (beta) cpu::row_dots<T>(c, c, Dk, K, Dk, K, Dk, buf.kk.data(), c, /*lower=*/true);
+  // du_t, before the reads' part: G_c k_t + Σ_{t'>=t} (q_t'·k_t) gy_t'.
+  cpu::row_dots<T>(c, Dv, Dk, K, Dk, G, Dk, dU, Dv);
+  for (int64_t t = 0; t < c; ++t)
+    for (int64_t t2 = 0; t2 < c; ++t2) buf.mix[t * c + t2] = t2 >= t ? buf.qk[t2 * c + t] : T(0);
+  cpu::small_matmul<T>(c, c, Dv, T(1), Strided<T>{buf.mix.data(), c, 1}, Gy, Dv, dU, Dv);
+  // Then, from the last step back, the reads of the later steps: du_t += Σ_{t'>t}
+  // (k_t'·k_t) dvbar_t', and each step's dv, dbeta and dvbar.
+  for (int64_t t = c - 1; t >= 0; --t) {
+    const int64_t row = (t0 + t) * S + s;
+    T* du = dU + t * Dv;
+    T* dv = gv + row * Dv;
+    if (!beta) {
+      std::memcpy(dv, du, sizeof(T) * Dv);  // the sum rule: v_t is u_t
+      continue;
+    }
+    const T b = beta[row];
+    const Vec<T> b_lanes = Vec<T>{} + b;
+    const T* vt = buf.v.data() + t * Dv;
+    const T* vbt = buf.vbar.data() + t * Dv;
+    Vec<T> dbeta_lanes = {};
+    T dbeta = 0;
+    int64_t i = 0;
+    for (; i + V <= Dv; i += V) {
+      Vec<T> acc = cpu::load(du + i);
+      for (int64_t t2 = t + 1; t2 < c; ++t2) acc += buf.kk[t2 * c + t] * cpu::load(dVbar + t2 * Dv + i);
+      const step::RowGrads<Vec<T>> rg = step::row_backward<Vec<T>>(b_lanes, cpu::load(vt + i), cpu::load(vbt + i), acc);
+      cpu::store(du + i, acc);
+      cpu::store(dVbar + t * Dv + i, rg.dvbar);
+      cpu::store(dv + i, rg.dv);
+      dbeta_lanes += rg.dbeta;
+    }
+    for (; i < Dv; ++i) {
+      T acc = du[i];
+      for (int64_t t2 = t + 1; t2 < c; ++t2) acc += buf.kk[t2 * c + t] * dVbar[t2 * Dv + i];
+      const step::RowGrads<T> rg = step::row_backward(b, vt[i], vbt[i], acc);
+      du[i] = acc;
+      dVbar[t * Dv + i] = rg.dvbar;
+      dv[i] = rg.dv;
+      dbeta += rg.dbeta;
+    }
+    gbeta[row] = cpu::sum_lanes<T>(dbeta_lanes) + dbeta;
+  }
+  // gu[t][s] = gy_t·u_s, read for s <= t.
+  cpu::row_dots<T>(c, c, Dv, Gy, Dv, U, Dv, buf.gu.data(), c, /*lower=*/true);
+  // dq_t = W_0ᵀ gy_t + Σ_{s<=t} (u_s·gy_t) k_s.
+  T* dQ = buf.dq.data();
+  std::fill(dQ, dQ + c * Dk, T(0));
+  cpu::small_matmul<T>(c, Dv, Dk, T(1), Strided<T>{Gy, Dv, 1}, W, Dk, dQ, Dk);
+  for (int64_t t = 0; t < c; ++t)
+    for (int64_t s2 = 0; s2 < c; ++s2) buf.mix[t * c + s2] = s2 <= t ? buf.gu[t * c + s2] : T(0);
+  cpu::small_matmul<T>(c, c, Dk, T(1), Strided<T>{buf.mix.data(), c, 1}, K, Dk, dQ, Dk);
+  // dk_t = W_0ᵀ dvbar_t + G_cᵀ u_t + Σ_{s<t} (u_s·dvbar_t) k_s + Σ_{t'>t} (u_t·dvbar_t') k_t'
+  //        + Σ_{t'>=t} (u_t·gy_t') q_t'.
+  T* dK = buf.dk.data();
+  std::fill(dK, dK + c * Dk, T(0));
+  cpu::small_matmul<T>(c, Dv, Dk, T(1), Strided<T>{U, Dv, 1}, G, Dk, dK, Dk);
+  for (int64_t t = 0; t < c; ++t)
+    for (int64_t t2 = 0; t2 < c; ++t2) buf.mix[t * c + t2] = t2 >= t ? buf.gu[t2 * c + t] : T(0);
+  cpu::small_matmul<T>(c, c, Dk, T(1), Strided<T>{buf.mix.data(), c, 1}, Q, Dk, dK, Dk);
+  if (beta) {
+    cpu::small_matmul<T>(c, Dv, Dk, T(1), Strided<T>{dVbar, Dv, 1}, W, Dk, dK, Dk);
+    cpu::row_dots<T>(c, c, Dv, dVbar, Dv, U, Dv, buf.udv.data(), c);  // udv[t][s] = dvbar_t·u_s
+    for (int64_t t = 0; t < c; ++t)
+      for (int64_t s2 = 0; s2 < c; ++s2)
+        buf.mix[t * c + s2] = s2 < t ? buf.udv[t * c + s2] : s2 > t ? buf.udv[s2 * c + t] : T(0);
+    cpu::small_matmul<T>(c, c, Dk, T(1), Strided<T>{buf.mix.data(), c, 1}, K, Dk, dK, Dk);
+  }
+  for (int64_t t = 0; t < c; ++t) {
+    const int64_t row = (t0 + t) * S + s;
+    std::memcpy(gq + row * Dk, dQ + t * Dk, sizeof(T) * Dk);
+    std::memcpy(gk + row * Dk, dK + t * Dk, sizeof(T) * Dk);
+  }
+  // G_0 = G_c + Σ_t gy_t q_tᵀ + Σ_t dvbar_t k_tᵀ.
+  cpu::small_matmul<T>(Dv, c, Dk, T(1), Strided<T>{Gy, 1, Dv}, Q, Dk, G, Dk);
+  if (beta) cpu::small_matmul<T>(Dv, c, Dk, T(1), Strided<T>{dVbar, 1, Dv}, K, Dk, G, Dk);
 }
 
 template <class T>
@@ -73,37 +297,13 @@ void backward_sequences(const T* g, const T* q, const T* k, const T* v, const T*
   // Work per sequence: about seven passes of Dv·Dk per step.
   parallel_for(S, 7 * L * Dv * Dk, [&](int64_t begin, int64_t end) {
     std::vector<T> W(Dv * Dk), G(Dv * Dk);
+    BackwardBuffers<T> buf(Dk, Dv);
     for (int64_t s = begin; s < end; ++s) {
       std::memcpy(W.data(), w_last + s * Dv * Dk, sizeof(T) * Dv * Dk);
       std::fill(G.begin(), G.end(), T(0));
-      for (int64_t t = L - 1; t >= 0; --t) {
-        const int64_t row = t * S + s;
-        const T* qt = q + row * Dk;
-        const T* kt = k + row * Dk;
-        const T* vt = v + row * Dv;
-        const T* gt = g + row * Dv;
-        if (t > 0) {
-          prefetch_row(qt - S * Dk, Dk);
-          prefetch_row(kt - S * Dk, Dk);
-          prefetch_row(vt - S * Dv, Dv);
-          prefetch_row(gt - S * Dv, Dv);
-          if (beta) prefetch_row(vbar + (row - S) * Dv, Dv);
-          prefetch_row_for_write(gq + (row - S) * Dk, Dk);
-          prefetch_row_for_write(gk + (row - S) * Dk, Dk);
-          prefetch_row_for_write(gv + (row - S) * Dv, Dv);
-        }
-        const T* vbt = beta ? vbar + row * Dv : nullptr;
-        T* dq = gq + row * Dk;
-        T* dk = gk + row * Dk;
-        T* dv = gv + row * Dv;
-        std::fill(dq, dq + Dk, T(0));
-        std::fill(dk, dk + Dk, T(0));
-        const T b = beta ? beta[row] : T(1);
-        const bool reverse = t % 2 == 1;  // alternate sweeps: W and G overflow L1 (delta_rows.h)
-        const T dbeta = beta ? backward_step<T, true>(W.data(), G.data(), qt, kt, vt, gt, vbt, b, dq, dk, dv, Dk, Dv, reverse)
-                             : backward_step<T, false>(W.data(), G.data(), qt, kt, vt, gt, vbt, b, dq, dk, dv, Dk, Dv, reverse);
-        if (beta) gbeta[row] = dbeta;
-      }
+      for (int64_t t0 = (L - 1) / kChunk * kChunk; t0 >= 0 && L > 0; t0 -= kChunk)
+        backward_chunk(W.data(), G.data(), g, q, k, v, beta, vbar, gq, gk, gv, gbeta, t0, std::min(kChunk, L - t0), s,
+                       d, buf);
     }
   });
 }

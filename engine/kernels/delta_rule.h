@@ -34,6 +34,30 @@
 // For the sum rule u = v, dv_i = du_i and c = 0. u_i is recomputed from the saved
 // vbar with the forward's own expression (write_strength), so it has the
 // forward's bits; only the subtraction that rebuilds W rounds.
+//
+// ## In chunks (the CPU kernels)
+//
+// Since each row of W evolves on its own, C steps from t0 can be taken at once.
+// With W_0 the weight before the chunk and t, s counting steps within it:
+//   vbar_t = W_0 k_t + Σ_{s<t} (k_s·k_t) u_s       (what W_{t-1} stores under k_t)
+//   u_t    = write_strength(beta_t, v_t, vbar_t)   (solved for t = 0, 1, … in turn)
+//   y_t    = W_0 q_t + Σ_{s<=t} (k_s·q_t) u_s
+//   W_C    = W_0 + Σ_t u_t k_tᵀ
+// The large parts are products: W_0 against the chunk's keys and queries, and
+// the rank-C write; only the solve for u walks the steps, over C × Dv entries.
+// The backward takes the chunks in reverse with W (rebuilt as W_0 = W_C - Σ u_t k_tᵀ)
+// and G = dL/dW_C. With ĝ_t = dL/dy_t and c_t = dL/dvbar_t:
+//   du_t = G k_t + Σ_{t'>=t} (q_t'·k_t) ĝ_t' + Σ_{t'>t} (k_t'·k_t) c_t'   (t = C-1, …, 0 in turn)
+//   then row_backward gives dv_t, dbeta_t and c_t from du_t
+//   dq_t = W_0ᵀ ĝ_t + Σ_{s<=t} (u_s·ĝ_t) k_s
+//   dk_t = W_0ᵀ c_t + Gᵀ u_t + Σ_{s<t} (u_s·c_t) k_s + Σ_{t'>t} (u_t·c_t') k_t'
+//          + Σ_{t'>=t} (u_t·ĝ_t') q_t'
+//   G   <- G + Σ_t ĝ_t q_tᵀ + Σ_t c_t k_tᵀ                 (now dL/dW_0)
+// (the sum rule: u = v, c = 0). These are the step-by-step rules above with the
+// sums over steps gathered. The large products do the step kernels' multiply-adds
+// in another order, and the C × C dot products among the chunk's keys, queries,
+// u, ĝ and c come on top (about C/Dv of the work), so the last bits differ from
+// the step-by-step kernels (the CUDA ones).
 #pragma once
 
 #include <cstdint>
