@@ -13,6 +13,8 @@
 // Delta RNN, Delta LSTM and RDN still use, since their next step's key depends
 // on this step's output), the same multiply-adds run as products of 16 rows
 // instead of matrix-vector passes (engine/README.md, "Measurements").
+#include "engine/cpu/eigen.h"
+
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -91,9 +93,10 @@ void forward_chunk(T* Wt, const T* q, const T* k, const T* v, const T* beta, T* 
   cpu::small_matmul<T>(2 * c, Dk, Dv, T(1), Strided<T>{K, Dk, 1}, Wt, Dv, read, Dv);
   T* u = buf.u.data();
   if (beta) {
-    // dots[t][s] = k_t·k_s and dots[c + t][s] = q_t·k_s, for s <= t.
+    // dots[t][s] = k_t·k_s and dots[c + t][s] = q_t·k_s, read for s <= t.
     T* dots = buf.dots.data();
-    cpu::row_dots<T>(2 * c, c, Dk, K, Dk, K, Dk, dots, c, /*lower=*/false);
+    cpu::row_dots<T>(c, c, Dk, K, Dk, K, Dk, dots, c, /*lower=*/true);
+    cpu::row_dots<T>(c, c, Dk, Q, Dk, K, Dk, dots + c * c, c, /*lower=*/true);
     // vbar_t = W_0 k_t + Σ_{s<t} (k_s·k_t) u_s, then u_t, step by step, a vector of rows at a time.
     for (int64_t t = 0; t < c; ++t) {
       const int64_t row = (t0 + t) * S + s;
@@ -134,11 +137,12 @@ void forward_chunk(T* Wt, const T* q, const T* k, const T* v, const T* beta, T* 
   cpu::small_matmul<T>(Dk, c, Dv, T(1), Strided<T>{K, 1, Dk}, u, Dv, Wt, Dv);
 }
 
-// out [cols, rows] = in [rows, cols]ᵀ.
+// out [cols, rows] = in [rows, cols]ᵀ, by Eigen's assignment (faster here than a
+// plain double loop).
 template <class T>
 void transpose(const T* in, int64_t rows, int64_t cols, T* out) {
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) out[c * rows + r] = in[r * cols + c];
+  using RowMajor = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  Eigen::Map<RowMajor>(out, cols, rows) = Eigen::Map<const RowMajor>(in, rows, cols).transpose();
 }
 
 template <class T>
@@ -202,8 +206,13 @@ void backward_chunk(T* W, T* G, const T* g, const T* q, const T* k, const T* v, 
     gather(vbar, Dv, buf.vbar.data());
     for (int64_t t = 0; t < c; ++t) {
       const T b = beta[(t0 + t) * S + s];
-      for (int64_t i = 0; i < Dv; ++i)
-        U[t * Dv + i] = step::write_strength(b, buf.v[t * Dv + i], buf.vbar[t * Dv + i]);
+      const Vec<T> b_lanes = Vec<T>{} + b;
+      const T* vt = buf.v.data() + t * Dv;
+      const T* vbt = buf.vbar.data() + t * Dv;
+      int64_t i = 0;
+      for (; i + V <= Dv; i += V)
+        cpu::store(U + t * Dv + i, step::write_strength<Vec<T>>(b_lanes, cpu::load(vt + i), cpu::load(vbt + i)));
+      for (; i < Dv; ++i) U[t * Dv + i] = step::write_strength(b, vt[i], vbt[i]);
     }
   } else {
     gather(v, Dv, U);
