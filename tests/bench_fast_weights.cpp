@@ -4,6 +4,9 @@
 //   bench_fast_weights            kernel at labml's size, DPFP, small-model step
 //   bench_fast_weights --default  also a training step of the default 19M model
 //   bench_fast_weights --composed also the step-by-step composition of the recurrence
+//   bench_fast_weights --kernel L B H Dk Dv
+//                                 the kernel alone, at that size (the algorithmic
+//                                 tasks' layer: 256 64 4 32 16)
 //
 // Every timing is taken for 1 and 2 threads and reported as the median and the
 // minimum wall time over the runs (after one warm-up run), and as the minimum
@@ -12,6 +15,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <functional>
@@ -59,8 +63,12 @@ Tensor composed(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor&
   return concat(ys, 0);
 }
 
-void bench_kernel(bool with_composed) {
-  const int64_t L = 128, B = 16, H = 8, Dk = 128, Dv = 64;
+struct KernelSize {
+  int64_t L = 128, B = 16, H = 8, Dk = 128, Dv = 64;  // labml's fast-weights size
+};
+
+void bench_kernel(bool with_composed, const KernelSize& size) {
+  const int64_t L = size.L, B = size.B, H = size.H, Dk = size.Dk, Dv = size.Dv;
   std::printf("delta_rule, L=%ld B=%ld H=%ld Dk=%ld Dv=%ld, float32 (forward 6, backward 14 FLOPs per W element "
               "per step)\n",
               L, B, H, Dk, Dv);
@@ -157,16 +165,30 @@ void bench_step(const char* name, models::ModelConfig c, int64_t L, int64_t B, i
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool with_default = false, with_composed = false;
+  bool with_default = false, with_composed = false, kernel_only = false;
+  KernelSize size;
   for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--default") == 0) with_default = true;
-    else if (std::strcmp(argv[i], "--composed") == 0) with_composed = true;
-    else {
-      std::fprintf(stderr, "usage: bench_fast_weights [--default] [--composed]\n");
+    if (std::strcmp(argv[i], "--default") == 0) {
+      with_default = true;
+    } else if (std::strcmp(argv[i], "--composed") == 0) {
+      with_composed = true;
+    } else if (std::strcmp(argv[i], "--kernel") == 0 && i + 5 < argc) {
+      int64_t* dims[] = {&size.L, &size.B, &size.H, &size.Dk, &size.Dv};
+      for (int64_t* d : dims) {
+        *d = std::atoll(argv[++i]);
+        if (*d <= 0) {
+          std::fprintf(stderr, "bench_fast_weights: --kernel takes five positive sizes, got '%s'\n", argv[i]);
+          return 2;
+        }
+      }
+      kernel_only = true;
+    } else {
+      std::fprintf(stderr, "usage: bench_fast_weights [--default] [--composed] [--kernel L B H Dk Dv]\n");
       return 2;
     }
   }
-  bench_kernel(with_composed);
+  bench_kernel(with_composed, size);
+  if (kernel_only) return 0;
   bench_features();
   models::ModelConfig small;
   small.family = "fast_weights";

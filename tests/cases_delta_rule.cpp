@@ -113,8 +113,10 @@ static CaseRegistrar delta_rule_cases([](std::vector<OpCase>& c) {
     // Heads wider than a warp with a tail, and model-sized (DPFP features of 32-wide heads).
     add_case(c, "Dk 33 Dv 13 [3,1,1,33]", delta, true, 3, 1, 1, 33, 13, false, false, 1 / std::sqrt(33.0));
     add_case(c, "Dk 128 Dv 64 [3,1,1,128]", delta, false, 3, 1, 1, 128, 64, false, false, 1 / std::sqrt(128.0));
-    // The CPU forward takes 16 steps at a time: two whole chunks and a partial one.
-    add_case(c, "chunks [37,1,2,19] Dv 11", delta, true, 37, 1, 2, 19, 11, false, false, 1 / std::sqrt(19.0));
+    // Many steps of the step kernels (small heads), and of the CPU's chunks of 16
+    // steps (heads of 64 × 64 and more): two whole chunks and a partial one.
+    add_case(c, "37 steps [37,1,2,19] Dv 11", delta, true, 37, 1, 2, 19, 11, false, false, 1 / std::sqrt(19.0));
+    add_case(c, "chunks [37,1,1,64] Dv 64", delta, true, 37, 1, 1, 64, 64, false, false, 1 / std::sqrt(64.0));
   }
   for (bool delta : {true, false})
     add_case(c, "[6,2,2,12] Dv 10", delta, true, 6, 2, 2, 12, 10, false, false, 0.5, /*final_states=*/true);
@@ -215,9 +217,11 @@ TEST_CASE("delta_rule: fused kernels match the step-by-step composition in float
       {"L=1", 1, 2, 2, 8, 4, true, true},
       {"delta rule, odd sizes", 9, 2, 3, 19, 11, true, true},
       {"sum rule, odd sizes", 9, 2, 3, 19, 11, false, true},
-      {"delta rule, two chunks of 16 steps and a partial one", 37, 2, 3, 19, 11, true, true},
-      {"sum rule, two chunks of 16 steps and a partial one", 37, 2, 3, 19, 11, false, true},
-      {"delta rule, exactly two chunks", 32, 1, 2, 8, 20, true, false},
+      {"delta rule, 37 steps of small heads", 37, 2, 3, 19, 11, true, true},
+      // The CPU's chunks of 16 steps (heads of 64 × 64 and more).
+      {"delta rule, two chunks of 16 steps and a partial one", 37, 2, 2, 64, 64, true, true},
+      {"sum rule, two chunks of 16 steps and a partial one", 37, 2, 2, 64, 72, false, true},
+      {"delta rule, exactly two chunks, Dk > Dv", 32, 1, 2, 80, 64, true, false},
   };
   for (const Setup& s : setups) {
     INFO("setup: ", std::string(s.name));

@@ -1,18 +1,21 @@
 // delta_rule.cpp: CPU kernels of the fast-weight recurrence (delta and sum
 // rule); the math, layout and derivation are in engine/kernels/delta_rule.h,
-// the chunked form these kernels take in its section "In chunks".
+// the chunked form in its section "In chunks".
 //
-// Each sequence is one task (OpenMP over S). It walks time 16 steps at a time:
-// a chunk's rows of q, k, v are copied into contiguous buffers (they lie S rows
-// apart; the next chunk's are asked for meanwhile), and the chunk is a handful
-// of small matrix products (engine/cpu/small_products.h) around a short
-// step-by-step solve of C × Dv entries. The forward keeps W transposed, so that
-// both of its large products run over rows of Wᵀ; the backward keeps W and
-// G = dL/dW as they are, so that six of its seven large products run over their
-// rows. Against the step-by-step kernel (engine/cpu/delta_rows.h, which the
-// Delta RNN, Delta LSTM and RDN still use, since their next step's key depends
-// on this step's output), the same multiply-adds run as products of 16 rows
-// instead of matrix-vector passes (engine/README.md, "Measurements").
+// Each sequence is one task (OpenMP over S), walked in one of two ways, chosen
+// by the head's size (in_chunks):
+// - step by step (heads below 64 × 64): W [Dv, Dk] in a private buffer, one
+//   step at a time, a block of rows of W at a time in vector registers
+//   (engine/cpu/delta_rows.h, the step the Delta RNN, Delta LSTM and RDN use
+//   too, since their next key depends on this step's output);
+// - 16 steps at a time (heads of 64 × 64 and more): a chunk's rows of q, k, v
+//   are copied into contiguous buffers (they lie S rows apart; the next chunk's
+//   are asked for meanwhile), and the chunk is a handful of small matrix
+//   products (engine/cpu/small_products.h) around a step-by-step solve over
+//   C × Dv entries. The forward keeps W transposed, so that both of its large
+//   products run over rows of Wᵀ; the backward keeps W and G = dL/dW as they
+//   are, so that six of its seven large products run over their rows.
+// The measurements behind both choices are in engine/README.md.
 #include "engine/cpu/eigen.h"
 
 #include <algorithm>
@@ -30,6 +33,9 @@ namespace loom {
 
 using cpu::parallel_for;
 using cpu::prefetch_row;
+using cpu::prefetch_row_for_write;
+using cpu::forward_step;
+using cpu::backward_step;
 using cpu::Vec;
 namespace step = kernels::delta_step;
 
@@ -42,6 +48,95 @@ struct Dims {
 Dims dims_of(const Tensor& q, const Tensor& v) {
   return {q.size(0), q.size(1) * q.size(2), q.size(3), v.size(3)};
 }
+
+// Chunks pay for their products of 16 rows with C × C dot products and a
+// step-by-step solve per chunk, which only heads of at least 64 × 64 outweigh:
+// the chunked forward + backward took about 0.9× the step kernels' time at
+// Dk 64, Dv 64, 1.05× at Dk 64, Dv 32 and 1.5–1.7× at Dk 32, Dv 16
+// (engine/README.md, "Measurements behind the CPU kernels").
+bool in_chunks(const Dims& d) { return d.Dk >= 64 && d.Dv >= 64; }
+
+// ---- step by step: the small heads ---------------------------------------------------------
+
+// Each sequence walks time with its W [Dv, Dk] in a private buffer and reads q,
+// k, v, beta one step at a time; the step itself, a block of rows of W at a
+// time in vector registers, is engine/cpu/delta_rows.h. Each step asks for the
+// next step's rows of q, k, v before it starts: they lie S rows further on.
+template <class T>
+void forward_steps(const T* q, const T* k, const T* v, const T* beta, const T* w0, T* y, T* w_last, T* vbar,
+                   const Dims& d) {
+  const int64_t L = d.L, S = d.S, Dk = d.Dk, Dv = d.Dv;
+  // Work per sequence: three passes of Dv·Dk per step.
+  parallel_for(S, 3 * L * Dv * Dk, [&](int64_t begin, int64_t end) {
+    std::vector<T> scratch(w_last ? 0 : Dv * Dk);
+    for (int64_t s = begin; s < end; ++s) {
+      // W lives in the final-state slot when there is one: nothing to copy at the end.
+      T* W = w_last ? w_last + s * Dv * Dk : scratch.data();
+      if (w0) std::memcpy(W, w0 + s * Dv * Dk, sizeof(T) * Dv * Dk);
+      else std::fill(W, W + Dv * Dk, T(0));
+      for (int64_t t = 0; t < L; ++t) {
+        const int64_t row = t * S + s;
+        const T* qt = q + row * Dk;
+        const T* kt = k + row * Dk;
+        const T* vt = v + row * Dv;
+        if (t + 1 < L) {
+          prefetch_row(qt + S * Dk, Dk);
+          prefetch_row(kt + S * Dk, Dk);
+          prefetch_row(vt + S * Dv, Dv);
+        }
+        T* yt = y + row * Dv;
+        T* vbt = vbar ? vbar + row * Dv : nullptr;
+        const T b = beta ? beta[row] : T(1);
+        forward_step(W, qt, kt, vt, b, beta != nullptr, yt, vbt, Dk, Dv);
+      }
+    }
+  });
+}
+
+template <class T>
+void backward_steps(const T* g, const T* q, const T* k, const T* v, const T* beta, const T* vbar,
+                    const T* w_last, T* gq, T* gk, T* gv, T* gbeta, const Dims& d) {
+  const int64_t L = d.L, S = d.S, Dk = d.Dk, Dv = d.Dv;
+  // Work per sequence: about seven passes of Dv·Dk per step.
+  parallel_for(S, 7 * L * Dv * Dk, [&](int64_t begin, int64_t end) {
+    std::vector<T> W(Dv * Dk), G(Dv * Dk);
+    for (int64_t s = begin; s < end; ++s) {
+      std::memcpy(W.data(), w_last + s * Dv * Dk, sizeof(T) * Dv * Dk);
+      std::fill(G.begin(), G.end(), T(0));
+      for (int64_t t = L - 1; t >= 0; --t) {
+        const int64_t row = t * S + s;
+        const T* qt = q + row * Dk;
+        const T* kt = k + row * Dk;
+        const T* vt = v + row * Dv;
+        const T* gt = g + row * Dv;
+        if (t > 0) {
+          prefetch_row(qt - S * Dk, Dk);
+          prefetch_row(kt - S * Dk, Dk);
+          prefetch_row(vt - S * Dv, Dv);
+          prefetch_row(gt - S * Dv, Dv);
+          if (beta) prefetch_row(vbar + (row - S) * Dv, Dv);
+          prefetch_row_for_write(gq + (row - S) * Dk, Dk);
+          prefetch_row_for_write(gk + (row - S) * Dk, Dk);
+          prefetch_row_for_write(gv + (row - S) * Dv, Dv);
+        }
+        const T* vbt = beta ? vbar + row * Dv : nullptr;
+        T* dq = gq + row * Dk;
+        T* dk = gk + row * Dk;
+        T* dv = gv + row * Dv;
+        std::fill(dq, dq + Dk, T(0));
+        std::fill(dk, dk + Dk, T(0));
+        const T b = beta ? beta[row] : T(1);
+        const bool reverse = t % 2 == 1;  // alternate sweeps: W and G overflow L1 (delta_rows.h)
+        const T dbeta = beta ? backward_step<T, true>(W.data(), G.data(), qt, kt, vt, gt, vbt, b, dq, dk, dv, Dk, Dv, reverse)
+                             : backward_step<T, false>(W.data(), G.data(), qt, kt, vt, gt, vbt, b, dq, dk, dv, Dk, Dv, reverse);
+        if (beta) gbeta[row] = dbeta;
+      }
+    }
+  });
+}
+
+
+// ---- in chunks: heads of 64 × 64 and more ---------------------------------------------------
 
 // Steps per chunk (engine/kernels/delta_rule.h, "In chunks").
 constexpr int64_t kChunk = 16;
@@ -146,8 +241,8 @@ void transpose(const T* in, int64_t rows, int64_t cols, T* out) {
 }
 
 template <class T>
-void forward_sequences(const T* q, const T* k, const T* v, const T* beta, const T* w0, T* y, T* w_last, T* vbar,
-                       const Dims& d) {
+void forward_chunks(const T* q, const T* k, const T* v, const T* beta, const T* w0, T* y, T* w_last, T* vbar,
+                    const Dims& d) {
   const int64_t L = d.L, S = d.S, Dk = d.Dk, Dv = d.Dv;
   // Work per sequence: three passes of Dv·Dk per step.
   parallel_for(S, 3 * L * Dv * Dk, [&](int64_t begin, int64_t end) {
@@ -300,8 +395,8 @@ void backward_chunk(T* W, T* G, const T* g, const T* q, const T* k, const T* v, 
 }
 
 template <class T>
-void backward_sequences(const T* g, const T* q, const T* k, const T* v, const T* beta, const T* vbar,
-                        const T* w_last, T* gq, T* gk, T* gv, T* gbeta, const Dims& d) {
+void backward_chunks(const T* g, const T* q, const T* k, const T* v, const T* beta, const T* vbar,
+                     const T* w_last, T* gq, T* gk, T* gv, T* gbeta, const Dims& d) {
   const int64_t L = d.L, S = d.S, Dk = d.Dk, Dv = d.Dv;
   // Work per sequence: about seven passes of Dv·Dk per step.
   parallel_for(S, 7 * L * Dv * Dk, [&](int64_t begin, int64_t end) {
@@ -324,8 +419,10 @@ void CpuBackend::delta_rule(const DeltaRuleArgs& a) {
   dispatch_float(a.q.dtype(), "delta_rule", [&](auto zero) {
     using T = decltype(zero);
     const Tensor qc = dense(a.q), kc = dense(a.k), vc = dense(a.v), bc = dense(a.beta), w0 = dense(a.initial_state);
-    forward_sequences<T>(qc.data<T>(), kc.data<T>(), vc.data<T>(), data_or_null<const T>(bc), data_or_null<const T>(w0),
-                         a.out.data<T>(), data_or_null<T>(a.final_state), data_or_null<T>(a.vbar), dims_of(a.q, a.v));
+    const Dims d = dims_of(a.q, a.v);
+    auto forward = in_chunks(d) ? forward_chunks<T> : forward_steps<T>;
+    forward(qc.data<T>(), kc.data<T>(), vc.data<T>(), data_or_null<const T>(bc), data_or_null<const T>(w0),
+            a.out.data<T>(), data_or_null<T>(a.final_state), data_or_null<T>(a.vbar), d);
   });
 }
 
@@ -335,9 +432,11 @@ void CpuBackend::delta_rule_backward(const DeltaRuleBackwardArgs& a) {
     using T = decltype(zero);
     const Tensor g = dense(a.grad_out), qc = dense(a.q), kc = dense(a.k), vc = dense(a.v), bc = dense(a.beta),
                  vb = dense(a.vbar), wl = dense(a.final_state);
-    backward_sequences<T>(g.data<T>(), qc.data<T>(), kc.data<T>(), vc.data<T>(), data_or_null<const T>(bc),
+    const Dims d = dims_of(a.q, a.v);
+    auto backward = in_chunks(d) ? backward_chunks<T> : backward_steps<T>;
+    backward(g.data<T>(), qc.data<T>(), kc.data<T>(), vc.data<T>(), data_or_null<const T>(bc),
                           data_or_null<const T>(vb), wl.data<T>(), a.grad_q.data<T>(), a.grad_k.data<T>(),
-                          a.grad_v.data<T>(), data_or_null<T>(a.grad_beta), dims_of(a.q, a.v));
+                          a.grad_v.data<T>(), data_or_null<T>(a.grad_beta), d);
   });
 }
 

@@ -35,7 +35,7 @@
 // vbar with the forward's own expression (write_strength), so it has the
 // forward's bits; only the subtraction that rebuilds W rounds.
 //
-// ## In chunks (the CPU kernels)
+// ## In chunks (the CPU kernels, for heads of 64 × 64 and more)
 //
 // Since each row of W evolves on its own, C steps from t0 can be taken at once.
 // With W_0 the weight before the chunk and t, s counting steps within it:
