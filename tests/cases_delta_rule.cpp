@@ -6,6 +6,7 @@
 #include <random>
 
 #include "autodiff/node.h"
+#include "engine/device.h"
 #include "engine/kernels/delta_rule.h"
 #include "engine/ops.h"
 #include "tests/fused_check.h"
@@ -228,6 +229,29 @@ TEST_CASE("delta_rule: fused kernels match the step-by-step composition in float
     const Inputs in = make_inputs(s.L, s.B, s.H, s.Dk, s.Dv, s.delta, s.initial, 21);
     check_same(run(in, DType::f64, fused), run(in, DType::f64, delta_rule_composed), 1e-10);
   }
+}
+
+TEST_CASE("delta_rule: forward and gradients have the same bits for 1, 2 and 3 threads") {
+  // Small heads (the step kernels) and heads of 64 × 64 (the chunks, across two
+  // chunks and a partial one), with enough sequences to split over threads.
+  const int threads = num_threads();
+  for (const int64_t D : {16, 64}) {
+    INFO("heads of ", D, " x ", D);
+    const Inputs in = make_inputs(37, 3, 2, D, D, true, true, 17);
+    auto evaluated = [&](int n) {
+      set_num_threads(n);
+      return run(in, DType::f32, fused);
+    };
+    const Evaluated one = evaluated(1), two = evaluated(2), three = evaluated(3);
+    CHECK(one.out == two.out);
+    CHECK(one.out == three.out);
+    for (size_t i = 0; i < one.grads.size(); ++i) {
+      INFO("input ", i);
+      CHECK(one.grads[i] == two.grads[i]);
+      CHECK(one.grads[i] == three.grads[i]);
+    }
+  }
+  set_num_threads(threads);
 }
 
 TEST_CASE("delta_rule: rebuilding W backwards over 256 steps does not drift in float32") {
