@@ -155,16 +155,32 @@ struct ChunkBuffers {
         mixed(kChunk * kChunk), y(kChunk * Dv) {}
 };
 
-// Rows [t0, t0 + c) of one sequence of an [L, S, D] tensor, into a contiguous [c, D].
+// Rows [t0, t0 + c) of sequence s of an [L, S, D] tensor, into a contiguous [c, D].
 // The rows lie S·D apart (S·D·4 bytes is a multiple of 4 KB at model sizes, so in
-// place they would share L1's sets); the next chunk's rows are asked for meanwhile.
+// place they would share L1's sets). The rows [next_t0, next_t0 + next_c) of the
+// chunk read next (the following one forward, the previous one backward) are
+// asked for meanwhile.
 template <class T>
-void gather_rows(const T* x, int64_t t0, int64_t c, int64_t c_next, int64_t S, int64_t s, int64_t D, T* out) {
+void gather_rows(const T* x, int64_t t0, int64_t c, int64_t next_t0, int64_t next_c, int64_t S, int64_t s, int64_t D,
+                 T* out) {
   for (int64_t t = 0; t < c; ++t) {
-    const T* row = x + ((t0 + t) * S + s) * D;
-    if (t < c_next) prefetch_row(row + c * S * D, D);
-    std::memcpy(out + t * D, row, sizeof(T) * D);
+    if (t < next_c) prefetch_row(x + ((next_t0 + t) * S + s) * D, D);
+    std::memcpy(out + t * D, x + ((t0 + t) * S + s) * D, sizeof(T) * D);
   }
+}
+
+// out[t][s] = m[t][s] for s <= t, 0 above (c × c; out may be m).
+template <class T>
+void lower_part(const T* m, int64_t c, T* out) {
+  for (int64_t t = 0; t < c; ++t)
+    for (int64_t r = 0; r < c; ++r) out[t * c + r] = r <= t ? m[t * c + r] : T(0);
+}
+
+// out[t][t'] = m[t'][t] for t' >= t, 0 below: the lower part of m, transposed (c × c).
+template <class T>
+void upper_of_transposed(const T* m, int64_t c, T* out) {
+  for (int64_t t = 0; t < c; ++t)
+    for (int64_t t2 = 0; t2 < c; ++t2) out[t * c + t2] = t2 >= t ? m[t2 * c + t] : T(0);
 }
 
 // One chunk of c steps from t0 (engine/kernels/delta_rule.h, "In chunks"). The
@@ -180,8 +196,8 @@ void forward_chunk(T* Wt, const T* q, const T* k, const T* v, const T* beta, T* 
   const int64_t c_next = std::min(kChunk, L - t0 - c);
   T* K = buf.kq.data();
   T* Q = K + c * Dk;
-  gather_rows(k, t0, c, c_next, S, s, Dk, K);
-  gather_rows(q, t0, c, c_next, S, s, Dk, Q);
+  gather_rows(k, t0, c, t0 + c, c_next, S, s, Dk, K);
+  gather_rows(q, t0, c, t0 + c, c_next, S, s, Dk, Q);
   // read[t] = W_0 k_t (t < c), then W_0 q_t.
   T* read = buf.read.data();
   std::fill(read, read + 2 * c * Dv, T(0));
@@ -215,13 +231,11 @@ void forward_chunk(T* Wt, const T* q, const T* k, const T* v, const T* beta, T* 
         ut[i] = step::write_strength(b, vt[i], acc);
       }
     }
-    for (int64_t t = 0; t < c; ++t)
-      for (int64_t r = 0; r < c; ++r) buf.mixed[t * c + r] = r <= t ? dots[(c + t) * c + r] : T(0);
+    lower_part(dots + c * c, c, buf.mixed.data());
   } else {
-    gather_rows(v, t0, c, c_next, S, s, Dv, u);  // the sum rule writes u_t = v_t
+    gather_rows(v, t0, c, t0 + c, c_next, S, s, Dv, u);  // the sum rule writes u_t = v_t
     cpu::row_dots<T>(c, c, Dk, Q, Dk, K, Dk, buf.mixed.data(), c, /*lower=*/true);
-    for (int64_t t = 0; t < c; ++t)
-      for (int64_t r = t + 1; r < c; ++r) buf.mixed[t * c + r] = T(0);
+    lower_part(buf.mixed.data(), c, buf.mixed.data());
   }
   // y_t = W_0 q_t + Σ_{s<=t} (k_s·q_t) u_s.
   T* yc = buf.y.data();
@@ -282,14 +296,7 @@ void backward_chunk(T* W, T* G, const T* g, const T* q, const T* k, const T* v, 
   constexpr int64_t V = cpu::kLanes<T>;
   const int64_t S = d.S, Dk = d.Dk, Dv = d.Dv;
   const int64_t c_prev = std::min(kChunk, t0);  // the chunk read next, before this one
-  // Gather this chunk's rows; ask for the previous chunk's.
-  auto gather = [&](const T* x, int64_t D, T* out) {
-    for (int64_t t = 0; t < c; ++t) {
-      const T* row = x + ((t0 + t) * S + s) * D;
-      if (t < c_prev) prefetch_row(row - c_prev * S * D, D);
-      std::memcpy(out + t * D, row, sizeof(T) * D);
-    }
-  };
+  auto gather = [&](const T* x, int64_t D, T* out) { gather_rows(x, t0, c, t0 - c_prev, c_prev, S, s, D, out); };
   T *K = buf.k.data(), *Q = buf.q.data(), *Gy = buf.g.data(), *U = buf.u.data(), *dU = buf.du.data();
   T* dVbar = buf.dvbar.data();
   gather(k, Dk, K);
@@ -319,14 +326,13 @@ void backward_chunk(T* W, T* G, const T* g, const T* q, const T* k, const T* v, 
   if (beta) cpu::row_dots<T>(c, c, Dk, K, Dk, K, Dk, buf.kk.data(), c, /*lower=*/true);
   // du_t, before the reads' part: G_c k_t + Σ_{t'>=t} (q_t'·k_t) gy_t'.
   cpu::row_dots<T>(c, Dv, Dk, K, Dk, G, Dk, dU, Dv);
-  for (int64_t t = 0; t < c; ++t)
-    for (int64_t t2 = 0; t2 < c; ++t2) buf.mix[t * c + t2] = t2 >= t ? buf.qk[t2 * c + t] : T(0);
+  upper_of_transposed(buf.qk.data(), c, buf.mix.data());
   cpu::small_matmul<T>(c, c, Dv, T(1), Strided<T>{buf.mix.data(), c, 1}, Gy, Dv, dU, Dv);
   // Then, from the last step back, the reads of the later steps: du_t += Σ_{t'>t}
   // (k_t'·k_t) dvbar_t', and each step's dv, dbeta and dvbar.
   for (int64_t t = c - 1; t >= 0; --t) {
     const int64_t row = (t0 + t) * S + s;
-    T* du = dU + t * Dv;
+    const T* du = dU + t * Dv;
     T* dv = gv + row * Dv;
     if (!beta) {
       std::memcpy(dv, du, sizeof(T) * Dv);  // the sum rule: v_t is u_t
@@ -343,7 +349,6 @@ void backward_chunk(T* W, T* G, const T* g, const T* q, const T* k, const T* v, 
       Vec<T> acc = cpu::load(du + i);
       for (int64_t t2 = t + 1; t2 < c; ++t2) acc += buf.kk[t2 * c + t] * cpu::load(dVbar + t2 * Dv + i);
       const step::RowGrads<Vec<T>> rg = step::row_backward<Vec<T>>(b_lanes, cpu::load(vt + i), cpu::load(vbt + i), acc);
-      cpu::store(du + i, acc);
       cpu::store(dVbar + t * Dv + i, rg.dvbar);
       cpu::store(dv + i, rg.dv);
       dbeta_lanes += rg.dbeta;
@@ -352,7 +357,6 @@ void backward_chunk(T* W, T* G, const T* g, const T* q, const T* k, const T* v, 
       T acc = du[i];
       for (int64_t t2 = t + 1; t2 < c; ++t2) acc += buf.kk[t2 * c + t] * dVbar[t2 * Dv + i];
       const step::RowGrads<T> rg = step::row_backward(b, vt[i], vbt[i], acc);
-      du[i] = acc;
       dVbar[t * Dv + i] = rg.dvbar;
       dv[i] = rg.dv;
       dbeta += rg.dbeta;
@@ -365,16 +369,14 @@ void backward_chunk(T* W, T* G, const T* g, const T* q, const T* k, const T* v, 
   T* dQ = buf.dq.data();
   std::fill(dQ, dQ + c * Dk, T(0));
   cpu::small_matmul<T>(c, Dv, Dk, T(1), Strided<T>{Gy, Dv, 1}, W, Dk, dQ, Dk);
-  for (int64_t t = 0; t < c; ++t)
-    for (int64_t s2 = 0; s2 < c; ++s2) buf.mix[t * c + s2] = s2 <= t ? buf.gu[t * c + s2] : T(0);
+  lower_part(buf.gu.data(), c, buf.mix.data());
   cpu::small_matmul<T>(c, c, Dk, T(1), Strided<T>{buf.mix.data(), c, 1}, K, Dk, dQ, Dk);
   // dk_t = W_0ᵀ dvbar_t + G_cᵀ u_t + Σ_{s<t} (u_s·dvbar_t) k_s + Σ_{t'>t} (u_t·dvbar_t') k_t'
   //        + Σ_{t'>=t} (u_t·gy_t') q_t'.
   T* dK = buf.dk.data();
   std::fill(dK, dK + c * Dk, T(0));
   cpu::small_matmul<T>(c, Dv, Dk, T(1), Strided<T>{U, Dv, 1}, G, Dk, dK, Dk);
-  for (int64_t t = 0; t < c; ++t)
-    for (int64_t t2 = 0; t2 < c; ++t2) buf.mix[t * c + t2] = t2 >= t ? buf.gu[t2 * c + t] : T(0);
+  upper_of_transposed(buf.gu.data(), c, buf.mix.data());
   cpu::small_matmul<T>(c, c, Dk, T(1), Strided<T>{buf.mix.data(), c, 1}, Q, Dk, dK, Dk);
   if (beta) {
     cpu::small_matmul<T>(c, Dv, Dk, T(1), Strided<T>{dVbar, Dv, 1}, W, Dk, dK, Dk);
@@ -435,8 +437,8 @@ void CpuBackend::delta_rule_backward(const DeltaRuleBackwardArgs& a) {
     const Dims d = dims_of(a.q, a.v);
     auto backward = in_chunks(d) ? backward_chunks<T> : backward_steps<T>;
     backward(g.data<T>(), qc.data<T>(), kc.data<T>(), vc.data<T>(), data_or_null<const T>(bc),
-                          data_or_null<const T>(vb), wl.data<T>(), a.grad_q.data<T>(), a.grad_k.data<T>(),
-                          a.grad_v.data<T>(), data_or_null<T>(a.grad_beta), d);
+             data_or_null<const T>(vb), wl.data<T>(), a.grad_q.data<T>(), a.grad_k.data<T>(), a.grad_v.data<T>(),
+             data_or_null<T>(a.grad_beta), d);
   });
 }
 

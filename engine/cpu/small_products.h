@@ -18,6 +18,7 @@
 // The vector type and its helpers are those of engine/cpu/delta_rows.h.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "engine/cpu/delta_rows.h"
