@@ -38,6 +38,15 @@ constexpr int kVectorBytes = 32;
 constexpr int kVectorBytes = 16;
 #endif
 
+// Vector registers the target has: 32 with AVX-512, 16 with AVX2 and SSE on
+// x86-64. Register tiles (small_products.h) are sized to fit them: a tile of 16
+// accumulators with its operands spills on AVX2.
+#if defined(__AVX512F__)
+constexpr int kVectorRegisters = 32;
+#else
+constexpr int kVectorRegisters = 16;
+#endif
+
 template <class T, int Bytes = kVectorBytes>
 struct VecOf {
   typedef T type __attribute__((vector_size(Bytes)));

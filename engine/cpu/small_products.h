@@ -10,10 +10,15 @@
 //                  walked: per depth step, NR loads of Y and MR broadcasts of A
 //                  feed MR·NR multiply-adds. A is read through strides, so Aᵀ
 //                  costs nothing.
-//   row_dots:      Z[p, q] = X[p]·Y[q] for rows of two row-major matrices, four
-//                  rows of each at a time: 16 vector accumulators over the shared
-//                  dimension, then their lanes summed together (sum_rows). This is
-//                  X·Yᵀ without a transposed copy of either.
+//   row_dots:      Z[p, q] = X[p]·Y[q] for rows of two row-major matrices, a few
+//                  rows of each at a time: one vector accumulator per pair over the
+//                  shared dimension, then their lanes summed together (sum_rows).
+//                  This is X·Yᵀ without a transposed copy of either.
+//
+// The tiles' sizes follow the registers the target has (kVectorRegisters): with
+// AVX-512's 32, 4 × 4 vectors of Z (and 4 × 4 pairs of dots); with AVX2's 16,
+// 6 × 2 (and 2 × 4), since a 16-accumulator tile spills there. On a Zen 3, the
+// 4 × 4 tiles made the chunks slower than the step kernels (engine/README.md).
 //
 // The vector type and its helpers are those of engine/cpu/delta_rows.h.
 #pragma once
@@ -51,13 +56,19 @@ inline void matmul_tile(int64_t depth, T alpha, Strided<T> A, const T* Y, int64_
     for (int n = 0; n < NR; ++n) store(Z + r * z_row + n * V, load(Z + r * z_row + n * V) + alpha * acc[r][n]);
 }
 
-// The rows of Z in blocks of MR, then one at a time, for the NR vectors from column n0.
+// The rows of Z in blocks of MR, the rest in one block of 4 where MR is larger,
+// then one at a time, for the NR vectors from column n0.
 template <class T, int MR, int NR>
 inline void matmul_columns(int64_t rows, int64_t depth, T alpha, Strided<T> A, const T* Y, int64_t y_row, T* Z,
                            int64_t z_row, int64_t n0) {
   int64_t p = 0;
   for (; p + MR <= rows; p += MR)
     matmul_tile<T, MR, NR>(depth, alpha, {A.data + p * A.row, A.row, A.col}, Y + n0, y_row, Z + p * z_row + n0, z_row);
+  if constexpr (MR > 4)
+    if (p + 4 <= rows) {
+      matmul_tile<T, 4, NR>(depth, alpha, {A.data + p * A.row, A.row, A.col}, Y + n0, y_row, Z + p * z_row + n0, z_row);
+      p += 4;
+    }
   for (; p < rows; ++p)
     matmul_tile<T, 1, NR>(depth, alpha, {A.data + p * A.row, A.row, A.col}, Y + n0, y_row, Z + p * z_row + n0, z_row);
 }
@@ -68,8 +79,12 @@ void small_matmul(int64_t rows, int64_t depth, int64_t cols, T alpha, Strided<T>
                   int64_t z_row) {
   constexpr int64_t V = kLanes<T>;
   int64_t n = 0;
-  for (; n + 4 * V <= cols; n += 4 * V) matmul_columns<T, 4, 4>(rows, depth, alpha, A, Y, y_row, Z, z_row, n);
-  for (; n + 2 * V <= cols; n += 2 * V) matmul_columns<T, 8, 2>(rows, depth, alpha, A, Y, y_row, Z, z_row, n);
+  if constexpr (kVectorRegisters >= 32) {  // 4 × 4 accumulators + 4 of Y + 1 of A: 21 registers
+    for (; n + 4 * V <= cols; n += 4 * V) matmul_columns<T, 4, 4>(rows, depth, alpha, A, Y, y_row, Z, z_row, n);
+    for (; n + 2 * V <= cols; n += 2 * V) matmul_columns<T, 8, 2>(rows, depth, alpha, A, Y, y_row, Z, z_row, n);
+  } else {  // 16 registers: 6 × 2 + 2 + 1 = 15
+    for (; n + 2 * V <= cols; n += 2 * V) matmul_columns<T, 6, 2>(rows, depth, alpha, A, Y, y_row, Z, z_row, n);
+  }
   for (; n + V <= cols; n += V) matmul_columns<T, 8, 1>(rows, depth, alpha, A, Y, y_row, Z, z_row, n);
   for (; n < cols; ++n)  // the columns past the last whole vector
     for (int64_t p = 0; p < rows; ++p) {
@@ -110,20 +125,21 @@ inline void dots_tile(int64_t n, const T* X, int64_t x_row, const T* Y, int64_t 
 template <class T>
 void row_dots(int64_t rows_x, int64_t rows_y, int64_t n, const T* X, int64_t x_row, const T* Y, int64_t y_row, T* Z,
               int64_t z_row, bool lower = false) {
-  constexpr int B = 4;
-  for (int64_t p = 0; p < rows_x; p += B) {
+  // Tiles of BX rows of X by BY rows of Y: BX·BY accumulators + BY of Y + 1 of X.
+  constexpr int BX = kVectorRegisters >= 32 ? 4 : 2, BY = 4;
+  for (int64_t p = 0; p < rows_x; p += BX) {
     const int64_t px = rows_x - p;
-    for (int64_t q = 0; q < rows_y; q += B) {
-      if (lower && q > p + B - 1) break;
+    for (int64_t q = 0; q < rows_y; q += BY) {
+      if (lower && q > p + BX - 1) break;
       const int64_t qy = rows_y - q;
       const T* x = X + p * x_row;
       const T* y = Y + q * y_row;
       T* z = Z + p * z_row + q;
-      if (px >= B && qy >= B) {
-        dots_tile<T, B, B>(n, x, x_row, y, y_row, z, z_row);
+      if (px >= BX && qy >= BY) {
+        dots_tile<T, BX, BY>(n, x, x_row, y, y_row, z, z_row);
       } else {  // the last rows of either: one pair at a time
-        for (int64_t a = 0; a < std::min<int64_t>(px, B); ++a)
-          for (int64_t b = 0; b < std::min<int64_t>(qy, B); ++b)
+        for (int64_t a = 0; a < std::min<int64_t>(px, BX); ++a)
+          for (int64_t b = 0; b < std::min<int64_t>(qy, BY); ++b)
             dots_tile<T, 1, 1>(n, x + a * x_row, x_row, y + b * y_row, y_row, z + a * z_row + b, z_row);
       }
     }
