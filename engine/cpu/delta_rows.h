@@ -57,8 +57,17 @@ using Vec = typename VecOf<T>::type;
 template <class T>
 constexpr int64_t kLanes = sizeof(Vec<T>) / sizeof(T);
 
-// Rows of W handled together (8 vectors of partial sums in flight).
+// Rows of W handled together (8 vectors of partial sums in flight) in the
+// backward step.
 constexpr int kRows = 8;
+
+// Rows handled together in the forward step and dot_all_rows: 8 with AVX-512's
+// 32 registers; 4 with 16, where a block's 8 accumulators, its rows' scalars and
+// the vectors of k and q did not fit (engine/README.md: on a Zen 3, forward
+// kernels 1.16× faster). Each row's sums run the same way in either, so the bits
+// do not depend on it. The backward keeps 8: its column sums dq and dk add the
+// rows block by block, so its bits would change, and 4 showed no clear gain.
+constexpr int kForwardRows = kVectorRegisters >= 32 ? 8 : 4;
 
 template <class T>
 inline Vec<T> load(const T* p) {
@@ -206,25 +215,26 @@ void forward_rows(T* W, int64_t i, const T* qt, const T* kt, const T* vt, T b, b
   sum_each<T, R>(acc, yt + i);
 }
 
-// One forward step over all Dv rows of W [Dv, Dk] (blocks of kRows, then single
+// One forward step over all Dv rows of W [Dv, Dk] (blocks of kForwardRows, then single
 // rows): vbar = W k, u = beta (v - vbar) (or v for the sum rule), W += u kᵀ,
 // y = W q. vbt may be null.
 template <class T>
 void forward_step(T* W, const T* qt, const T* kt, const T* vt, T b, bool delta, T* yt, T* vbt, int64_t Dk,
                   int64_t Dv) {
   int64_t i = 0;
-  for (; i + kRows <= Dv; i += kRows) forward_rows<T, kRows>(W, i, qt, kt, vt, b, delta, yt, vbt, Dk);
+  for (; i + kForwardRows <= Dv; i += kForwardRows)
+    forward_rows<T, kForwardRows>(W, i, qt, kt, vt, b, delta, yt, vbt, Dk);
   for (; i < Dv; ++i) forward_rows<T, 1>(W, i, qt, kt, vt, b, delta, yt, vbt, Dk);
 }
 
-// out[i] = W[i]·x for the `rows` rows of W [rows, n], in blocks of kRows.
+// out[i] = W[i]·x for the `rows` rows of W [rows, n], in blocks of kForwardRows.
 template <class T>
 void dot_all_rows(const T* W, const T* x, int64_t rows, int64_t n, T* out) {
   int64_t i = 0;
-  for (; i + kRows <= rows; i += kRows) {
-    const T* w[kRows];
-    for (int r = 0; r < kRows; ++r) w[r] = W + (i + r) * n;
-    dot_rows<T, kRows>(w, x, n, out + i);
+  for (; i + kForwardRows <= rows; i += kForwardRows) {
+    const T* w[kForwardRows];
+    for (int r = 0; r < kForwardRows; ++r) w[r] = W + (i + r) * n;
+    dot_rows<T, kForwardRows>(w, x, n, out + i);
   }
   for (; i < rows; ++i) {
     const T* const w[1] = {W + i * n};
