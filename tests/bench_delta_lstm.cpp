@@ -1,8 +1,9 @@
 // bench_delta_lstm: timings of the fused Delta LSTM recurrence beside the fused
 // delta rule at the same head size (not a test: nothing is asserted).
 //
-//   bench_delta_lstm             L 256, B 8, H 4, D 32 and 64
-//   bench_delta_lstm --composed  also the step-by-step composition of engine ops
+//   bench_delta_lstm                      L 256, B 8, H 4, D 32 and 64
+//   bench_delta_lstm L B H D              one size
+//   bench_delta_lstm --composed [L B H D] also the step-by-step composition of engine ops
 //
 // Per step and sequence the Delta LSTM runs three delta-rule updates of D×D fast
 // weights plus their read-outs, so about three delta rules' work: the ratio
@@ -13,6 +14,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <functional>
@@ -55,8 +57,7 @@ Tensor composed(const Tensor& z, const Tensor& rk, const Tensor& rv, const Tenso
   return stack(hs, 0);
 }
 
-void bench(int64_t D, bool with_composed) {
-  const int64_t L = 256, B = 8, H = 4;
+void bench(int64_t L, int64_t B, int64_t H, int64_t D, bool with_composed) {
   const double tokens = static_cast<double>(L * B);
   std::printf("L=%ld B=%ld H=%ld D=%ld, float32\n", L, B, H, D);
   Generator gen(1);
@@ -107,6 +108,24 @@ void bench(int64_t D, bool with_composed) {
 
 int main(int argc, char** argv) {
   const bool with_composed = argc > 1 && std::strcmp(argv[1], "--composed") == 0;
-  for (int64_t D : {32, 64}) bench(D, with_composed);
+  const int first = with_composed ? 2 : 1, sizes = argc - first;
+  if (sizes == 0) {
+    for (int64_t D : {32, 64}) bench(256, 8, 4, D, with_composed);
+    return 0;
+  }
+  int64_t size[4];
+  for (int i = 0; i < sizes && i < 4; ++i) {
+    char* end = nullptr;
+    size[i] = std::strtol(argv[first + i], &end, 10);
+    if (*end != '\0' || size[i] <= 0) {
+      std::fprintf(stderr, "bench_delta_lstm: '%s' is not a positive size\n", argv[first + i]);
+      return 2;
+    }
+  }
+  if (sizes != 4) {
+    std::fprintf(stderr, "usage: bench_delta_lstm [--composed] [L B H D]\n");
+    return 2;
+  }
+  bench(size[0], size[1], size[2], size[3], with_composed);
   return 0;
 }
