@@ -3,8 +3,8 @@
 # one process (models/programs/distributed.h). Skips (exit 77) only when mpirun is absent.
 #
 #  1. equivalence: `mpirun -np 2` and one process, same config (global batch 8,
-#     dropout 0): the losses of the first 20 steps agree to 1e-5 and so do the
-#     checkpoints after them (weights, Adam moments; batcher state and step equal);
+#     dropout 0): the losses of the first 20 steps agree to 1e-5 and the
+#     checkpoints after them to 5e-5 (weights, Adam moments; batcher state and step equal);
 #     also with slices of unequal size (batch 5) and a rank without columns (batch 1);
 #     `mpirun -np 1` gives the one-process run bit for bit;
 #  2. resume under MPI (dropout 0.1: per-rank dropout streams): 10 steps, then
@@ -69,8 +69,15 @@ config plain 0.0 one && sed 's|"one"|"two"|' plain.json > plain2.json
 run one "$train" plain.json --peak-gflops 1000 || fail "one process: $(tail -3 one.log)"
 run two "${mpirun[@]}" "$train" plain2.json --peak-gflops 1000 || fail "mpirun -np 2: $(tail -5 two.log)"
 grep -q "data parallel over mpi: 2 ranks" two.log || fail "the two-rank run did not report 2 ranks: $(head -5 two.log)"
+# The checkpoints agree to 5e-5, a sixtieth of one Adam step (lr 3e-3). Even with
+# eps 1e-4 (above), a hidden unit whose gradient is mostly rounding noise drifts:
+# on an AVX2 machine (8-lane sums) one unit's weights, second moment 1.7e-9,
+# differed by 1.4e-5 after 20 steps. A step size off by 1 % moves weights by
+# 6.5e-4 in this run, and half the batch by 2e-2: errors of the all-reduce stay
+# far above the limit.
+checkpoint_limit=5e-5
 "$tool" losses one/metrics.jsonl two/metrics.jsonl 1 20 1e-5 || fail "losses differ"
-"$tool" checkpoints one two 1e-5 || fail "checkpoints differ"
+"$tool" checkpoints one two $checkpoint_limit || fail "checkpoints differ"
 # One rank under mpirun is the plain run, bit for bit (weights 1, a sum over one rank).
 sed 's|"one"|"one_rank"|' plain.json > plain1.json
 run one_rank mpirun --oversubscribe -np 1 "$train" plain1.json --peak-gflops 1000 || fail "mpirun -np 1: $(tail -5 one_rank.log)"
@@ -84,7 +91,7 @@ for batch in 5 1; do
   run "odd${batch}_one" "$train" "odd$batch.json" --peak-gflops 1000 || fail "batch $batch, one process"
   run "odd${batch}_two" "${mpirun[@]}" "$train" "odd${batch}_2.json" --peak-gflops 1000 || fail "batch $batch, 2 ranks"
   "$tool" losses "odd${batch}_one/metrics.jsonl" "odd${batch}_two/metrics.jsonl" 1 20 1e-5 || fail "batch $batch: losses differ"
-  "$tool" checkpoints "odd${batch}_one" "odd${batch}_two" 1e-5 || fail "batch $batch: checkpoints differ"
+  "$tool" checkpoints "odd${batch}_one" "odd${batch}_two" $checkpoint_limit || fail "batch $batch: checkpoints differ"
 done
 
 echo "== 2. resume under MPI continues exactly (dropout 0.1)"
