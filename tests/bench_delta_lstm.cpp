@@ -113,18 +113,18 @@ int main(int argc, char** argv) {
     for (int64_t D : {32, 64}) bench(256, 8, 4, D, with_composed);
     return 0;
   }
+  if (sizes != 4) {
+    std::fprintf(stderr, "usage: bench_delta_lstm [--composed] [L B H D]\n");
+    return 2;
+  }
   int64_t size[4];
-  for (int i = 0; i < sizes && i < 4; ++i) {
+  for (int i = 0; i < 4; ++i) {
     char* end = nullptr;
     size[i] = std::strtol(argv[first + i], &end, 10);
     if (*end != '\0' || size[i] <= 0) {
       std::fprintf(stderr, "bench_delta_lstm: '%s' is not a positive size\n", argv[first + i]);
       return 2;
     }
-  }
-  if (sizes != 4) {
-    std::fprintf(stderr, "usage: bench_delta_lstm [--composed] [L B H D]\n");
-    return 2;
   }
   bench(size[0], size[1], size[2], size[3], with_composed);
   return 0;

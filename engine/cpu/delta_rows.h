@@ -64,7 +64,7 @@ constexpr int kRows = 8;
 // Rows handled together in the forward step and dot_all_rows: 8 with AVX-512's
 // 32 registers; 4 with 16, where a block's 8 accumulators, its rows' scalars and
 // the vectors of k and q did not fit (engine/README.md: on a Zen 3, forward
-// kernels 1.16× faster). Each row's sums run the same way in either, so the bits
+// kernels 1.18–1.22× faster). Each row's sums run the same way in either, so the bits
 // do not depend on it. The backward keeps 8: its column sums dq and dk add the
 // rows block by block, so its bits would change, and 4 showed no clear gain.
 constexpr int kForwardRows = kVectorRegisters >= 32 ? 8 : 4;
