@@ -36,6 +36,7 @@
 
 #include "engine/backend.h"
 #include "engine/cpu_peak.h"
+#include "engine/gemm_library.h"
 #include "engine/ops.h"
 #include "engine/timing.h"
 #include "examples/command_line.h"
@@ -354,6 +355,7 @@ int main(int argc, char** argv) {
               "off",
 #endif
               EIGEN_WORLD_VERSION, EIGEN_MAJOR_VERSION, EIGEN_MINOR_VERSION, Eigen::SimdInstructionSetsInUse());
+  std::printf("GEMM: %s\n", loom::cpu_gemm().description.c_str());
   int width = 0;
   for (const Row& r : rows) width = std::max(width, display_width(r.label));
   std::printf("\n%-*s", width, "");

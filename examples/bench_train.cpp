@@ -25,6 +25,7 @@
 #include "datasets/text_dataset.h"
 #include "engine/cpu_peak.h"
 #include "engine/device.h"
+#include "engine/gemm_library.h"
 #include "engine/kernel_clock.h"
 #include "engine/ops.h"
 #include "engine/random.h"
@@ -180,7 +181,8 @@ int main(int argc, char** argv) {
     if (o.threads > 0) set_num_threads(o.threads);
     const PeakMeasurement peak = measure_fp32_peak(num_threads());
     const PeakMeasurement thread_peak = measure_fp32_peak(1);
-    std::printf("%s\n%d threads, %lld timed steps after %lld warm-up steps per config\n", describe_peak(peak).c_str(),
+    std::printf("%s\nGEMM: %s\n%d threads, %lld timed steps after %lld warm-up steps per config\n",
+                describe_peak(peak).c_str(), cpu_gemm().description.c_str(),
                 num_threads(), (long long)o.steps, (long long)o.warmup);
     print_family_table(o.configs, o, peak.gflops);
     if (!o.fast_layers.empty()) print_recurrence_table(o, thread_peak.gflops);

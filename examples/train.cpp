@@ -44,6 +44,7 @@
 #include "datasets/text_dataset.h"
 #include "engine/cpu_peak.h"
 #include "engine/error.h"
+#include "engine/gemm_library.h"
 #include "examples/command_line.h"
 #include "models/programs/checkpoint.h"
 #include "models/programs/config.h"
@@ -266,6 +267,7 @@ int train(const Arguments& args, comm::Communicator* world) {
   } else if (writer && args.peak_gflops > 0) {
     std::fprintf(stderr, "MFU against --peak-gflops %.1f GFLOP/s\n", args.peak_gflops);
   }
+  if (writer && config.training.device == "cpu") std::fprintf(stderr, "GEMM: %s\n", cpu_gemm().description.c_str());
   if (writer) {
     std::fprintf(stderr, "training to step %lld (%lld batches of %lld x %lld tokens per epoch)\n",
                  (long long)trainer->total_steps(), (long long)trainer->batches_per_epoch(),

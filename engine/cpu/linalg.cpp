@@ -1,18 +1,25 @@
-// linalg.cpp: CPU matmul on Eigen's GEMM.
+// linalg.cpp: CPU matmul on Eigen's GEMM or OpenBLAS's (engine/gemm_library.h
+// says which and why).
 //
-// Each matrix operand is mapped in place: a row-major matrix (unit column
+// Each matrix operand is used in place: a row-major matrix (unit column
 // stride) or a column-major one (unit row stride: a transposed view). Either
-// way Eigen reads it without a copy; only other layouts are copied first.
-// A large product is cut into one block of output rows (or columns) per
-// thread, each computed by single-threaded Eigen; many small ones (batched
-// attention) are spread over threads one product each.
+// way both libraries read it without a copy; only other layouts are copied first.
+// A large product is cut into blocks of output rows (or columns) that the
+// threads share, each computed by one single-threaded library call; many small
+// ones (batched attention) are spread over threads one product each.
 #include "engine/cpu/eigen.h"
 
 #include <algorithm>
+#include <climits>
 
 #include "engine/cpu/cpu_backend.h"
+#include "engine/gemm_library.h"
 #include "engine/kernel_clock.h"
 #include "engine/cpu/loops.h"
+
+#ifdef LOOM_OPENBLAS
+#include <cblas.h>
+#endif
 
 namespace loom {
 
@@ -28,10 +35,28 @@ template <class T>
 using OutMap = Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>, 0,
                           Eigen::OuterStride<>>;
 
-// Products of at least this many multiply-adds are split over the threads.
+// Products of at least this many multiply-adds are cut into blocks for the threads.
 constexpr int64_t kLargeProduct = int64_t{1} << 22;
-// Output rows/columns per split unit: whole AVX-512 vectors of floats.
+// The blocks depend on the product's shape alone, never on the thread count,
+// and each is one library call: both libraries' result for an element depends
+// on the call's shape and where it starts (OpenBLAS's kernels treat the rows
+// past a multiple of their tile apart; Eigen sizes its blocks of the inner
+// dimension from the call's shape), so blocks cut per thread would give other
+// bits on another thread count. At most
+// kMaxBlocks blocks, which 1, 2, 4 and 8 threads share evenly; at least
+// kMinBlock rows or columns each, since every call packs the other operand
+// again (blocks of 512 rows cost 2-4 % against one call, of 128 rows 5-15 %,
+// for OpenBLAS at the transformers' shapes). Block edges fall on whole
+// AVX-512 vectors of floats (kSplitAlign).
+constexpr int64_t kMaxBlocks = 8;
+constexpr int64_t kMinBlock = 256;
 constexpr int64_t kSplitAlign = 16;
+
+// Rows (or columns) per block when `length` of them are cut.
+int64_t block_length(int64_t length) {
+  const int64_t even = (length + kMaxBlocks - 1) / kMaxBlocks;
+  return std::max(kMinBlock, (even + kSplitAlign - 1) / kSplitAlign * kSplitAlign);
+}
 
 enum class Layout { row_major, col_major, other };
 
@@ -50,6 +75,31 @@ void with_matrix(const T* ptr, int64_t rows, int64_t cols, Layout layout, int64_
   if (layout == Layout::row_major) fn(RowMajorMap<T>(ptr, rows, cols, Eigen::OuterStride<>(std::max<int64_t>(rs, cols))));
   else fn(ColMajorMap<T>(ptr, rows, cols, Eigen::OuterStride<>(std::max<int64_t>(cs, rows))));
 }
+
+#ifdef LOOM_OPENBLAS
+// An operand as BLAS takes it: a row-major matrix, or the transpose of one
+// (a column-major matrix is its transpose stored row-major), with its leading
+// dimension (at least the row length, as BLAS demands even of a one-row matrix).
+struct BlasOperand {
+  CBLAS_TRANSPOSE transpose;
+  int64_t leading;
+};
+BlasOperand blas_operand(Layout layout, int64_t rows, int64_t cols, int64_t rs, int64_t cs) {
+  if (layout == Layout::row_major) return {CblasNoTrans, std::max<int64_t>({rs, cols, 1})};
+  return {CblasTrans, std::max<int64_t>({cs, rows, 1})};
+}
+
+void blas_gemm(const BlasOperand& a, const BlasOperand& b, int64_t M, int64_t N, int64_t K, const float* pa,
+               const float* pb, float beta, float* c, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, a.transpose, b.transpose, static_cast<int>(M), static_cast<int>(N), static_cast<int>(K),
+              1.0f, pa, static_cast<int>(a.leading), pb, static_cast<int>(b.leading), beta, c, static_cast<int>(ldc));
+}
+void blas_gemm(const BlasOperand& a, const BlasOperand& b, int64_t M, int64_t N, int64_t K, const double* pa,
+               const double* pb, double beta, double* c, int64_t ldc) {
+  cblas_dgemm(CblasRowMajor, a.transpose, b.transpose, static_cast<int>(M), static_cast<int>(N), static_cast<int>(K),
+              1.0, pa, static_cast<int>(a.leading), pb, static_cast<int>(b.leading), beta, c, static_cast<int>(ldc));
+}
+#endif
 
 // out = a·b, or out += a·b when `accumulate`.
 template <class T>
@@ -83,6 +133,12 @@ void matmul_typed(Tensor a, Tensor b, const Tensor& out, bool accumulate) {
   const T* pa = a.data<T>();
   const T* pb = b.data<T>();
   T* po = out.data<T>();
+#ifdef LOOM_OPENBLAS
+  // BLAS takes int sizes; a larger product (never met in practice) stays with Eigen.
+  const BlasOperand a_blas = blas_operand(la, M, K, ars, acs), b_blas = blas_operand(lb, K, N, brs, bcs);
+  const bool use_blas = cpu_gemm_library() == GemmLibrary::openblas &&
+                        std::max({M, N, K, a_blas.leading, b_blas.leading}) <= INT_MAX;
+#endif
   // out[r0:r1, c0:c1] of product i.
   auto block_product = [&](int64_t i, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
     const auto off = offsets(i);
@@ -91,6 +147,13 @@ void matmul_typed(Tensor a, Tensor b, const Tensor& out, bool accumulate) {
       if (!accumulate) c.setZero();
       return;
     }
+#ifdef LOOM_OPENBLAS
+    if (use_blas) {
+      blas_gemm(a_blas, b_blas, r1 - r0, c1 - c0, K, pa + off[0] + r0 * ars, pb + off[1] + c0 * bcs,
+                accumulate ? T(1) : T(0), c.data(), N);
+      return;
+    }
+#endif
     with_matrix(pa + off[0] + r0 * ars, r1 - r0, K, la, ars, acs, [&](const auto& A) {
       with_matrix(pb + off[1] + c0 * bcs, K, c1 - c0, lb, brs, bcs, [&](const auto& B) {
         if (accumulate) c.noalias() += A * B;
@@ -107,26 +170,27 @@ void matmul_typed(Tensor a, Tensor b, const Tensor& out, bool accumulate) {
     return;
   }
   if (flops_per_product < kLargeProduct) {
-    // One small product (or none: a batch dim may be 0); Eigen threads it if that pays.
+    // One small product (or none: a batch dim may be 0), one call.
     for (int64_t i = 0; i < n_batch; ++i) block_product(i, 0, M, 0, N);
     return;
   }
-  // Large products: each thread computes its own rows (or columns, when there are
-  // more) with single-threaded Eigen (it does not thread inside a parallel region).
-  // Unlike Eigen's own threaded GEMM, the threads never wait on each other while
-  // packing, and each clears its own block of out (Eigen zero-fills before it
-  // accumulates, unless accumulating is what was asked) instead of one thread
-  // clearing all of it. On an idle machine
-  // both reach about the same share of the FMA peak (Eigen's kernel is the
-  // limit); when other processes take cores, Eigen's spinning threads lose far more.
+  // Large products: blocks of output rows (or columns, when there are more),
+  // each one single-threaded library call (neither library threads inside a
+  // parallel region), shared by the threads. Unlike Eigen's own threaded GEMM,
+  // the threads never wait on each other while packing, and each clears its own
+  // blocks of out instead of one thread clearing all of it. When other processes
+  // take cores, Eigen's spinning threads would lose far more.
   const bool split_rows = M >= N;
-  const int64_t units = ((split_rows ? M : N) + kSplitAlign - 1) / kSplitAlign;
-  const int64_t unit_flops = kSplitAlign * (split_rows ? N : M) * K;
+  const int64_t length = split_rows ? M : N, block = block_length(length);
+  const int64_t blocks = (length + block - 1) / block;
+  const int64_t block_flops = block * (split_rows ? N : M) * K;
   for (int64_t i = 0; i < n_batch; ++i) {
-    cpu::parallel_for(units, unit_flops, [&](int64_t u0, int64_t u1) {
-      const int64_t lo = u0 * kSplitAlign;
-      if (split_rows) block_product(i, lo, std::min(u1 * kSplitAlign, M), 0, N);
-      else block_product(i, 0, M, lo, std::min(u1 * kSplitAlign, N));
+    cpu::parallel_for(blocks, block_flops, [&](int64_t u0, int64_t u1) {
+      for (int64_t u = u0; u < u1; ++u) {  // one call per block, whoever computes it
+        const int64_t lo = u * block, hi = std::min(lo + block, length);
+        if (split_rows) block_product(i, lo, hi, 0, N);
+        else block_product(i, 0, M, lo, hi);
+      }
     });
   }
 }

@@ -1,0 +1,190 @@
+// test_gemm_library.cpp: the choice between Eigen's and OpenBLAS's GEMM
+// (engine/gemm_library.h), and products large enough to be cut into blocks for
+// the threads, on each library: against a float64 loop, in each operand
+// layout, with the same bits for any thread count.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "engine/device.h"
+#include "engine/gemm_library.h"
+#include "engine/ops.h"
+#include "tests/test_util.h"
+
+namespace loom::test {
+
+namespace {
+
+std::vector<GemmLibrary> libraries_built_in() {
+  std::vector<GemmLibrary> libraries{GemmLibrary::eigen};
+  if (openblas_usable()) libraries.push_back(GemmLibrary::openblas);
+  else MESSAGE("OpenBLAS cannot be used here (", cpu_gemm().description, "): Eigen only");
+  return libraries;
+}
+
+std::string name_of(GemmLibrary library) { return library == GemmLibrary::eigen ? "Eigen" : "OpenBLAS"; }
+
+std::vector<float> normal_values(int64_t n, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> normal;
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& x : v) x = normal(gen);
+  return v;
+}
+
+// a [M, K] · b [K, N] of row-major values, summed in double, and beside it
+// the sums of |a_ik b_kj|, which bound float32's rounding error: at most
+// K · 2^-24 times that sum for any order of the additions.
+struct Product {
+  std::vector<double> value, magnitude;
+};
+Product product_loop(const std::vector<float>& a, const std::vector<float>& b, int64_t M, int64_t K, int64_t N) {
+  Product p{std::vector<double>(static_cast<size_t>(M * N), 0.0), std::vector<double>(static_cast<size_t>(M * N), 0.0)};
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t j = 0; j < N; ++j) {
+        const double term = double(a[i * K + k]) * double(b[k * N + j]);
+        p.value[i * N + j] += term;
+        p.magnitude[i * N + j] += std::abs(term);
+      }
+  return p;
+}
+
+// The operand as matmul receives it: stored row-major, or stored transposed
+// and handed over as a transposed view (a column-major matrix).
+Tensor operand(const std::vector<float>& values, int64_t rows, int64_t cols, bool column_major) {
+  if (!column_major) return Tensor::from_vector(values, {rows, cols});
+  std::vector<float> stored(values.size());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) stored[c * rows + r] = values[r * cols + c];
+  return transpose(Tensor::from_vector(stored, {cols, rows}), 0, 1);
+}
+
+struct ProductShape {
+  int64_t M, K, N;
+};
+
+}  // namespace
+
+TEST_CASE("gemm library: OpenBLAS is chosen only where its kernels are as wide as the build's") {
+  CHECK(openblas_kernel_isa("Zen") == VectorIsa::avx2);
+  CHECK(openblas_kernel_isa("Haswell") == VectorIsa::avx2);
+  CHECK(openblas_kernel_isa("SkylakeX") == VectorIsa::avx512);
+  CHECK(openblas_kernel_isa("Cooperlake") == VectorIsa::avx512);
+  // What OpenBLAS 0.3.21 reports on a virtual Sapphire Rapids: generic kernels.
+  CHECK(openblas_kernel_isa("Prescott") == VectorIsa::older);
+  CHECK(openblas_kernel_isa("Sandybridge") == VectorIsa::older);
+  CHECK(openblas_kernel_isa("") == VectorIsa::older);
+
+  CHECK(openblas_kernels_fit(VectorIsa::avx2, VectorIsa::avx2));
+  CHECK(openblas_kernels_fit(VectorIsa::avx512, VectorIsa::avx2));
+  CHECK(openblas_kernels_fit(VectorIsa::avx2, VectorIsa::older));
+  CHECK_FALSE(openblas_kernels_fit(VectorIsa::avx2, VectorIsa::avx512));
+  CHECK_FALSE(openblas_kernels_fit(VectorIsa::older, VectorIsa::older));
+  CHECK_FALSE(openblas_kernels_fit(VectorIsa::older, VectorIsa::avx512));
+}
+
+TEST_CASE("gemm library: LOOM_GEMM takes eigen, openblas or auto, and names itself when wrong") {
+  CHECK(parse_gemm_request(nullptr) == GemmRequest::rule);
+  CHECK(parse_gemm_request("") == GemmRequest::rule);
+  CHECK(parse_gemm_request("auto") == GemmRequest::rule);
+  CHECK(parse_gemm_request("eigen") == GemmRequest::eigen);
+  CHECK(parse_gemm_request("openblas") == GemmRequest::openblas);
+  check_mentions(error_of([] { parse_gemm_request("mkl"); }), {"LOOM_GEMM=mkl", "eigen", "openblas", "auto"});
+  check_mentions(error_of([] { parse_gemm_request("OpenBLAS"); }), {"LOOM_GEMM=OpenBLAS"});
+}
+
+TEST_CASE("gemm library: the choice says which library, and a program can switch between those built in") {
+  const GemmLibrary chosen = cpu_gemm_library();
+  const std::string description = cpu_gemm().description;
+  CHECK(contains(description, chosen == GemmLibrary::eigen ? "Eigen" : "OpenBLAS"));
+  MESSAGE("GEMM: ", description);
+  set_cpu_gemm(GemmLibrary::eigen);
+  CHECK(cpu_gemm_library() == GemmLibrary::eigen);
+  CHECK(contains(cpu_gemm().description, "Eigen"));
+  if (openblas_usable()) {
+    set_cpu_gemm(GemmLibrary::openblas);
+    CHECK(cpu_gemm_library() == GemmLibrary::openblas);
+    CHECK(contains(cpu_gemm().description, "OpenBLAS"));
+  } else {
+    check_mentions(error_of([] { set_cpu_gemm(GemmLibrary::openblas); }), {"set_cpu_gemm", "OpenBLAS"});
+  }
+  set_cpu_gemm(chosen);
+}
+
+TEST_CASE("matmul: large products on each GEMM library match a float64 loop, with the same bits for 1, 2 and 3 threads") {
+  const GemmLibrary chosen = cpu_gemm_library();
+  const int threads = num_threads();
+  // Each is at least 2^22 multiply-adds, so it is cut into blocks: of rows
+  // (600 rows: 3 blocks of 256 and the rest), of columns, and of rows again
+  // with an uneven tail of 13. OpenBLAS's tile is 24 rows on AVX2, so blocks
+  // cut per thread would have changed its bits.
+  const ProductShape shapes[] = {{600, 96, 80}, {70, 160, 520}, {1037, 64, 72}};
+  for (GemmLibrary library : libraries_built_in()) {
+    set_cpu_gemm(library);
+    for (const ProductShape& s : shapes)
+      for (int layout = 0; layout < 4; ++layout) {
+        const bool a_columns = layout & 1, b_columns = layout & 2;
+        INFO(name_of(library), ": [", s.M, ", ", s.K, "] x [", s.K, ", ", s.N, "], a ",
+             std::string(a_columns ? "column" : "row"), "-major, b ", std::string(b_columns ? "column" : "row"),
+             "-major");
+        const std::vector<float> a = normal_values(s.M * s.K, 11), b = normal_values(s.K * s.N, 12);
+        const Product expected = product_loop(a, b, s.M, s.K, s.N);
+        const Tensor ta = operand(a, s.M, s.K, a_columns), tb = operand(b, s.K, s.N, b_columns);
+        std::vector<std::vector<float>> outs;
+        for (int n : {1, 2, 3}) {
+          set_num_threads(n);
+          outs.push_back(matmul(ta, tb).to_vector<float>());
+        }
+        set_num_threads(threads);
+        double worst = 0;  // the error as a share of float32's bound
+        for (size_t i = 0; i < expected.value.size(); ++i)
+          worst = std::max(worst, std::abs(outs[0][i] - expected.value[i]) /
+                                      (double(s.K) * std::ldexp(1.0, -24) * expected.magnitude[i]));
+        CHECK(worst <= 1.0);
+        CHECK(outs[0] == outs[1]);
+        CHECK(outs[0] == outs[2]);
+      }
+  }
+  set_cpu_gemm(chosen);
+}
+
+TEST_CASE("matmul: many small products on each GEMM library, computed by several threads at once, match a float64 loop") {
+  // Batched products below the blocking size go to the threads one product
+  // each, so the library is called from several threads at once. Debian's
+  // serial OpenBLAS got some of these wrong (shared buffers without locks).
+  const GemmLibrary chosen = cpu_gemm_library();
+  const int threads = num_threads();
+  const ProductShape shapes[] = {{16, 16, 16}, {64, 64, 1}, {1, 64, 64}, {48, 1, 40}};
+  const int64_t batch = 128;
+  for (GemmLibrary library : libraries_built_in()) {
+    set_cpu_gemm(library);
+    for (const ProductShape& s : shapes) {
+      INFO(name_of(library), ": ", batch, " products of [", s.M, ", ", s.K, "] x [", s.K, ", ", s.N, "]");
+      const std::vector<float> a = normal_values(batch * s.M * s.K, 21), b = normal_values(batch * s.K * s.N, 22);
+      const Tensor ta = Tensor::from_vector(a, {batch, s.M, s.K}), tb = Tensor::from_vector(b, {batch, s.K, s.N});
+      set_num_threads(1);
+      const std::vector<float> one = matmul(ta, tb).to_vector<float>();
+      set_num_threads(std::max(2, threads));
+      bool same = true;
+      for (int round = 0; round < 10; ++round) same = same && matmul(ta, tb).to_vector<float>() == one;
+      set_num_threads(threads);
+      CHECK(same);
+      double worst = 0;
+      for (int64_t p = 0; p < batch; ++p) {
+        const std::vector<float> ap(a.begin() + p * s.M * s.K, a.begin() + (p + 1) * s.M * s.K);
+        const std::vector<float> bp(b.begin() + p * s.K * s.N, b.begin() + (p + 1) * s.K * s.N);
+        const Product expected = product_loop(ap, bp, s.M, s.K, s.N);
+        for (int64_t i = 0; i < s.M * s.N; ++i)
+          worst = std::max(worst, std::abs(one[p * s.M * s.N + i] - expected.value[i]) /
+                                      (double(s.K) * std::ldexp(1.0, -24) * expected.magnitude[i] + 1e-30));
+      }
+      CHECK(worst <= 1.0);
+    }
+  }
+  set_cpu_gemm(chosen);
+}
+
+}  // namespace loom::test
