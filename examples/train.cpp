@@ -181,6 +181,7 @@ int train(const Arguments& args, comm::Communicator* world) {
     if (args.steps > 0) config.training.steps = args.steps, config.training.epochs = 0;
     if (args.threads > 0) config.training.threads = args.threads;
     if (config.training.threads > 0) set_num_threads(static_cast<int>(config.training.threads));
+    if (config.training.device == "cpu") (void)cpu_gemm();  // a bad LOOM_GEMM fails here, before the run's files
     data = std::make_unique<datasets::TextDataset>(datasets::TextDataset::load(config.data.path, config.data.url));
     models::resolve_vocab(config, data->tokenizer);
   } catch (const std::exception& e) {

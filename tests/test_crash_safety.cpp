@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -386,6 +387,20 @@ void check_only_in_use(const std::string& log, const std::string& setting, const
 }
 
 }  // namespace
+
+TEST_CASE("crash safety: train with a bad LOOM_GEMM says so and writes nothing") {
+  REQUIRE_MESSAGE(fs::exists(program("train")), program("train"), " is not built (meson test builds it)");
+  TempDir dir("bad-gemm");
+  std::ofstream(dir.file("text.txt")) << text_for_training();
+  const std::string config = write_config(dir, "run", 2);
+  // The child inherits the variable; this process chose its library long ago.
+  ::setenv("LOOM_GEMM", "mkl", 1);
+  const int status = wait_for(spawn(train_args(config, {}), dir.file("log.txt")));
+  ::unsetenv("LOOM_GEMM");
+  CHECK(status == 1);
+  check_mentions(read_bytes(dir.file("log.txt")), {"LOOM_GEMM=mkl", "eigen, openblas or auto"});
+  CHECK_FALSE(fs::exists(dir.file("run")));
+}
 
 TEST_CASE("crash safety: a second train against a run saving at every step is told, every time, that it is in use") {
   REQUIRE(fs::exists(program("train")));
