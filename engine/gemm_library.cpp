@@ -22,11 +22,13 @@ std::string eigen_name() {
 }
 
 #ifdef LOOM_OPENBLAS
-// "OpenBLAS 0.3.21": the first two words of its build configuration.
-std::string openblas_name() {
+// "OpenBLAS 0.3.21 (its Zen kernels<note>)": the first two words of its build
+// configuration, and the core it took its kernels for.
+std::string openblas_description(const char* note = "") {
   const std::string config = openblas_get_config();
   const size_t first = config.find(' '), second = first == std::string::npos ? first : config.find(' ', first + 1);
-  return second == std::string::npos ? config : config.substr(0, second);
+  const std::string name = second == std::string::npos ? config : config.substr(0, second);
+  return detail::concat(name, " (its ", openblas_get_corename(), " kernels", note, ")");
 }
 #endif
 
@@ -46,8 +48,8 @@ std::string openblas_obstacle() {
 #else
   // loom's threads call OpenBLAS at once, each for its own block, so it must
   // run one thread per call and be safe to call from several threads. Debian
-  // builds three flavours (the loader takes the one update-alternatives
-  // points libopenblas.so.0 at): the pthread one is safe; the serial one is
+  // builds three flavours (a build links the one pkg-config's openblas.pc
+  // names, and its run path points at that flavour's folder): the pthread one is safe; the serial one is
   // built without the locks (concurrent small products came out wrong, in
   // tests/test_gemm_library.cpp and in a scratch program); the OpenMP one is
   // not meant to be called from inside another OpenMP parallel region.
@@ -72,11 +74,10 @@ GemmChoice decide() {
     return {GemmLibrary::eigen, detail::concat(eigen_name(), " (", obstacle(), ")")};
   }
 #ifdef LOOM_OPENBLAS
+  if (request == GemmRequest::openblas) return {GemmLibrary::openblas, openblas_description("; LOOM_GEMM=openblas")};
   const std::string core = openblas_get_corename();
-  const std::string name = detail::concat(openblas_name(), " (its ", core, " kernels)");
-  if (request == GemmRequest::openblas) return {GemmLibrary::openblas, name + " (LOOM_GEMM=openblas)"};
   const VectorIsa kernels = openblas_kernel_isa(core), build = build_isa();
-  if (openblas_kernels_fit(kernels, build)) return {GemmLibrary::openblas, name};
+  if (openblas_kernels_fit(kernels, build)) return {GemmLibrary::openblas, openblas_description()};
   return {GemmLibrary::eigen, detail::concat(eigen_name(), " (OpenBLAS detected a ", core, " core, whose ",
                                              isa_name(kernels), " kernels are narrower than this ", isa_name(build),
                                              " build's; LOOM_GEMM=openblas overrides)")};
@@ -124,14 +125,6 @@ bool openblas_kernels_fit(VectorIsa kernels, VectorIsa build) {
   return kernels >= VectorIsa::avx2 && kernels >= build;
 }
 
-bool openblas_built_in() {
-#ifdef LOOM_OPENBLAS
-  return true;
-#else
-  return false;
-#endif
-}
-
 bool openblas_usable() { return obstacle().empty(); }
 
 GemmChoice cpu_gemm() {
@@ -140,7 +133,7 @@ GemmChoice cpu_gemm() {
   if (static_cast<GemmLibrary>(forced) == decided().library) return decided();
   if (static_cast<GemmLibrary>(forced) == GemmLibrary::eigen) return {GemmLibrary::eigen, eigen_name() + " (set by the program)"};
 #ifdef LOOM_OPENBLAS
-  return {GemmLibrary::openblas, detail::concat(openblas_name(), " (its ", openblas_get_corename(), " kernels; set by the program)")};
+  return {GemmLibrary::openblas, openblas_description("; set by the program")};
 #else
   return {GemmLibrary::eigen, eigen_name()};  // unreachable: set_cpu_gemm refuses
 #endif

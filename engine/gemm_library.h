@@ -31,8 +31,7 @@ GemmLibrary cpu_gemm_library();
 // OpenBLAS is asked for and cannot be used.
 void set_cpu_gemm(GemmLibrary library);
 
-bool openblas_built_in();
-// Built in, and the flavour loaded can be called from several threads at once
+// OpenBLAS built in, and the flavour loaded can be called from several threads at once
 // (Debian's pthread flavour: its serial one lacks the locks).
 bool openblas_usable();
 
