@@ -115,6 +115,8 @@ __global__ void feedback_backward_rows_kernel(Inputs<T> a, const T* grad_out, co
       salpha[j] = alpha;
       sds[j] = ds;
       ds_out[i * a.n + j] = ds;
+      if (g.k_weights) g.k_weights[j * BH + i] = ds;  // filed for feedback_memory_gradient
+      if (g.v_weights) g.v_weights[j * BH + i] = alpha;
     }
     __syncthreads();
     if (g.q) {
@@ -169,6 +171,19 @@ __global__ void feedback_grad_u_kernel(Inputs<T> a, const T* ds, T* gu) {
     for (int64_t j = 0; j < a.n; ++j)
       for (int64_t b = 0; b < a.B; ++b) acc += ds[(b * a.H + h) * a.n + j] * a.k.at(j, b, h)[d];
     gu[h * a.D + d] += acc;
+  }
+}
+
+// grads[j, i, d] += Σ_p weights[p, j, i] rows[p, i, d], p in order: one thread per
+// (j, i, d) of the rows [0, n).
+template <class T>
+__global__ void feedback_memory_gradient_kernel(T* grads, const T* weights, const T* rows, int64_t count,
+                                                int64_t capacity, int64_t n, int64_t BH, int64_t D) {
+  LOOM_GRID_STRIDE_LOOP(e, n * BH * D) {
+    const int64_t j = e / (BH * D), i = (e / D) % BH, d = e % D;
+    T acc = grads[e];
+    for (int64_t p = 0; p < count; ++p) acc += weights[(p * capacity + j) * BH + i] * rows[(p * BH + i) * D + d];
+    grads[e] = acc;
   }
 }
 
@@ -228,6 +243,19 @@ void CudaBackend::feedback_attention_backward(const FeedbackAttentionBackwardArg
       feedback_grad_u_kernel<T><<<grid_for(a.H * a.D), kBlockThreads, 0, stream()>>>(a, ds.data<T>(), g.u);
       LOOM_CUDA_CHECK_LAUNCH(op);
     }
+  });
+}
+
+void CudaBackend::feedback_memory_gradient(const FeedbackMemoryGradientArgs& args) {
+  const char* op = "feedback_memory_gradient";
+  dispatch_float(args.grads.dtype(), op, [&](auto zero) {
+    using T = decltype(zero);
+    const Tensor& grads = args.grads;
+    const int64_t BH = grads.size(1), D = grads.size(2), total = args.n * BH * D;
+    if (total == 0 || args.count == 0) return;
+    feedback_memory_gradient_kernel<T><<<grid_for(total), kBlockThreads, 0, stream()>>>(
+        grads.data<T>(), args.weights.data<T>(), args.rows.data<T>(), args.count, grads.size(0), args.n, BH, D);
+    LOOM_CUDA_CHECK_LAUNCH(op);
   });
 }
 

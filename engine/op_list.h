@@ -96,6 +96,7 @@ struct RecurrentDeltaNetArgs;
 struct RecurrentDeltaNetBackwardArgs;
 struct FeedbackAttentionArgs;
 struct FeedbackAttentionBackwardArgs;
+struct FeedbackMemoryGradientArgs;
 struct LstmArgs;
 struct LstmBackwardArgs;
 }  // namespace loom
@@ -199,6 +200,7 @@ struct LstmBackwardArgs;
   /* ---- feedback: one step of attention over the memory; operands in engine/kernels/feedback.h ---------- */ \
   KERNEL(feedback_attention, (const FeedbackAttentionArgs& args))                                              \
   KERNEL(feedback_attention_backward, (const FeedbackAttentionBackwardArgs& args))                             \
+  KERNEL(feedback_memory_gradient, (const FeedbackMemoryGradientArgs& args))                                   \
                                                                                                                \
   /* ---- lstm (engine/kernels/lstm.h: arguments and cell math; cpu/lstm.cpp, cuda/lstm.cu) ---------- */ \
   KERNEL(lstm, (const LstmArgs& args))                                                                         \

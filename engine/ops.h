@@ -253,14 +253,30 @@ Tensor feedback_attention(const Tensor& q, const Tensor& keys, const Tensor& val
 // (one zero) is an input of the next append and of the reads between them, so the
 // appends form a chain that the walker walks back from the newest. One memory must
 // be appended to and read in step order; earlier views share its buffer.
+//
+// Several reads per step (the layers of a shared-key/value feedback transformer):
+// a read's gradient of the memory is an outer product per row, dk_j = ds_j (q + u) and
+// dv_j = α_j do, and adding each into `grads` at once would read and write the whole
+// buffer once per read. Instead each read files its factors (ds_j or α_j for every
+// row, q + u or do once), and the append's node below the step adds the filed reads
+// together, each row of the buffer read and written once per step. The sums, and so
+// the bits, are the same as adding each read at once: the same multiply-adds in the
+// same order. `pending_reads` is how many reads can be filed between two appends'
+// nodes (a further read adds the filed ones first; 0 adds every read at once).
 struct FeedbackMemory {
   Tensor buffer;      // [capacity, ...]: row t is the t-th append's row
   Tensor grads;       // the same shape, zeros: made by the first append that records
   Tensor token;       // [1] zero: the newest append's output (when it recorded)
   int64_t rows = 0;   // rows appended so far
+  int64_t pending_reads = 8;
+  // Made with grads when pending_reads > 0: per filed read p, weights[p] [capacity, ...]
+  // (the row's factor, one per leading index), rows[p] [...] (the factor every row
+  // shares); filed int64 [3] on the CPU: {reads filed, the rows they read, reads
+  // filed since the memory was made}.
+  Tensor pending_weights, pending_rows, filed;
   Tensor view() const;  // rows [0, rows) of the buffer (no copy)
 };
-FeedbackMemory feedback_memory(const Tensor& buffer);
+FeedbackMemory feedback_memory(const Tensor& buffer, int64_t pending_reads = 8);
 void feedback_memory_append(FeedbackMemory& memory, const Tensor& row);
 // feedback_attention over the rows appended so far: the same values as
 // feedback_attention(q, keys.view(), values.view(), ...), with the gradients above.

@@ -230,26 +230,36 @@ namespace {
 // rows [0, t) with their own queries, then row t is appended, made by an op from the
 // inputs. The reference reads stack(rows made so far) with the tensor form of
 // feedback_attention, whose gradients the walker sums as ordinary tensors.
+struct ManyReadsOptions {
+  bool through_memory = true;
+  int64_t pending_reads = 8;  // the memories' (feedback_memory's argument)
+  bool one_memory = false;    // values read from the keys' memory (its rows are both)
+  Tensor* filed = nullptr;    // receives the keys' memory's `filed` (undefined: it files nothing)
+};
+
 struct ManyReads {
-  static constexpr int64_t L = 6, B = 2, H = 3, D = 4, R = 8;
+  static constexpr int64_t L = 6, B = 2, H = 3, D = 4, R = 8, kLayers = 2;
   Xs inputs;  // {row sources [L, B, H, D], queries [L, 2, B, H, D], P, s, u}
   ManyReads() {
     inputs = {random_f64({L, B, H, D}, 60), random_f64({L, 2, B, H, D}, 61), random_f64({R, H, D}, 62, -0.5, 0.5),
               random_f64({R, H}, 63), random_f64({H, D}, 64, -0.5, 0.5)};
   }
   // Returns the loss; leaves[i] are the inputs as leaves requiring grad.
-  static Tensor loss(const Xs& leaves, bool through_memory) {
+  static Tensor loss(const Xs& leaves, const ManyReadsOptions& o = {}) {
     const Tensor &sources = leaves[0], &queries = leaves[1], &P = leaves[2], &s = leaves[3], &u = leaves[4];
-    FeedbackMemory keys = feedback_memory(Tensor::empty({L, B, H, D}, DType::f64));
-    FeedbackMemory values = feedback_memory(Tensor::empty({L, B, H, D}, DType::f64));
+    const DType dtype = sources.dtype();
+    FeedbackMemory keys = feedback_memory(Tensor::empty({L, B, H, D}, dtype), o.pending_reads);
+    FeedbackMemory values = feedback_memory(Tensor::empty({L, B, H, D}, dtype), o.pending_reads);
     std::vector<Tensor> made_keys, made_values;
-    Tensor total = Tensor::scalar(0.0, DType::f64);
+    Tensor total = Tensor::scalar(0.0, dtype);
     for (int64_t t = 0; t < L; ++t) {
-      for (int64_t layer = 0; layer < 2 && t > 0; ++layer) {
+      for (int64_t layer = 0; layer < kLayers && t > 0; ++layer) {
         const Tensor q = squeeze(narrow(squeeze(narrow(queries, 0, t, 1), 0), 0, layer, 1), 0);
-        const Tensor out = through_memory
-                               ? feedback_attention(q, keys, values, P, s, u, 0.5)
-                               : feedback_attention(q, stack(made_keys, 0), stack(made_values, 0), P, s, u, 0.5);
+        const Tensor out =
+            o.through_memory
+                ? feedback_attention(q, keys, o.one_memory ? keys : values, P, s, u, 0.5)
+                : feedback_attention(q, stack(made_keys, 0), stack(o.one_memory ? made_keys : made_values, 0), P, s,
+                                     u, 0.5);
         total = total + sum(out * out * static_cast<double>(layer + 1));
       }
       const Tensor source = squeeze(narrow(sources, 0, t, 1), 0);
@@ -257,21 +267,22 @@ struct ManyReads {
       made_keys.push_back(k);
       made_values.push_back(v);
       feedback_memory_append(keys, k);
-      feedback_memory_append(values, v);
+      if (!o.one_memory) feedback_memory_append(values, v);
     }
+    if (o.filed) *o.filed = keys.filed;
     return total;
   }
 };
 
-Xs leaves_of(const Xs& inputs) {
+Xs leaves_of(const Xs& inputs, DType dtype = DType::f64) {
   Xs leaves;
-  for (const Tensor& t : inputs) leaves.push_back(clone(t).requires_grad_());
+  for (const Tensor& t : inputs) leaves.push_back(clone(t.to(dtype)).requires_grad_());
   return leaves;
 }
 
 std::vector<std::vector<double>> grads_of(const Xs& leaves) {
   std::vector<std::vector<double>> g;
-  for (const Tensor& t : leaves) g.push_back(t.grad().to_vector<double>());
+  for (const Tensor& t : leaves) g.push_back(t.grad().to(DType::f64).to_vector<double>());  // exact for f32
   return g;
 }
 
@@ -280,7 +291,7 @@ std::vector<std::vector<double>> grads_of(const Xs& leaves) {
 TEST_CASE("FeedbackMemory: each row's gradient is the sum over every later read") {
   const ManyReads case_;
   const Xs with_memory = leaves_of(case_.inputs), with_stack = leaves_of(case_.inputs);
-  const Tensor loss = ManyReads::loss(with_memory, true), ref_loss = ManyReads::loss(with_stack, false);
+  const Tensor loss = ManyReads::loss(with_memory), ref_loss = ManyReads::loss(with_stack, {.through_memory = false});
   CHECK(loss.item() == doctest::Approx(ref_loss.item()).epsilon(1e-13));
   loss.backward();
   ref_loss.backward();
@@ -293,10 +304,51 @@ TEST_CASE("FeedbackMemory: each row's gradient is the sum over every later read"
   CHECK(std::any_of(grads[0].begin(), grads[0].end(), [](double g) { return std::abs(g) > 1e-3; }));
 }
 
+// The reads of a step file their gradients' factors, and the append's node adds them
+// together (engine/ops.h): the same multiply-adds in the same order as adding each read
+// at once (pending_reads 0), so every bit of every gradient must match. Pending 1 is
+// full at the step's second read, which adds the first one before filing itself; one
+// memory read as both keys and values files two reads at once and cannot with room for 1.
+TEST_CASE("FeedbackMemory: filing the reads' gradients changes no bit") {
+  const ManyReads case_;
+  const int64_t reads = (ManyReads::L - 1) * ManyReads::kLayers;
+  for (DType dtype : {DType::f64, DType::f32})
+    for (bool one_memory : {false, true}) {
+      const std::string variant =
+          std::string(dtype_name(dtype)) + (one_memory ? ", one memory for keys and values" : ", two memories");
+      INFO(variant);
+      // The reads the keys' memory filed, after the backward.
+      auto filed_reads = [](const Tensor& filed) { return filed.defined() ? filed.to_vector<int64_t>()[2] : 0; };
+      const Xs direct_leaves = leaves_of(case_.inputs, dtype);
+      Tensor filed;
+      ManyReads::loss(direct_leaves, {.pending_reads = 0, .one_memory = one_memory, .filed = &filed}).backward();
+      CHECK(filed_reads(filed) == 0);
+      const auto direct = grads_of(direct_leaves);
+      for (int64_t pending : {1, 2, 8}) {
+        INFO("pending_reads ", pending);
+        const Xs leaves = leaves_of(case_.inputs, dtype);
+        ManyReads::loss(leaves, {.pending_reads = pending, .one_memory = one_memory, .filed = &filed}).backward();
+        CHECK(filed_reads(filed) == (one_memory ? (pending >= 2 ? 2 * reads : 0) : reads));
+        const auto grads = grads_of(leaves);
+        for (size_t i = 0; i < grads.size(); ++i) {
+          INFO("input ", i);
+          CHECK(grads[i] == direct[i]);
+        }
+      }
+      // And the sums are right: against the stacked tensors' gradients, summed by the walker.
+      if (dtype == DType::f64 && one_memory) {
+        const Xs ref_leaves = leaves_of(case_.inputs);
+        ManyReads::loss(ref_leaves, {.through_memory = false, .one_memory = true}).backward();
+        const auto ref = grads_of(ref_leaves);
+        for (size_t i = 0; i < ref.size(); ++i) CHECK(relative_difference(direct[i], ref[i]) < 1e-12);
+      }
+    }
+}
+
 TEST_CASE("FeedbackMemory: a retained graph's second backward adds the same gradients again") {
   const ManyReads case_;
   const Xs leaves = leaves_of(case_.inputs);
-  const Tensor loss = ManyReads::loss(leaves, true);
+  const Tensor loss = ManyReads::loss(leaves);
   loss.backward(/*retain_graph=*/true);
   const auto first = grads_of(leaves);
   loss.backward();
@@ -341,6 +393,8 @@ TEST_CASE("FeedbackMemory: errors name the memory, the row and the capacity") {
   CHECK(contains(msg, "must not require grad"));
   msg = error_of([&] { feedback_memory(transpose(Tensor::zeros({2, 3}), 0, 1)); });
   CHECK(contains(msg, "contiguous"));
+  msg = error_of([&] { feedback_memory(Tensor::zeros({2, 3}), -1); });
+  CHECK(contains(msg, "pending_reads must be >= 0"));
   FeedbackMemory unmade;
   msg = error_of([&] { feedback_memory_append(unmade, Tensor::ones({3})); });
   CHECK(contains(msg, "make the memory with feedback_memory"));

@@ -21,6 +21,9 @@
 // One pass over j recomputes α_j from the saved log-sum-exp and produces every
 // gradient, reading each k_j, v_j and P row once. P, s and u are shared by the
 // batch, so threads split the heads (each owns its heads' slices: no races).
+// Read through a FeedbackMemory, the backward files ds_j and α_j instead of adding
+// dk_j and dv_j (key_weights, value_weights), and memory_gradient adds the filed
+// reads of one step into the memory's gradient buffer together (engine/ops/feedback.cpp).
 #include "engine/cpu/eigen.h"
 
 #include <cmath>
@@ -173,14 +176,10 @@ void backward(const Inputs<T>& a, const T* grad_out, const T* out, const T* lse,
           }
           if (g.u) axpy(ds, kj, g.u + h * D, D);
           const int64_t jbh = j * B * H + bh;
-          if (g.k) {
-            T* dk = g.k + jbh * D;
-            const T* quk = qu + k * D;
-            axpy(ds, quk, dk, D);
-          }
-          if (g.v) {
-            axpy(alpha, dout, g.v + jbh * Dv, Dv);
-          }
+          if (g.k) axpy(ds, qu + k * D, g.k + jbh * D, D);
+          if (g.k_weights) g.k_weights[jbh] = ds;
+          if (g.v) axpy(alpha, dout, g.v + jbh * Dv, Dv);
+          if (g.v_weights) g.v_weights[jbh] = alpha;
           if (g.P) axpy(ds, a.q_row(b, h), g.P + (r * H + h) * D, D);
           if (g.s) g.s[r * H + h] += ds;
         }
@@ -192,6 +191,27 @@ void backward(const Inputs<T>& a, const T* grad_out, const T* out, const T* lse,
           const int64_t k = b * hs + (h - h0);
           for (int64_t d = 0; d < D; ++d) g.q[(b * H + h) * D + d] = dq[k * D + d];
         }
+  });
+}
+
+// grads[j, i] += Σ_p weights[p, j, i] rows[p, i] for j < n and every row i = b·H + h,
+// p in order through the same axpy the backward uses: each (j, i) row of the buffer
+// is read and written once for all the reads instead of once per read, and its sums
+// are the ones the backward's direct adds would make. Rows are independent, so
+// threads split them freely.
+template <class T>
+void memory_gradient(const FeedbackMemoryGradientArgs& a) {
+  const int64_t capacity = a.grads.size(0), BH = a.grads.size(1), D = a.grads.size(2);
+  T* grads = a.grads.data<T>();
+  const T* weights = a.weights.data<T>();
+  const T* rows = a.rows.data<T>();
+  const int64_t count = a.count;
+  parallel_for(a.n * BH, count * 2 * D, [&](int64_t e0, int64_t e1) {
+    for (int64_t e = e0; e < e1; ++e) {
+      const int64_t j = e / BH, i = e % BH;
+      T* dst = grads + e * D;
+      for (int64_t p = 0; p < count; ++p) axpy(weights[(p * capacity + j) * BH + i], rows + (p * BH + i) * D, dst, D);
+    }
   });
 }
 
@@ -211,6 +231,11 @@ void CpuBackend::feedback_attention_backward(const FeedbackAttentionBackwardArgs
     using T = decltype(zero);
     backward<T>(inputs_of<T>(a), a.grad_out.data<T>(), a.out.data<T>(), a.lse.data<T>(), feedback::grads_of<T>(a));
   });
+}
+
+void CpuBackend::feedback_memory_gradient(const FeedbackMemoryGradientArgs& a) {
+  const TimedKernel timed(KernelKind::attention);
+  dispatch_float(a.grads.dtype(), "feedback_memory_gradient", [&](auto zero) { memory_gradient<decltype(zero)>(a); });
 }
 
 }  // namespace loom

@@ -32,10 +32,29 @@ struct FeedbackAttentionArgs {
 // (contiguous [n, B, H, *]), grad_P, grad_s and grad_u are added into (zero them
 // first): a memory read by many steps collects every read's gradient in one
 // buffer. Undefined gradients are skipped.
+//
+// The keys' gradient of one read is an outer product per (j, b, h), dk_j = ds_j (q + u),
+// and the values' is dv_j = α_j do. Instead of adding them, the kernel can file the
+// factors that vary with j: key_weights [n, B, H] receives ds_j and value_weights
+// [n, B, H] α_j (contiguous, overwritten; give at most one of grad_keys/key_weights,
+// and of grad_values/value_weights). feedback_memory_gradient adds them later.
 struct FeedbackAttentionBackwardArgs {
   Tensor grad_out, q, keys, values, P, s, u, out, lse;
   double scale = 1.0;
   Tensor grad_q, grad_keys, grad_values, grad_P, grad_s, grad_u;
+  Tensor key_weights, value_weights;
+};
+
+// The filed factors of `count` reads of the rows [0, n) of a memory, added into its
+// gradient buffer: for j < n, every row i = b·H + h and p = 0, 1, ..., count − 1 in
+// that order,
+//   grads[j, i, :] += weights[p, j, i] · rows[p, i, :]
+// each p as its own rounded multiply-add, so the sums are the ones adding each read's
+// outer product at once would make. grads [capacity, B·H, D], weights [P, capacity, B·H]
+// and rows [P, B·H, D] contiguous; count <= P, n <= capacity.
+struct FeedbackMemoryGradientArgs {
+  Tensor grads, weights, rows;
+  int64_t count = 0, n = 0;
 };
 
 namespace feedback {
@@ -62,15 +81,18 @@ Inputs<T> inputs_of(const Args& a) {
 }
 
 // The gradients the backward writes (null: not wanted).
+// k_weights, v_weights: the filed factors ds_j and α_j, [n, B, H] (see above).
 template <class T>
 struct Grads {
   T *q = nullptr, *k = nullptr, *v = nullptr, *P = nullptr, *s = nullptr, *u = nullptr;
+  T *k_weights = nullptr, *v_weights = nullptr;
 };
 
 template <class T>
 Grads<T> grads_of(const FeedbackAttentionBackwardArgs& a) {
-  return {data_or_null<T>(a.grad_q), data_or_null<T>(a.grad_keys), data_or_null<T>(a.grad_values),
-          data_or_null<T>(a.grad_P), data_or_null<T>(a.grad_s),    data_or_null<T>(a.grad_u)};
+  return {data_or_null<T>(a.grad_q),      data_or_null<T>(a.grad_keys),    data_or_null<T>(a.grad_values),
+          data_or_null<T>(a.grad_P),      data_or_null<T>(a.grad_s),       data_or_null<T>(a.grad_u),
+          data_or_null<T>(a.key_weights), data_or_null<T>(a.value_weights)};
 }
 
 }  // namespace feedback

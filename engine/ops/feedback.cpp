@@ -6,8 +6,9 @@
 // probabilities instead of keeping an [n, B, H] tensor per step) and reals = {scale}.
 // Read from a FeedbackMemory it records feedback_memory_attention: inputs {q, the
 // keys' token, the values' token, P, s, u}, saved {lse, the rows it read of keys and
-// values, and the same rows of their gradient buffers}. feedback_memory_append
-// records inputs {row, the previous token}, saved {the gradient buffer}, ints {t}.
+// values, then the keys' and the values' gradient state (MemoryGrads below)}.
+// feedback_memory_append records inputs {row, the previous token}, saved {the
+// gradient state}, ints {t}.
 #include <array>
 #include <cmath>
 
@@ -107,18 +108,79 @@ Tensor feedback_attention(const Tensor& q, const Tensor& keys, const Tensor& val
 
 Tensor FeedbackMemory::view() const { return memory_rows(buffer, rows); }
 
-FeedbackMemory feedback_memory(const Tensor& buffer) {
+FeedbackMemory feedback_memory(const Tensor& buffer, int64_t pending_reads) {
   constexpr const char* op = "feedback_memory";
   detail::check_defined(op, buffer, "buffer");
   LOOM_CHECK(buffer.dim() >= 1 && buffer.is_contiguous(), op, ": buffer must be a contiguous tensor [capacity, ...], got ",
              buffer.describe());
   LOOM_CHECK(!buffer.requires_grad(), op, ": the buffer (", buffer.describe(),
              ") must not require grad: gradients flow to the appended rows, not the buffer");
+  LOOM_CHECK(pending_reads >= 0, op, ": pending_reads must be >= 0 (0 adds every read's gradient at once), got ",
+             pending_reads);
   FeedbackMemory m;
   m.buffer = buffer;
   m.token = Tensor::zeros({1}, buffer.dtype(), buffer.device());
+  m.pending_reads = pending_reads;
   return m;
 }
+
+namespace {
+
+// The gradient state of one memory as the records keep it: the buffer every row's
+// gradient collects in, and the reads filed but not yet added (see engine/ops.h).
+// Without pending buffers (pending_reads 0, or a memory no read can take) every read
+// adds into grads at once.
+struct MemoryGrads {
+  Tensor grads, weights, rows, filed;  // filed: int64 [3] {reads filed, the rows they read, reads filed in all}
+  static constexpr size_t kSaved = 4;
+
+  static MemoryGrads of(const FeedbackMemory& m) { return {m.grads, m.pending_weights, m.pending_rows, m.filed}; }
+  static MemoryGrads saved_at(const std::vector<Tensor>& saved, size_t first) {
+    return {saved.at(first), saved.at(first + 1), saved.at(first + 2), saved.at(first + 3)};
+  }
+  void save_into(std::vector<Tensor>& saved) const {
+    for (const Tensor* t : {&grads, &weights, &rows, &filed}) saved.push_back(*t);
+  }
+  bool defers() const { return filed.defined(); }
+  int64_t capacity() const { return weights.size(0); }
+  int64_t& count() const { return filed.data<int64_t>()[0]; }
+  int64_t& rows_read() const { return filed.data<int64_t>()[1]; }
+  int64_t& filed_in_all() const { return filed.data<int64_t>()[2]; }
+
+  // Adds the filed reads into grads and empties the list.
+  void add_filed() const {
+    if (!defers() || count() == 0) return;
+    const int64_t cap = grads.size(0), D = grads.size(-1), M = grads.numel() / (cap * std::max<int64_t>(D, 1));
+    backend_for(grads).feedback_memory_gradient({.grads = reshape(grads, {cap, M, D}),
+                                                 .weights = reshape(weights, {capacity(), cap, M}),
+                                                 .rows = reshape(rows, {capacity(), M, D}),
+                                                 .count = count(),
+                                                 .n = rows_read()});
+    count() = 0;
+  }
+  // Makes room for `reads` more filed reads of n rows (adding the filed ones when full)
+  // and returns the first free slot, or -1 when they cannot be filed (add at once).
+  int64_t reserve(int64_t n, int64_t reads) const {
+    if (!defers()) return -1;
+    if (count() > 0 && (count() + reads > capacity() || rows_read() != n)) add_filed();
+    if (count() + reads > capacity()) return -1;
+    rows_read() = n;
+    const int64_t slot = count();
+    count() += reads;
+    filed_in_all() += reads;
+    return slot;
+  }
+  // Slot p of weights, as the [n, ...] rows a read of n rows files its factors in.
+  Tensor weights_slot(int64_t p, int64_t n) const {
+    Shape shape(weights.shape().begin() + 1, weights.shape().end());
+    const int64_t slot_numel = shape_numel(shape);
+    shape[0] = n;
+    return weights.as_strided(shape, contiguous_strides(shape), weights.offset() + p * slot_numel);
+  }
+  Tensor rows_slot(int64_t p) const { return memory_row(rows, p); }
+};
+
+}  // namespace
 
 void feedback_memory_append(FeedbackMemory& m, const Tensor& row) {
   constexpr const char* op = "feedback_memory_append";
@@ -135,9 +197,21 @@ void feedback_memory_append(FeedbackMemory& m, const Tensor& row) {
   // write never touches them.
   backend_for(m.buffer).copy(row, memory_row(m.buffer, m.rows));
   if (is_grad_enabled() && (row.requires_grad() || m.token.requires_grad())) {
-    if (!m.grads.defined()) m.grads = Tensor::zeros(m.buffer.shape(), m.buffer.dtype(), m.buffer.device());
+    if (!m.grads.defined()) {
+      m.grads = Tensor::zeros(m.buffer.shape(), m.buffer.dtype(), m.buffer.device());
+      if (m.pending_reads > 0 && m.buffer.dim() == 4) {  // the shape reads take: [capacity, B, H, D]
+        const Shape& shape = m.buffer.shape();
+        m.pending_weights = Tensor::empty({m.pending_reads, shape[0], shape[1], shape[2]}, m.buffer.dtype(),
+                                          m.buffer.device());
+        m.pending_rows = Tensor::empty({m.pending_reads, shape[1], shape[2], shape[3]}, m.buffer.dtype(),
+                                       m.buffer.device());
+        m.filed = Tensor::zeros({3}, DType::i64);
+      }
+    }
     Tensor token = Tensor::zeros({1}, m.buffer.dtype(), m.buffer.device());
-    record({OpId::feedback_memory_append, {row, m.token}, {m.grads}, {m.rows}}, token);
+    std::vector<Tensor> saved;
+    MemoryGrads::of(m).save_into(saved);
+    record({OpId::feedback_memory_append, {row, m.token}, std::move(saved), {m.rows}}, token);
     m.token = token;
   }
   ++m.rows;
@@ -153,9 +227,10 @@ Tensor feedback_attention(const Tensor& q, const FeedbackMemory& keys, const Fee
   const Tensor key_rows = keys.view(), value_rows = values.view();
   Tensor out = attend(q, key_rows, value_rows, P, s, u, scale, lse);
   if (needs_grad({&q, &keys.token, &values.token, &P, &s, &u})) {
-    auto grads_of = [](const FeedbackMemory& m) { return m.grads.defined() ? memory_rows(m.grads, m.rows) : Tensor(); };
-    record({OpId::feedback_memory_attention, {q, keys.token, values.token, P, s, u},
-            {lse, key_rows, value_rows, grads_of(keys), grads_of(values)}, {}, {scale}},
+    std::vector<Tensor> saved{lse, key_rows, value_rows};
+    MemoryGrads::of(keys).save_into(saved);
+    MemoryGrads::of(values).save_into(saved);
+    record({OpId::feedback_memory_attention, {q, keys.token, values.token, P, s, u}, std::move(saved), {}, {scale}},
            out);
   }
   return out;
@@ -189,17 +264,24 @@ Tensor zeros_if_needed(const RecordedOp& n, size_t i, const Tensor& like) {
   return n.needs_input_grad(i) ? Tensor::zeros(like.shape(), like.dtype(), like.device()) : Tensor();
 }
 
-// Runs the backward kernel; grad_keys, grad_values are added into. Returns the
-// gradients of q, P, s, u (inputs 0, 3, 4, 5 of both records; undefined where not needed).
+// Where a read's gradient of keys (or values) goes: added into `add_into` at once, or
+// filed as factors into `weights` (feedback_memory_gradient adds them later).
+struct MemoryGradTarget {
+  Tensor add_into, weights;
+};
+
+// Runs the backward kernel with grad_out = g. Returns the gradients of q, P, s, u
+// (inputs 0, 3, 4, 5 of both records; undefined where not needed).
 std::array<Tensor, 4> attention_backward(const RecordedOp& n, const Tensor& g, const BackwardOperands& x,
-                                         const Tensor& grad_keys, const Tensor& grad_values) {
+                                         const MemoryGradTarget& keys, const MemoryGradTarget& values) {
   std::array<Tensor, 4> grads{n.needs_input_grad(0) ? Tensor::empty(x.q.shape(), x.q.dtype(), x.q.device()) : Tensor(),
                               zeros_if_needed(n, 3, x.P), zeros_if_needed(n, 4, x.s), zeros_if_needed(n, 5, x.u)};
-  backend_for(x.q).feedback_attention_backward({.grad_out = contiguous(g), .q = x.q, .keys = x.keys,
+  backend_for(x.q).feedback_attention_backward({.grad_out = g, .q = x.q, .keys = x.keys,
                                                 .values = x.values, .P = x.P, .s = x.s, .u = x.u, .out = n.output,
                                                 .lse = n.saved[0], .scale = n.reals[0], .grad_q = grads[0],
-                                                .grad_keys = grad_keys, .grad_values = grad_values,
-                                                .grad_P = grads[1], .grad_s = grads[2], .grad_u = grads[3]});
+                                                .grad_keys = keys.add_into, .grad_values = values.add_into,
+                                                .grad_P = grads[1], .grad_s = grads[2], .grad_u = grads[3],
+                                                .key_weights = keys.weights, .value_weights = values.weights});
   return grads;
 }
 
@@ -208,29 +290,64 @@ Grads feedback_attention_rule(const RecordedOp& n, const Tensor& g) {
   const BackwardOperands x{contiguous(n.input(0)), unit_last_stride(n.input(1)), unit_last_stride(n.input(2)),
                            contiguous(n.input(3)),  contiguous(n.input(4)),       contiguous(n.input(5))};
   const Tensor grad_keys = zeros_if_needed(n, 1, x.keys), grad_values = zeros_if_needed(n, 2, x.values);
-  const auto [dq, dP, ds, du] = attention_backward(n, g, x, grad_keys, grad_values);
+  const auto [dq, dP, ds, du] = attention_backward(n, contiguous(g), x, {grad_keys, {}}, {grad_values, {}});
   return {dq, grad_keys, grad_values, dP, ds, du};
 }
 
 // inputs {q, keys' token, values' token, P, s, u}; saved {lse, keys, values, the keys'
-// and the values' gradient rows}; reals {scale}. The tokens' gradients are zeros: they
+// and the values' MemoryGrads}; reals {scale}. The tokens' gradients are zeros: they
 // only carry the walk to the appends.
+//
+// The reads of one step run between two appends' nodes and all read the same n rows.
+// Each files its factors (engine/ops.h): the keys' ds_j with the row q + u, the values'
+// α_j with the row do. When a memory cannot file the read, the filed reads are added
+// first and this one is added at once, which keeps the order of the additions.
 Grads feedback_memory_attention_rule(const RecordedOp& n, const Tensor& g) {
   const BackwardOperands x{contiguous(n.input(0)), n.saved[1], n.saved[2],
                            contiguous(n.input(3)), contiguous(n.input(4)), contiguous(n.input(5))};
-  const Tensor grad_keys = n.needs_input_grad(1) ? n.saved[3] : Tensor();
-  const Tensor grad_values = n.needs_input_grad(2) ? n.saved[4] : Tensor();
-  const auto [dq, dP, ds, du] = attention_backward(n, g, x, grad_keys, grad_values);
+  const int64_t rows_read = x.keys.size(0);
+  const MemoryGrads keys = MemoryGrads::saved_at(n.saved, 3), values = MemoryGrads::saved_at(n.saved, 3 + MemoryGrads::kSaved);
+  const bool want_keys = n.needs_input_grad(1), want_values = n.needs_input_grad(2);
+  // One memory for both (its reads need two slots at once) reserves them together.
+  const bool one_memory = want_keys && want_values && keys.defers() && keys.filed.same_storage(values.filed);
+  int64_t key_slot = -1, value_slot = -1;
+  if (one_memory) {
+    key_slot = keys.reserve(rows_read, 2);
+    value_slot = key_slot < 0 ? -1 : key_slot + 1;
+  } else {
+    if (want_keys) key_slot = keys.reserve(rows_read, 1);
+    if (want_values) value_slot = values.reserve(rows_read, 1);
+  }
+  auto target = [&](bool wanted, const MemoryGrads& m, int64_t slot) -> MemoryGradTarget {
+    if (!wanted) return {};
+    if (slot >= 0) return {{}, m.weights_slot(slot, rows_read)};
+    m.add_filed();  // what was filed before this read comes first
+    return {memory_rows(m.grads, rows_read), {}};
+  };
+  const Tensor grad_out = contiguous(g);
+  const auto [dq, dP, ds, du] =
+      attention_backward(n, grad_out, x, target(want_keys, keys, key_slot), target(want_values, values, value_slot));
+  // The factors every row shares: q + u for the keys (rounded as the kernel rounds it), do for the values.
+  if (key_slot >= 0) backend_for(x.q).copy(add(x.q, x.u), keys.rows_slot(key_slot));
+  if (value_slot >= 0) backend_for(x.q).copy(grad_out, values.rows_slot(value_slot));
   auto token_grad = [&](size_t i) { return n.needs_input_grad(i) ? Tensor::zeros({1}, g.dtype(), g.device()) : Tensor(); };
   return {dq, token_grad(1), token_grad(2), dP, ds, du};
 }
 
-// inputs {row, previous token}; saved {gradient buffer}; ints {t}. Row t of the buffer
-// holds the sum of every read's gradient of row t (those reads ran first: each took
-// this node's token or a later one). It is copied out and zeroed, so a second
-// backward through a retained graph starts from zero again.
+// inputs {row, previous token}; saved {the memory's MemoryGrads}; ints {t}. The reads
+// filed since the last append's node are added first. Row t of the buffer then holds
+// the sum of every read's gradient of row t (those reads ran first: each took this
+// node's token or a later one). It is copied out and zeroed, so a second backward
+// through a retained graph starts from zero again.
 Grads feedback_memory_append_rule(const RecordedOp& n, const Tensor& g) {
-  const Tensor slot = memory_row(n.saved[0], n.ints[0]);
+  const MemoryGrads memory = MemoryGrads::saved_at(n.saved, 0);
+  if (memory.defers() && memory.count() > 0) {
+    // Every filed read is of this step's successor: it read rows [0, t] exactly.
+    LOOM_CHECK(memory.rows_read() == n.ints[0] + 1, "feedback_memory_append: internal error: reads of ",
+               memory.rows_read(), " rows were filed when the append of row ", n.ints[0], " ran");
+    memory.add_filed();
+  }
+  const Tensor slot = memory_row(memory.grads, n.ints[0]);
   Tensor grad_row;
   if (n.needs_input_grad(0)) {
     grad_row = Tensor::empty(slot.shape(), slot.dtype(), slot.device());

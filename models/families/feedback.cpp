@@ -147,9 +147,15 @@ std::unique_ptr<FeedbackState> FeedbackTransformer::new_state(int64_t batch, int
   // The buffers follow the parameters' dtype and device (float64 for gradient checks).
   const DType dtype = transformer.weights.dtype();
   const Device device = transformer.weights.device();
+  // Shared-KV: every layer reads the one memory at each step, and the memory adds the
+  // layers' gradients of its rows together (engine/ops.h); one read per step has
+  // nothing to add together.
+  const int64_t pending_reads = config_.shared_kv ? config_.layers : 0;
   for (int64_t i = 0; i < memories; ++i) {
-    state->keys.push_back(feedback_memory(Tensor::empty({capacity, batch, config_.heads, d_k}, dtype, device)));
-    state->values.push_back(feedback_memory(Tensor::empty({capacity, batch, config_.heads, d_k}, dtype, device)));
+    state->keys.push_back(
+        feedback_memory(Tensor::empty({capacity, batch, config_.heads, d_k}, dtype, device), pending_reads));
+    state->values.push_back(
+        feedback_memory(Tensor::empty({capacity, batch, config_.heads, d_k}, dtype, device), pending_reads));
   }
   return state;
 }
