@@ -5,7 +5,8 @@
 // warm-up steps, then times training steps exactly as `train` runs them
 // (models/trainer.h: forward, backward, clipping, Adam) and prints
 //   - tokens/s of the median step and the MFU against the FMA probe's peak
-//     (engine/cpu_peak.h, the one train uses), with the model's own FLOP count;
+//     (engine/cpu_peak.h, the one train uses; the best of a probe before the first
+//     config and one after each), with the model's own FLOP count;
 //   - the share of the step spent in GEMM, attention and the recurrence kernels,
 //     from the kernel clock (engine/kernel_clock.h), and the rest;
 // and, for each recurrent fast layer at the fast-weights config's sizes (and the
@@ -89,41 +90,65 @@ StepTiming time_training(models::TrainConfig config, const Options& o) {
 
 double share(double part, double whole) { return whole > 0 ? 100.0 * part / whole : 0; }
 
-void print_family_table(const std::vector<std::string>& configs, const Options& o, double peak_gflops) {
+// The FMA probe, taken before the first config and again after each. On a shared
+// machine one probe can catch the other processes and read low, which would make
+// every MFU look higher than it is; other processes only ever lower a probe, so
+// the tables use the best reading of all.
+struct Peaks {
+  double all_threads = 0, one_thread = 0;  // the best readings
+  double lowest = 0;                       // the lowest all-threads reading
+  int probes = 0;
+  void probe() {
+    const double all = measure_fp32_peak(num_threads()).gflops, one = measure_fp32_peak(1).gflops;
+    lowest = probes == 0 ? all : std::min(lowest, all);
+    all_threads = std::max(all_threads, all);
+    one_thread = std::max(one_thread, one);
+    ++probes;
+  }
+  void print() const {
+    std::printf("\nPeak: the best of %d probes, one before the first config and one after each: %.0f GFLOP/s on %d "
+                "threads (the probes read %.0f-%.0f), %.0f on one thread\n",
+                probes, all_threads, num_threads(), lowest, all_threads, one_thread);
+  }
+};
+
+void print_family_table(const std::vector<std::string>& configs, const Options& o, Peaks& peaks) {
+  std::vector<StepTiming> timings;
+  for (const std::string& path : configs) {
+    timings.push_back(time_training(models::load_train_config(path), o));
+    peaks.probe();
+  }
   std::printf("\n| config | family | tokens/step | step (median) | tokens/s | MFU | GEMM | attention | recurrence | rest |\n");
   std::printf("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
-  for (const std::string& path : configs) {
-    models::TrainConfig config = models::load_train_config(path);
-    const StepTiming t = time_training(config, o);
+  for (size_t i = 0; i < configs.size(); ++i) {
+    const StepTiming& t = timings[i];
     const double tokens_per_s = static_cast<double>(t.tokens_per_step) / t.median_step_s;
     double in_kernels = 0;
     for (double s : t.kernel_s) in_kernels += s;
-    std::printf("| %s | %s | %lld | %.0f ms | %.0f | %s | %.1f%% | %.1f%% | %.1f%% | %.1f%% |\n", path.c_str(),
+    std::printf("| %s | %s | %lld | %.0f ms | %.0f | %s | %.1f%% | %.1f%% | %.1f%% | %.1f%% |\n", configs[i].c_str(),
                 t.family.c_str(), (long long)t.tokens_per_step, t.median_step_s * 1e3, tokens_per_s,
-                share_of_peak(t.flops_per_token * tokens_per_s * 1e-9, peak_gflops).c_str(),
+                share_of_peak(t.flops_per_token * tokens_per_s * 1e-9, peaks.all_threads).c_str(),
                 share(t.kernel_s[0], t.total_s), share(t.kernel_s[1], t.total_s), share(t.kernel_s[2], t.total_s),
                 share(t.total_s - in_kernels, t.total_s));
-    std::fflush(stdout);
   }
+  std::fflush(stdout);
 }
 
-void print_recurrence_table(const Options& o, double thread_peak_gflops) {
+void print_recurrence_table(const Options& o, Peaks& peaks) {
   const int threads = num_threads();
-  std::printf("\nThe recurrence kernels, forward and backward, in training steps of %s with each fast layer\n"
-              "(GFLOP/s: the layers' recurrence FLOPs over the time the kernel clock saw in them; the peak:\n"
-              "%d x the FMA probe's one-thread peak of %.0f GFLOP/s):\n\n",
-              o.fast_layers_config.c_str(), threads, thread_peak_gflops);
-  std::printf("| fast layer | in the recurrence per step | GFLOP/s | of the peak |\n| --- | ---: | ---: | ---: |\n");
-  const double peak = thread_peak_gflops * threads;
+  struct Row {
+    std::string name;
+    double ms_per_step, gflops;
+  };
+  std::vector<Row> rows;
   for (const std::string& layer : o.fast_layers) {
     models::TrainConfig config = models::load_train_config(o.fast_layers_config);
     config.model.fast_layer = layer;
     const StepTiming t = time_training(config, o);
     const double seconds = t.kernel_s[static_cast<int>(KernelKind::recurrence)];
-    const double gflops = t.recurrence_flops_per_token * static_cast<double>(t.tokens_per_step * o.steps) / seconds * 1e-9;
-    std::printf("| %s | %.1f ms | %.1f | %s |\n", layer.c_str(), seconds / static_cast<double>(o.steps) * 1e3, gflops,
-                share_of_peak(gflops, peak).c_str());
-    std::fflush(stdout);
+    rows.push_back({layer, seconds / static_cast<double>(o.steps) * 1e3,
+                    t.recurrence_flops_per_token * static_cast<double>(t.tokens_per_step * o.steps) / seconds * 1e-9});
+    peaks.probe();
   }
 
   // The fused LSTM at the same width: the input half of the gates precomputed,
@@ -141,10 +166,19 @@ void print_recurrence_table(const Options& o, double thread_peak_gflops) {
     if (i >= o.warmup) runs.push_back(kernel_clock_seconds(KernelKind::recurrence));
     set_kernel_clock(false);
   }
+  peaks.probe();
   const double flops = 3 * 8.0 * static_cast<double>(L * B) * static_cast<double>(H * H);
-  const double gflops = flops / median(runs) * 1e-9;
-  std::printf("| lstm op (L %lld, B %lld, H %lld) | %.1f ms | %.1f | %s |\n", (long long)L, (long long)B, (long long)H,
-              median(runs) * 1e3, gflops, share_of_peak(gflops, peak).c_str());
+  rows.push_back({"lstm op (L " + std::to_string(L) + ", B " + std::to_string(B) + ", H " + std::to_string(H) + ")",
+                  median(runs) * 1e3, flops / median(runs) * 1e-9});
+
+  std::printf("\nThe recurrence kernels, forward and backward, in training steps of %s with each fast layer\n"
+              "(GFLOP/s: the layers' recurrence FLOPs over the time the kernel clock saw in them; the peak:\n"
+              "%d x the FMA probe's best one-thread reading, %.0f GFLOP/s):\n\n",
+              o.fast_layers_config.c_str(), threads, peaks.one_thread);
+  std::printf("| fast layer | in the recurrence per step | GFLOP/s | of the peak |\n| --- | ---: | ---: | ---: |\n");
+  for (const Row& r : rows)
+    std::printf("| %s | %.1f ms | %.1f | %s |\n", r.name.c_str(), r.ms_per_step, r.gflops,
+                share_of_peak(r.gflops, peaks.one_thread * threads).c_str());
 }
 
 }  // namespace
@@ -180,12 +214,14 @@ int main(int argc, char** argv) {
         o.configs.push_back(std::string("examples/configs/") + family + ".json");
     if (o.threads > 0) set_num_threads(o.threads);
     const PeakMeasurement peak = measure_fp32_peak(num_threads());
-    const PeakMeasurement thread_peak = measure_fp32_peak(1);
+    Peaks peaks;
+    peaks.probe();
     std::printf("%s\nGEMM: %s\n%d threads, %lld timed steps after %lld warm-up steps per config\n",
                 describe_peak(peak).c_str(), cpu_gemm().description.c_str(),
                 num_threads(), (long long)o.steps, (long long)o.warmup);
-    print_family_table(o.configs, o, peak.gflops);
-    if (!o.fast_layers.empty()) print_recurrence_table(o, thread_peak.gflops);
+    print_family_table(o.configs, o, peaks);
+    if (!o.fast_layers.empty()) print_recurrence_table(o, peaks);
+    peaks.print();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

@@ -4,7 +4,9 @@
 #include <array>
 #include <chrono>
 #include <cmath>
+#include <vector>
 
+#include "engine/cpu/philox_lanes.h"
 #include "engine/kernel_clock.h"
 #include "engine/ops.h"
 #include "engine/philox.h"
@@ -39,6 +41,26 @@ TEST_CASE("random: Philox-4x32-10 matches the published known-answer vectors") {
   CHECK(philox4x32(0, 0) == kats[0].expected);
   CHECK(philox4x32(0x85a308d3243f6a88ull, 0x299f31d0a4093822ull) ==
         philox4x32_10({0x243f6a88u, 0x85a308d3u, 0u, 0u}, {0xa4093822u, 0x299f31d0u}));
+}
+
+// The CPU's vector form (engine/cpu/philox_lanes.h) against the plain per-block
+// function: whole groups of 8 blocks, partial ones, and counters whose low word
+// wraps inside a group (the carry reaches the second counter word).
+TEST_CASE("philox_words gives philox4x32's words, block by block") {
+  for (const uint64_t start : {0ull, 0xfffffffcull, 0x85a308d3243f6a88ull, 0xfffffffffffffffaull})
+    for (const uint64_t blocks : {0ull, 1ull, 7ull, 8ull, 9ull, 17ull, 1003ull}) {
+      INFO("start ", start, ", blocks ", blocks);
+      const uint64_t key = 0x299f31d0a4093822ull ^ start;
+      std::vector<uint32_t> words(4 * blocks + 4, 0xdeadbeefu);
+      cpu::philox_words(words.data(), start, blocks, key);
+      bool same = true;
+      for (uint64_t b = 0; b < blocks; ++b) {
+        const auto expected = philox4x32(start + b, key);
+        for (int w = 0; w < 4; ++w) same = same && words[4 * b + w] == expected[w];
+      }
+      CHECK(same);
+      CHECK(words[4 * blocks] == 0xdeadbeefu);  // nothing written past the last block
+    }
 }
 
 TEST_CASE("random: the same seed gives the same numbers, whatever the thread count") {

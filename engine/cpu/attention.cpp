@@ -27,6 +27,7 @@
 #include "engine/cpu/cpu_backend.h"
 #include "engine/kernel_clock.h"
 #include "engine/cpu/loops.h"
+#include "engine/cpu/philox_lanes.h"
 #include "engine/random.h"
 
 namespace loom {
@@ -75,13 +76,12 @@ MutMap<T> pair_matrix_mut(const Tensor& t, int64_t b, int64_t h, int64_t row0, i
 
 // f[j] = dropout factor of probability e0 + j (0 or 1/(1-p)), j < n. The same
 // counters as in the forward, whatever the block split or thread. `words` is
-// scratch for the Philox output: the blocks are independent, so drawing them
-// vectorises (it is most of the cost of dropout).
+// scratch for the Philox output (cpu/philox_lanes.h: most of the cost of dropout).
 template <class T>
 void dropout_factors(T* f, int64_t n, uint64_t e0, const Args& a, std::vector<uint32_t>& words) {
   const uint64_t first = e0 / 4, blocks = (e0 + static_cast<uint64_t>(n) + 3) / 4 - first;
   words.resize(4 * blocks);
-  philox4x32_blocks(words.data(), a.offset + first, blocks, a.seed);
+  cpu::philox_words(words.data(), a.offset + first, blocks, a.seed);
   const uint32_t* bits = words.data() + (e0 - 4 * first);
   const double keep = 1.0 - a.dropout_p;
   const uint64_t threshold = dropout_keep_threshold(keep);

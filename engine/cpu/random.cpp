@@ -1,8 +1,11 @@
 // random.cpp: CPU random fills and dropout. Element i uses Philox block offset + i/4, word i%4,
 // so the result is the same whatever the thread count. The per-element math is in
 // engine/philox.h, shared with cuda/random.cu: both devices give the same numbers.
+#include <algorithm>
+
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/loops.h"
+#include "engine/cpu/philox_lanes.h"
 #include "engine/philox.h"
 
 namespace loom {
@@ -26,24 +29,6 @@ void CpuBackend::random(RandomKind kind, const Tensor& out, double a, double b, 
   });
 }
 
-namespace {
-
-// Dropout over `blocks` whole blocks of 4 elements, the first with Philox counter
-// `counter`. Plain arguments and no branch: the loop vectorizes, Philox included.
-template <class T>
-void apply_dropout(const T* __restrict in, T* __restrict out, int64_t blocks, uint64_t threshold, T scale,
-                   uint64_t seed, uint64_t counter) {
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    const auto [w0, w1, w2, w3] = philox4x32(counter + static_cast<uint64_t>(blk), seed);
-    out[blk * 4 + 0] = in[blk * 4 + 0] * dropout_factor(w0, threshold, scale);
-    out[blk * 4 + 1] = in[blk * 4 + 1] * dropout_factor(w1, threshold, scale);
-    out[blk * 4 + 2] = in[blk * 4 + 2] * dropout_factor(w2, threshold, scale);
-    out[blk * 4 + 3] = in[blk * 4 + 3] * dropout_factor(w3, threshold, scale);
-  }
-}
-
-}  // namespace
-
 void CpuBackend::dropout(const Tensor& x, const Tensor& out, double p, uint64_t seed, uint64_t offset) {
   dispatch_float(out.dtype(), "dropout", [&](auto zero) {
     using T = decltype(zero);
@@ -53,14 +38,22 @@ void CpuBackend::dropout(const Tensor& x, const Tensor& out, double p, uint64_t 
     const double keep = 1.0 - p;
     const uint64_t threshold = dropout_keep_threshold(keep);
     const T scale = static_cast<T>(1.0 / keep);
-    const int64_t full_blocks = n / 4;
-    cpu::parallel_for(full_blocks, 16, [&](int64_t b0, int64_t b1) {
-      apply_dropout(in + b0 * 4, o + b0 * 4, b1 - b0, threshold, scale, seed, offset + static_cast<uint64_t>(b0));
+    // Chunks of whole blocks: the words of a chunk (cpu/philox_lanes.h) into a buffer
+    // that stays in L1, then one vectorized pass applies them.
+    constexpr int64_t kChunkBlocks = 256;
+    const int64_t blocks = (n + 3) / 4, chunks = (blocks + kChunkBlocks - 1) / kChunkBlocks;
+    cpu::parallel_for(chunks, kChunkBlocks * 4 * 16, [&](int64_t c0, int64_t c1) {
+      alignas(64) uint32_t words[4 * kChunkBlocks];
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t first = c * kChunkBlocks * 4, count = std::min<int64_t>(kChunkBlocks * 4, n - first);
+        cpu::philox_words(words, offset + static_cast<uint64_t>(c * kChunkBlocks), static_cast<uint64_t>((count + 3) / 4),
+                          seed);
+        const T* src = in + first;
+        T* dst = o + first;  // may be src: each element is read before it is written
+#pragma omp simd
+        for (int64_t i = 0; i < count; ++i) dst[i] = src[i] * dropout_factor(words[i], threshold, scale);
+      }
     });
-    if (n % 4 != 0) {  // the last, partial block
-      const auto words = philox4x32(offset + static_cast<uint64_t>(full_blocks), seed);
-      for (int64_t i = full_blocks * 4; i < n; ++i) o[i] = in[i] * dropout_factor(words[i % 4], threshold, scale);
-    }
   });
 }
 
