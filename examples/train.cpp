@@ -16,7 +16,8 @@
 // such an out_dir is refused. Ctrl-C or SIGTERM finish the step, save and exit.
 // --steps N sets the total step count (a resumed run continues up to N).
 // --peak-gflops sets the machine's float32 peak for MFU; without it the FMA probe
-// of engine/cpu_peak.h measures it (the same probe bench_ops prints).
+// of engine/cpu_peak.h measures it (the same probe bench_ops prints), at the
+// start and again at each evaluation, and MFU is against the best reading so far.
 //
 // Data-parallel over MPI (models/programs/distributed.h, engine/comm/):
 //   mpirun -np N ./build/examples/train config.json [--threads T] [--comm-timeout S]
@@ -263,8 +264,10 @@ int train(const Arguments& args, comm::Communicator* world) {
     // Rank 0's probe stands for every rank: the peak of the whole job is N times it.
     const PeakMeasurement peak = measure_fp32_peak(num_threads());
     options.peak_gflops = peak.gflops * ranks;
-    std::fprintf(stderr, "%s%s; MFU is against it (--peak-gflops overrides)\n", describe_peak(peak).c_str(),
-                 ranks > 1 ? detail::concat(", times ", ranks, " ranks").c_str() : "");
+    options.probe_peak_gflops = [ranks] { return measure_fp32_peak(num_threads()).gflops * ranks; };
+    std::fprintf(stderr,
+                 "%s%s; MFU is against the best of it and a probe at each evaluation (--peak-gflops overrides)\n",
+                 describe_peak(peak).c_str(), ranks > 1 ? detail::concat(", times ", ranks, " ranks").c_str() : "");
   } else if (writer && args.peak_gflops > 0) {
     std::fprintf(stderr, "MFU against --peak-gflops %.1f GFLOP/s\n", args.peak_gflops);
   }

@@ -216,6 +216,42 @@ TEST_CASE("train: each log line gives the tokens per second of CPU time, within 
   CHECK(steps_cpu > 0);
 }
 
+// RunOptions::probe_peak_gflops runs at each evaluation, and the MFU of every later
+// log line is against the best reading so far: a lower one leaves it.
+TEST_CASE("train: MFU is against the best of the peak probes so far") {
+  TempDir dir("train-peak-probes");
+  TrainConfig c = small_config(dir.file("run"), 6);
+  c.training.eval_interval = 2;  // evaluations (and probes) after the log lines of steps 2, 4 and 6
+  datasets::TextDataset data = datasets::TextDataset::from_text(synthetic_text(20000));
+  models::resolve_vocab(c, data.tokenizer);
+  TestLM model(c.model);
+  models::Trainer trainer(c, model, std::move(data));
+  const std::vector<double> readings{2000, 500, 4000};
+  size_t probes = 0;
+  models::RunOptions options;
+  options.progress = false;
+  options.peak_gflops = 1000;
+  options.probe_peak_gflops = [&] { return readings.at(probes++); };
+  trainer.run(options);
+  CHECK(probes == 3);
+  // The peak each log line's MFU used, from its tokens/s.
+  const double flops_per_token = model.training_flops_per_token(c.data.seq_len);
+  std::map<int64_t, double> peaks;
+  std::ifstream log(dir.file("run/metrics.jsonl"));
+  for (std::string line; std::getline(log, line);) {
+    const nlohmann::json entry = nlohmann::json::parse(line);
+    if (entry.contains("mfu"))
+      peaks[entry.at("step").get<int64_t>()] =
+          flops_per_token * entry.at("tokens_per_s").get<double>() / (entry.at("mfu").get<double>() * 1e9);
+  }
+  const std::map<int64_t, double> expected{{1, 1000}, {2, 1000}, {3, 2000}, {4, 2000}, {5, 2000}, {6, 2000}};
+  REQUIRE(peaks.size() == expected.size());
+  for (const auto& [step, peak] : expected) {
+    INFO("step ", step);
+    CHECK(peaks.at(step) == doctest::Approx(peak).epsilon(1e-9));
+  }
+}
+
 TEST_CASE("generate: the prompt is fed once, then one token per call") {
   ModelConfig c;
   c.vocab = 5;

@@ -481,21 +481,22 @@ bool Trainer::run(const RunOptions& options) {
   double seconds_per_step = 0;
   auto last_draw = Clock::now() - std::chrono::seconds(1);
 
+  double peak_gflops = options.peak_gflops;  // the best probe so far (RunOptions)
   bool warned_above_peak = false;
   auto progress_text = [&](const StepResult& r, double tokens_per_s) {
     char buffer[256];
     std::snprintf(buffer, sizeof buffer, "step %lld/%lld | loss %.4f | lr %.3g | %s tok/s",
                   (long long)step_, (long long)total, r.loss, r.lr, rate_text(tokens_per_s).c_str());
     std::string line = buffer;
-    if (options.peak_gflops > 0) {
+    if (peak_gflops > 0) {
       // Never above 100%: a rate over the peak means the peak or the FLOP count is wrong.
       const double gflops = flops_per_token * tokens_per_s * 1e-9;
-      line += " | MFU " + share_of_peak(gflops, options.peak_gflops);
-      if (exceeds_peak(gflops, options.peak_gflops) && !warned_above_peak) {
+      line += " | MFU " + share_of_peak(gflops, peak_gflops);
+      if (exceeds_peak(gflops, peak_gflops) && !warned_above_peak) {
         std::fprintf(stderr,
                      "\n!!! WARNING: training runs at %.1f GFLOP/s, above the peak of %.1f GFLOP/s: the peak "
                      "(--peak-gflops or the FMA probe) or the model's FLOP count is wrong; MFU is not shown\n",
-                     gflops, options.peak_gflops);
+                     gflops, peak_gflops);
         warned_above_peak = true;
       }
     }
@@ -547,7 +548,7 @@ bool Trainer::run(const RunOptions& options) {
                     {"tokens_per_s", tokens_per_s},
                     {"tokens_per_cpu_s", interval_tokens / std::max(interval_cpu_seconds, 1e-9)},
                     {"elapsed", elapsed_}};
-      if (options.peak_gflops > 0) entry["mfu"] = flops_per_token * tokens_per_s / (options.peak_gflops * 1e9);
+      if (peak_gflops > 0) entry["mfu"] = flops_per_token * tokens_per_s / (peak_gflops * 1e9);
       write_metrics(entry);
       interval_loss = interval_seconds = interval_cpu_seconds = 0;
       interval_steps = interval_tokens = 0;
@@ -555,6 +556,7 @@ bool Trainer::run(const RunOptions& options) {
 
     if (writer && ((t.eval_interval > 0 && step_ % t.eval_interval == 0) || last)) {
       const auto eval_start = Clock::now();
+      if (options.probe_peak_gflops) peak_gflops = std::max(peak_gflops, options.probe_peak_gflops());
       const EvalResult e = evaluate();
       elapsed_ += std::chrono::duration<double>(Clock::now() - eval_start).count();
       if (options.progress) {

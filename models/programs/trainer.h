@@ -49,6 +49,10 @@ struct EvalResult {
 struct RunOptions {
   bool progress = true;     // progress line on stderr, evaluations on stdout
   double peak_gflops = 0;   // for MFU; 0: unknown, MFU not shown
+  // When set (train's FMA probe), run again at each evaluation, and MFU is against
+  // the best reading so far: a probe that caught other processes reads low, and
+  // would make every MFU look higher than it is.
+  std::function<double()> probe_peak_gflops;
   bool overwrite = false;   // a fresh run may replace the run already in out_dir
   // Set (e.g. by a SIGINT handler) to stop: the step in progress finishes, a
   // checkpoint is saved and run() returns.
