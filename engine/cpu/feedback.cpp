@@ -148,9 +148,12 @@ void backward(const Inputs<T>& a, const T* grad_out, const T* out, const T* lse,
   // thread's heads: the reads and writes of one j are contiguous runs.
   parallel_for(H, B * n * (6 * D + 3 * Dv), [&](int64_t h0, int64_t h1) {
     const int64_t hs = h1 - h0, m = B * hs;
-    T* qu = scratch<T>(static_cast<size_t>(m * (2 * D + 1)));  // qu [m][D], dq [m][D], delta [m]
+    // qu [m][D], dq [m][D], delta [m], then α and ds of one (j, b) for each of the heads
+    T* qu = scratch<T>(static_cast<size_t>(m * (2 * D + 1) + 2 * hs));
     T* dq = qu + m * D;
     T* delta = dq + m * D;
+    T* alphas = delta + m;
+    T* dss = alphas + hs;
     for (int64_t b = 0; b < B; ++b)
       for (int64_t h = h0; h < h1; ++h) {
         const int64_t k = b * hs + (h - h0), bh = b * H + h;
@@ -161,13 +164,19 @@ void backward(const Inputs<T>& a, const T* grad_out, const T* out, const T* lse,
     for (int64_t j = 0; j < n; ++j) {
       const int64_t r = R - n + j;
       for (int64_t b = 0; b < B; ++b) {
+        // α_j and ds_j of the thread's heads first, then their adds: the heads' chains
+        // (a dot, an exp, a dot) are independent, and apart they can overlap.
+        for (int64_t h = h0; h < h1; ++h) {
+          const int64_t k = b * hs + (h - h0), bh = b * H + h;
+          const T alpha = std::exp(score(a, j, b, h, qu + k * D) - lse[bh]);
+          alphas[h - h0] = alpha;
+          dss[h - h0] = a.scale * alpha * (dot(grad_out + bh * Dv, a.v.at(j, b, h), Dv) - delta[k]);
+        }
         for (int64_t h = h0; h < h1; ++h) {
           const int64_t k = b * hs + (h - h0), bh = b * H + h;
           const T* kj = a.k.at(j, b, h);
-          const T* vj = a.v.at(j, b, h);
           const T* dout = grad_out + bh * Dv;
-          const T alpha = std::exp(score(a, j, b, h, qu + k * D) - lse[bh]);
-          const T ds = a.scale * alpha * (dot(dout, vj, Dv) - delta[k]);
+          const T alpha = alphas[h - h0], ds = dss[h - h0];
           if (g.q) {
             const T* pj = a.P_row(j, h);
             T* dqk = dq + k * D;
