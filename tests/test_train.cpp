@@ -246,9 +246,10 @@ TEST_CASE("train: MFU is against the best of the peak probes so far") {
   }
   const std::map<int64_t, double> expected{{1, 1000}, {2, 1000}, {3, 2000}, {4, 2000}, {5, 2000}, {6, 2000}};
   REQUIRE(peaks.size() == expected.size());
-  for (const auto& [step, peak] : expected) {
+  for (const auto& entry : expected) {
+    const int64_t step = entry.first;  // not a structured binding: INFO captures it, which clang refuses
     INFO("step ", step);
-    CHECK(peaks.at(step) == doctest::Approx(peak).epsilon(1e-9));
+    CHECK(peaks.at(step) == doctest::Approx(entry.second).epsilon(1e-9));
   }
 }
 
