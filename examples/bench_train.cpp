@@ -98,12 +98,15 @@ struct Peaks {
   double all_threads = 0, one_thread = 0;  // the best readings
   double lowest = 0;                       // the lowest all-threads reading
   int probes = 0;
-  void probe() {
-    const double all = measure_fp32_peak(num_threads()).gflops, one = measure_fp32_peak(1).gflops;
+  // Returns the all-threads measurement (the first one heads the output).
+  PeakMeasurement probe() {
+    const PeakMeasurement measured = measure_fp32_peak(num_threads());
+    const double all = measured.gflops, one = measure_fp32_peak(1).gflops;
     lowest = probes == 0 ? all : std::min(lowest, all);
     all_threads = std::max(all_threads, all);
     one_thread = std::max(one_thread, one);
     ++probes;
+    return measured;
   }
   void print() const {
     std::printf("\nPeak: the best of %d probes, one before the first config and one after each: %.0f GFLOP/s on %d "
@@ -213,9 +216,8 @@ int main(int argc, char** argv) {
       for (const char* family : {"primer_ez", "transformer", "fast_weights", "feedback"})
         o.configs.push_back(std::string("examples/configs/") + family + ".json");
     if (o.threads > 0) set_num_threads(o.threads);
-    const PeakMeasurement peak = measure_fp32_peak(num_threads());
     Peaks peaks;
-    peaks.probe();
+    const PeakMeasurement peak = peaks.probe();
     std::printf("%s\nGEMM: %s\n%d threads, %lld timed steps after %lld warm-up steps per config\n",
                 describe_peak(peak).c_str(), cpu_gemm().description.c_str(),
                 num_threads(), (long long)o.steps, (long long)o.warmup);

@@ -171,12 +171,7 @@ struct MemoryGrads {
     return slot;
   }
   // Slot p of weights, as the [n, ...] rows a read of n rows files its factors in.
-  Tensor weights_slot(int64_t p, int64_t n) const {
-    Shape shape(weights.shape().begin() + 1, weights.shape().end());
-    const int64_t slot_numel = shape_numel(shape);
-    shape[0] = n;
-    return weights.as_strided(shape, contiguous_strides(shape), weights.offset() + p * slot_numel);
-  }
+  Tensor weights_slot(int64_t p, int64_t n) const { return memory_rows(memory_row(weights, p), n); }
   Tensor rows_slot(int64_t p) const { return memory_row(rows, p); }
 };
 
