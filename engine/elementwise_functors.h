@@ -12,13 +12,14 @@
 //   to its functor (visit_unary / visit_binary, instantiated by the CPU loops
 //   and the CUDA kernels), the public functions (engine/ops/elementwise.cpp;
 //   their declarations are in engine/ops.h) and the backward rules.
-// This header includes nothing of loom but host_device.h, so that op_list.h
-// can read the tables.
+// This header includes nothing of loom but host_device.h and vector_math.h
+// (itself plain arithmetic), so that op_list.h can read the tables.
 #pragma once
 
 #include <cmath>
 
 #include "engine/host_device.h"
+#include "engine/vector_math.h"
 
 namespace loom::fn {
 
@@ -40,8 +41,10 @@ struct Sigmoid {
 };
 struct Relu { template <class T> LOOM_HD T operator()(T x, T) const { return x > T(0) ? x : T(0); } };
 struct SquaredRelu { template <class T> LOOM_HD T operator()(T x, T) const { return x > T(0) ? x * x : T(0); } };
-struct Elu {  // param = alpha
-  template <class T> LOOM_HD T operator()(T x, T alpha) const { return x > T(0) ? x : alpha * std::expm1(x); }
+struct Elu {  // param = alpha; vmath's expm1 and select, so that a loop over floats vectorizes
+  template <class T> LOOM_HD T operator()(T x, T alpha) const {
+    return vmath::select(x > T(0), x, alpha * vmath::expm1(x));
+  }
 };
 struct Gelu {  // exact GELU: x * Phi(x), Phi the standard normal CDF
   template <class T> LOOM_HD T operator()(T x, T) const {

@@ -1,7 +1,9 @@
-// vector_math.h: exp, sigmoid and tanh of floats as plain branch-free arithmetic,
-// so that a loop over them vectorizes. glibc's expf is a call the compiler cannot
-// vectorize (not without -ffast-math), and in the fused LSTM those calls took
-// about half of the forward kernel. Both compilers build these (LOOM_HD), so the
+// vector_math.h: exp, expm1, sigmoid and tanh of floats as plain branch-free
+// arithmetic, so that a loop over them vectorizes. glibc's expf is a call the
+// compiler cannot vectorize (not without -ffast-math), and in the fused LSTM
+// those calls took about half of the forward kernel. Branch-free in the source
+// is not enough: GCC 12 turned a `?:` on floats back into a branch and then gave
+// up on the loop, so every choice here is a mask on the bits (select below). Both compilers build these (LOOM_HD), so the
 // CPU and CUDA kernels that use them compute the same function.
 //
 // exp: x = n·ln 2 + r with n an integer and |r| <= ln(2)/2 (ln 2 split in two
@@ -46,10 +48,13 @@ LOOM_HD float exp_float(float x) {
   constexpr float kMax = 88.7228394f;   // ln(FLT_MAX)
   constexpr float kLog2e = 1.44269504088896341f;
   constexpr float kLn2High = 0.693359375f, kLn2Low = -2.12194440e-4f;  // ln 2 = high + low
-  // Both comparisons always evaluated (no && or ||): a branch would stop the loop
-  // from vectorizing. NaN is neither, and flows through the arithmetic to the result.
-  const bool below = x < kMin, above = x > kMax;
-  const float xs = (below | above) ? 0.0f : x;
+  // Every choice below is made on bits, with masks of all ones or all zeros, not
+  // with ?: on floats: GCC 12 turned those selects back into branches (jump
+  // threading) and then would not vectorize any loop that called exp. NaN is
+  // neither below nor above, and flows through the arithmetic to the result.
+  const int32_t below = -static_cast<int32_t>(x < kMin), above = -static_cast<int32_t>(x > kMax);
+  const int32_t out_of_range = below | above;
+  const float xs = reinterpret_bits<float>(reinterpret_bits<int32_t>(x) & ~out_of_range);  // 0 out of range
   // n = xs·log2(e) rounded to the nearest integer, in [-126, 128]: adding 1.5·2^23
   // leaves n in the low bits of the sum. (A float-to-int conversion or std::floor
   // would stop the loop from vectorizing: either may raise a floating-point flag.)
@@ -65,11 +70,16 @@ LOOM_HD float exp_float(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * (r * r) + r + 1.0f;
-  // 2^n from its exponent bits; 2^128 is not a float, so at the top 2 · 2^127.
-  const bool top = n > 127;
-  const float scale = reinterpret_bits<float>(static_cast<int32_t>(static_cast<uint32_t>((top ? 127 : n) + 127) << 23));
-  const float y = (top ? 2.0f * p : p) * scale;
-  return above ? std::numeric_limits<float>::infinity() : (below ? 0.0f : y);
+  // 2^n from its exponent bits; 2^128 is not a float, so at the top 2 · 2^127
+  // (the factor 2 is 1.0f with one added to its exponent).
+  const int32_t top = -static_cast<int32_t>(n > 127);
+  const float twice_at_top = reinterpret_bits<float>(reinterpret_bits<int32_t>(1.0f) + (top & (1 << 23)));
+  const int32_t n_kept = n < 127 ? n : 127;
+  const float scale = reinterpret_bits<float>(static_cast<int32_t>(static_cast<uint32_t>(n_kept + 127) << 23));
+  const float y = p * twice_at_top * scale;
+  // Below: 0 (y's bits cleared); above: inf.
+  constexpr int32_t kInfinityBits = 0x7f800000;
+  return reinterpret_bits<float>((reinterpret_bits<int32_t>(y) & ~out_of_range) | (kInfinityBits & above));
 }
 
 template <class T>
@@ -78,12 +88,64 @@ LOOM_HD T exp(T x) {
   else return std::exp(x);
 }
 
+// cond ? a : b, for float chosen on bits with a mask (exp_float says why).
+template <class T>
+LOOM_HD T select(bool cond, T a, T b) {
+  if constexpr (std::is_same_v<T, float>) {
+    const int32_t mask = -static_cast<int32_t>(cond);
+    return reinterpret_bits<float>((reinterpret_bits<int32_t>(a) & mask) | (reinterpret_bits<int32_t>(b) & ~mask));
+  } else {
+    return cond ? a : b;
+  }
+}
+
+// e^x - 1, accurate near 0 where exp(x) - 1 would cancel: x = n·ln 2 + r as in
+// exp_float, e^r - 1 from its Taylor series to r^8 (|r| <= ln(2)/2, so the first
+// term left out is below 10^-8 of r), and e^x - 1 = 2^n (e^r - 1) + (2^n - 1), whose
+// second term is exact for the n that matter. For |x| < ln(2)/2, n = 0 and the
+// result is the series alone. Below -88: -1; above 88.72: inf; NaN stays NaN.
+LOOM_HD float expm1_float(float x) {
+  constexpr float kLow = -88.0f, kMax = 88.7228394f;
+  constexpr float kLog2e = 1.44269504088896341f;
+  constexpr float kLn2High = 0.693359375f, kLn2Low = -2.12194440e-4f;
+  const int32_t below = -static_cast<int32_t>(x < kLow), above = -static_cast<int32_t>(x > kMax);
+  const int32_t out_of_range = below | above;
+  const float xs = reinterpret_bits<float>(reinterpret_bits<int32_t>(x) & ~out_of_range);
+  constexpr float kRound = 12582912.0f;
+  const float shifted = xs * kLog2e + kRound;
+  const int32_t n = reinterpret_bits<int32_t>(shifted) - reinterpret_bits<int32_t>(kRound);
+  const float nf = shifted - kRound;
+  const float r = (xs - nf * kLn2High) - nf * kLn2Low;
+  float p = 1.0f / 40320;
+  p = p * r + 1.0f / 5040;
+  p = p * r + 1.0f / 720;
+  p = p * r + 1.0f / 120;
+  p = p * r + 1.0f / 24;
+  p = p * r + 1.0f / 6;
+  p = p * r + 0.5f;
+  const float em1 = r + (r * r) * p;  // e^r - 1
+  // n = 128 (x > 88.38): 2^n is not a float; there e^x - 1 is e^x = 2 e^r · 2^127.
+  const int32_t top = -static_cast<int32_t>(n > 127);
+  const int32_t n_kept = n < 127 ? n : 127;
+  const float scale = reinterpret_bits<float>(static_cast<int32_t>(static_cast<uint32_t>(n_kept + 127) << 23));
+  const float y = select(top != 0, (em1 + 1.0f) * 2.0f * scale, scale * em1 + (scale - 1.0f));
+  constexpr int32_t kInfinityBits = 0x7f800000, kMinusOneBits = static_cast<int32_t>(0xbf800000u);
+  return reinterpret_bits<float>((reinterpret_bits<int32_t>(y) & ~out_of_range) | (kInfinityBits & above) |
+                                 (kMinusOneBits & below));
+}
+
+template <class T>
+LOOM_HD T expm1(T x) {
+  if constexpr (std::is_same_v<T, float>) return expm1_float(x);
+  else return std::expm1(x);
+}
+
 // 1 / (1 + e^-x) through e^-|x| only, so nothing overflows.
 template <class T>
 LOOM_HD T sigmoid(T x) {
-  const T e = exp(x < T(0) ? x : -x);
+  const T e = exp(select(x < T(0), x, -x));
   const T s = T(1) / (T(1) + e);
-  return x < T(0) ? e * s : s;
+  return select(x < T(0), e * s, s);
 }
 
 // tanh(x) = (1 - e^-2|x|) / (1 + e^-2|x|), signed; one exp of a non-positive number.
@@ -91,9 +153,9 @@ LOOM_HD T sigmoid(T x) {
 // itself, an error sums of such terms never see.
 template <class T>
 LOOM_HD T tanh(T x) {
-  const T e = exp(T(-2) * (x < T(0) ? -x : x));
+  const T e = exp(T(-2) * select(x < T(0), -x, x));
   const T t = (T(1) - e) / (T(1) + e);
-  return x < T(0) ? -t : t;
+  return select(x < T(0), -t, t);
 }
 
 }  // namespace loom::vmath

@@ -45,13 +45,16 @@ T dot(const T* a, const T* b, int64_t n) {
 template <class T>
 void softmax_row(const T* x, T* out, int64_t n) {
   if (n == 0) return;
-  const T top = *std::max_element(x, x + n);
+  T top = x[0];  // a reduction the compiler vectorizes (std::max_element's loop it did not)
+#pragma omp simd reduction(max : top)
+  for (int64_t j = 1; j < n; ++j) top = std::max(top, x[j]);
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) out[j] = vmath::exp(x[j] - top);
+  // The sum in entry order, one add after another: the order the kernels have
+  // always had, so their bits stay those of earlier results (a reduction in
+  // vector lanes would change the last bits of every softmax).
   T total = 0;
-#pragma omp simd reduction(+ : total)
-  for (int64_t j = 0; j < n; ++j) {
-    out[j] = vmath::exp(x[j] - top);
-    total += out[j];
-  }
+  for (int64_t j = 0; j < n; ++j) total += out[j];
   const T inv = T(1) / total;
 #pragma omp simd
   for (int64_t j = 0; j < n; ++j) out[j] *= inv;
