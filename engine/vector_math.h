@@ -3,8 +3,9 @@
 // compiler cannot vectorize (not without -ffast-math), and in the fused LSTM
 // those calls took about half of the forward kernel. Branch-free in the source
 // is not enough: GCC 12 turned a `?:` on floats back into a branch and then gave
-// up on the loop, so every choice here is a mask on the bits (select below). Both compilers build these (LOOM_HD), so the
-// CPU and CUDA kernels that use them compute the same function.
+// up on the loop, so every choice here is a mask on the bits (select below).
+// Both compilers build these (LOOM_HD), so the CPU and CUDA kernels that use
+// them compute the same function.
 //
 // exp: x = n·ln 2 + r with n an integer and |r| <= ln(2)/2 (ln 2 split in two
 // parts, Cody and Waite, so that r is exact), e^r from Cephes' degree-7 minimax
