@@ -64,9 +64,11 @@ constexpr int kRows = 8;
 // Rows handled together in the forward step and dot_all_rows: 8 with AVX-512's
 // 32 registers; 4 with 16, where a block's 8 accumulators, its rows' scalars and
 // the vectors of k and q did not fit (engine/README.md: on a Zen 3, forward
-// kernels 1.18–1.22× faster). Each row's sums run the same way in either, so the bits
-// do not depend on it. The backward keeps 8: its column sums dq and dk add the
-// rows block by block, so its bits would change, and 4 showed no clear gain.
+// kernels 1.18–1.22× faster). A row of whole vectors has its sums run the same
+// way in either; a row with a scalar tail (Dk not a multiple of the lanes) can
+// differ in its last bits, since the tail's multiply-adds compile differently per
+// block size (the targets' lanes differ anyway). The backward keeps 8: 4 showed
+// no clear gain, and its dbeta adds the rows' shares block by block.
 constexpr int kForwardRows = kVectorRegisters >= 32 ? 8 : 4;
 
 template <class T>
