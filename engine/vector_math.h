@@ -44,26 +44,55 @@ LOOM_HD To reinterpret_bits(From x) {
 #endif
 }
 
-LOOM_HD float exp_float(float x) {
-  constexpr float kMin = -87.3365448f;  // ln(2^-126): e^x below it is not a normal float
-  constexpr float kMax = 88.7228394f;   // ln(FLT_MAX)
+// Every choice in the float functions below is made on bits, with masks of all
+// ones or all zeros, not with ?: on floats: GCC 12 turned those selects back into
+// branches (jump threading) and then would not vectorize any loop that called
+// them. NaN is neither below nor above any bound, and flows through the
+// arithmetic to the result.
+
+// x = n·ln 2 + r, the reduction exp_float and expm1_float share: x outside
+// [low, high] is replaced by 0 first (masks below and above say where), so in
+// range n stays in [-127, 128].
+struct Ln2Reduction {
+  int32_t below, above;  // all ones where x < low, x > high
+  int32_t n;
+  float r;  // |r| <= ln(2)/2, exact (ln 2 split in two parts, Cody and Waite)
+};
+
+LOOM_HD Ln2Reduction reduce_by_ln2(float x, float low, float high) {
   constexpr float kLog2e = 1.44269504088896341f;
   constexpr float kLn2High = 0.693359375f, kLn2Low = -2.12194440e-4f;  // ln 2 = high + low
-  // Every choice below is made on bits, with masks of all ones or all zeros, not
-  // with ?: on floats: GCC 12 turned those selects back into branches (jump
-  // threading) and then would not vectorize any loop that called exp. NaN is
-  // neither below nor above, and flows through the arithmetic to the result.
-  const int32_t below = -static_cast<int32_t>(x < kMin), above = -static_cast<int32_t>(x > kMax);
-  const int32_t out_of_range = below | above;
-  const float xs = reinterpret_bits<float>(reinterpret_bits<int32_t>(x) & ~out_of_range);  // 0 out of range
-  // n = xs·log2(e) rounded to the nearest integer, in [-126, 128]: adding 1.5·2^23
-  // leaves n in the low bits of the sum. (A float-to-int conversion or std::floor
-  // would stop the loop from vectorizing: either may raise a floating-point flag.)
+  const int32_t below = -static_cast<int32_t>(x < low), above = -static_cast<int32_t>(x > high);
+  const float xs = reinterpret_bits<float>(reinterpret_bits<int32_t>(x) & ~(below | above));  // 0 out of range
+  // n = xs·log2(e) rounded to the nearest integer: adding 1.5·2^23 leaves n in the
+  // low bits of the sum. (A float-to-int conversion or std::floor would stop the
+  // loop from vectorizing: either may raise a floating-point flag.)
   constexpr float kRound = 12582912.0f;
   const float shifted = xs * kLog2e + kRound;
   const int32_t n = reinterpret_bits<int32_t>(shifted) - reinterpret_bits<int32_t>(kRound);
   const float nf = shifted - kRound;
-  const float r = (xs - nf * kLn2High) - nf * kLn2Low;
+  return {below, above, n, (xs - nf * kLn2High) - nf * kLn2Low};
+}
+
+// 2^min(n, 127) from its exponent bits (n >= -127; 2^-127 comes out as 0). 2^128
+// is not a float: the callers handle n = 128 with a factor 2.
+LOOM_HD float power_of_two_to_127(int32_t n) {
+  const int32_t n_kept = n < 127 ? n : 127;
+  return reinterpret_bits<float>(static_cast<int32_t>(static_cast<uint32_t>(n_kept + 127) << 23));
+}
+
+// y where x was in range; inf above; below, the float whose bits are below_bits.
+LOOM_HD float with_range_edges(float y, const Ln2Reduction& red, int32_t below_bits) {
+  constexpr int32_t kInfinityBits = 0x7f800000;
+  return reinterpret_bits<float>((reinterpret_bits<int32_t>(y) & ~(red.below | red.above)) |
+                                 (kInfinityBits & red.above) | (below_bits & red.below));
+}
+
+LOOM_HD float exp_float(float x) {
+  constexpr float kMin = -87.3365448f;  // ln(2^-126): e^x below it is not a normal float
+  constexpr float kMax = 88.7228394f;   // ln(FLT_MAX)
+  const Ln2Reduction red = reduce_by_ln2(x, kMin, kMax);
+  const float r = red.r;
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
@@ -71,16 +100,10 @@ LOOM_HD float exp_float(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * (r * r) + r + 1.0f;
-  // 2^n from its exponent bits; 2^128 is not a float, so at the top 2 · 2^127
-  // (the factor 2 is 1.0f with one added to its exponent).
-  const int32_t top = -static_cast<int32_t>(n > 127);
+  // At n = 128 the factor 2 is 1.0f with one added to its exponent.
+  const int32_t top = -static_cast<int32_t>(red.n > 127);
   const float twice_at_top = reinterpret_bits<float>(reinterpret_bits<int32_t>(1.0f) + (top & (1 << 23)));
-  const int32_t n_kept = n < 127 ? n : 127;
-  const float scale = reinterpret_bits<float>(static_cast<int32_t>(static_cast<uint32_t>(n_kept + 127) << 23));
-  const float y = p * twice_at_top * scale;
-  // Below: 0 (y's bits cleared); above: inf.
-  constexpr int32_t kInfinityBits = 0x7f800000;
-  return reinterpret_bits<float>((reinterpret_bits<int32_t>(y) & ~out_of_range) | (kInfinityBits & above));
+  return with_range_edges(p * twice_at_top * power_of_two_to_127(red.n), red, 0);  // below: 0
 }
 
 template <class T>
@@ -89,7 +112,7 @@ LOOM_HD T exp(T x) {
   else return std::exp(x);
 }
 
-// cond ? a : b, for float chosen on bits with a mask (exp_float says why).
+// cond ? a : b, for float chosen on bits with a mask (why: above).
 template <class T>
 LOOM_HD T select(bool cond, T a, T b) {
   if constexpr (std::is_same_v<T, float>) {
@@ -107,16 +130,8 @@ LOOM_HD T select(bool cond, T a, T b) {
 // result is the series alone. Below -88: -1; above 88.72: inf; NaN stays NaN.
 LOOM_HD float expm1_float(float x) {
   constexpr float kLow = -88.0f, kMax = 88.7228394f;
-  constexpr float kLog2e = 1.44269504088896341f;
-  constexpr float kLn2High = 0.693359375f, kLn2Low = -2.12194440e-4f;
-  const int32_t below = -static_cast<int32_t>(x < kLow), above = -static_cast<int32_t>(x > kMax);
-  const int32_t out_of_range = below | above;
-  const float xs = reinterpret_bits<float>(reinterpret_bits<int32_t>(x) & ~out_of_range);
-  constexpr float kRound = 12582912.0f;
-  const float shifted = xs * kLog2e + kRound;
-  const int32_t n = reinterpret_bits<int32_t>(shifted) - reinterpret_bits<int32_t>(kRound);
-  const float nf = shifted - kRound;
-  const float r = (xs - nf * kLn2High) - nf * kLn2Low;
+  const Ln2Reduction red = reduce_by_ln2(x, kLow, kMax);
+  const float r = red.r;
   float p = 1.0f / 40320;
   p = p * r + 1.0f / 5040;
   p = p * r + 1.0f / 720;
@@ -126,13 +141,10 @@ LOOM_HD float expm1_float(float x) {
   p = p * r + 0.5f;
   const float em1 = r + (r * r) * p;  // e^r - 1
   // n = 128 (x > 88.38): 2^n is not a float; there e^x - 1 is e^x = 2 e^r · 2^127.
-  const int32_t top = -static_cast<int32_t>(n > 127);
-  const int32_t n_kept = n < 127 ? n : 127;
-  const float scale = reinterpret_bits<float>(static_cast<int32_t>(static_cast<uint32_t>(n_kept + 127) << 23));
-  const float y = select(top != 0, (em1 + 1.0f) * 2.0f * scale, scale * em1 + (scale - 1.0f));
-  constexpr int32_t kInfinityBits = 0x7f800000, kMinusOneBits = static_cast<int32_t>(0xbf800000u);
-  return reinterpret_bits<float>((reinterpret_bits<int32_t>(y) & ~out_of_range) | (kInfinityBits & above) |
-                                 (kMinusOneBits & below));
+  const float scale = power_of_two_to_127(red.n);
+  const float y = select(red.n > 127, (em1 + 1.0f) * 2.0f * scale, scale * em1 + (scale - 1.0f));
+  constexpr int32_t kMinusOneBits = static_cast<int32_t>(0xbf800000u);
+  return with_range_edges(y, red, kMinusOneBits);
 }
 
 template <class T>
