@@ -161,8 +161,9 @@ TEST_CASE("feedback_attention: float32 forward and backward agree with float64")
 }
 
 TEST_CASE("feedback_attention: the same numbers, forward and backward, whatever the thread count") {
-  // Rows (forward) and heads (backward) are split over threads; each keeps its own
-  // order of summation, so the results must be bit-identical.
+  // Rows (forward) and batch items (backward) are split over threads; each keeps its
+  // own order of summation, and the batch's shared gradients are summed in a fixed
+  // order afterwards, so the results must be bit-identical.
   const Xs x = random_inputs({16, 8, 16, 16, 50, 64}, 8);
   auto f = [](const Xs& v) { return feedback_attention(v[0], v[1], v[2], v[3], v[4], v[5], 0.25); };
   // 3 threads split the 128 rows into chunks of 43, whose scores do not fill whole

@@ -18,14 +18,16 @@
 //   dq     = Σ_j ds_j (k_j + P[r0+j])           du   = Σ_b Σ_j ds_j k_j
 //   dk_j  += ds_j (q + u)                       dv_j += α_j do
 //   dP[r0+j] += Σ_b ds_j q                      ds[r0+j] += Σ_b ds_j
-// One pass over j recomputes α_j from the saved log-sum-exp and produces every
-// gradient, reading each k_j, v_j and P row once. P, s and u are shared by the
-// batch, so threads split the heads (each owns its heads' slices: no races).
+// One pass over j recomputes α_j from the saved log-sum-exp and produces the
+// gradients of the rows (dq, dk_j, dv_j, and du per row), reading each k_j, v_j and
+// P row once; threads split the batch. dP, ds and du are shared by the batch, so a
+// second, small pass sums them per head from the ds_j the first pass kept.
 // Read through a FeedbackMemory, the backward files ds_j and α_j instead of adding
 // dk_j and dv_j (key_weights, value_weights), and memory_gradient adds the filed
 // reads of one step into the memory's gradient buffer together (engine/ops/feedback.cpp).
 #include "engine/cpu/eigen.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -141,65 +143,97 @@ void forward(const Inputs<T>& a, T* out, T* lse) {
 }
 
 // Gradient outputs; null pointers are not wanted.
+//
+// Threads split the rows i = b·H + h, as the forward does, so each streams one
+// contiguous run of every memory slot (split by heads instead, a
+// thread read every other kilobyte, and two threads took as long as one). dq and
+// u's gradient are sums over j per row, kept per row; the gradients that P, s and u
+// share across the batch are summed afterwards, in an order that does not depend
+// on the threads: dP and ds per head from the ds_j kept by the first pass (one running
+// sum over j, then b), du per head over b.
 template <class T>
 void backward(const Inputs<T>& a, const T* grad_out, const T* out, const T* lse, const Grads<T>& g) {
   const int64_t n = a.n, B = a.B, H = a.H, D = a.D, Dv = a.Dv, R = a.R;
-  // Threads split the heads; slot j outermost, as in the forward, then b, then the
-  // thread's heads: the reads and writes of one j are contiguous runs.
-  parallel_for(H, B * n * (6 * D + 3 * Dv), [&](int64_t h0, int64_t h1) {
-    const int64_t hs = h1 - h0, m = B * hs;
-    // qu [m][D], dq [m][D], delta [m], then α and ds of one (j, b) for each of the heads
-    T* qu = scratch<T>(static_cast<size_t>(m * (2 * D + 1) + 2 * hs));
+  // ds_j of every row, [n, B, H]: the filed key weights when the caller wants them.
+  thread_local std::vector<T> ds_buffer;
+  T* ds_all = g.k_weights;
+  if (!ds_all && (g.P || g.s)) {
+    if (ds_buffer.size() < static_cast<size_t>(n * B * H)) ds_buffer.resize(static_cast<size_t>(n * B * H));
+    ds_all = ds_buffer.data();
+  }
+  // du per row [B·H][D], summed over b below.
+  thread_local std::vector<T> du_buffer;
+  T* du_rows = nullptr;
+  if (g.u) {
+    if (du_buffer.size() < static_cast<size_t>(B * H * D)) du_buffer.resize(static_cast<size_t>(B * H * D));
+    du_rows = du_buffer.data();
+  }
+  parallel_for(B * H, n * (6 * D + 3 * Dv), [&](int64_t i0, int64_t i1) {
+    const int64_t m = i1 - i0;
+    // qu [m][D], dq [m][D], delta [m], then α and ds of one (j, b) for each head
+    T* qu = scratch<T>(static_cast<size_t>(m * (2 * D + 1) + 2 * H));
     T* dq = qu + m * D;
     T* delta = dq + m * D;
     T* alphas = delta + m;
-    T* dss = alphas + hs;
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t h = h0; h < h1; ++h) {
-        const int64_t k = b * hs + (h - h0), bh = b * H + h;
-        query_plus_bias(a, b, h, qu + k * D);
-        delta[k] = dot(grad_out + bh * Dv, out + bh * Dv, Dv);
-        for (int64_t d = 0; d < D; ++d) dq[k * D + d] = 0;
-      }
-    for (int64_t j = 0; j < n; ++j) {
-      const int64_t r = R - n + j;
-      for (int64_t b = 0; b < B; ++b) {
-        // α_j and ds_j of the thread's heads first, then their adds: the heads' chains
-        // (a dot, an exp, a dot) are independent, and apart they can overlap.
+    T* dss = alphas + H;
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t k = i - i0;
+      query_plus_bias(a, i / H, i % H, qu + k * D);
+      delta[k] = dot(grad_out + i * Dv, out + i * Dv, Dv);
+      for (int64_t d = 0; d < D; ++d) dq[k * D + d] = 0;
+      if (du_rows)
+        for (int64_t d = 0; d < D; ++d) du_rows[i * D + d] = 0;
+    }
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t b = i0 / H; b * H < i1; ++b) {
+        // α_j and ds_j of the item's heads in the thread's rows first, then their adds:
+        // the heads' chains (a dot, an exp, a dot) are independent, and apart they can
+        // overlap.
+        const int64_t h0 = std::max(i0 - b * H, int64_t{0}), h1 = std::min(i1 - b * H, H);
         for (int64_t h = h0; h < h1; ++h) {
-          const int64_t k = b * hs + (h - h0), bh = b * H + h;
-          const T alpha = std::exp(score(a, j, b, h, qu + k * D) - lse[bh]);
-          alphas[h - h0] = alpha;
-          dss[h - h0] = a.scale * alpha * (dot(grad_out + bh * Dv, a.v.at(j, b, h), Dv) - delta[k]);
+          const int64_t i = b * H + h, k = i - i0;
+          const T alpha = std::exp(score(a, j, b, h, qu + k * D) - lse[i]);
+          alphas[h] = alpha;
+          dss[h] = a.scale * alpha * (dot(grad_out + i * Dv, a.v.at(j, b, h), Dv) - delta[k]);
         }
         for (int64_t h = h0; h < h1; ++h) {
-          const int64_t k = b * hs + (h - h0), bh = b * H + h;
+          const int64_t i = b * H + h, k = i - i0, ji = j * B * H + i;
           const T* kj = a.k.at(j, b, h);
-          const T* dout = grad_out + bh * Dv;
-          const T alpha = alphas[h - h0], ds = dss[h - h0];
+          const T alpha = alphas[h], ds = dss[h];
           if (g.q) {
             const T* pj = a.P_row(j, h);
             T* dqk = dq + k * D;
 #pragma omp simd
             for (int64_t d = 0; d < D; ++d) dqk[d] += ds * (kj[d] + pj[d]);
           }
-          if (g.u) axpy(ds, kj, g.u + h * D, D);
-          const int64_t jbh = j * B * H + bh;
-          if (g.k) axpy(ds, qu + k * D, g.k + jbh * D, D);
-          if (g.k_weights) g.k_weights[jbh] = ds;
-          if (g.v) axpy(alpha, dout, g.v + jbh * Dv, Dv);
-          if (g.v_weights) g.v_weights[jbh] = alpha;
-          if (g.P) axpy(ds, a.q_row(b, h), g.P + (r * H + h) * D, D);
-          if (g.s) g.s[r * H + h] += ds;
+          if (du_rows) axpy(ds, kj, du_rows + i * D, D);
+          if (g.k) axpy(ds, qu + k * D, g.k + ji * D, D);
+          if (ds_all) ds_all[ji] = ds;
+          if (g.v) axpy(alpha, grad_out + i * Dv, g.v + ji * Dv, Dv);
+          if (g.v_weights) g.v_weights[ji] = alpha;
         }
       }
-    }
     if (g.q)
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t h = h0; h < h1; ++h) {
-          const int64_t k = b * hs + (h - h0);
-          for (int64_t d = 0; d < D; ++d) g.q[(b * H + h) * D + d] = dq[k * D + d];
+      for (int64_t i = i0; i < i1; ++i)
+        for (int64_t d = 0; d < D; ++d) g.q[i * D + d] = dq[(i - i0) * D + d];
+  });
+  // The batch's shared gradients, a head per thread.
+  if (!g.P && !g.s && !g.u) return;
+  parallel_for(H, n * B * 2 * D, [&](int64_t h0, int64_t h1) {
+    for (int64_t h = h0; h < h1; ++h) {
+      if (g.P || g.s)
+        for (int64_t j = 0; j < n; ++j) {
+          const int64_t r = R - n + j;
+          for (int64_t b = 0; b < B; ++b) {
+            const T ds = ds_all[(j * B + b) * H + h];
+            if (g.P) axpy(ds, a.q_row(b, h), g.P + (r * H + h) * D, D);
+            if (g.s) g.s[r * H + h] += ds;
+          }
         }
+      if (g.u)
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t d = 0; d < D; ++d) g.u[h * D + d] += du_rows[(b * H + h) * D + d];
+    }
   });
 }
 
