@@ -13,6 +13,7 @@
 #include <climits>
 
 #include "engine/cpu/cpu_backend.h"
+#include "engine/cpu/gemm_call.h"
 #include "engine/gemm_library.h"
 #include "engine/kernel_clock.h"
 #include "engine/cpu/loops.h"
@@ -69,11 +70,11 @@ Layout matrix_layout(const Tensor& t) {
   return Layout::other;
 }
 
-// Calls fn(matrix) with an Eigen map of the matrix at `ptr` (rows x cols).
+// Calls fn(matrix) with an Eigen map of the matrix m.
 template <class T, class Fn>
-void with_matrix(const T* ptr, int64_t rows, int64_t cols, Layout layout, int64_t rs, int64_t cs, Fn&& fn) {
-  if (layout == Layout::row_major) fn(RowMajorMap<T>(ptr, rows, cols, Eigen::OuterStride<>(std::max<int64_t>(rs, cols))));
-  else fn(ColMajorMap<T>(ptr, rows, cols, Eigen::OuterStride<>(std::max<int64_t>(cs, rows))));
+void with_matrix(const cpu::MatrixIn<T>& m, Fn&& fn) {
+  if (m.row_major) fn(RowMajorMap<T>(m.data, m.rows, m.cols, Eigen::OuterStride<>(std::max(m.leading, m.cols))));
+  else fn(ColMajorMap<T>(m.data, m.rows, m.cols, Eigen::OuterStride<>(std::max(m.leading, m.rows))));
 }
 
 #ifdef LOOM_OPENBLAS
@@ -84,9 +85,10 @@ struct BlasOperand {
   CBLAS_TRANSPOSE transpose;
   int64_t leading;
 };
-BlasOperand blas_operand(Layout layout, int64_t rows, int64_t cols, int64_t rs, int64_t cs) {
-  if (layout == Layout::row_major) return {CblasNoTrans, std::max<int64_t>({rs, cols, 1})};
-  return {CblasTrans, std::max<int64_t>({cs, rows, 1})};
+template <class T>
+BlasOperand blas_operand(const cpu::MatrixIn<T>& m) {
+  if (m.row_major) return {CblasNoTrans, std::max<int64_t>({m.leading, m.cols, 1})};
+  return {CblasTrans, std::max<int64_t>({m.leading, m.rows, 1})};
 }
 
 void blas_gemm(const BlasOperand& a, const BlasOperand& b, int64_t M, int64_t N, int64_t K, const float* pa,
@@ -100,6 +102,37 @@ void blas_gemm(const BlasOperand& a, const BlasOperand& b, int64_t M, int64_t N,
               1.0, pa, static_cast<int>(a.leading), pb, static_cast<int>(b.leading), beta, c, static_cast<int>(ldc));
 }
 #endif
+
+}  // namespace
+
+template <class T>
+void cpu::gemm_call(const MatrixIn<T>& a, const MatrixIn<T>& b, T* out, int64_t ldo, bool accumulate) {
+  const int64_t M = a.rows, K = a.cols, N = b.cols;
+  OutMap<T> c(out, M, N, Eigen::OuterStride<>(ldo));
+  if (K == 0) {
+    if (!accumulate) c.setZero();
+    return;
+  }
+#ifdef LOOM_OPENBLAS
+  // BLAS takes int sizes; a larger product (never met in practice) stays with Eigen.
+  const BlasOperand a_blas = blas_operand(a), b_blas = blas_operand(b);
+  if (cpu_gemm_library() == GemmLibrary::openblas &&
+      std::max({M, N, K, a_blas.leading, b_blas.leading, ldo}) <= INT_MAX) {
+    blas_gemm(a_blas, b_blas, M, N, K, a.data, b.data, accumulate ? T(1) : T(0), out, ldo);
+    return;
+  }
+#endif
+  with_matrix(a, [&](const auto& A) {
+    with_matrix(b, [&](const auto& B) {
+      if (accumulate) c.noalias() += A * B;
+      else c.noalias() = A * B;
+    });
+  });
+}
+template void cpu::gemm_call(const MatrixIn<float>&, const MatrixIn<float>&, float*, int64_t, bool);
+template void cpu::gemm_call(const MatrixIn<double>&, const MatrixIn<double>&, double*, int64_t, bool);
+
+namespace {
 
 // out = a·b, or out += a·b when `accumulate`.
 template <class T>
@@ -133,33 +166,15 @@ void matmul_typed(Tensor a, Tensor b, const Tensor& out, bool accumulate) {
   const T* pa = a.data<T>();
   const T* pb = b.data<T>();
   T* po = out.data<T>();
-#ifdef LOOM_OPENBLAS
-  // BLAS takes int sizes; a larger product (never met in practice) stays with Eigen.
-  const BlasOperand a_blas = blas_operand(la, M, K, ars, acs), b_blas = blas_operand(lb, K, N, brs, bcs);
-  const bool use_blas = cpu_gemm_library() == GemmLibrary::openblas &&
-                        std::max({M, N, K, a_blas.leading, b_blas.leading}) <= INT_MAX;
-#endif
-  // out[r0:r1, c0:c1] of product i.
+  // out[r0:r1, c0:c1] of product i. A matrix of either layout is read in place:
+  // its leading dimension is the stride between its rows (row-major) or columns.
   auto block_product = [&](int64_t i, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
     const auto off = offsets(i);
-    OutMap<T> c(po + off[2] + r0 * N + c0, r1 - r0, c1 - c0, Eigen::OuterStride<>(N));
-    if (K == 0) {
-      if (!accumulate) c.setZero();
-      return;
-    }
-#ifdef LOOM_OPENBLAS
-    if (use_blas) {
-      blas_gemm(a_blas, b_blas, r1 - r0, c1 - c0, K, pa + off[0] + r0 * ars, pb + off[1] + c0 * bcs,
-                accumulate ? T(1) : T(0), c.data(), N);
-      return;
-    }
-#endif
-    with_matrix(pa + off[0] + r0 * ars, r1 - r0, K, la, ars, acs, [&](const auto& A) {
-      with_matrix(pb + off[1] + c0 * bcs, K, c1 - c0, lb, brs, bcs, [&](const auto& B) {
-        if (accumulate) c.noalias() += A * B;
-        else c.noalias() = A * B;
-      });
-    });
+    const cpu::MatrixIn<T> a_block{pa + off[0] + r0 * ars, r1 - r0, K, la == Layout::row_major,
+                                   la == Layout::row_major ? ars : acs};
+    const cpu::MatrixIn<T> b_block{pb + off[1] + c0 * bcs, K, c1 - c0, lb == Layout::row_major,
+                                   lb == Layout::row_major ? brs : bcs};
+    cpu::gemm_call(a_block, b_block, po + off[2] + r0 * N + c0, N, accumulate);
   };
   const int64_t flops_per_product = M * N * K;
   if (n_batch > 1 && flops_per_product < kLargeProduct) {
