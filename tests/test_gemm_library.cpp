@@ -1,13 +1,15 @@
 // test_gemm_library.cpp: the choice between Eigen's and OpenBLAS's GEMM
 // (engine/gemm_library.h), and products large enough to be cut into blocks for
 // the threads, on each library: against a float64 loop, in each operand
-// layout, with the same bits for any thread count.
+// layout, with the same bits for any thread count. And cpu::gemm_call, the one
+// product that matmul's blocks and the fused LSTM's tiles are made of.
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <random>
 #include <vector>
 
+#include "engine/cpu/gemm_call.h"
 #include "engine/device.h"
 #include "engine/gemm_library.h"
 #include "engine/ops.h"
@@ -182,6 +184,54 @@ TEST_CASE("matmul: many small products on each GEMM library, computed by several
                                       (double(s.K) * std::ldexp(1.0, -24) * expected.magnitude[i] + 1e-30));
       }
       CHECK(worst <= 1.0);
+    }
+  }
+  set_cpu_gemm(chosen);
+}
+
+TEST_CASE("gemm_call: one product on each library, in each layout, padded, plain or added into, matches a float64 loop and matmul's bits") {
+  const GemmLibrary chosen = cpu_gemm_library();
+  const int64_t M = 37, K = 53, N = 29;
+  const std::vector<float> a = normal_values(M * K, 31), b = normal_values(K * N, 32), start = normal_values(M * N, 33);
+  const Product expected = product_loop(a, b, M, K, N);
+  // Stored row-major with `leading` entries per row, or column-major with `leading` per column.
+  auto store = [](const std::vector<float>& values, int64_t rows, int64_t cols, bool row_major, int64_t leading) {
+    std::vector<float> stored(static_cast<size_t>(leading * (row_major ? rows : cols)), -7.0f);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) stored[row_major ? r * leading + c : c * leading + r] = values[r * cols + c];
+    return stored;
+  };
+  for (GemmLibrary library : libraries_built_in()) {
+    set_cpu_gemm(library);
+    for (int layout = 0; layout < 4; ++layout) {
+      const bool a_rows = !(layout & 1), b_rows = !(layout & 2);
+      INFO(name_of(library), ", a ", std::string(a_rows ? "row" : "column"), "-major, b ",
+           std::string(b_rows ? "row" : "column"), "-major");
+      const int64_t lda = (a_rows ? K : M) + 3, ldb = (b_rows ? N : K) + 5, ldo = N + 2;
+      const std::vector<float> sa = store(a, M, K, a_rows, lda), sb = store(b, K, N, b_rows, ldb);
+      const cpu::MatrixIn<float> ma{sa.data(), M, K, a_rows, lda}, mb{sb.data(), K, N, b_rows, ldb};
+      std::vector<float> out(static_cast<size_t>(M * ldo), -9.0f), added(out.size(), -9.0f);
+      for (int64_t r = 0; r < M; ++r)
+        for (int64_t c = 0; c < N; ++c) added[r * ldo + c] = start[r * N + c];
+      cpu::gemm_call(ma, mb, out.data(), ldo, false);
+      cpu::gemm_call(ma, mb, added.data(), ldo, true);
+      const std::vector<float> by_matmul = matmul(operand(a, M, K, !a_rows), operand(b, K, N, !b_rows)).to_vector<float>();
+      double worst = 0, worst_added = 0;
+      bool same_as_matmul = true, padding_kept = true;
+      for (int64_t r = 0; r < M; ++r) {
+        for (int64_t c = 0; c < N; ++c) {
+          const size_t i = static_cast<size_t>(r * N + c), o = static_cast<size_t>(r * ldo + c);
+          const double bound = double(K + 1) * std::ldexp(1.0, -24) * (expected.magnitude[i] + std::abs(start[i]));
+          worst = std::max(worst, std::abs(out[o] - expected.value[i]) / bound);
+          worst_added = std::max(worst_added, std::abs(added[o] - (expected.value[i] + start[i])) / bound);
+          same_as_matmul = same_as_matmul && out[o] == by_matmul[i];
+        }
+        for (int64_t c = N; c < ldo; ++c) padding_kept = padding_kept && out[r * ldo + c] == -9.0f;
+      }
+      CHECK(worst <= 1.0);
+      CHECK(worst_added <= 1.0);
+      CHECK(same_as_matmul);
+      CHECK(padding_kept);
     }
   }
   set_cpu_gemm(chosen);
