@@ -145,12 +145,12 @@ void forward(const Inputs<T>& a, T* out, T* lse) {
 // Gradient outputs; null pointers are not wanted.
 //
 // Threads split the rows i = b·H + h, as the forward does, so each streams one
-// contiguous run of every memory slot (split by heads instead, a
-// thread read every other kilobyte, and two threads took as long as one). dq and
-// u's gradient are sums over j per row, kept per row; the gradients that P, s and u
-// share across the batch are summed afterwards, in an order that does not depend
-// on the threads: dP and ds per head from the ds_j kept by the first pass (one running
-// sum over j, then b), du per head over b.
+// contiguous run of every memory slot (split by heads instead, a thread read
+// every other kilobyte, and two threads took as long as one). dq and u's
+// gradient are sums over j per row, kept per row. The gradients that P, s and u
+// share across the batch are summed afterwards, in an order that does not
+// depend on the threads: dP and ds per head from the ds_j the first pass kept
+// (one running sum over j, then b), du per head over b.
 template <class T>
 void backward(const Inputs<T>& a, const T* grad_out, const T* out, const T* lse, const Grads<T>& g) {
   const int64_t n = a.n, B = a.B, H = a.H, D = a.D, Dv = a.Dv, R = a.R;
