@@ -155,19 +155,12 @@ template <class T>
 void backward(const Inputs<T>& a, const T* grad_out, const T* out, const T* lse, const Grads<T>& g) {
   const int64_t n = a.n, B = a.B, H = a.H, D = a.D, Dv = a.Dv, R = a.R;
   // ds_j of every row, [n, B, H]: the filed key weights when the caller wants them.
-  thread_local std::vector<T> ds_buffer;
+  // In the calling thread's scratch slots 2 and 3: it is also a worker of the
+  // region below, which uses slot 0.
   T* ds_all = g.k_weights;
-  if (!ds_all && (g.P || g.s)) {
-    if (ds_buffer.size() < static_cast<size_t>(n * B * H)) ds_buffer.resize(static_cast<size_t>(n * B * H));
-    ds_all = ds_buffer.data();
-  }
+  if (!ds_all && (g.P || g.s)) ds_all = scratch<T, 2>(static_cast<size_t>(n * B * H));
   // du per row [B·H][D], summed over b below.
-  thread_local std::vector<T> du_buffer;
-  T* du_rows = nullptr;
-  if (g.u) {
-    if (du_buffer.size() < static_cast<size_t>(B * H * D)) du_buffer.resize(static_cast<size_t>(B * H * D));
-    du_rows = du_buffer.data();
-  }
+  T* du_rows = g.u ? scratch<T, 3>(static_cast<size_t>(B * H * D)) : nullptr;
   parallel_for(B * H, n * (6 * D + 3 * Dv), [&](int64_t i0, int64_t i1) {
     const int64_t m = i1 - i0;
     // qu [m][D], dq [m][D], delta [m], then α and ds of one (j, b) for each head
