@@ -731,7 +731,11 @@ TEST_CASE("fast_weights: training_flops_per_token grows with each fast_layer's f
   CHECK(flops(c) == doctest::Approx(delta_net * (d_dot + d) / d_dot));
   c.fast_layer = "delta_lstm";  // three of them
   CHECK(flops(c) == doctest::Approx(3 * delta_net * (d_dot + d) / d_dot));
-  c.fast_layer = "rdn";  // W [d, d]; R_q, R_k, R_v are counted as matrix weights
+  c.fast_layer = "rdn";  // W [d, d] beside R_q, R_k, R_v [d, d] and r_beta [d], all in one kernel
+  const double rdn_recurrence = layers * heads * (d * d * 3 * 2 + (3 * d * d + d) * 2) * 3;
+  CHECK(models::make_model(c)->recurrence_training_flops_per_token() == doctest::Approx(rdn_recurrence));
+  // The R's are matrix parameters too, but counted once: the total stays 6 per matrix
+  // weight plus the fast weight W's three passes.
   CHECK(flops(c) == doctest::Approx(delta_net * d / d_dot));
 }
 

@@ -422,8 +422,15 @@ Tensor RecurrentDeltaLayer::forward(const Tensor& x, const LayerState& state, La
 }
 
 double RecurrentDeltaLayer::recurrence_flops_per_token() const {
-  // The fast weight W [d, d]; R_q a, R_k a, R_v a are counted with the parameters.
-  return delta_rule_flops(static_cast<double>(heads), static_cast<double>(d_k), static_cast<double>(d_k));
+  // The fast weight W [d, d], and the slow net's R_q a, R_k a, R_v a and r_beta·a, which
+  // the same kernel computes at every step: 2 FLOPs per recurrent weight.
+  return delta_rule_flops(static_cast<double>(heads), static_cast<double>(d_k), static_cast<double>(d_k)) +
+         2.0 * recurrence_weights();
+}
+
+double RecurrentDeltaLayer::recurrence_weights() const {
+  return static_cast<double>(recurrent_query.numel() + recurrent_key.numel() + recurrent_value.numel() +
+                             recurrent_beta.numel());
 }
 
 // ---- the layer ---------------------------------------------------------------------------
@@ -556,11 +563,13 @@ double FastWeightsTransformer::training_flops_per_token(int64_t /*seq_len*/) con
   // 6 per weight used in a product (2 forward, 4 backward): every parameter of two or
   // more axes is a matrix (or, for rdn, a stack of per-head matrices) applied to each
   // token, except the embedding table, which is only looked up. The fast recurrence
-  // costs what each layer reports forward, x3 with the backward. Neither depends on
-  // the sequence length.
+  // costs what each layer reports forward, x3 with the backward; it includes the
+  // weights its kernel multiplies by (rdn's R), which are taken out of the matrix
+  // weights so that nothing counts twice. Neither depends on the sequence length.
   double weights = 0;
   for (const auto& [name, t] : named_parameters())
     if (t.dim() >= 2 && name != "src_embed.weight") weights += static_cast<double>(t.numel());
+  for (const auto& layer : transformer_.owned) weights -= layer->fast->recurrence_weights();
   return 6.0 * weights + recurrence_training_flops_per_token();
 }
 

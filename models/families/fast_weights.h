@@ -82,6 +82,9 @@ class FastLayer : public Module {
   // Forward FLOPs per token of the fast (recurrent) part: each pass over a fast matrix
   // element costs 2. The slow projections are counted from the parameters.
   virtual double recurrence_flops_per_token() const = 0;
+  // How many parameter entries the recurrence's own kernel multiplies by (counted in
+  // recurrence_flops_per_token, so not again among the model's matrix weights).
+  virtual double recurrence_weights() const { return 0; }
 };
 
 enum class FeatureMap { dpfp, elu_plus_one };
@@ -211,6 +214,7 @@ class RecurrentDeltaLayer : public FastLayer {
   Tensor forward(const Tensor& x, const LayerState& state, LayerState* final_state) const override;
   size_t state_size() const override { return 2; }
   double recurrence_flops_per_token() const override;
+  double recurrence_weights() const override;
 
   int64_t heads, d_k;
   HeadProjection slow;
