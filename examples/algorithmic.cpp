@@ -10,13 +10,17 @@
 //   algorithmic --check <config.json>...      (only validates the configs)
 //   algorithmic --baselines <config.json>      (the shallow readings' accuracies on valid and test)
 //   algorithmic <config.json> [--layers A,B,...] [--seeds 1,2,...] [--steps N | --epochs N]
-//               [--threads N] [--out DIR] [--csv FILE] [--overwrite]
+//               [--threads N] [--out DIR] [--csv FILE] [--chart-also DIR,...] [--overwrite]
+//   algorithmic <config.json> --chart SVG [--out DIR] [--chart-also DIR,...]
 //
 // --layers replaces model.layer (lstm, delta_net, delta_rnn, rdn, ...), --seeds
 // model.seed (initialisation and dropout; the data stay those of task.seed); each
 // (layer, seed) is one run, in turn. A run lives in <out>/<layer>-seed<N>/
 // (run_state.safetensors, metrics.jsonl, curves.svg) and <out>/valid_accuracy.svg
-// draws every run's validation accuracy; <out> is the config's out_dir unless
+// draws every run's validation accuracy (and, for code execution, the accuracy
+// per print in a second panel), with the runs of the --chart-also directories
+// (a second process's sweep) beside them; --chart draws the same into a file of
+// its own and trains nothing. <out> is the config's out_dir unless
 // --out is given. A command is a sweep that can be stopped and started again at
 // any moment: a run with a row in the CSV is done and skipped, a run with a state
 // goes on from it, any other starts. --overwrite starts every named run over.
@@ -119,33 +123,62 @@ std::vector<std::string> comma_list(const std::string& flag, const std::string& 
 }
 
 
-// Every run's validation accuracy against the epoch, one series per run of the
-// sweep that has a history, written atomically to OUT/valid_accuracy.svg.
-void write_sweep_chart(const std::string& out_dir, const std::vector<std::string>& runs, const std::string& title) {
-  models::ChartPanel panel;
-  panel.x_label = "epoch";
-  panel.y_label = "validation accuracy";
-  panel.y_min = 0.0;
-  panel.y_max = 1.0;
-  for (const std::string& run : runs) {
-    std::ifstream in(out_dir + "/" + run + "/metrics.jsonl");
+// A run of a sweep directory: its directory and its name (<layer>-seed<N>).
+struct RunPlace {
+  std::string dir, name;
+};
+
+// The runs under a sweep directory that have a history (a metrics.jsonl), by name.
+std::vector<RunPlace> runs_in(const std::string& dir) {
+  std::vector<RunPlace> runs;
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, error))
+    if (entry.is_directory() && std::filesystem::exists(entry.path() / "metrics.jsonl"))
+      runs.push_back({dir, entry.path().filename().string()});
+  LOOM_CHECK(!error, "--chart-also: cannot list '", dir, "': ", error.message());
+  std::sort(runs.begin(), runs.end(), [](const RunPlace& a, const RunPlace& b) { return a.name < b.name; });
+  return runs;
+}
+
+// Every run's validation accuracy against the epoch, one series per run that has a
+// history, written atomically to `path`. Tasks scored per output as well (code
+// execution's prints) get a second panel with that accuracy: at the reduced
+// budget every model's program accuracy stays at 0, and the prints tell them apart.
+void write_sweep_chart(const std::string& path, const std::vector<RunPlace>& runs, const std::string& title) {
+  models::ChartPanel whole, per_output;
+  whole.y_label = "validation accuracy";
+  per_output.y_label = "validation accuracy per output";
+  for (models::ChartPanel* panel : {&whole, &per_output}) {
+    panel->x_label = "epoch";
+    panel->y_min = 0.0;
+    panel->y_max = 1.0;
+  }
+  for (const RunPlace& run : runs) {
+    const std::string metrics = run.dir + "/" + run.name + "/metrics.jsonl";
+    std::ifstream in(metrics);
     if (!in) continue;
-    models::ChartSeries series;
-    series.label = run;
+    models::ChartSeries series, outputs;
+    series.label = outputs.label = run.name;
     std::string line;
     for (int n = 1; std::getline(in, line); ++n) {
       if (line.empty()) continue;
-      const auto j = parse_json_strictly(line, out_dir + "/" + run + "/metrics.jsonl line " + std::to_string(n) + ": ");
-      if (j.contains("epoch") && j.contains("valid_accuracy") && j.at("valid_accuracy").is_number())
-        series.points.emplace_back(j.at("epoch").get<double>(), j.at("valid_accuracy").get<double>());
+      const auto j = parse_json_strictly(line, metrics + " line " + std::to_string(n) + ": ");
+      if (!j.contains("epoch")) continue;
+      const double epoch = j.at("epoch").get<double>();
+      if (j.contains("valid_accuracy") && j.at("valid_accuracy").is_number())
+        series.points.emplace_back(epoch, j.at("valid_accuracy").get<double>());
+      if (j.contains("valid_output_accuracy") && j.at("valid_output_accuracy").is_number())
+        outputs.points.emplace_back(epoch, j.at("valid_output_accuracy").get<double>());
     }
-    if (!series.points.empty()) panel.series.push_back(std::move(series));
+    if (!series.points.empty()) whole.series.push_back(std::move(series));
+    if (!outputs.points.empty()) per_output.series.push_back(std::move(outputs));
   }
-  if (panel.series.empty()) return;
+  if (whole.series.empty()) return;
   models::Chart chart;
   chart.title = title;
-  chart.panels.push_back(std::move(panel));
-  io::write_file_atomically(out_dir + "/valid_accuracy.svg", models::chart_svg(chart));
+  chart.panels.push_back(std::move(whole));
+  if (!per_output.series.empty()) chart.panels.push_back(std::move(per_output));
+  io::write_file_atomically(path, models::chart_svg(chart));
 }
 
 // The shallow readings of a config's task on its valid and test splits, as a Markdown table.
@@ -171,6 +204,7 @@ struct Options {
   std::vector<int64_t> seeds;       // empty: the config's
   int64_t steps = 0, epochs = 0, threads = 0;
   std::string out, csv;
+  std::vector<std::string> chart_also;  // other sweeps' directories whose runs the chart draws too
   bool overwrite = false;
 };
 
@@ -323,6 +357,14 @@ int main(int argc, char** argv) {
     cli.option("--csv", "FILE", "OUT/results.csv", "the CSV that gains one row per finished run (rewritten atomically).",
                [&](const auto& v) { o.csv = v.text; });
     cli.flag("--overwrite", "start every named run over, discarding its state.", [&](const auto&) { o.overwrite = true; });
+    std::string chart_only;
+    cli.option("--chart-also", "DIR,...", "none",
+               "other sweep directories (a second process's --out) whose runs OUT/valid_accuracy.svg draws too.",
+               [&](const auto& v) { o.chart_also = comma_list(v.option, v.text); });
+    cli.option("--chart", "SVG", "none",
+               "only draw the validation accuracy of every run under OUT and the --chart-also directories into SVG, "
+               "and exit (nothing is trained; a sweep may be running).",
+               [&](const auto& v) { chart_only = v.text; });
     const examples::CommandLine::Parsed parsed = cli.parse(argc, argv);
     if (parsed.exit) return 0;
     if (check) {
@@ -344,6 +386,26 @@ int main(int argc, char** argv) {
     if (o.threads > 0) config.training.threads = o.threads;
     if (config.training.threads > 0) set_num_threads(static_cast<int>(config.training.threads));
     const std::string out_dir = o.out.empty() ? config.out_dir : o.out;
+    const std::string title = "validation accuracy: " + models::make_algorithmic_task(config)->name();
+    // The chart's runs besides this sweep's own: those of the --chart-also directories.
+    auto other_runs = [&] {
+      std::vector<RunPlace> runs;
+      for (const std::string& dir : o.chart_also) {
+        LOOM_CHECK(std::filesystem::is_directory(dir), "--chart-also: '", dir, "' is not a directory");
+        for (RunPlace& run : runs_in(dir)) runs.push_back(std::move(run));
+      }
+      return runs;
+    };
+    if (!chart_only.empty()) {
+      LOOM_CHECK(std::filesystem::is_directory(out_dir), "--chart: the sweep directory '", out_dir, "' does not exist");
+      std::vector<RunPlace> runs = runs_in(out_dir);
+      for (RunPlace& run : other_runs()) runs.push_back(std::move(run));
+      LOOM_CHECK(!runs.empty(), "--chart: no run with a metrics.jsonl under '", out_dir, "'",
+                 o.chart_also.empty() ? "" : " or the --chart-also directories");
+      write_sweep_chart(chart_only, runs, title);
+      std::printf("chart: %s (%zu runs)\n", chart_only.c_str(), runs.size());
+      return 0;
+    }
     std::filesystem::create_directories(out_dir);
     const io::DirectoryLock out_dir_lock(out_dir, "out_dir");  // one sweep writes out_dir at a time
     const std::string csv = o.csv.empty() ? out_dir + "/results.csv" : o.csv;
@@ -361,10 +423,10 @@ int main(int argc, char** argv) {
         throw Error(std::string("--layers: ") + e.what());
       }
     }
-    std::vector<std::string> runs;
+    std::vector<RunPlace> runs;
     for (const std::string& layer : layers)
-      for (const int64_t seed : seeds) runs.push_back(layer + "-seed" + std::to_string(seed));
-    const std::string title = "validation accuracy: " + models::make_algorithmic_task(config)->name();
+      for (const int64_t seed : seeds) runs.push_back({out_dir, layer + "-seed" + std::to_string(seed)});
+    for (RunPlace& run : other_runs()) runs.push_back(std::move(run));
     bool all_ok = true;
     for (const std::string& layer : layers) {
       for (const int64_t seed : seeds) {
@@ -372,7 +434,7 @@ int main(int argc, char** argv) {
         c.model.layer = layer;
         c.model.seed = static_cast<uint64_t>(seed);
         all_ok = run_one(c, o, out_dir, csv) && all_ok;
-        write_sweep_chart(out_dir, runs, title);
+        write_sweep_chart(out_dir + "/valid_accuracy.svg", runs, title);
       }
     }
     std::printf("chart: %s/valid_accuracy.svg\n", out_dir.c_str());

@@ -5,9 +5,13 @@
 // epochs, patience and resume.
 #include <doctest/doctest.h>
 
+#include <sys/wait.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 #include <stdexcept>
@@ -667,6 +671,71 @@ TEST_CASE("algorithmic protocol: patience stops a run whose accuracy and loss no
     CHECK(falling == 7);  // the loss fell at every step
     CHECK(!run.stopped_early);
   }
+}
+
+}  // namespace loom::test
+
+namespace loom::test {
+namespace {
+
+// Runs a command through the shell; its exit status and its stdout and stderr together.
+std::pair<int, std::string> run_command(const std::string& command) {
+  std::string text;
+  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  char buffer[4096];
+  for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) text.append(buffer, n);
+  const int status = ::pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, text};
+}
+
+// A run directory with a metrics.jsonl of two validations.
+void write_history(const std::string& dir, const std::string& run, bool per_output) {
+  std::filesystem::create_directories(dir + "/" + run);
+  std::ofstream out(dir + "/" + run + "/metrics.jsonl");
+  for (int epoch = 1; epoch <= 2; ++epoch) {
+    out << "{\"step\":" << 10 * epoch << ",\"epoch\":" << epoch << ",\"valid_accuracy\":0.0";
+    if (per_output) out << ",\"valid_output_accuracy\":0." << 2 * epoch;
+    out << "}\n";
+  }
+}
+
+}  // namespace
+
+TEST_CASE("algorithmic --chart: one chart of the runs of two sweep directories, prints in a second panel") {
+  const std::string program = std::string(LOOM_BUILD_ROOT) + "/examples/algorithmic";
+  REQUIRE_MESSAGE(std::filesystem::exists(program), program, " is not built (meson test builds it)");
+  const std::string config = std::string(LOOM_SOURCE_ROOT) + "/examples/configs/code_execution_quick.json";
+  TempDir dir("algorithmic-chart");
+  const std::string main_sweep = dir.file("main"), side_sweep = dir.file("side"), svg = dir.file("all.svg");
+  write_history(main_sweep, "delta_net-seed1", true);
+  write_history(side_sweep, "rdn-seed1", true);
+  std::filesystem::create_directories(side_sweep + "/lstm-seed1");  // no history yet: not drawn
+
+  const auto [status, output] =
+      run_command(program + " " + config + " --out " + main_sweep + " --chart-also " + side_sweep + " --chart " + svg);
+  REQUIRE_MESSAGE(status == 0, output);
+  CHECK(output.find("(2 runs)") != std::string::npos);
+  const std::string chart = read_bytes(svg);
+  CHECK(chart.find(">delta_net-seed1<") != std::string::npos);
+  CHECK(chart.find(">rdn-seed1<") != std::string::npos);
+  CHECK(chart.find(">lstm-seed1<") == std::string::npos);
+  CHECK(chart.find("validation accuracy per output") != std::string::npos);
+  CHECK(std::filesystem::is_empty(dir.file("side") + "/lstm-seed1"));  // --chart writes nowhere else
+
+  // Without per-output figures (ListOps), one panel.
+  const std::string listops = dir.file("listops");
+  write_history(listops, "rdn-seed1", false);
+  REQUIRE(run_command(program + " " + config + " --out " + listops + " --chart " + svg).first == 0);
+  CHECK(read_bytes(svg).find("validation accuracy per output") == std::string::npos);
+
+  // A directory that is not there is named, and nothing is written.
+  std::filesystem::remove(svg);
+  const auto [bad_status, bad_output] =
+      run_command(program + " " + config + " --out " + main_sweep + " --chart-also " + dir.file("absent") + " --chart " + svg);
+  CHECK(bad_status == 1);
+  CHECK(bad_output.find("--chart-also: '" + dir.file("absent") + "' is not a directory") != std::string::npos);
+  CHECK(!std::filesystem::exists(svg));
 }
 
 }  // namespace loom::test
