@@ -5,11 +5,8 @@
 // epochs, patience and resume.
 #include <doctest/doctest.h>
 
-#include <sys/wait.h>
-
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -678,17 +675,6 @@ TEST_CASE("algorithmic protocol: patience stops a run whose accuracy and loss no
 namespace loom::test {
 namespace {
 
-// Runs a command through the shell; its exit status and its stdout and stderr together.
-std::pair<int, std::string> run_command(const std::string& command) {
-  std::string text;
-  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  char buffer[4096];
-  for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) text.append(buffer, n);
-  const int status = ::pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, text};
-}
-
 // A run directory with a metrics.jsonl of two validations.
 void write_history(const std::string& dir, const std::string& run, bool per_output) {
   std::filesystem::create_directories(dir + "/" + run);
@@ -712,11 +698,10 @@ TEST_CASE("algorithmic --chart: one chart of the runs of two sweep directories, 
   write_history(side_sweep, "rdn-seed1", true);
   std::filesystem::create_directories(side_sweep + "/lstm-seed1");  // no history yet: not drawn
 
-  // Plain names instead of structured bindings: clang 14 cannot capture bindings in doctest's lambdas.
-  const std::pair<int, std::string> drawn =
-      run_command(program + " " + config + " --out " + main_sweep + " --chart-also " + side_sweep + " --chart " + svg);
-  REQUIRE_MESSAGE(drawn.first == 0, drawn.second);
-  CHECK(drawn.second.find("(2 runs)") != std::string::npos);
+  const CommandOutput drawn = run_command(program + " " + config + " --out " + main_sweep + " --chart-also " +
+                                          side_sweep + " --chart " + svg + " 2>&1");
+  REQUIRE_MESSAGE(drawn.status == 0, drawn.text);
+  CHECK(drawn.text.find("(2 runs)") != std::string::npos);
   const std::string chart = read_bytes(svg);
   CHECK(chart.find(">delta_net-seed1<") != std::string::npos);
   CHECK(chart.find(">rdn-seed1<") != std::string::npos);
@@ -727,15 +712,15 @@ TEST_CASE("algorithmic --chart: one chart of the runs of two sweep directories, 
   // Without per-output figures (ListOps), one panel.
   const std::string listops = dir.file("listops");
   write_history(listops, "rdn-seed1", false);
-  REQUIRE(run_command(program + " " + config + " --out " + listops + " --chart " + svg).first == 0);
+  REQUIRE(run_command(program + " " + config + " --out " + listops + " --chart " + svg + " 2>&1").status == 0);
   CHECK(read_bytes(svg).find("validation accuracy per output") == std::string::npos);
 
   // A directory that is not there is named, and nothing is written.
   std::filesystem::remove(svg);
-  const std::pair<int, std::string> refused =
-      run_command(program + " " + config + " --out " + main_sweep + " --chart-also " + dir.file("absent") + " --chart " + svg);
-  CHECK(refused.first == 1);
-  CHECK(refused.second.find("--chart-also: '" + dir.file("absent") + "' is not a directory") != std::string::npos);
+  const CommandOutput refused = run_command(program + " " + config + " --out " + main_sweep + " --chart-also " +
+                                            dir.file("absent") + " --chart " + svg + " 2>&1");
+  CHECK(refused.status == 1);
+  CHECK(refused.text.find("--chart-also: '" + dir.file("absent") + "' is not a directory") != std::string::npos);
   CHECK(!std::filesystem::exists(svg));
 }
 

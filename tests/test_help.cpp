@@ -4,9 +4,7 @@
 // parser's own list: --list-options prints its option table). The ./loom script
 // lists its commands with `help`, and each command answers --help.
 #include <doctest/doctest.h>
-#include <sys/wait.h>
 
-#include <cstdio>
 #include <fstream>
 #include <regex>
 #include <sstream>
@@ -19,21 +17,8 @@ namespace loom::test {
 
 namespace {
 
-struct Output {
-  int status = -1;
-  std::string text;  // stdout
-};
-
-Output run(const std::string& command) {
-  Output out;
-  FILE* pipe = ::popen((command + " 2>/dev/null").c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  char buffer[4096];
-  for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) out.text.append(buffer, n);
-  const int status = ::pclose(pipe);
-  out.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return out;
-}
+// A command's stdout (its stderr dropped) and exit status.
+CommandOutput run(const std::string& command) { return run_command(command + " 2>/dev/null"); }
 
 std::vector<std::string> lines_of(const std::string& text) {
   std::vector<std::string> lines;
@@ -67,12 +52,12 @@ TEST_CASE("help: every example program explains each option its parser accepts")
   for (const std::string& name : programs) {
     INFO(name);
     const std::string path = std::string(LOOM_BUILD_ROOT) + "/examples/" + name;
-    const Output help = run(path + " --help");
+    const CommandOutput help = run(path + " --help");
     CHECK(help.status == 0);
     CHECK(contains(help.text, name + ": "));  // what it does
     CHECK(contains(help.text, "usage: " + name));
     CHECK(contains(help.text, "\nexample:\n  "));
-    const Output listed = run(path + " --list-options");
+    const CommandOutput listed = run(path + " --list-options");
     CHECK(listed.status == 0);
     const std::vector<std::string> help_lines = lines_of(help.text);
     for (const std::string& option : lines_of(listed.text)) {
@@ -98,7 +83,7 @@ TEST_CASE("help: every example program explains each option its parser accepts")
 }
 
 TEST_CASE("help: the shell script of examples/ answers --help with its defaults and an example") {
-  const Output help = run("bash " + std::string(LOOM_SOURCE_ROOT) + "/examples/bench_scaling.sh --help");
+  const CommandOutput help = run("bash " + std::string(LOOM_SOURCE_ROOT) + "/examples/bench_scaling.sh --help");
   CHECK(help.status == 0);
   CHECK(contains(help.text, "bench_scaling.sh [CONFIG] [STEPS] [ROUNDS]"));
   CHECK(contains(help.text, "defaults: "));
@@ -108,7 +93,7 @@ TEST_CASE("help: the shell script of examples/ answers --help with its defaults 
 
 TEST_CASE("help: ./loom lists its commands, and each explains itself without building") {
   const std::string loom = "bash " + std::string(LOOM_SOURCE_ROOT) + "/loom";
-  const Output listing = run(loom + " help");
+  const CommandOutput listing = run(loom + " help");
   CHECK(listing.status == 0);
   CHECK(run(loom + " --help").text == listing.text);
   // The commands the script dispatches: the labels of its last case statement.
@@ -123,7 +108,7 @@ TEST_CASE("help: ./loom lists its commands, and each explains itself without bui
   for (const std::string& command : commands) {
     INFO(command);
     CHECK(std::regex_search(listing.text, std::regex("\n  " + command + " +[a-z]")));
-    const Output help = run(loom + " " + command + " --help");
+    const CommandOutput help = run(loom + " " + command + " --help");
     CHECK(help.status == 0);
     CHECK(contains(help.text, "./loom " + command + ": "));
     CHECK(contains(help.text, "example: ./loom " + command));

@@ -3,7 +3,10 @@
 
 #include <doctest/doctest.h>
 
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <cstdio>
 
 #include <algorithm>
 #include <filesystem>
@@ -43,6 +46,24 @@ inline std::string read_bytes(const std::string& path) {
   std::ostringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+// What a shell command printed on stdout, and its exit status (-1 when it did not
+// exit normally). Redirect stderr in the command to keep or drop it.
+struct CommandOutput {
+  int status = -1;
+  std::string text;
+};
+
+inline CommandOutput run_command(const std::string& command) {
+  CommandOutput out;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  char buffer[4096];
+  for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) out.text.append(buffer, n);
+  const int status = ::pclose(pipe);
+  out.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return out;
 }
 
 // Replaces a file's contents with `bytes`.
