@@ -135,7 +135,7 @@ std::vector<RunPlace> runs_in(const std::string& dir) {
   for (const auto& entry : std::filesystem::directory_iterator(dir, error))
     if (entry.is_directory() && std::filesystem::exists(entry.path() / "metrics.jsonl"))
       runs.push_back({dir, entry.path().filename().string()});
-  LOOM_CHECK(!error, "--chart-also: cannot list '", dir, "': ", error.message());
+  LOOM_CHECK(!error, "cannot list the sweep directory '", dir, "': ", error.message());
   std::sort(runs.begin(), runs.end(), [](const RunPlace& a, const RunPlace& b) { return a.name < b.name; });
   return runs;
 }
@@ -144,7 +144,8 @@ std::vector<RunPlace> runs_in(const std::string& dir) {
 // history, written atomically to `path`. Tasks scored per output as well (code
 // execution's prints) get a second panel with that accuracy: at the reduced
 // budget every model's program accuracy stays at 0, and the prints tell them apart.
-void write_sweep_chart(const std::string& path, const std::vector<RunPlace>& runs, const std::string& title) {
+// Returns the number of runs drawn; with none, nothing is written.
+size_t write_sweep_chart(const std::string& path, const std::vector<RunPlace>& runs, const std::string& title) {
   models::ChartPanel whole, per_output;
   whole.y_label = "validation accuracy";
   per_output.y_label = "validation accuracy per output";
@@ -173,12 +174,14 @@ void write_sweep_chart(const std::string& path, const std::vector<RunPlace>& run
     if (!series.points.empty()) whole.series.push_back(std::move(series));
     if (!outputs.points.empty()) per_output.series.push_back(std::move(outputs));
   }
-  if (whole.series.empty()) return;
+  if (whole.series.empty()) return 0;
+  const size_t drawn = whole.series.size();
   models::Chart chart;
   chart.title = title;
   chart.panels.push_back(std::move(whole));
   if (!per_output.series.empty()) chart.panels.push_back(std::move(per_output));
   io::write_file_atomically(path, models::chart_svg(chart));
+  return drawn;
 }
 
 // The shallow readings of a config's task on its valid and test splits, as a Markdown table.
@@ -400,10 +403,10 @@ int main(int argc, char** argv) {
       LOOM_CHECK(std::filesystem::is_directory(out_dir), "--chart: the sweep directory '", out_dir, "' does not exist");
       std::vector<RunPlace> runs = runs_in(out_dir);
       for (RunPlace& run : other_runs()) runs.push_back(std::move(run));
-      LOOM_CHECK(!runs.empty(), "--chart: no run with a metrics.jsonl under '", out_dir, "'",
-                 o.chart_also.empty() ? "" : " or the --chart-also directories");
-      write_sweep_chart(chart_only, runs, title);
-      std::printf("chart: %s (%zu runs)\n", chart_only.c_str(), runs.size());
+      const size_t drawn = write_sweep_chart(chart_only, runs, title);
+      LOOM_CHECK(drawn > 0, "--chart: no run with a validation in its metrics.jsonl under '", out_dir, "'",
+                 o.chart_also.empty() ? "" : " or the --chart-also directories", "; nothing written");
+      std::printf("chart: %s (%zu runs)\n", chart_only.c_str(), drawn);
       return 0;
     }
     std::filesystem::create_directories(out_dir);
