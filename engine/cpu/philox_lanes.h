@@ -79,8 +79,10 @@ inline void eight_blocks(uint32_t* out, uint64_t counter, uint64_t key) {
 #if defined(__AVX512F__)
 // GCC 12 warns that the intrinsics' own placeholder operands (_mm512_undefined_*)
 // "may be used uninitialized" wherever they are inlined: a false alarm.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 namespace philox_avx512 {
 
 // As philox_avx2::mul_hi_lo, in 16 lanes.
@@ -136,7 +138,9 @@ inline void sixteen_blocks(uint32_t* out, uint64_t counter, uint64_t key) {
 }
 
 }  // namespace philox_avx512
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
+#endif
 #endif
 
 // out[4b + w] = word w of Philox block counter + b, for b < blocks (philox4x32_blocks).
