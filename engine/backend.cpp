@@ -25,6 +25,14 @@ const char* binary_op_name(BinaryOp op) {
 void Backend::copy_from_host(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
 void Backend::copy_to_host(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
 
+int64_t Backend::panel_width(DType) const { return 0; }
+void Backend::pack_panels(const Tensor&, const Tensor&) {
+  LOOM_FAIL("pack_panels: the ", device_name(device()), " backend has no panel kernels (its panel_width is 0)");
+}
+void Backend::matmul_panels(const Tensor&, const Tensor&, const Tensor&, bool) {
+  LOOM_FAIL("matmul_panels: the ", device_name(device()), " backend has no panel kernels (its panel_width is 0)");
+}
+
 Tensor dense(const Tensor& t) {
   if (!t.defined() || t.is_contiguous()) return t;
   Tensor out = Tensor::empty(t.shape(), t.dtype(), t.device());

@@ -100,6 +100,20 @@ class Backend {
 #define LOOM_KERNEL_PURE_VIRTUAL(name, params) virtual void name params = 0;
   LOOM_KERNELS(LOOM_KERNEL_PURE_VIRTUAL)
 #undef LOOM_KERNEL_PURE_VIRTUAL
+
+  // ---- optional: products with a weight packed once for many calls ----
+  // The one exception to "every kernel in every backend": a layout of the CPU's
+  // register tiles (engine/cpu/panel_matmul.h) that stepped_matmul packs its weight
+  // into when the backend has one. panel_width is the entries per panel row for
+  // `dtype`, or 0: then stepped_matmul multiplies by the weight as it is and the
+  // two kernels below are never called (the CUDA backend, where cuBLAS reads the
+  // weight in place). Their defaults fail.
+  virtual int64_t panel_width(DType dtype) const;
+  // w [K, N] (any layout) -> panels [ceil(N / width), K, width], zeros past column N.
+  virtual void pack_panels(const Tensor& w, const Tensor& panels);
+  // out [M, N] (contiguous) = a [M, K] · W, or += with `accumulate`, where
+  // `panels` holds W packed.
+  virtual void matmul_panels(const Tensor& a, const Tensor& panels, const Tensor& out, bool accumulate);
 };
 
 // Inside a backend's class: declares its definition of every kernel above.

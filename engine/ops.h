@@ -106,6 +106,9 @@ struct StepWeight {
   Tensor token;       // [1] zero: the step_weight node's output
   Tensor inputs;      // X [capacity, in]: each step's x_t, filed by its forward
   Tensor grads;       // G [capacity, out]: each step's dy_t, filed by its backward
+  // W and Wᵀ packed once for the steps' products, where the backend packs
+  // (Backend::panel_width; the CPU's engine/cpu/panel_matmul.h), else undefined.
+  Tensor panels, panels_t;
   int64_t rows = 0;   // rows filed so far
 };
 StepWeight step_weight(const Tensor& weight, int64_t capacity, const Tensor& bias = Tensor());

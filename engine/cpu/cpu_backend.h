@@ -16,6 +16,11 @@ class CpuBackend final : public Backend {
   Allocator& allocator() override { return cpu_allocator(); }
 
   LOOM_BACKEND_KERNELS  // every kernel of engine/backend.h, defined in the stem files
+
+  // The optional panel kernels (engine/cpu/panel_matmul.h), in linalg.cpp.
+  int64_t panel_width(DType dtype) const override;
+  void pack_panels(const Tensor& w, const Tensor& panels) override;
+  void matmul_panels(const Tensor& a, const Tensor& panels, const Tensor& out, bool accumulate) override;
 };
 
 Backend& cpu_backend();

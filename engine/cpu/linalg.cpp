@@ -14,6 +14,7 @@
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/gemm_call.h"
+#include "engine/cpu/panel_matmul.h"
 #include "engine/gemm_library.h"
 #include "engine/kernel_clock.h"
 #include "engine/cpu/loops.h"
@@ -225,6 +226,56 @@ void CpuBackend::matmul_add(const Tensor& a, const Tensor& b, const Tensor& out)
   dispatch_float(out.dtype(), "matmul_add", [&](auto zero) {
     using T = decltype(zero);
     matmul_typed<T>(a, b, out, true);
+  });
+}
+
+// ---- products with a packed weight (engine/cpu/panel_matmul.h) -------------------
+
+namespace {
+
+// A 2-D tensor as the panel kernels read it: in place when row- or column-major,
+// else a row-major copy (kept alive in `keep`).
+template <class T>
+cpu::MatrixIn<T> matrix_in(const Tensor& t, Tensor& keep) {
+  keep = matrix_layout(t) == Layout::other ? dense(t) : t;
+  const bool row_major = matrix_layout(keep) != Layout::col_major;
+  const int64_t rows = keep.size(0), cols = keep.size(1);
+  const int64_t leading = row_major ? std::max<int64_t>(keep.strides()[0], cols) : std::max<int64_t>(keep.strides()[1], rows);
+  return {keep.data<T>(), rows, cols, row_major, leading};
+}
+
+}  // namespace
+
+int64_t CpuBackend::panel_width(DType dtype) const {
+  if (dtype == DType::f32) return cpu::panel_width<float>();
+  if (dtype == DType::f64) return cpu::panel_width<double>();
+  return 0;
+}
+
+void CpuBackend::pack_panels(const Tensor& w, const Tensor& panels) {
+  const TimedKernel timed(KernelKind::gemm);
+  dispatch_float(w.dtype(), "pack_panels", [&](auto zero) {
+    using T = decltype(zero);
+    Tensor keep;
+    const cpu::MatrixIn<T> in = matrix_in<T>(w, keep);
+    T* out = panels.data<T>();
+    cpu::parallel_for(cpu::panel_count<T>(in.cols), in.rows * cpu::panel_width<T>(),
+                      [&](int64_t p0, int64_t p1) { cpu::pack_panels(in, out, p0, p1); });
+  });
+}
+
+void CpuBackend::matmul_panels(const Tensor& a, const Tensor& panels, const Tensor& out, bool accumulate) {
+  const TimedKernel timed(KernelKind::gemm);
+  dispatch_float(out.dtype(), "matmul_panels", [&](auto zero) {
+    using T = decltype(zero);
+    Tensor keep;
+    const cpu::MatrixIn<T> in = matrix_in<T>(a, keep);
+    const int64_t N = out.size(1);
+    const T* packed = panels.data<T>();
+    T* o = out.data<T>();
+    cpu::parallel_for(cpu::panel_count<T>(N), in.rows * in.cols * cpu::panel_width<T>(), [&](int64_t p0, int64_t p1) {
+      cpu::panel_matmul(in, packed, N, o, N, accumulate, p0, p1);
+    });
   });
 }
 

@@ -40,7 +40,8 @@ struct Strided {
   T at(int64_t r, int64_t c) const { return data[r * row + c * col]; }
 };
 
-template <class T, int MR, int NR>
+// Z += alpha·A·Y on a tile; with Accumulate false, Z = alpha·A·Y (Z is not read).
+template <class T, int MR, int NR, bool Accumulate = true>
 inline void matmul_tile(int64_t depth, T alpha, Strided<T> A, const T* Y, int64_t y_row, T* Z, int64_t z_row) {
   constexpr int64_t V = kLanes<T>;
   Vec<T> acc[MR][NR] = {};
@@ -53,24 +54,30 @@ inline void matmul_tile(int64_t depth, T alpha, Strided<T> A, const T* Y, int64_
     }
   }
   for (int r = 0; r < MR; ++r)
-    for (int n = 0; n < NR; ++n) store(Z + r * z_row + n * V, load(Z + r * z_row + n * V) + alpha * acc[r][n]);
+    for (int n = 0; n < NR; ++n) {
+      if constexpr (Accumulate) store(Z + r * z_row + n * V, load(Z + r * z_row + n * V) + alpha * acc[r][n]);
+      else store(Z + r * z_row + n * V, alpha * acc[r][n]);
+    }
 }
 
 // The rows of Z in blocks of MR, the rest in one block of 4 where MR is larger,
 // then one at a time, for the NR vectors from column n0.
-template <class T, int MR, int NR>
+template <class T, int MR, int NR, bool Accumulate = true>
 inline void matmul_columns(int64_t rows, int64_t depth, T alpha, Strided<T> A, const T* Y, int64_t y_row, T* Z,
                            int64_t z_row, int64_t n0) {
   int64_t p = 0;
   for (; p + MR <= rows; p += MR)
-    matmul_tile<T, MR, NR>(depth, alpha, {A.data + p * A.row, A.row, A.col}, Y + n0, y_row, Z + p * z_row + n0, z_row);
+    matmul_tile<T, MR, NR, Accumulate>(depth, alpha, {A.data + p * A.row, A.row, A.col}, Y + n0, y_row,
+                                       Z + p * z_row + n0, z_row);
   if constexpr (MR > 4)
     if (p + 4 <= rows) {
-      matmul_tile<T, 4, NR>(depth, alpha, {A.data + p * A.row, A.row, A.col}, Y + n0, y_row, Z + p * z_row + n0, z_row);
+      matmul_tile<T, 4, NR, Accumulate>(depth, alpha, {A.data + p * A.row, A.row, A.col}, Y + n0, y_row,
+                                        Z + p * z_row + n0, z_row);
       p += 4;
     }
   for (; p < rows; ++p)
-    matmul_tile<T, 1, NR>(depth, alpha, {A.data + p * A.row, A.row, A.col}, Y + n0, y_row, Z + p * z_row + n0, z_row);
+    matmul_tile<T, 1, NR, Accumulate>(depth, alpha, {A.data + p * A.row, A.row, A.col}, Y + n0, y_row,
+                                      Z + p * z_row + n0, z_row);
 }
 
 // Z[p, n] += alpha Σ_q A(p, q) Y[q·y_row + n] for p < rows, q < depth, n < cols.

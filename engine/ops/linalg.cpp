@@ -82,6 +82,23 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   return x.dim() == 2 ? out : reshape(out, out_shape);
 }
 
+namespace {
+
+// m [K, N] packed into the backend's panels (Backend::panel_width), or undefined
+// where the backend has none. Not recorded: the steps' products read it in place
+// of m, whose gradient step_weight's node makes.
+Tensor packed_panels(const Tensor& m) {
+  Backend& backend = backend_for(m);
+  const int64_t width = backend.panel_width(m.dtype());
+  if (width == 0) return Tensor();
+  const int64_t K = m.size(0), N = m.size(1);
+  Tensor panels = Tensor::empty({(N + width - 1) / width, K, width}, m.dtype(), m.device());
+  backend.pack_panels(m, panels);
+  return panels;
+}
+
+}  // namespace
+
 StepWeight step_weight(const Tensor& weight, int64_t capacity, const Tensor& bias) {
   constexpr const char* op = "step_weight";
   detail::check_defined(op, weight, "weight");
@@ -98,6 +115,8 @@ StepWeight step_weight(const Tensor& weight, int64_t capacity, const Tensor& bia
     w.inputs = Tensor::zeros({capacity, weight.size(0)}, weight.dtype(), weight.device());
     w.grads = Tensor::zeros({capacity, weight.size(1)}, weight.dtype(), weight.device());
     record({OpId::step_weight, {weight, bias}, {w.inputs, w.grads}}, w.token);
+    w.panels = packed_panels(weight);
+    w.panels_t = packed_panels(transpose(weight, 0, 1));
   }
   return w;
 }
@@ -127,11 +146,18 @@ Tensor stepped_matmul(const Tensor& x, StepWeight& w) {
   LOOM_CHECK(row0 + rows <= w.inputs.size(0), op, ": the step weight's buffers are full (", row0,
              " rows filed, capacity ", w.inputs.size(0), ", this step brings ", rows, ")");
   Tensor out = Tensor::empty({rows, w.weight.size(1)}, x.dtype(), x.device());
-  if (w.bias.defined()) biased_product(x, w.weight, w.bias, out);
-  else backend_for(x).matmul(x, w.weight, out);
+  Backend& backend = backend_for(x);
+  if (w.panels.defined()) {  // with a bias, out starts as its rows and the product adds onto them
+    if (w.bias.defined()) backend.copy(detail::broadcast_view(w.bias, out.shape()), out);
+    backend.matmul_panels(x, w.panels, out, w.bias.defined());
+  } else if (w.bias.defined()) {
+    biased_product(x, w.weight, w.bias, out);
+  } else {
+    backend.matmul(x, w.weight, out);
+  }
   file_rows(w.inputs, row0, x);
   w.rows += rows;
-  record({OpId::stepped_matmul, {x, w.token}, {w.weight, w.grads}, {row0}}, out);
+  record({OpId::stepped_matmul, {x, w.token}, {w.weight, w.grads, w.panels_t}, {row0}}, out);
   return out;
 }
 
@@ -158,12 +184,23 @@ std::vector<Tensor> linear_rule(const RecordedOp& n, const Tensor& g) {
           n.needs_input_grad(2) ? sum(g, {0}) : Tensor()};
 }
 
-// stepped_matmul: inputs {x, token}, saved {W, G}, ints {row0}. dx = dy·Wᵀ; dy is
-// filed in G for the step_weight node; the token's gradient is a zero.
+// stepped_matmul: inputs {x, token}, saved {W, G, Wᵀ's panels or undefined}, ints
+// {row0}. dx = dy·Wᵀ; dy is filed in G for the step_weight node; the token's
+// gradient is a zero.
 std::vector<Tensor> stepped_matmul_rule(const RecordedOp& n, const Tensor& g) {
   file_rows(n.saved.at(1), n.ints.at(0), g);  // any layout: file_rows copies through the backend
-  return {n.needs_input_grad(0) ? matmul(g, transpose(n.saved.at(0), 0, 1)) : Tensor(),
-          Tensor::zeros({1}, g.dtype(), g.device())};
+  Tensor dx;
+  if (n.needs_input_grad(0)) {
+    const Tensor& weight = n.saved.at(0);
+    const Tensor& panels_t = n.saved.at(2);
+    if (panels_t.defined()) {
+      dx = Tensor::empty({g.size(0), weight.size(0)}, g.dtype(), g.device());
+      backend_for(g).matmul_panels(g, panels_t, dx, false);
+    } else {
+      dx = matmul(g, transpose(weight, 0, 1));
+    }
+  }
+  return {dx, Tensor::zeros({1}, g.dtype(), g.device())};
 }
 
 // step_weight: inputs {W, b}, saved {X, G}: dW = Xᵀ·G, every step's x_tᵀ·dy_t at
