@@ -13,17 +13,19 @@
 // dW_hh = Σ_t dG_tᵀ h_{t−1} is one product over all steps after the sweep, cut
 // into tiles of kWeightRows rows of W_hh.
 //
-// The products are single-threaded calls of the library matmul uses
-// (engine/cpu/gemm_call.h; OpenBLAS ran the tiles' products 1.1-1.35x faster
-// than Eigen on a Zen 3). The results do not depend on the thread count: the
-// tiles are fixed by the sizes alone, every product is one call inside a
-// parallel region (neither library threads there), and no sum is split between
-// threads.
+// The steps' products read W_hh packed once per call into each tile's panels
+// (engine/cpu/panel_matmul.h), forward and backward, where a library call would
+// pack the tile's rows again at every step; dW_hh's products are single-threaded
+// calls of the library matmul uses (engine/cpu/gemm_call.h). The results do not
+// depend on the thread count: the tiles are fixed by the sizes alone, each
+// product is computed inside one task (neither library threads there), and no
+// sum is split between threads.
 #include <algorithm>
 #include <vector>
 
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/gemm_call.h"
+#include "engine/cpu/panel_matmul.h"
 #include "engine/kernel_clock.h"
 #include "engine/kernels/lstm.h"
 
@@ -66,10 +68,38 @@ std::vector<T> pack_per_tile(const T* w, int64_t H) {
   return packed;
 }
 
+// Every tile's operand of the steps' products, packed into panels once per call:
+// operand(tile) is the tile's [K, N] matrix; tile k's panels start at offset[k].
+template <class T>
+struct TilePanels {
+  std::vector<T> data;
+  std::vector<int64_t> offset, columns;
+  template <class Operand>
+  TilePanels(int64_t tiles, int64_t K, Operand&& operand) : offset(tiles), columns(tiles) {
+    int64_t total = 0;
+    for (int64_t k = 0; k < tiles; ++k) {
+      offset[k] = total;
+      columns[k] = operand(k).cols;
+      total += cpu::panel_count<T>(columns[k]) * K * cpu::panel_width<T>();
+    }
+    data.resize(static_cast<size_t>(total));
+    for (int64_t k = 0; k < tiles; ++k) cpu::pack_panels(operand(k), data.data() + offset[k], 0, cpu::panel_count<T>(columns[k]));
+  }
+  // out [a.rows, N] = a · tile k's operand.
+  void product(int64_t k, const cpu::MatrixIn<T>& a, T* out) const {
+    cpu::panel_matmul(a, data.data() + offset[k], columns[k], out, columns[k], false, 0,
+                      cpu::panel_count<T>(columns[k]));
+  }
+};
+
 template <class T>
 void forward(const T* gates_x, const T* w, T* h, T* cell, T* gates, lstm_cell::Dims d) {
   const int64_t B = d.B, H = d.H, G = 4 * H;
-  const std::vector<T> packed = pack_per_tile(w, H);
+  const std::vector<T> regrouped = pack_per_tile(w, H);
+  const TilePanels<T> panels(tile_count(H), H, [&](int64_t k) {
+    const Tile tl = tile(k, H);
+    return cpu::MatrixIn<T>{regrouped.data() + 4 * tl.first * H, H, 4 * tl.width, false, H};
+  });
   const std::vector<T> zeros(B * H, T(0));  // h_0 = c_0 = 0
   for (int64_t t = 0; t < d.L; ++t) {
     const T* gx = gates_x + t * B * G;
@@ -82,9 +112,7 @@ void forward(const T* gates_x, const T* w, T* h, T* cell, T* gates, lstm_cell::D
       std::vector<T> rec(B * w4, T(0));
       // Where the gates go when no backward will read them (one row, rewritten).
       std::vector<T> unkept_gates(gates ? 0 : G);
-      if (h_prev && H > 0)
-        cpu::gemm_call<T>({h_prev, B, H, true, H}, {packed.data() + 4 * tl.first * H, H, w4, false, H}, rec.data(),
-                          w4, false);
+      if (h_prev && H > 0) panels.product(k, {h_prev, B, H, true, H}, rec.data());
       for (int64_t b = 0; b < B; ++b) {
         // The tile's units of row b: gate q's pre-activations, input and recurrent
         // halves, and where its results go (plain pointers, so the loop vectorizes).
@@ -119,6 +147,10 @@ template <class T>
 void backward(const T* grad_h, const T* w, const T* h, const T* cell, const T* gates, T* grad_gates, T* grad_w,
               lstm_cell::Dims d) {
   const int64_t L = d.L, B = d.B, H = d.H, G = 4 * H;
+  const TilePanels<T> panels(tile_count(H), G, [&](int64_t k) {
+    const Tile tl = tile(k, H);
+    return cpu::MatrixIn<T>{w + tl.first, G, tl.width, true, H};  // W_hh[:, tile]
+  });
   std::vector<T> dc(B * H, T(0));  // dL/dc_t from step t+1; each task owns its tile's columns
   const std::vector<T> zeros(B * H, T(0));  // c_0 = 0
   for (int64_t t = L - 1; t >= 0; --t) {
@@ -128,9 +160,7 @@ void backward(const T* grad_h, const T* w, const T* h, const T* cell, const T* g
       const Tile tl = tile(k, H);
       // dL/dh_t through step t+1's gates (zero after the last step).
       std::vector<T> dh_rec(B * tl.width, T(0));
-      if (dG_next && H > 0)
-        cpu::gemm_call<T>({dG_next, B, G, true, G}, {w + tl.first, G, tl.width, true, H}, dh_rec.data(), tl.width,
-                          false);
+      if (dG_next && H > 0) panels.product(k, {dG_next, B, G, true, G}, dh_rec.data());
       for (int64_t b = 0; b < B; ++b) {
         // The tile's units of row b, as plain pointers (so the loop vectorizes).
         const int64_t n = tl.width, row = (t * B + b) * H + tl.first;
