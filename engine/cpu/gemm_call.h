@@ -1,7 +1,7 @@
 // gemm_call.h: one matrix product on the library the CPU backend uses for its
 // matmuls (engine/gemm_library.h: OpenBLAS where its kernels fit, else Eigen),
 // for kernels that compute products of their own inside a parallel region (the
-// LSTM's per-step products). matmul itself goes through the same call
+// LSTM's dW_hh). matmul itself goes through the same call
 // (engine/cpu/linalg.cpp), so a kernel's products round as matmul's do.
 #pragma once
 

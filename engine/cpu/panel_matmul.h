@@ -1,6 +1,7 @@
 // panel_matmul.h: products with a weight packed once and read by many calls, for
-// the steps of a recurrence (stepped_matmul, engine/ops.h): out += a·W with a of
-// a few dozen rows, W [K, N] the same for every step.
+// the steps of a recurrence (stepped_matmul, engine/ops.h, and the fused LSTM's
+// steps, cpu/lstm.cpp): out = a·W with a of a few dozen rows, W [K, N] the same
+// for every step.
 //
 // A GEMM library packs W into its kernel's layout at every call. At a step's
 // shape ([64, 512] · [512, 2048] in feedback.json) that packing costs as much as a
