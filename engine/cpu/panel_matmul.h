@@ -38,6 +38,12 @@ constexpr int kPanelVectors = 2;
 constexpr int kPanelRows = kVectorRegisters >= 32 ? 8 : 6;
 // Depth per block: 256 rows of a panel, 32 KB of floats with AVX-512.
 constexpr int64_t kDepthBlock = 256;
+// Panel rows prefetched ahead of the one each depth step reads: the panels of
+// the steps' weights come from memory (feedback.json's are 65 MB). A scratch
+// program streaming 16 weights of [512, 2048] through 64-row products, one
+// thread: 136–147 GFLOP/s without, 157–167 at 16 and 64 rows ahead, 132–136 at
+// 256 (engine/README.md).
+constexpr int kPrefetchRows = 32;
 
 template <class T>
 constexpr int64_t panel_width() {
@@ -99,9 +105,9 @@ void panel_matmul(const MatrixIn<T>& a, const T* panels, int64_t N, T* out, int6
                                           : Strided<T>{a.data + k0 * a.leading, 1, a.leading};
       const T* y = panels + (p * K + k0) * P;
       if (k0 == 0 && !accumulate)
-        matmul_columns<T, kPanelRows, kPanelVectors, false>(M, depth, T(1), rows, y, P, z, z_row, 0);
+        matmul_columns<T, kPanelRows, kPanelVectors, false, kPrefetchRows>(M, depth, T(1), rows, y, P, z, z_row, 0);
       else
-        matmul_columns<T, kPanelRows, kPanelVectors>(M, depth, T(1), rows, y, P, z, z_row, 0);
+        matmul_columns<T, kPanelRows, kPanelVectors, true, kPrefetchRows>(M, depth, T(1), rows, y, P, z, z_row, 0);
     }
   }
   if (ragged) {

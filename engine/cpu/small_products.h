@@ -41,11 +41,16 @@ struct Strided {
 };
 
 // Z += alpha·A·Y on a tile; with Accumulate false, Z = alpha·A·Y (Z is not read).
-template <class T, int MR, int NR, bool Accumulate = true>
+// With Ahead > 0, each depth step also prefetches the row of Y Ahead steps on
+// (for operands streamed from memory: panel_matmul.h); the sums are the same.
+template <class T, int MR, int NR, bool Accumulate = true, int Ahead = 0>
 inline void matmul_tile(int64_t depth, T alpha, Strided<T> A, const T* Y, int64_t y_row, T* Z, int64_t z_row) {
   constexpr int64_t V = kLanes<T>;
+  constexpr int64_t kLine = 64 / sizeof(T);  // entries per cache line
   Vec<T> acc[MR][NR] = {};
   for (int64_t q = 0; q < depth; ++q) {
+    if constexpr (Ahead > 0)
+      for (int64_t e = 0; e < NR * V; e += kLine) __builtin_prefetch(Y + (q + Ahead) * y_row + e);
     Vec<T> y[NR];
     for (int n = 0; n < NR; ++n) y[n] = load(Y + q * y_row + n * V);
     for (int r = 0; r < MR; ++r) {
@@ -62,21 +67,21 @@ inline void matmul_tile(int64_t depth, T alpha, Strided<T> A, const T* Y, int64_
 
 // The rows of Z in blocks of MR, the rest in one block of 4 where MR is larger,
 // then one at a time, for the NR vectors from column n0.
-template <class T, int MR, int NR, bool Accumulate = true>
+template <class T, int MR, int NR, bool Accumulate = true, int Ahead = 0>
 inline void matmul_columns(int64_t rows, int64_t depth, T alpha, Strided<T> A, const T* Y, int64_t y_row, T* Z,
                            int64_t z_row, int64_t n0) {
   int64_t p = 0;
   for (; p + MR <= rows; p += MR)
-    matmul_tile<T, MR, NR, Accumulate>(depth, alpha, {A.data + p * A.row, A.row, A.col}, Y + n0, y_row,
+    matmul_tile<T, MR, NR, Accumulate, Ahead>(depth, alpha, {A.data + p * A.row, A.row, A.col}, Y + n0, y_row,
                                        Z + p * z_row + n0, z_row);
   if constexpr (MR > 4)
     if (p + 4 <= rows) {
-      matmul_tile<T, 4, NR, Accumulate>(depth, alpha, {A.data + p * A.row, A.row, A.col}, Y + n0, y_row,
+      matmul_tile<T, 4, NR, Accumulate, Ahead>(depth, alpha, {A.data + p * A.row, A.row, A.col}, Y + n0, y_row,
                                         Z + p * z_row + n0, z_row);
       p += 4;
     }
   for (; p < rows; ++p)
-    matmul_tile<T, 1, NR, Accumulate>(depth, alpha, {A.data + p * A.row, A.row, A.col}, Y + n0, y_row,
+    matmul_tile<T, 1, NR, Accumulate, Ahead>(depth, alpha, {A.data + p * A.row, A.row, A.col}, Y + n0, y_row,
                                       Z + p * z_row + n0, z_row);
 }
 
