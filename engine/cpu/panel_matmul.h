@@ -4,9 +4,10 @@
 // for every step.
 //
 // A GEMM library packs W into its kernel's layout at every call. At a step's
-// shape ([64, 512] · [512, 2048] in feedback.json) that packing costs as much as a
-// third of the product: a profile of a feedback training step put 18 % of it in
-// OpenBLAS's packing of the weights (engine/README.md). Here W is packed once,
+// shape ([64, 512] · [512, 2048] in feedback.json) that packing is a large part
+// of the product: a profile of a feedback training step put 18 % of it in
+// OpenBLAS's packing of the weights, beside 36 % in its kernel for all of the
+// step's products (engine/README.md). Here W is packed once,
 // into panels of kPanelVectors vectors' worth of columns:
 //
 //   panels[p][k][j] = W[k, p·P + j]   (P = kPanelVectors · lanes; 0 past column N)
