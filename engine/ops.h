@@ -99,7 +99,10 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
 // With a bias b [out], y_t = x_t·W + b: each step's output starts as the bias rows,
 // and db, the column sums of G, is made once beside dW. Without gradients (grad
 // mode off, or neither W nor b requiring grad) stepped_matmul is x·W (+ b), and no
-// buffer is made. The buffers hold capacity × (in + out) elements.
+// buffer is made. The buffers hold capacity × (in + out) elements; where the
+// backend packs weights for such products (Backend::panel_width), W and Wᵀ are
+// packed once more, each about in × out elements, and the steps and their
+// backward read those.
 struct StepWeight {
   Tensor weight;      // W [in, out]
   Tensor bias;        // b [out], or undefined
