@@ -13,6 +13,7 @@
 #include "engine/device.h"
 #include "engine/gemm_library.h"
 #include "engine/ops.h"
+#include "tests/gemm_reference.h"
 #include "tests/test_util.h"
 
 namespace loom::test {
@@ -27,42 +28,6 @@ std::vector<GemmLibrary> libraries_built_in() {
 }
 
 std::string name_of(GemmLibrary library) { return library == GemmLibrary::eigen ? "Eigen" : "OpenBLAS"; }
-
-std::vector<float> normal_values(int64_t n, uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> normal;
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = normal(gen);
-  return v;
-}
-
-// a [M, K] · b [K, N] of row-major values, summed in double, and beside it
-// the sums of |a_ik b_kj|, which bound float32's rounding error: at most
-// K · 2^-24 times that sum for any order of the additions.
-struct Product {
-  std::vector<double> value, magnitude;
-};
-Product product_loop(const std::vector<float>& a, const std::vector<float>& b, int64_t M, int64_t K, int64_t N) {
-  Product p{std::vector<double>(static_cast<size_t>(M * N), 0.0), std::vector<double>(static_cast<size_t>(M * N), 0.0)};
-  for (int64_t i = 0; i < M; ++i)
-    for (int64_t k = 0; k < K; ++k)
-      for (int64_t j = 0; j < N; ++j) {
-        const double term = double(a[i * K + k]) * double(b[k * N + j]);
-        p.value[i * N + j] += term;
-        p.magnitude[i * N + j] += std::abs(term);
-      }
-  return p;
-}
-
-// The operand as matmul receives it: stored row-major, or stored transposed
-// and handed over as a transposed view (a column-major matrix).
-Tensor operand(const std::vector<float>& values, int64_t rows, int64_t cols, bool column_major) {
-  if (!column_major) return Tensor::from_vector(values, {rows, cols});
-  std::vector<float> stored(values.size());
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) stored[c * rows + r] = values[r * cols + c];
-  return transpose(Tensor::from_vector(stored, {cols, rows}), 0, 1);
-}
 
 struct ProductShape {
   int64_t M, K, N;

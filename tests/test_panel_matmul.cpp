@@ -8,46 +8,16 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
-#include <random>
 #include <vector>
 
 #include "engine/backend.h"
 #include "engine/device.h"
 #include "engine/ops.h"
+#include "tests/gemm_reference.h"
 
 namespace loom::test {
 
 namespace {
-
-template <class T>
-Tensor normal_matrix(int64_t rows, int64_t cols, uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<double> normal;
-  std::vector<T> v(static_cast<size_t>(rows * cols));
-  for (T& x : v) x = static_cast<T>(normal(gen));
-  return Tensor::from_vector(v, {rows, cols});
-}
-
-// The product a·w (+ start), summed in double from the tensors' values, and the
-// sums of |a_ik w_kj| that bound the rounding error.
-struct Expected {
-  std::vector<double> value, magnitude;
-};
-
-Expected product_in_double(const Tensor& a, const Tensor& w, const Tensor& start) {
-  const Tensor a64 = contiguous(a.to(DType::f64)), w64 = contiguous(w.to(DType::f64));
-  const std::vector<double> av = a64.to_vector<double>(), wv = w64.to_vector<double>();
-  const int64_t M = a.size(0), K = a.size(1), N = w.size(1);
-  Expected e{start.defined() ? start.to(DType::f64).to_vector<double>() : std::vector<double>(M * N, 0.0),
-             std::vector<double>(M * N, 0.0)};
-  for (int64_t i = 0; i < M; ++i)
-    for (int64_t j = 0; j < N; ++j)
-      for (int64_t k = 0; k < K; ++k) {
-        e.value[i * N + j] += av[i * K + k] * wv[k * N + j];
-        e.magnitude[i * N + j] += std::abs(av[i * K + k] * wv[k * N + j]);
-      }
-  return e;
-}
 
 // out = a·w (or start + a·w) through the CPU's panel kernels.
 Tensor panel_product(const Tensor& a, const Tensor& w, const Tensor& start) {
@@ -78,13 +48,15 @@ void check_shapes(DType dtype, double unit_roundoff) {
                w_transposed ? "transposed" : "row-major", ", a ", a_transposed ? "transposed" : "row-major",
                accumulate ? ", adding onto a start" : "");
           const uint32_t seed = static_cast<uint32_t>(s.M * 131 + s.K * 7 + s.N);
-          const Tensor w = w_transposed ? transpose(normal_matrix<T>(s.N, s.K, seed), 0, 1)
-                                        : normal_matrix<T>(s.K, s.N, seed);
-          const Tensor a = a_transposed ? transpose(normal_matrix<T>(s.K, s.M, seed + 1), 0, 1)
-                                        : normal_matrix<T>(s.M, s.K, seed + 1);
-          const Tensor start = accumulate ? normal_matrix<T>(s.M, s.N, seed + 2) : Tensor();
+          const std::vector<T> w_values = normal_values<T>(s.K * s.N, seed);
+          const std::vector<T> a_values = normal_values<T>(s.M * s.K, seed + 1);
+          const std::vector<T> start_values = normal_values<T>(s.M * s.N, seed + 2);
+          const Tensor w = operand(w_values, s.K, s.N, w_transposed), a = operand(a_values, s.M, s.K, a_transposed);
+          const Tensor start = accumulate ? Tensor::from_vector(start_values, {s.M, s.N}) : Tensor();
           const std::vector<T> got = panel_product(a, w, start).to_vector<T>();
-          const Expected e = product_in_double(a, w, start);
+          Product e = product_loop(a_values, w_values, s.M, s.K, s.N);
+          if (accumulate)
+            for (size_t i = 0; i < e.value.size(); ++i) e.value[i] += start_values[i];
           int64_t wrong = 0;
           for (size_t i = 0; i < got.size(); ++i) {
             // Each sum rounds at most K + 1 times (the depth blocks add onto out).
@@ -104,7 +76,8 @@ TEST_CASE("panel kernels: products with a packed weight against a float64 loop")
 
 TEST_CASE("panel kernels: the same bits on 1 and 2 threads") {
   const int threads = num_threads();
-  const Tensor w = normal_matrix<float>(700, 300, 11), a = normal_matrix<float>(64, 700, 12);
+  const Tensor w = operand(normal_values(700 * 300, 11), 700, 300, false);
+  const Tensor a = operand(normal_values(64 * 700, 12), 64, 700, false);
   set_num_threads(1);
   const std::vector<float> one = panel_product(a, w, Tensor()).to_vector<float>();
   set_num_threads(2);
