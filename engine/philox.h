@@ -91,6 +91,16 @@ LOOM_HD T dropout_factor(uint32_t bits, uint64_t threshold, T scale) {
   return bits < threshold ? scale : T(0);
 }
 
+// The same test in 32 bits, for the CPU's vector loops (16 lanes of AVX-512 where
+// a 64-bit compare fills 8): bits < threshold is bits <= threshold - 1, the last
+// word kept. Needs keep > 0 (dropout's p < 1), so that the threshold is at least 1.
+LOOM_HD uint32_t dropout_last_kept(double keep) { return static_cast<uint32_t>(dropout_keep_threshold(keep) - 1); }
+
+template <class T>
+LOOM_HD T dropout_factor_32(uint32_t bits, uint32_t last_kept, T scale) {
+  return bits <= last_kept ? scale : T(0);
+}
+
 // Box-Muller on the word pair (even, odd) of one block: the even element of the
 // pair takes the cosine, the odd one the sine.
 LOOM_HD double sample_normal(uint32_t even_bits, uint32_t odd_bits, bool odd, double mean, double stddev) {

@@ -165,7 +165,7 @@ TEST_CASE("dropout: the mask drawn in the kernel is bernoulli(1 - p) times 1/(1 
   set_num_threads(threads);
 }
 
-TEST_CASE("dropout: the integer threshold keeps exactly the words bernoulli(keep) keeps, at its edge") {
+TEST_CASE("dropout: the integer thresholds keep exactly the words bernoulli(keep) keeps, at its edge") {
   // The reference is sample_bernoulli's comparison in double; the words tried are
   // the ones on either side of keep·2^32, where an off-by-one would show.
   for (const double keep : {0.0, 1e-10, 0.1, 0.5, 0.7, 0.75, 0.9, 1.0 - 0x1p-32, 1.0 - 0x1p-33, 1.0}) {
@@ -177,6 +177,8 @@ TEST_CASE("dropout: the integer threshold keeps exactly the words bernoulli(keep
       const uint32_t bits = static_cast<uint32_t>(w);
       INFO("keep ", keep, ", word ", bits);
       CHECK((dropout_factor(bits, threshold, 1.0f) != 0.0f) == (sample_bernoulli(bits, keep) == 1.0));
+      if (keep > 0)  // the 32-bit form the CPU kernels use: defined for keep > 0 (p < 1)
+        CHECK((dropout_factor_32(bits, dropout_last_kept(keep), 1.0f) != 0.0f) == (sample_bernoulli(bits, keep) == 1.0));
     }
   }
 }

@@ -36,7 +36,7 @@ void CpuBackend::dropout(const Tensor& x, const Tensor& out, double p, uint64_t 
     T* o = out.data<T>();
     const int64_t n = out.numel();
     const double keep = 1.0 - p;
-    const uint64_t threshold = dropout_keep_threshold(keep);
+    const uint32_t last_kept = dropout_last_kept(keep);
     const T scale = static_cast<T>(1.0 / keep);
     // Chunks of whole blocks: the words of a chunk (cpu/philox_lanes.h) into a buffer
     // that stays in L1, then one vectorized pass applies them.
@@ -51,7 +51,7 @@ void CpuBackend::dropout(const Tensor& x, const Tensor& out, double p, uint64_t 
         const T* src = in + first;
         T* dst = o + first;  // may be src: each element is read before it is written
 #pragma omp simd
-        for (int64_t i = 0; i < count; ++i) dst[i] = src[i] * dropout_factor(words[i], threshold, scale);
+        for (int64_t i = 0; i < count; ++i) dst[i] = src[i] * dropout_factor_32(words[i], last_kept, scale);
       }
     });
   });

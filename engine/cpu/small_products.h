@@ -85,24 +85,29 @@ inline void matmul_columns(int64_t rows, int64_t depth, T alpha, Strided<T> A, c
                                       Z + p * z_row + n0, z_row);
 }
 
-// Z[p, n] += alpha Σ_q A(p, q) Y[q·y_row + n] for p < rows, q < depth, n < cols.
-template <class T>
+// Z[p, n] += alpha Σ_q A(p, q) Y[q·y_row + n] for p < rows, q < depth, n < cols;
+// with Accumulate false, Z = that sum (Z is not read).
+template <class T, bool Accumulate = true>
 void small_matmul(int64_t rows, int64_t depth, int64_t cols, T alpha, Strided<T> A, const T* Y, int64_t y_row, T* Z,
                   int64_t z_row) {
   constexpr int64_t V = kLanes<T>;
   int64_t n = 0;
   if constexpr (kVectorRegisters >= 32) {  // 4 × 4 accumulators + 4 of Y + 1 of A: 21 registers
-    for (; n + 4 * V <= cols; n += 4 * V) matmul_columns<T, 4, 4>(rows, depth, alpha, A, Y, y_row, Z, z_row, n);
-    for (; n + 2 * V <= cols; n += 2 * V) matmul_columns<T, 8, 2>(rows, depth, alpha, A, Y, y_row, Z, z_row, n);
+    for (; n + 4 * V <= cols; n += 4 * V)
+      matmul_columns<T, 4, 4, Accumulate>(rows, depth, alpha, A, Y, y_row, Z, z_row, n);
+    for (; n + 2 * V <= cols; n += 2 * V)
+      matmul_columns<T, 8, 2, Accumulate>(rows, depth, alpha, A, Y, y_row, Z, z_row, n);
   } else {  // 16 registers: 6 × 2 + 2 + 1 = 15
-    for (; n + 2 * V <= cols; n += 2 * V) matmul_columns<T, 6, 2>(rows, depth, alpha, A, Y, y_row, Z, z_row, n);
+    for (; n + 2 * V <= cols; n += 2 * V)
+      matmul_columns<T, 6, 2, Accumulate>(rows, depth, alpha, A, Y, y_row, Z, z_row, n);
   }
-  for (; n + V <= cols; n += V) matmul_columns<T, 8, 1>(rows, depth, alpha, A, Y, y_row, Z, z_row, n);
+  for (; n + V <= cols; n += V) matmul_columns<T, 8, 1, Accumulate>(rows, depth, alpha, A, Y, y_row, Z, z_row, n);
   for (; n < cols; ++n)  // the columns past the last whole vector
     for (int64_t p = 0; p < rows; ++p) {
       T sum = 0;
       for (int64_t q = 0; q < depth; ++q) sum += A.at(p, q) * Y[q * y_row + n];
-      Z[p * z_row + n] += alpha * sum;
+      if constexpr (Accumulate) Z[p * z_row + n] += alpha * sum;
+      else Z[p * z_row + n] = alpha * sum;
     }
 }
 
