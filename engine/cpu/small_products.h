@@ -1,7 +1,8 @@
 // small_products.h: the matrix products of the chunked delta rule
-// (engine/cpu/delta_rule.cpp). Their operands are a few dozen rows of at most a
-// few hundred entries, all in L1, and each product is called once per chunk of
-// steps. Eigen's GEMM packs both operands at every call, which at these sizes
+// (engine/cpu/delta_rule.cpp) and of attention's query blocks
+// (engine/cpu/attention.cpp). Their operands are a few dozen rows of at most a
+// few hundred entries, in L1 or L2, and each product is called once per chunk of
+// steps or block of queries. Eigen's GEMM packs both operands at every call, which at these sizes
 // cost as much as the product (engine/README.md, "Measurements behind the CPU
 // kernels"). So the two kernels here read their operands in place:
 //
