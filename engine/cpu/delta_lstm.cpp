@@ -24,6 +24,7 @@ namespace loom {
 using cpu::dot;
 using cpu::parallel_for;
 using cpu::prefetch_row;
+using cpu::prefetch_row_for_write;
 using cpu::backward_step;
 using cpu::dot_all_rows;
 using cpu::forward_step;
@@ -58,6 +59,11 @@ void forward_sequences(const Operands<T>& in, const kernels::DeltaLstmOutputs<T>
         if (t + 1 < L) {  // the next step's gate rows [3, D], S rows on (engine/kernels/row_math.h)
           const int64_t next = in.step(t + 1, s) * kGates * D;
           for (const T* m : {in.rk, in.rv, in.z}) prefetch_row(m + next, kGates * D);
+          // and the rows it writes, with the intent to write (a page apart as well)
+          const int64_t next_row = in.step(t + 1, s) * D;
+          prefetch_row_for_write(h + next_row, D);
+          if (cell) prefetch_row_for_write(cell + next_row, D);
+          if (vbar) prefetch_row_for_write(vbar + next, kGates * D);
         }
         cpu::softmax_row(h_prev.data(), sm.data(), D);
         for (int64_t g = 0; g < kGates; ++g) {
@@ -110,6 +116,7 @@ void backward_sequences(const Operands<T>& in, const kernels::DeltaLstmSaved<T>&
           const int64_t before = in.step(t - 1, s);
           for (const T* m : {in.rk, in.rv, in.z}) prefetch_row(m + before * kGates * D, kGates * D);
           prefetch_row(g_out + before * D, D);
+          for (T* m : {gr_out.z, gr_out.rk, gr_out.rv}) prefetch_row_for_write(m + before * kGates * D, kGates * D);
           if (t > 1) {
             prefetch_row(sv.h + in.step(t - 2, s) * D, D);
             prefetch_row(sv.cell + in.step(t - 2, s) * D, D);

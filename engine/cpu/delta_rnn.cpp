@@ -22,6 +22,7 @@ namespace loom {
 using cpu::dot;
 using cpu::parallel_for;
 using cpu::prefetch_row;
+using cpu::prefetch_row_for_write;
 using cpu::backward_step;
 using cpu::forward_step;
 
@@ -65,12 +66,14 @@ void forward_sequences(const T* z, const T* rk, const T* rv, const T* gamma, con
         const T* kt = rk + row * D;
         const T* vt = rv + row * D;
         const T* zt = z + row * D;
+        T* yt = y + row * D;
         if (t + 1 < L) {  // the next step's rows, S rows on (engine/kernels/row_math.h)
           prefetch_row(kt + S * D, D);
           prefetch_row(vt + S * D, D);
           prefetch_row(zt + S * D, D);
+          prefetch_row_for_write(yt + S * D, D);
+          if (vbar) prefetch_row_for_write(vbar + (row + S) * D, D);
         }
-        T* yt = y + row * D;
         // The delta rule's step with query s_t = softmax(y_{t-1}), then y_t = z_t + R_t s_t.
         forward_step(R, soft.data(), kt, vt, gamma[row], true, yt, vbar ? vbar + row * D : nullptr, D, D);
         for (int64_t i = 0; i < D; ++i) yt[i] = zt[i] + yt[i];
@@ -102,6 +105,9 @@ void backward_sequences(const T* grad, const T* rk, const T* rv, const T* gamma,
           prefetch_row(vbt - S * D, D);
           prefetch_row(gt - S * D, D);
           if (t > 1) prefetch_row(y + (row - 2 * S) * D, D);
+          prefetch_row_for_write(gz + (row - S) * D, D);
+          prefetch_row_for_write(grk + (row - S) * D, D);
+          prefetch_row_for_write(grv + (row - S) * D, D);
         }
         T* dz = gz + row * D;
         T* dk = grk + row * D;

@@ -79,13 +79,15 @@ void forward_steps(const T* q, const T* k, const T* v, const T* beta, const T* w
         const T* qt = q + row * Dk;
         const T* kt = k + row * Dk;
         const T* vt = v + row * Dv;
+        T* yt = y + row * Dv;
+        T* vbt = vbar ? vbar + row * Dv : nullptr;
         if (t + 1 < L) {
           prefetch_row(qt + S * Dk, Dk);
           prefetch_row(kt + S * Dk, Dk);
           prefetch_row(vt + S * Dv, Dv);
+          prefetch_row_for_write(yt + S * Dv, Dv);
+          if (vbt) prefetch_row_for_write(vbt + S * Dv, Dv);
         }
-        T* yt = y + row * Dv;
-        T* vbt = vbar ? vbar + row * Dv : nullptr;
         const T b = beta ? beta[row] : T(1);
         forward_step(W, qt, kt, vt, b, beta != nullptr, yt, vbt, Dk, Dv);
       }
@@ -196,6 +198,13 @@ void forward_chunk(T* Wt, const T* q, const T* k, const T* v, const T* beta, T* 
   const int64_t c_next = std::min(kChunk, L - t0 - c);
   T* K = buf.kq.data();
   T* Q = K + c * Dk;
+  // The chunk's output rows, a page apart, are asked for with the intent to
+  // write before the products: stored later, each would wait for its line.
+  for (int64_t t = 0; t < c; ++t) {
+    const int64_t row = (t0 + t) * S + s;
+    cpu::prefetch_row_for_write(y + row * Dv, Dv);
+    if (vbar) cpu::prefetch_row_for_write(vbar + row * Dv, Dv);
+  }
   gather_rows(k, t0, c, t0 + c, c_next, S, s, Dk, K);
   gather_rows(q, t0, c, t0 + c, c_next, S, s, Dk, Q);
   // read[t] = W_0 k_t (t < c), then W_0 q_t.
@@ -297,6 +306,14 @@ void backward_chunk(T* W, T* G, const T* g, const T* q, const T* k, const T* v, 
   const int64_t S = d.S, Dk = d.Dk, Dv = d.Dv;
   const int64_t c_prev = std::min(kChunk, t0);  // the chunk read next, before this one
   auto gather = [&](const T* x, int64_t D, T* out) { gather_rows(x, t0, c, t0 - c_prev, c_prev, S, s, D, out); };
+  // The chunk's gradient rows, a page apart, asked for with the intent to write
+  // (as the forward's outputs).
+  for (int64_t t = 0; t < c; ++t) {
+    const int64_t row = (t0 + t) * S + s;
+    cpu::prefetch_row_for_write(gq + row * Dk, Dk);
+    cpu::prefetch_row_for_write(gk + row * Dk, Dk);
+    cpu::prefetch_row_for_write(gv + row * Dv, Dv);
+  }
   T *K = buf.k.data(), *Q = buf.q.data(), *Gy = buf.g.data(), *U = buf.u.data(), *dU = buf.du.data();
   T* dVbar = buf.dvbar.data();
   gather(k, Dk, K);

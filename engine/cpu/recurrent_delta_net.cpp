@@ -38,6 +38,7 @@ namespace loom {
 using cpu::dot;
 using cpu::parallel_for;
 using cpu::prefetch_row;
+using cpu::prefetch_row_for_write;
 using cpu::backward_step;
 using cpu::dot_all_rows;
 using cpu::forward_step;
@@ -151,6 +152,9 @@ void forward_sequences(const Forward<T>& f, const Dims& d) {
           prefetch_row(f.qx + (row + S) * D, D);
           prefetch_row(f.kx + (row + S) * D, D);
           prefetch_row(f.vx + (row + S) * D, D);
+          // and the rows it writes, with the intent to write (a page apart as well)
+          for (T* m : {f.y, f.q, f.k, f.v, f.vbar})
+            if (m) prefetch_row_for_write(m + (row + S) * D, D);
         }
         tanh_of(y_prev, a, D, Dp);
         const T b =
@@ -196,6 +200,7 @@ void backward_sequences(const Backward<T>& f, T* a_all, const Dims& d) {
         if (t > 0) {  // the previous step's rows, read next
           for (const T* m : {f.q, f.k, f.v, f.vbar, f.g}) prefetch_row(m + (row - S) * D, D);
           if (t > 1) prefetch_row(f.y + (row - 2 * S) * D, D);
+          for (T* m : {f.gvx, f.gqx, f.gkx}) prefetch_row_for_write(m + (row - S) * D, D);
         }
         T* a = a_all + row * Dp;
         tanh_of(y_prev, a, D, Dp);
