@@ -153,16 +153,13 @@ uint64_t prob_index(const Shape4& g, int64_t b, int64_t h, int64_t i) {
 }
 
 // A row of scores x[0, n) into probabilities, in place; returns its logsumexp.
-// The sum runs in double, vectorised (the order of its terms is the compiler's
-// vector order: the same for every call).
+// The sum runs in double, in loops.h's fixed lanes.
 template <class T>
 T softmax_row(T* x, int64_t n) {
   Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> row(x, n);
   const T m = row.maxCoeff();
   row = (row - m).exp();
-  double sum = 0.0;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t j = 0; j < n; ++j) sum += x[j];
+  const double sum = cpu::sum_of(n, [x](int64_t j) { return static_cast<double>(x[j]); });
   row *= static_cast<T>(1.0 / sum);
   return static_cast<T>(m + std::log(sum));
 }
@@ -172,9 +169,10 @@ T softmax_row(T* x, int64_t n) {
 // summed. They live as long as the thread and only grow: allocated afresh at
 // every call they cost a page fault per 4 KB touched, a tenth of the kernel's
 // time at the transformers' size. Every thread's buffers start on the same
-// alignment (Eigen's, 64 bytes with AVX-512), so that the vectorised loops over
-// a row (Eigen's exp, the sums) split it the same way in every thread: the
-// results do not depend on the thread count.
+// alignment (Eigen's, 64 bytes with AVX-512), so that Eigen's vectorised exp
+// splits a row the same way in every thread (its unaligned head and tail go
+// through the scalar exp, whose last bits differ): the results do not depend on
+// the thread count.
 template <class T>
 using Buffer = std::vector<T, Eigen::aligned_allocator<T>>;
 
@@ -314,10 +312,8 @@ void attention_backward_typed(const Tensor& grad_out, const Tensor& q, const Ten
             std::fill(pd + n, pd + keys, T(0));
           }
           // dS = P ∘ (dP - sum_j dP_j P_j); masked entries have P = 0, so dS = 0 there.
-          double dot = 0.0;
-#pragma omp simd reduction(+ : dot)
-          for (int64_t j = 0; j < n; ++j) dot += static_cast<double>(dp[j]) * p[j];
-          const T d = static_cast<T>(dot);
+          const T d = static_cast<T>(
+              cpu::sum_of(n, [dp, p](int64_t j) { return static_cast<double>(dp[j]) * p[j]; }));
 #pragma omp simd
           for (int64_t j = 0; j < n; ++j) dp[j] = p[j] * (dp[j] - d);
           std::fill(dp + n, dp + keys, T(0));
