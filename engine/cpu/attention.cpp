@@ -178,11 +178,41 @@ using Buffer = std::vector<T, Eigen::aligned_allocator<T>>;
 
 template <class T>
 struct Scratch {
-  Buffer<T> q, k, kt, v, vt, g;
-  Buffer<T> probs, grads, dropped, block_out;
-  Buffer<T> dk, dv;
-  Buffer<T> factors;
-  std::vector<uint32_t> words;
+  Buffer<T> q, k, kt, v, vt, dout;             // the pair: [Lq, D], [Lk, D], [D, Lk], [Lk, Dv], [Dv, Lk], [Lq, Dv]
+  Buffer<T> probs, grads, dropped, block_out;  // a block: P, dP, P ∘ F [rows, Lk]; O or dQ [rows, D or Dv]
+  Buffer<T> dk, dv;                            // the pair's dK [Lk, D], dV [Lk, Dv]
+  Buffer<T> factors;                           // a row's dropout factors [Lk]
+  std::vector<uint32_t> words;                 // their Philox words
+
+  // Sizes the buffers for one call of the forward or the backward.
+  void size_for(const Shape4& s, bool backward, bool dropout) {
+    const int64_t block = std::min(s.Lq, kBlockRows);
+    q.resize(s.Lq * s.D);
+    k.resize(s.Lk * s.D);
+    kt.resize(s.D * s.Lk);
+    v.resize(s.Lk * s.Dv);
+    probs.resize(block * s.Lk);
+    block_out.resize(block * std::max(s.D, s.Dv));
+    factors.resize(dropout ? s.Lk : 0);
+    if (!backward) return;
+    vt.resize(s.Dv * s.Lk);
+    dout.resize(s.Lq * s.Dv);
+    grads.resize(block * s.Lk);
+    dropped.resize(dropout ? block * s.Lk : 0);
+    dk.resize(s.Lk * s.D);
+    dv.resize(s.Lk * s.Dv);
+  }
+
+  // Pair (b, h)'s q, k, kᵀ and v (and vᵀ for the backward) into the buffers;
+  // `next` is the pair this thread copies next (-1: none), asked for meanwhile.
+  void load_pair(const Tensor& tq, const Tensor& tk, const Tensor& tv, const Shape4& s, int64_t b, int64_t h,
+                 int64_t next, bool backward) {
+    copy_pair<T>(tq, b, h, next, s.H, q.data());
+    copy_pair<T>(tk, b, h, next, s.H, k.data());
+    transpose(k.data(), s.Lk, s.D, kt.data());
+    copy_pair<T>(tv, b, h, next, s.H, v.data());
+    if (backward) transpose(v.data(), s.Lk, s.Dv, vt.data());
+  }
 };
 
 template <class T>
@@ -200,23 +230,12 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const 
   T* lse_data = lse.data<T>();
   const int64_t cost = g.Lq * g.Lk * (g.D + g.Dv + 4);
   cpu::parallel_for(g.B * g.H, cost, [&](int64_t p0, int64_t p1) {
-    const int64_t block = std::min(g.Lq, kBlockRows);
     Scratch<T>& buf = thread_scratch<T>();
-    buf.q.resize(g.Lq * g.D);
-    buf.k.resize(g.Lk * g.D);
-    buf.kt.resize(g.D * g.Lk);
-    buf.v.resize(g.Lk * g.Dv);
-    buf.probs.resize(block * g.Lk);  // scores, then probabilities
-    buf.block_out.resize(block * g.Dv);
-    buf.factors.resize(dropout ? g.Lk : 0);
-    T* S = buf.probs.data();
+    buf.size_for(g, /*backward=*/false, dropout);
+    T* S = buf.probs.data();  // scores, then probabilities
     for (int64_t pair = p0; pair < p1; ++pair) {
       const int64_t b = pair / g.H, h = pair % g.H;
-      const int64_t next = pair + 1 < p1 ? pair + 1 : -1;
-      copy_pair<T>(q, b, h, next, g.H, buf.q.data());
-      copy_pair<T>(k, b, h, next, g.H, buf.k.data());
-      transpose(buf.k.data(), g.Lk, g.D, buf.kt.data());
-      copy_pair<T>(v, b, h, next, g.H, buf.v.data());
+      buf.load_pair(q, k, v, g, b, h, pair + 1 < p1 ? pair + 1 : -1, /*backward=*/false);
       T* lse_row = lse_data + pair * g.Lq;
       for (int64_t i0 = 0; i0 < g.Lq; i0 += kBlockRows) {
         const int64_t rows = std::min(kBlockRows, g.Lq - i0);
@@ -251,33 +270,16 @@ void attention_backward_typed(const Tensor& grad_out, const Tensor& q, const Ten
   const T scale = static_cast<T>(a.scale);
   const int64_t cost = g.Lq * g.Lk * (2 * g.D + 2 * g.Dv + 8);
   cpu::parallel_for(g.B * g.H, cost, [&](int64_t p0, int64_t p1) {
-    const int64_t block = std::min(g.Lq, kBlockRows);
     Scratch<T>& buf = thread_scratch<T>();
-    buf.q.resize(g.Lq * g.D);
-    buf.k.resize(g.Lk * g.D);
-    buf.kt.resize(g.D * g.Lk);
-    buf.v.resize(g.Lk * g.Dv);
-    buf.vt.resize(g.Dv * g.Lk);
-    buf.g.resize(g.Lq * g.Dv);
-    buf.probs.resize(block * g.Lk);
-    buf.grads.resize(block * g.Lk);
-    buf.dropped.resize(dropout ? block * g.Lk : 0);
-    buf.block_out.resize(block * g.D);  // the block's dQ
-    buf.dk.resize(g.Lk * g.D);
-    buf.dv.resize(g.Lk * g.Dv);
-    buf.factors.resize(dropout ? g.Lk : 0);
+    buf.size_for(g, /*backward=*/true, dropout);
     T* P = buf.probs.data();
     T* dP = buf.grads.data();
     T* Pd = buf.dropped.data();
     for (int64_t pair = p0; pair < p1; ++pair) {
       const int64_t b = pair / g.H, h = pair % g.H;
       const int64_t next = pair + 1 < p1 ? pair + 1 : -1;
-      copy_pair<T>(q, b, h, next, g.H, buf.q.data());
-      copy_pair<T>(k, b, h, next, g.H, buf.k.data());
-      transpose(buf.k.data(), g.Lk, g.D, buf.kt.data());
-      copy_pair<T>(v, b, h, next, g.H, buf.v.data());
-      transpose(buf.v.data(), g.Lk, g.Dv, buf.vt.data());
-      copy_pair<T>(grad_out, b, h, next, g.H, buf.g.data());
+      buf.load_pair(q, k, v, g, b, h, next, /*backward=*/true);
+      copy_pair<T>(grad_out, b, h, next, g.H, buf.dout.data());
       std::fill(buf.dk.begin(), buf.dk.end(), T(0));
       std::fill(buf.dv.begin(), buf.dv.end(), T(0));
       const T* lse_row = lse_data + pair * g.Lq;
@@ -290,7 +292,7 @@ void attention_backward_typed(const Tensor& grad_out, const Tensor& q, const Ten
           prefetch_rows_for_write<T>(grad_v, b, h, 0, g.Lk);
         }
         const T* Qb = buf.q.data() + i0 * g.D;
-        const T* dOb = buf.g.data() + i0 * g.Dv;
+        const T* dOb = buf.dout.data() + i0 * g.Dv;
         product<T>(rows, g.D, keys, scale, {Qb, g.D, 1}, buf.kt.data(), g.Lk, P, g.Lk);
         product<T>(rows, g.Dv, keys, T(1), {dOb, g.Dv, 1}, buf.vt.data(), g.Lk, dP, g.Lk);
         for (int64_t r = 0; r < rows; ++r) {
