@@ -254,6 +254,31 @@ TEST_CASE("attention: dropout does not depend on the thread count") {
   CHECK(one == two);
 }
 
+// The CPU kernels split a row's softmax into vector lanes (Eigen's exp, the
+// sums) in per-thread buffers: every thread must split it alike. 9 pairs share
+// 2 threads unevenly, and rows of 77 keys leave a head or a tail to every split.
+TEST_CASE("attention: float32 outputs and gradients do not depend on the thread count") {
+  Generator data(21);
+  const Tensor q = uniform({77, 3, 3, 24}, -1, 1, data), k = uniform({77, 3, 3, 24}, -1, 1, data);
+  const Tensor v = uniform({77, 3, 3, 24}, -1, 1, data), g = uniform({77, 3, 3, 24}, -1, 1, data);
+  const int threads = num_threads();
+  auto run = [&](int n) {
+    set_num_threads(n);
+    const Tensor lq = q.detach().requires_grad_(), lk = k.detach().requires_grad_(), lv = v.detach().requires_grad_();
+    Generator gen(5);
+    const Tensor out = attention(lq, lk, lv, 0.2, true, 0.1, &gen);
+    sum(out * g).backward();
+    return std::vector<std::vector<float>>{out.to_vector<float>(), lq.grad().to_vector<float>(),
+                                           lk.grad().to_vector<float>(), lv.grad().to_vector<float>()};
+  };
+  const auto one = run(1), two = run(2);
+  set_num_threads(threads);
+  CHECK(one[0] == two[0]);
+  CHECK(one[1] == two[1]);
+  CHECK(one[2] == two[2]);
+  CHECK(one[3] == two[3]);
+}
+
 TEST_CASE("attention: errors name the op and the shapes") {
   const Tensor q = Tensor::zeros({4, 2, 3, 8}), k = Tensor::zeros({6, 2, 3, 8}), v = Tensor::zeros({6, 2, 3, 5});
   std::string msg = error_of([&] { attention(Tensor::zeros({4, 2, 8}), k, v, 1.0, false); });
