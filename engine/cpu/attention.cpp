@@ -155,7 +155,7 @@ uint64_t prob_index(const Shape4& g, int64_t b, int64_t h, int64_t i) {
 // A row of scores x[0, n) into probabilities, in place; returns its logsumexp.
 // The sum runs in double, in loops.h's fixed lanes.
 template <class T>
-T softmax_row(T* x, int64_t n) {
+T softmax_in_place(T* x, int64_t n) {
   Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> row(x, n);
   const T m = row.maxCoeff();
   row = (row - m).exp();
@@ -245,7 +245,7 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const 
         for (int64_t r = 0; r < rows; ++r) {
           const int64_t i = i0 + r, n = g.visible(a.causal, i);
           T* x = S + r * g.Lk;
-          lse_row[i] = softmax_row(x, n);
+          lse_row[i] = softmax_in_place(x, n);
           std::fill(x + n, x + keys, T(0));  // masked keys
           if (dropout) {
             dropout_factors(buf.factors.data(), n, prob_index(g, b, h, i), a, buf.words);
