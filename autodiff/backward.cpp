@@ -105,6 +105,20 @@ void accumulate_leaf(TensorImpl& leaf, const Tensor& g) {
   }
 }
 
+// For a rule with an add_into form (engine/record.h): adds the node's gradient
+// into its one input's running sum in place, when that input comes from a node
+// whose sum exists and may be written. False when it cannot: then the rule's fn runs.
+bool add_into_running_sum(const Node& node, const Rule& rule, const Tensor& grad,
+                          std::unordered_map<Node*, Tensor>& grads) {
+  if (node.edges.size() != 1 || !node.edges[0].node || grad.dtype() != node.edges[0].dtype) return false;
+  auto it = grads.find(node.edges[0].node.get());
+  if (it == grads.end()) return false;
+  const Tensor& sum = it->second;
+  if (!exclusive(sum) || sum.shape() != node.input_shapes[0] || sum.dtype() != grad.dtype()) return false;
+  rule.add_into(node, grad, sum);
+  return true;
+}
+
 // Nodes reachable from `root`, each listed after every node that consumes it.
 std::vector<Node*> topological_order(Node* root) {
   // Iterative DFS (feedback and delta-rule graphs can be thousands of nodes deep).
@@ -147,6 +161,10 @@ void backward(const Tensor& root, const Tensor& grad_output, bool retain_graph) 
                "': the graph was already freed by an earlier backward; pass retain_graph=true to the first one");
     check_versions(*node);
     const Rule& rule = rule_for(node->op);
+    if (rule.add_into && add_into_running_sum(*node, rule, grad, grads)) {
+      if (!retain_graph) release(*node);
+      continue;
+    }
     std::vector<Tensor> input_grads = rule.fn(*node, grad);
     LOOM_CHECK(input_grads.size() <= node->edges.size(), "backward rule of '", op_name(node->op), "' returned ",
                input_grads.size(), " gradients for ", node->edges.size(), " inputs");

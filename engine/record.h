@@ -78,10 +78,22 @@ struct RecordedOp {
 using Grads = std::vector<Tensor>;
 using RuleFn = Grads (*)(const RecordedOp& op, const Tensor& grad_output);
 
+// A second form of a rule, for ops of one input whose gradient is mostly zeros
+// around grad_output (narrow: a slice's gradient is zero outside its window):
+// add the op's gradient for input 0 into `sum`, the running sum of that input's
+// gradient, in place. The backward walk calls it instead of fn when such a sum
+// already exists, has the input's shape and dtype, and shares its buffer with
+// nothing, so that splitting a projection into k slices makes one zero buffer
+// instead of k, and adds k windows instead of k - 1 whole tensors. The sums are
+// those fn's result would have made inside the window; outside it the sum is left
+// as it is, where adding fn's zeros would only turn a -0 into +0.
+using AddIntoFn = void (*)(const RecordedOp& op, const Tensor& grad_output, const Tensor& sum);
+
 struct Rule {
   RuleFn fn = nullptr;
   bool needs_inputs = false;  // keep the inputs' data for the rule
   bool needs_output = false;  // keep the output's data for the rule
+  AddIntoFn add_into = nullptr;  // optional, see AddIntoFn
 };
 
 // The rule of `op` (fn == nullptr when the op has none).

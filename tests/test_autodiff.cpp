@@ -6,7 +6,9 @@
 
 #include "autodiff/backward.h"
 #include "autodiff/grad_mode.h"
+#include "autodiff/gradcheck.h"
 #include "engine/ops.h"
+#include "engine/record.h"
 
 namespace loom {
 
@@ -16,6 +18,21 @@ Tensor leaf(std::vector<double> v, Shape s) {
   t.requires_grad_();
   return t;
 }
+
+// The shapes every add_ wrote, while a SliceAddWatch lives.
+thread_local std::vector<Shape>* t_add_shapes = nullptr;
+void watch_adds(OpId op, const Tensor& output) {
+  if (op == OpId::add_ && t_add_shapes) t_add_shapes->push_back(output.shape());
+}
+struct SliceAddWatch {
+  std::vector<Shape> shapes;
+  OpWatcher previous;
+  SliceAddWatch() : previous(set_op_watcher(&watch_adds)) { t_add_shapes = &shapes; }
+  ~SliceAddWatch() {
+    t_add_shapes = nullptr;
+    set_op_watcher(previous);
+  }
+};
 }  // namespace
 
 TEST_CASE("autodiff: a reused input gets the sum of its gradients") {
@@ -52,6 +69,51 @@ TEST_CASE("autodiff: gradients flow through non-contiguous views to the base") {
   const Tensor v = base.transpose(0, 1).narrow(0, 1, 2);  // base[:, 1:3] transposed
   sum(v * v).backward();
   CHECK(base.grad().to_vector<double>() == std::vector<double>{0, 4, 6, 0, 10, 12});
+}
+
+TEST_CASE("autodiff: the slices of one tensor add their gradients into its windows") {
+  // y = 2x is cut into three slices of its columns, as a fused projection is cut
+  // into q, k, v; each slice's loss weight is its own. dx = 2 · weight of the
+  // column's slice. The first slice walked makes y's gradient buffer; the other
+  // two add into their windows of it (engine/record.h, AddIntoFn), so no add_
+  // writes the whole [2, 6].
+  Tensor x = leaf({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, {2, 6});
+  const Tensor y = x * 2.0;
+  const Tensor a = narrow(y, 1, 0, 1), b = narrow(y, 1, 1, 3), c = narrow(y, 1, 4, 2);
+  const Tensor loss = sum(a * 3.0) + sum(b * 5.0) + sum(c * 7.0);
+  SliceAddWatch watch;
+  loss.backward();
+  CHECK(x.grad().to_vector<double>() == std::vector<double>{6, 10, 10, 10, 14, 14, 6, 10, 10, 10, 14, 14});
+  CHECK(watch.shapes.size() == 2);
+  for (const Shape& shape : watch.shapes) CHECK(shape != Shape{2, 6});
+}
+
+TEST_CASE("autodiff: overlapping and nested slices, beside a whole-tensor use, against finite differences") {
+  // Windows that overlap (their sums meet in the buffer), a slice of a slice, and
+  // y itself read whole by a product: every order in which the walker meets them.
+  const autodiff::TensorFn f = [](const std::vector<Tensor>& in) {
+    const Tensor y = in[0] * in[1];
+    const Tensor a = narrow(y, 1, 0, 4), b = narrow(y, 1, 2, 3), inner = narrow(narrow(y, 1, 1, 4), 0, 1, 2);
+    return sum(a * a, {1}) + sum(exp(b), {1}) * 0.5 + sum(y * y * y, {1}) + sum(inner * inner);
+  };
+  Tensor x = leaf({0.3, -0.7, 1.1, 0.2, -0.4, 0.9, 0.5, -1.2, 0.8, 0.1, -0.6, 0.4, 0.7, 0.2, -0.3}, {3, 5});
+  Tensor w = leaf({0.5, -1.5, 2.0, 0.25, 1.0}, {5});
+  const autodiff::GradcheckResult result = autodiff::gradcheck(f, {x, w});
+  CHECK_MESSAGE(result.ok, result.report);
+}
+
+TEST_CASE("autodiff: a slice's gradient is not added into a buffer another gradient shares") {
+  // z = p + q hands one tensor to p's and q's sums; a slice of p then must not
+  // add into it in place, or q's gradient would change too. With p = 3x, q = 5x,
+  // w = Σ (p + q) + Σ 2 p[:, 1:]: dw/dx = 8 + 6 on the columns of the slice.
+  for (const bool slice_first : {true, false}) {
+    Tensor x = leaf({1.0, -2.0, 3.0}, {1, 3});
+    const Tensor p = x * 3.0, q = x * 5.0;
+    const Tensor z = sum(p + q), s = sum(narrow(p, 1, 1, 2) * 2.0);
+    const Tensor w = slice_first ? s + z : z + s;
+    w.backward();
+    CHECK(x.grad().to_vector<double>() == std::vector<double>{8.0, 14.0, 14.0});
+  }
 }
 
 TEST_CASE("autodiff: NoGradGuard and detach record nothing") {

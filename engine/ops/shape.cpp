@@ -327,6 +327,11 @@ Grads narrow_rule(const RecordedOp& n, const Tensor& g) {
   return {out};
 }
 
+// ...or, when the input's gradient already has a running sum, lands in its window there.
+void narrow_add_into(const RecordedOp& n, const Tensor& g, const Tensor& sum) {
+  add_(narrow(sum, n.ints[0], n.ints[1], n.ints[2]), g);
+}
+
 // expand's gradient is g summed back to the input shape, and cast's is g cast
 // back to the input dtype: backward() does both for every edge.
 Grads identity_rule(const RecordedOp&, const Tensor& g) { return {g}; }
@@ -352,7 +357,7 @@ Grads stack_rule(const RecordedOp& n, const Tensor& g) {
 const RuleRegistration shape_rules[] = {
     {OpId::reshape, {reshape_rule, false, false}},
     {OpId::permute, {permute_rule, false, false}},
-    {OpId::narrow, {narrow_rule, false, false}},
+    {OpId::narrow, {narrow_rule, false, false, narrow_add_into}},
     {OpId::expand, {identity_rule, false, false}},
     {OpId::contiguous, {identity_rule, false, false}},
     {OpId::cast, {identity_rule, false, false}},
