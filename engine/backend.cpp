@@ -16,7 +16,8 @@ const char* unary_op_name(UnaryOp op) {
 }
 
 const char* binary_op_name(BinaryOp op) {
-  static const char* const names[] = {LOOM_BINARY_OPS(LOOM_ELEMENTWISE_NAME) LOOM_COMPARE_OPS(LOOM_ELEMENTWISE_NAME)};
+  static const char* const names[] = {LOOM_BINARY_OPS(LOOM_ELEMENTWISE_NAME) LOOM_COMPARE_OPS(LOOM_ELEMENTWISE_NAME)
+                                          LOOM_BINARY_KERNELS(LOOM_ELEMENTWISE_NAME)};
   return names[static_cast<int>(op)];
 }
 

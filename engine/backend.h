@@ -29,13 +29,16 @@ namespace loom {
 
 // The elementwise kernels' op codes, one per row of the tables in
 // elementwise_functors.h (unary: ops, ops with a parameter, then helper
-// kernels; binary: arithmetic, then comparisons).
+// kernels; binary: arithmetic, comparisons, then helper kernels).
 #define LOOM_ELEMENTWISE_CODE(name, ...) name,
 enum class UnaryOp {
   LOOM_UNARY_OPS(LOOM_ELEMENTWISE_CODE) LOOM_UNARY_OPS_WITH_PARAM(LOOM_ELEMENTWISE_CODE)
   LOOM_UNARY_KERNELS(LOOM_ELEMENTWISE_CODE)
 };
-enum class BinaryOp { LOOM_BINARY_OPS(LOOM_ELEMENTWISE_CODE) LOOM_COMPARE_OPS(LOOM_ELEMENTWISE_CODE) };
+enum class BinaryOp {
+  LOOM_BINARY_OPS(LOOM_ELEMENTWISE_CODE) LOOM_COMPARE_OPS(LOOM_ELEMENTWISE_CODE)
+  LOOM_BINARY_KERNELS(LOOM_ELEMENTWISE_CODE)
+};
 #undef LOOM_ELEMENTWISE_CODE
 const char* unary_op_name(UnaryOp op);
 const char* binary_op_name(BinaryOp op);
@@ -65,6 +68,7 @@ decltype(auto) visit_binary(BinaryOp op, Visit&& visit) {
   switch (op) {
     LOOM_BINARY_OPS(LOOM_VISIT_BINARY)
     LOOM_COMPARE_OPS(LOOM_VISIT_BINARY)
+    LOOM_BINARY_KERNELS(LOOM_VISIT_BINARY)
   }
   LOOM_FAIL("invalid BinaryOp code ", static_cast<int>(op));
 }

@@ -82,6 +82,17 @@ struct Ge { template <class T> LOOM_HD T operator()(T a, T b) const { return a >
 struct Lt { template <class T> LOOM_HD T operator()(T a, T b) const { return a < b ? T(1) : T(0); } };
 struct Le { template <class T> LOOM_HD T operator()(T a, T b) const { return a <= b ? T(1) : T(0); } };
 
+// ---- backward kernels: operator()(g, x), the gradient of an activation's input ----
+// Each is its rule's composition of engine ops in one pass, the same operations in
+// the same order (so the same bits): relu's g * gt(x, 0) made a mask tensor and
+// then a product; squared_relu's g * relu(x) * 2.0 three passes.
+struct ReluBackward {
+  template <class T> LOOM_HD T operator()(T g, T x) const { return g * Gt{}(x, T(0)); }
+};
+struct SquaredReluBackward {
+  template <class T> LOOM_HD T operator()(T g, T x) const { return g * Relu{}(x, T(0)) * T(2); }
+};
+
 }  // namespace loom::fn
 
 // ---- the tables ---------------------------------------------------------------------
@@ -102,8 +113,8 @@ struct Le { template <class T> LOOM_HD T operator()(T a, T b) const { return a <
   X(rsqrt,        Rsqrt,       y,    g * pow(y, 3.0) * -0.5)          \
   X(tanh,         Tanh,        y,    g * (1.0 - y * y))               \
   X(sigmoid,      Sigmoid,     y,    g * y * (1.0 - y))               \
-  X(relu,         Relu,        x,    g * gt(x, 0.0))                  \
-  X(squared_relu, SquaredRelu, x,    g * relu(x) * 2.0)               \
+  X(relu,         Relu,        x,    kernel::relu_backward(g, x))     \
+  X(squared_relu, SquaredRelu, x,    kernel::squared_relu_backward(g, x)) \
   X(silu,         Silu,        x,    g * kernel::silu_grad(x))        \
   X(gelu,         Gelu,        x,    g * kernel::gelu_grad(x))
 
@@ -132,6 +143,12 @@ struct Le { template <class T> LOOM_HD T operator()(T a, T b) const { return a <
   /* the gradient goes to the larger input (to a on ties, as the forward) */ \
   X(maximum, Maximum, ab,   g * ge(a, b),     g * (1.0 - ge(a, b)))         \
   X(minimum, Minimum, ab,   g * le(a, b),     g * (1.0 - le(a, b)))
+
+// Binary kernels that are not ops: the backward kernels above, callable in the
+// rules as kernel::name(g, x). X(name, Functor).
+#define LOOM_BINARY_KERNELS(X)                    \
+  X(relu_backward,         ReluBackward)          \
+  X(squared_relu_backward, SquaredReluBackward)
 
 // Comparisons: 1 or 0 in a's dtype, not differentiable, all recorded as
 // OpId::compare. X(name, Functor).

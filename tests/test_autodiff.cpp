@@ -3,11 +3,13 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "autodiff/backward.h"
 #include "autodiff/grad_mode.h"
 #include "autodiff/gradcheck.h"
 #include "engine/ops.h"
+#include "engine/random.h"
 #include "engine/record.h"
 
 namespace loom {
@@ -113,6 +115,35 @@ TEST_CASE("autodiff: a slice's gradient is not added into a buffer another gradi
     const Tensor w = slice_first ? s + z : z + s;
     w.backward();
     CHECK(x.grad().to_vector<double>() == std::vector<double>{8.0, 14.0, 14.0});
+  }
+}
+
+TEST_CASE("autodiff: relu's and squared_relu's backward kernels give their compositions' bits") {
+  // Each rule runs one kernel for what was a composition of engine ops (engine/
+  // elementwise_functors.h, ReluBackward): relu's g * gt(x, 0), squared_relu's
+  // g * relu(x) * 2. Both dtypes, exact zeros in x (where the mask decides), and
+  // a gradient that is a transposed view (the kernel's strided path).
+  for (const DType dtype : {DType::f32, DType::f64}) {
+    Generator gen(11);
+    Tensor x = cast(uniform({37, 19}, -1, 1, gen), dtype);
+    {
+      NoGradGuard no_grad;
+      fill_(narrow(x, 0, 5, 3), 0.0);
+    }
+    const Tensor g = transpose(cast(uniform({19, 37}, -2, 2, gen), dtype), 0, 1);
+    for (const bool squared : {false, true}) {
+      Tensor input = x.detach();
+      input.requires_grad_();
+      (squared ? squared_relu(input) : relu(input)).backward(g);
+      NoGradGuard no_grad;
+      const Tensor composed = squared ? g * relu(x) * 2.0 : g * gt(x, 0.0);
+      // memcmp, not ==: a -0 where the composition gives +0 is another bit too.
+      const std::vector<double> got = cast(input.grad(), DType::f64).to_vector<double>();
+      const std::vector<double> want = cast(composed, DType::f64).to_vector<double>();
+      REQUIRE(got.size() == want.size());
+      CHECK_MESSAGE(std::memcmp(got.data(), want.data(), got.size() * sizeof(double)) == 0,
+                    (squared ? "squared_relu" : "relu"), " in ", dtype_name(dtype));
+    }
   }
 }
 

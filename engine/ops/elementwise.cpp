@@ -133,6 +133,15 @@ namespace kernel {
   }
 LOOM_UNARY_KERNELS(LOOM_DEFINE_KERNEL)
 #undef LOOM_DEFINE_KERNEL
+// ...and those of LOOM_BINARY_KERNELS, as kernel::name(g, x), g of x's shape.
+#define LOOM_DEFINE_BINARY_KERNEL(name, ...)                                      \
+  [[maybe_unused]] Tensor name(const Tensor& g, const Tensor& x) {                \
+    Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());                 \
+    backend_for(x).binary(BinaryOp::name, detail::broadcast_view(g, x.shape()), x, out); \
+    return out;                                                                   \
+  }
+LOOM_BINARY_KERNELS(LOOM_DEFINE_BINARY_KERNEL)
+#undef LOOM_DEFINE_BINARY_KERNEL
 }  // namespace kernel
 
 // One rule per row: the `grad` column with x, y, p (and a, b) bound to what the
