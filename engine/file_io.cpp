@@ -5,11 +5,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <vector>
 
 #include "engine/error.h"
 
@@ -100,6 +102,24 @@ void write_file_atomically(const std::string& path, std::string_view contents) {
   AtomicFile file(path);
   file.write(contents);
   file.commit();
+}
+
+int remove_atomic_leftovers(const std::string& target) {
+  namespace fs = std::filesystem;
+  const fs::path path(target);
+  const std::string prefix = path.filename().string() + ".tmp-";
+  auto is_leftover = [&](const std::string& name) {
+    if (name.size() != prefix.size() + 6 || name.compare(0, prefix.size(), prefix) != 0) return false;
+    return std::all_of(name.begin() + static_cast<std::ptrdiff_t>(prefix.size()), name.end(),
+                       [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z'); });
+  };
+  std::error_code ec;
+  std::vector<fs::path> leftovers;
+  for (const auto& entry : fs::directory_iterator(parent_directory(target), ec))
+    if (entry.is_regular_file(ec) && is_leftover(entry.path().filename().string())) leftovers.push_back(entry.path());
+  int removed = 0;
+  for (const fs::path& p : leftovers) removed += fs::remove(p, ec) ? 1 : 0;
+  return removed;
 }
 
 std::string make_temporary_directory(const std::string& prefix) {

@@ -72,6 +72,14 @@ class AtomicFile {
 // AtomicFile in one call.
 void write_file_atomically(const std::string& path, std::string_view contents);
 
+// Removes the temporaries an AtomicFile of `target` left behind ("<target>.tmp-"
+// and six letters or digits): a process killed between creating one and
+// committing it never runs the destructor that would. Call it only where no other
+// process may be writing `target` meanwhile (a directory this process has
+// locked). Returns how many it removed; missing files and directories are not
+// an error.
+int remove_atomic_leftovers(const std::string& target);
+
 // Creates a new directory "<prefix>XXXXXX" (random suffix) and returns its path.
 std::string make_temporary_directory(const std::string& prefix);
 

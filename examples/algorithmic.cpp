@@ -230,6 +230,10 @@ bool run_one(models::AlgorithmicConfig config, const Options& o, const std::stri
   std::filesystem::create_directories(run_dir);
   const std::string state_path = run_dir + "/run_state.safetensors";
   const std::string metrics_path = run_dir + "/metrics.jsonl";
+  // What a sweep killed while replacing one of these files left (out_dir is locked:
+  // no other process writes them). The CSV may be another sweep's (--csv): left alone.
+  for (const std::string& file : {state_path, metrics_path, run_dir + "/curves.svg", out_dir + "/valid_accuracy.svg"})
+    io::remove_atomic_leftovers(file);
   if (o.overwrite) std::filesystem::remove(state_path);
   const bool resume = std::filesystem::exists(state_path);
 

@@ -245,6 +245,25 @@ TEST_CASE("crash safety: leftovers of a killed save are removed by the next save
   CHECK(temporaries(run).empty());
 }
 
+TEST_CASE("crash safety: an atomic write's leftovers are removed, and nothing else") {
+  TempDir dir("crash-atomic-leftovers");
+  const std::string target = dir.file("curves.svg");
+  // What a SIGKILL between creating the temporary and renaming it leaves, twice.
+  std::ofstream(target + ".tmp-abc123") << "<svg";
+  std::ofstream(target + ".tmp-9z8y7x") << "";
+  // Not leftovers of this target: another file's, a name of another form, the target.
+  for (const std::string& kept : {dir.file("metrics.jsonl.tmp-abc123"), target + ".tmp-abc1234",
+                                  target + ".tmp-ABC123", target + ".tmp-abc12", target})
+    std::ofstream(kept) << "keep";
+  CHECK(io::remove_atomic_leftovers(target) == 2);
+  CHECK(!fs::exists(target + ".tmp-abc123"));
+  CHECK(!fs::exists(target + ".tmp-9z8y7x"));
+  for (const std::string& kept : {dir.file("metrics.jsonl.tmp-abc123"), target + ".tmp-abc1234",
+                                  target + ".tmp-ABC123", target + ".tmp-abc12", target})
+    CHECK_MESSAGE(fs::exists(kept), kept);
+  CHECK(io::remove_atomic_leftovers(dir.file("missing/curves.svg")) == 0);  // no directory: nothing to do
+}
+
 // ---- the real program, killed --------------------------------------------------------------
 
 namespace {
@@ -387,6 +406,36 @@ void check_only_in_use(const std::string& log, const std::string& setting, const
 }
 
 }  // namespace
+
+TEST_CASE("crash safety: train removes a chart temporary a killed run left") {
+  // A kill while the chart is being redrawn leaves curves.svg.tmp-XXXXXX; the
+  // next train in that out_dir removes it (the random kills above can land there).
+  REQUIRE(fs::exists(program("train")));
+  TempDir dir("crash-chart-leftover");
+  std::ofstream(dir.file("text.txt")) << text_for_training();
+  const std::string config = write_config(dir, "run", 2);
+  const std::string run = dir.file("run");
+  REQUIRE(wait_for(spawn(train_args(config, {}), dir.file("first.log"))) == 0);
+  std::ofstream(run + "/curves.svg.tmp-k1ll3d") << "<svg";
+  REQUIRE(wait_for(spawn(train_args(config, {"--resume"}), dir.file("resumed.log"))) == 0);
+  CHECK(temporaries(run).empty());
+  CHECK(fs::exists(run + "/curves.svg"));
+
+  // algorithmic the same for its run's files and its sweep chart; a CSV's
+  // temporary stays, since another sweep may be writing that CSV (--csv).
+  const std::string out = dir.file("sweep");
+  fs::create_directories(out + "/lstm-seed1");
+  for (const std::string& leftover : {out + "/lstm-seed1/run_state.safetensors.tmp-k1ll3d",
+                                      out + "/lstm-seed1/metrics.jsonl.tmp-k1ll3d", out + "/valid_accuracy.svg.tmp-k1ll3d"})
+    std::ofstream(leftover) << "half";
+  std::ofstream(out + "/results.csv.tmp-0th3r5") << "layer";
+  const std::string quick = std::string(LOOM_SOURCE_ROOT) + "/examples/configs/code_execution_quick.json";
+  REQUIRE(fs::exists(program("algorithmic")));
+  // Exit 1 is the config's "expect" failing after two steps; the files are what count.
+  wait_for(spawn({program("algorithmic"), quick, "--out", out, "--steps", "2", "--threads", "1"}, dir.file("alg.log")));
+  CHECK(fs::exists(out + "/lstm-seed1/run_state.safetensors"));
+  CHECK(temporaries(out) == std::vector<std::string>{out + "/results.csv.tmp-0th3r5"});
+}
 
 TEST_CASE("crash safety: train with a bad LOOM_GEMM says so and writes nothing") {
   REQUIRE_MESSAGE(fs::exists(program("train")), program("train"), " is not built (meson test builds it)");

@@ -429,6 +429,7 @@ void Trainer::prepare_locked(bool overwrite) {
     fs::remove(chart_path(), ec);
   }
   remove_stale_checkpoints(out_dir);  // what a killed save left
+  io::remove_atomic_leftovers(chart_path());  // and a killed redraw of the chart
   saved_step_ = latest_checkpoint_step(out_dir);
 
   // The log is appended to, never truncated: a resumed run first notes where it
