@@ -397,6 +397,11 @@ int main(int argc, char** argv) {
     std::filesystem::create_directories(out_dir);
     const io::DirectoryLock out_dir_lock(out_dir, "out_dir");  // one run writes out_dir at a time
     const std::string csv = out_dir + "/results.csv";
+    // What a run killed while replacing the CSV or a chart left (out_dir is locked:
+    // no other process writes them).
+    io::remove_atomic_leftovers(csv);
+    for (const Sweep& s : config.sweeps)
+      io::remove_atomic_leftovers(out_dir + "/setting" + std::to_string(s.setting) + ".svg");
     std::vector<Result> results = fresh ? std::vector<Result>{} : read_results(csv, config.seed);
     if (seeds.empty()) seeds.push_back(config.seed);
     const auto same_run = [](const Result& r, int setting, const std::string& model, int64_t keys, uint64_t seed) {

@@ -407,7 +407,7 @@ void check_only_in_use(const std::string& log, const std::string& setting, const
 
 }  // namespace
 
-TEST_CASE("crash safety: train removes a chart temporary a killed run left") {
+TEST_CASE("crash safety: train and the sweep programs remove the temporaries a killed run left") {
   // A kill while the chart is being redrawn leaves curves.svg.tmp-XXXXXX; the
   // next train in that out_dir removes it (the random kills above can land there).
   REQUIRE(fs::exists(program("train")));
@@ -435,6 +435,21 @@ TEST_CASE("crash safety: train removes a chart temporary a killed run left") {
   wait_for(spawn({program("algorithmic"), quick, "--out", out, "--steps", "2", "--threads", "1"}, dir.file("alg.log")));
   CHECK(fs::exists(out + "/lstm-seed1/run_state.safetensors"));
   CHECK(temporaries(out) == std::vector<std::string>{out + "/results.csv.tmp-0th3r5"});
+
+  // retrieval too: its CSV is its own (out_dir/results.csv, locked), so that goes as well.
+  const std::string sweep = dir.file("retrieval");
+  fs::create_directories(sweep);
+  for (const std::string& leftover : {sweep + "/results.csv.tmp-k1ll3d", sweep + "/setting1.svg.tmp-k1ll3d"})
+    std::ofstream(leftover) << "half";
+  const std::string tiny = dir.file("retrieval.json");
+  std::ofstream(tiny) << R"({"out_dir": ")" << sweep << R"(", "seed": 1, "hidden": 8,
+    "protocol": {"batch_size": 2, "lr": 0.001, "eval_interval": 1, "eval_sequences": 1, "eval_max_queries": 4,
+                 "eval_length": "num_keys", "stop_loss": 0.001, "patience": 1, "max_steps": 2},
+    "sweeps": [{"setting": 1, "keys": [4], "models": ["linear/sum"]}]})";
+  REQUIRE(fs::exists(program("retrieval")));
+  CHECK(wait_for(spawn({program("retrieval"), tiny, "--threads", "1"}, dir.file("retrieval.log"))) == 0);
+  CHECK(fs::exists(sweep + "/results.csv"));
+  CHECK(temporaries(sweep).empty());
 }
 
 TEST_CASE("crash safety: train with a bad LOOM_GEMM says so and writes nothing") {
