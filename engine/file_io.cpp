@@ -35,13 +35,20 @@ FileSystem* current_file_system() {
 }
 FileSystem* installed = nullptr;
 
+// A temporary's suffix: kSuffixLength digits of base 36 (remove_atomic_leftovers
+// recognises exactly this form).
+constexpr int kSuffixLength = 6;
+constexpr char kSuffixDigits[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+
+bool is_suffix_digit(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z'); }
+
 // A suffix unlikely to be taken: the pid, a counter and the clock, in base 36.
 std::string unique_suffix() {
   static std::atomic<uint64_t> counter{0};
   uint64_t x = static_cast<uint64_t>(::getpid()) * 1000003u ^ counter.fetch_add(1) * 7919u ^
                static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
   std::string s;
-  for (int i = 0; i < 6; ++i, x /= 36) s.push_back("0123456789abcdefghijklmnopqrstuvwxyz"[x % 36]);
+  for (int i = 0; i < kSuffixLength; ++i, x /= 36) s.push_back(kSuffixDigits[x % 36]);
   return s;
 }
 
@@ -109,9 +116,8 @@ int remove_atomic_leftovers(const std::string& target) {
   const fs::path path(target);
   const std::string prefix = path.filename().string() + ".tmp-";
   auto is_leftover = [&](const std::string& name) {
-    if (name.size() != prefix.size() + 6 || name.compare(0, prefix.size(), prefix) != 0) return false;
-    return std::all_of(name.begin() + static_cast<std::ptrdiff_t>(prefix.size()), name.end(),
-                       [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z'); });
+    if (name.size() != prefix.size() + kSuffixLength || name.compare(0, prefix.size(), prefix) != 0) return false;
+    return std::all_of(name.begin() + static_cast<std::ptrdiff_t>(prefix.size()), name.end(), is_suffix_digit);
   };
   std::error_code ec;
   std::vector<fs::path> leftovers;

@@ -231,9 +231,8 @@ bool run_one(models::AlgorithmicConfig config, const Options& o, const std::stri
   const std::string state_path = run_dir + "/run_state.safetensors";
   const std::string metrics_path = run_dir + "/metrics.jsonl";
   // What a sweep killed while replacing one of these files left (out_dir is locked:
-  // no other process writes them). The CSV may be another sweep's (--csv): left alone.
-  for (const std::string& file : {state_path, metrics_path, run_dir + "/curves.svg", out_dir + "/valid_accuracy.svg"})
-    io::remove_atomic_leftovers(file);
+  // no other process writes them).
+  for (const std::string& file : {state_path, metrics_path, run_dir + "/curves.svg"}) io::remove_atomic_leftovers(file);
   if (o.overwrite) std::filesystem::remove(state_path);
   const bool resume = std::filesystem::exists(state_path);
 
@@ -416,6 +415,9 @@ int main(int argc, char** argv) {
     std::filesystem::create_directories(out_dir);
     const io::DirectoryLock out_dir_lock(out_dir, "out_dir");  // one sweep writes out_dir at a time
     const std::string csv = o.csv.empty() ? out_dir + "/results.csv" : o.csv;
+    // What a sweep killed while redrawing its chart left; each run cleans its own
+    // files. The CSV may be another sweep's (--csv): left alone.
+    io::remove_atomic_leftovers(out_dir + "/valid_accuracy.svg");
 
     const std::vector<std::string> layers = o.layers.empty() ? std::vector<std::string>{config.model.layer} : o.layers;
     const std::vector<int64_t> seeds =

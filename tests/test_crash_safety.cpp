@@ -252,15 +252,13 @@ TEST_CASE("crash safety: an atomic write's leftovers are removed, and nothing el
   std::ofstream(target + ".tmp-abc123") << "<svg";
   std::ofstream(target + ".tmp-9z8y7x") << "";
   // Not leftovers of this target: another file's, a name of another form, the target.
-  for (const std::string& kept : {dir.file("metrics.jsonl.tmp-abc123"), target + ".tmp-abc1234",
-                                  target + ".tmp-ABC123", target + ".tmp-abc12", target})
-    std::ofstream(kept) << "keep";
+  const std::vector<std::string> kept = {dir.file("metrics.jsonl.tmp-abc123"), target + ".tmp-abc1234",
+                                         target + ".tmp-ABC123", target + ".tmp-abc12", target};
+  for (const std::string& file : kept) std::ofstream(file) << "keep";
   CHECK(io::remove_atomic_leftovers(target) == 2);
   CHECK(!fs::exists(target + ".tmp-abc123"));
   CHECK(!fs::exists(target + ".tmp-9z8y7x"));
-  for (const std::string& kept : {dir.file("metrics.jsonl.tmp-abc123"), target + ".tmp-abc1234",
-                                  target + ".tmp-ABC123", target + ".tmp-abc12", target})
-    CHECK_MESSAGE(fs::exists(kept), kept);
+  for (const std::string& file : kept) CHECK_MESSAGE(fs::exists(file), file);
   CHECK(io::remove_atomic_leftovers(dir.file("missing/curves.svg")) == 0);  // no directory: nothing to do
 }
 
