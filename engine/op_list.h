@@ -66,6 +66,8 @@
   LOOM_OP(causal_conv1d, true)                                 \
   /* dpfp: the DPFP feature map of the fast weights */         \
   LOOM_OP(dpfp, true)                                          \
+  /* sum_normalise: φ / (Σφ + eps), optionally φ = ELU + 1 */  \
+  LOOM_OP(sum_normalise, true)                                 \
   /* attention: fused causal softmax attention */              \
   LOOM_OP(attention, true)                                     \
   /* delta_rule: the fast-weight recurrence */                 \
@@ -172,6 +174,15 @@ struct LstmBackwardArgs;
   KERNEL(dpfp, (const Tensor& x, int64_t nu, const Tensor& out))                                               \
   /* grad_x (contiguous, overwritten) from grad_out [rows, 2n·nu] and x [rows, n], r recomputed from x. */     \
   KERNEL(dpfp_backward, (const Tensor& grad_out, const Tensor& x, int64_t nu, const Tensor& grad_x))           \
+                                                                                                               \
+  /* ---- sum_normalise (cpu/sum_normalise.cpp, cuda/sum_normalise.cu) ---------------------------------- */ \
+  /* x contiguous [rows, n]: e = x (or ELU(x) + 1 with elu_plus_one), den [rows] = Σ e + eps, out = e / den    \
+     (kernels/sum_normalise.h). features receives e when given (elu_plus_one only); out, den contiguous. */   \
+  KERNEL(sum_normalise, (const Tensor& x, double eps, bool elu_plus_one, const Tensor& out,                    \
+                         const Tensor& features, const Tensor& denominator))                                   \
+  /* grad_x (contiguous, overwritten) from grad_out, the kept features e and den. */                           \
+  KERNEL(sum_normalise_backward, (const Tensor& grad_out, const Tensor& features, const Tensor& denominator,    \
+                                  bool elu_plus_one, const Tensor& grad_x))                                     \
                                                                                                                \
   /* ---- attention (cpu/attention.cpp, cuda/attention.cu) -------------------------------------------------- */ \
   /* Scaled dot-product attention per (batch, head): q [Lq, B, H, D], k [Lk, B, H, D], v [Lk, B, H, Dv] with  \

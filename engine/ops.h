@@ -175,6 +175,15 @@ Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias);
 // forward, one backward, which recomputes r from x (the output is not kept).
 Tensor dpfp(const Tensor& x, int64_t nu);
 
+// ---- sum_normalise (engine/ops/sum_normalise.cpp) --------------------------------------
+// The sum normalisation of the fast weights' feature maps, over the last axis of
+// x [..., n]: x / (Σ x + eps), so that a read W φ(q) is a weighted average of W's
+// columns. elu_plus_one_normalised is the same of φ = ELU(x) + 1 (Katharopoulos
+// et al.'s map). Fused: one pass forward and one backward, with the bits of the
+// composition `phi / (sum(phi, {-1}, true) + eps)` on the CPU. eps >= 0.
+Tensor sum_normalise(const Tensor& phi, double eps);
+Tensor elu_plus_one_normalised(const Tensor& x, double eps);
+
 // ---- attention (engine/ops/attention.cpp) ---------------------------------------------
 // Scaled dot-product attention, sequence-first (labml's layout):
 // q [Lq, B, H, D], k [Lk, B, H, D], v [Lk, B, H, Dv] -> [Lq, B, H, Dv].

@@ -111,24 +111,34 @@ void bench_kernel(bool with_composed, const KernelSize& size) {
   }
 }
 
+// The two feature maps with their sum normalisation, as the fast layers call them.
 void bench_features() {
   const int64_t L = 128, B = 16, H = 8, D = 64;
-  std::printf("DPFP nu=1 + sum normalisation (engine ops), x [%ld, %ld, %ld, %ld] -> [.., %ld], float32\n", L, B, H,
-              D, 2 * D);
   Generator gen(2);
   Tensor x = rand({L, B, H, D}, -1, 1, gen).requires_grad_();
-  const Tensor g = rand({L, B, H, 2 * D}, -1, 1, gen);
-  for (int threads : {1, 2}) {
-    set_num_threads(threads);
-    {
-      NoGradGuard no_grad;
-      print("forward", threads, measure(10, [&] { models::dpfp_features(x, 1); }), 0);
+  struct Map {
+    const char* name;
+    int64_t width;  // features per head
+    std::function<Tensor(const Tensor&)> features;
+  };
+  const Map maps[] = {{"DPFP nu=1", 2 * D, [](const Tensor& t) { return models::dpfp_features(t, 1); }},
+                      {"ELU+1", D, [](const Tensor& t) { return models::elu_plus_one_features(t); }}};
+  for (const Map& map : maps) {
+    std::printf("%s + sum normalisation, x [%ld, %ld, %ld, %ld] -> [.., %ld], float32\n", map.name, L, B, H, D,
+                map.width);
+    const Tensor g = rand({L, B, H, map.width}, -1, 1, gen);
+    for (int threads : {1, 2}) {
+      set_num_threads(threads);
+      {
+        NoGradGuard no_grad;
+        print("forward", threads, measure(10, [&] { map.features(x); }), 0);
+      }
+      print("forward + backward", threads, measure(10, [&] {
+              map.features(x).backward(g);
+              x.zero_grad();
+            }),
+            0);
     }
-    print("forward + backward", threads, measure(10, [&] {
-            models::dpfp_features(x, 1).backward(g);
-            x.zero_grad();
-          }),
-          0);
   }
 }
 

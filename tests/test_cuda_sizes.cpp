@@ -169,6 +169,13 @@ TEST_CASE("cuda sizes: dpfp of 64-wide heads, nu 2 (DPFP keys 256), L 256, batch
   check_at_size("dpfp", {uniform64({256, 32, 8, kHeadDim}, 40, -2, 2)}, [](const auto& v) { return dpfp(v[0], 2); });
 }
 
+TEST_CASE("cuda sizes: the sum normalisation of 256 DPFP keys and of ELU+1 of 64-wide heads, L 256, batch x heads 256") {
+  check_at_size("sum_normalise", {uniform64({256, 32, 8, 4 * kHeadDim}, 41, 0.01, 2)},
+                [](const auto& v) { return sum_normalise(v[0], 1e-6); });
+  check_at_size("elu_plus_one_normalised", {uniform64({256, 32, 8, kHeadDim}, 42, -4, 4)},
+                [](const auto& v) { return elu_plus_one_normalised(v[0], 1e-6); });
+}
+
 TEST_CASE("cuda sizes: softmax and log_softmax over 256 keys, batch x heads x queries rows") {
   check_at_size("softmax", {uniform64({256 * 256, 256}, 23, -4, 4)}, [](const auto& v) { return softmax(v[0], -1); });
   check_at_size("log_softmax", {uniform64({256 * 256, 256}, 24, -4, 4)},

@@ -115,13 +115,9 @@ double fast_weights_layer_parameters(const ModelConfig& c) {
 
 // ---- feature maps --------------------------------------------------------------------
 
-namespace {
-
-// φ / (Σ φ + eps) over the last axis: retrieval W φ'(q) becomes a weighted
-// average of W's columns instead of growing with the number of features.
-Tensor sum_normalise(const Tensor& phi, double eps) { return phi / (sum(phi, {-1}, true) + eps); }
-
-}  // namespace
+// Both maps end in the sum normalisation φ / (Σ φ + eps) over the last axis
+// (engine/ops/sum_normalise.cpp): retrieval W φ'(q) becomes a weighted average of
+// W's columns instead of growing with the number of features.
 
 // The map itself is one fused op (engine/ops/dpfp.cpp): r = relu([x, -x]) times
 // torch.roll(r, i) for i = 1..nu, the blocks side by side.
@@ -132,7 +128,7 @@ Tensor dpfp_features(const Tensor& x, int64_t nu, double eps) { return sum_norma
 // et al.'s experiments (models/FAMILIES.md §2.6): the denominator grows without bound over
 // long contexts and hurt perplexity, and the delta rule's vbar = W φ'(k) only
 // retrieves a stored value when φ'(k) sums to 1. ELU+1 > 0, so the sum is never 0.
-Tensor elu_plus_one_features(const Tensor& x, double eps) { return sum_normalise(elu(x) + 1.0, eps); }
+Tensor elu_plus_one_features(const Tensor& x, double eps) { return elu_plus_one_normalised(x, eps); }
 
 Features::Features(const ModelConfig& c)
     : map(c.feature_map == "dpfp" ? FeatureMap::dpfp : FeatureMap::elu_plus_one), nu(c.dpfp_nu) {}

@@ -102,7 +102,8 @@ Tensor one_hot(const Tensor& ids, int64_t n, DType dtype, Device device) {
   return eq(unsqueeze(cast(ids, dtype), -1), Tensor::arange(n, dtype, device));
 }
 
-Tensor sum_normalise(const Tensor& phi) { return phi / (sum(phi, {-1}, true) + 1e-6); }
+// The sum normalisation's eps (engine/ops/sum_normalise.cpp), as labml's.
+constexpr double kSumNormaliseEps = 1e-6;
 
 }  // namespace
 
@@ -225,10 +226,10 @@ Tensor RetrievalModel::forward(const Tensor& keys, const Tensor& values, const T
   // Delta rule, sequence-first with one head: [L, B, 1, ·].
   const int64_t p = feature_dim();
   const auto seq_first = [&](const Tensor& t) { return unsqueeze(transpose(t, 0, 1), 2); };
-  const Tensor k_seq = seq_first(sum_normalise(phi_k));
+  const Tensor k_seq = seq_first(sum_normalise(phi_k, kSumNormaliseEps));
   const Tensor v_seq = seq_first(one_hot(values, S, dtype, device));
   const Tensor beta_seq = seq_first(sigmoid(project_pairs(*beta, table, keys, values, S)));
-  const Tensor q_read = sum_normalise(phi_q);  // [B, Q, p]
+  const Tensor q_read = sum_normalise(phi_q, kSumNormaliseEps);  // [B, Q, p]
   if (Q == 1) {
     // y_t = W_t q_t: reading the query at every step, the last read is ŷ = W_L φ'(q).
     const Tensor q_seq = seq_first(expand(q_read, {B, L, p}));
