@@ -4,8 +4,9 @@
 // One thread block per sequence s = b·H + h (a grid-stride loop over S) walks
 // time inside the kernel with its fast weight W [D, D] in shared memory; the
 // recurrent parameters Rq, Rk, Rv, rb of head h are read from global memory
-// (the B blocks of a head share them through the cache). Tensors are contiguous;
-// element (t, s, i) of qx lies at (t·S + s)·D + i.
+// (the B blocks of a head share them through the cache). Element (t, s, i) of
+// the outputs lies at (t·S + s)·D + i; qx, kx, vx, bx are read through their
+// strides (SequenceRows).
 //
 // Forward, per step (each stage ends at a block barrier):
 //   1. a = tanh(y_{t-1})                                    thread per entry
@@ -112,10 +113,11 @@ __global__ void rdn_forward_kernel(Forward<T> f, Dims d) {
         const T* w = r < D ? Rq + i * D : r < 2 * D ? Rk + i * D : r < 3 * D ? Rv + i * D : rb;
         const T dot = warp_dot(w, sa, D, lane);
         if (lane == 0) {
-          if (r < D) spq[i] = f.qx[row * D + i] + dot;
-          else if (r < 2 * D) spk[i] = f.kx[row * D + i] + dot;
-          else if (r < 3 * D) sv[i] = f.vx[row * D + i] + dot;
-          else sb[1] = f.bx[row] + dot;
+          // The inputs through their strides (windows of a projection): sequence s = b·H + h.
+          if (r < D) spq[i] = f.qx.at(t, s / d.H, h)[i] + dot;
+          else if (r < 2 * D) spk[i] = f.kx.at(t, s / d.H, h)[i] + dot;
+          else if (r < 3 * D) sv[i] = f.vx.at(t, s / d.H, h)[i] + dot;
+          else sb[1] = *f.bx.at(t, s / d.H, h) + dot;
         }
       }
       __syncthreads();

@@ -233,6 +233,35 @@ TEST_CASE("recurrent_delta_net: fused kernels match the step-by-step composition
   }
 }
 
+TEST_CASE("recurrent_delta_net: inputs that are windows of one projection give the bits of dense copies") {
+  // As the RDN layer feeds the op: qx, kx, vx, bx are slices of one [L, B, H, 3D + 1 + pad]
+  // projection, read in place; the same values made dense must give the same bits.
+  const int64_t L = 7, B = 3, H = 2, D = 16, width = 3 * D + 1 + 5;
+  const Inputs in = make_inputs(L, B, H, D, true, 33);
+  const Tensor projection = random_f64({L, B, H, width}, 34, -1, 1).to(DType::f32);
+  auto windows_then = [&](bool make_dense) {
+    return [=](const Xs& x, const Tensor& W0, const Tensor& y0) {
+      // x[0] is the projection's leaf; x[1..4] are the parameters.
+      Xs slices = {narrow(x[0], -1, 0, D), narrow(x[0], -1, D, D), narrow(x[0], -1, 2 * D, D),
+                   narrow(x[0], -1, 3 * D + 2, 1)};
+      if (make_dense)
+        for (Tensor& t : slices) t = contiguous(t);
+      return recurrent_delta_net(slices[0], slices[1], slices[2], slices[3], x[1], x[2], x[3], x[4], W0, y0);
+    };
+  };
+  const Xs values = {projection, in.x[4].to(DType::f32), in.x[5].to(DType::f32), in.x[6].to(DType::f32),
+                     in.x[7].to(DType::f32)};
+  const Tensor W0 = in.W0.to(DType::f32), y0 = in.y0.to(DType::f32);
+  auto evaluated = [&](bool make_dense) {
+    const auto f = windows_then(make_dense);
+    return evaluate([&](const Xs& x) { return cast(f(x, W0, y0), DType::f64); }, values);
+  };
+  const Evaluated in_place = evaluated(false), copied = evaluated(true);
+  CHECK(in_place.out == copied.out);
+  REQUIRE(in_place.grads.size() == copied.grads.size());
+  for (size_t i = 0; i < copied.grads.size(); ++i) CHECK(in_place.grads[i] == copied.grads[i]);
+}
+
 TEST_CASE("recurrent_delta_net: rebuilding W backwards over 256 steps stays close in float32") {
   // Fused float32 against the float64 composition: the backward's W_{t-1} = W_t - u kᵀ
   // rounds at every step, and this bounds how far 256 of those steps may wander.

@@ -137,7 +137,8 @@ void forward_sequences(const Forward<T>& f, const Dims& d) {
     T* a = scratch.data();
     T* pre = a + Dp;
     for (int64_t s = begin; s < end; ++s) {
-      const Head<T> p = head_of(f.Rq, f.Rk, f.Rv, f.rb, s % d.H, D);
+      const int64_t b_of_s = s / d.H, h_of_s = s % d.H;  // where the inputs' rows of s lie
+      const Head<T> p = head_of(f.Rq, f.Rk, f.Rv, f.rb, h_of_s, D);
       T* W = f.W_last ? f.W_last + s * D * D : pre + Dp + 4 * D;
       if (f.W0) std::memcpy(W, f.W0 + s * D * D, sizeof(T) * D * D);
       else std::fill(W, W + D * D, T(0));
@@ -149,16 +150,16 @@ void forward_sequences(const Forward<T>& f, const Dims& d) {
         T* v = f.v ? f.v + row * D : pre + Dp + 2 * D;
         T* vbar = f.vbar ? f.vbar + row * D : pre + Dp + 3 * D;
         if (t + 1 < L) {  // the next step's rows, S rows on (engine/kernels/row_math.h)
-          prefetch_row(f.qx + (row + S) * D, D);
-          prefetch_row(f.kx + (row + S) * D, D);
-          prefetch_row(f.vx + (row + S) * D, D);
+          prefetch_row(f.qx.at(t + 1, b_of_s, h_of_s), D);
+          prefetch_row(f.kx.at(t + 1, b_of_s, h_of_s), D);
+          prefetch_row(f.vx.at(t + 1, b_of_s, h_of_s), D);
           // and the rows it writes, with the intent to write (a page apart as well)
           for (T* m : {f.y, f.q, f.k, f.v, f.vbar})
             if (m) prefetch_row_for_write(m + (row + S) * D, D);
         }
         tanh_of(y_prev, a, D, Dp);
-        const T b =
-            slow_net(p, f.qx + row * D, f.kx + row * D, f.vx + row * D, f.bx[row], a, pre, q, k, v, D, Dp);
+        const T b = slow_net(p, f.qx.at(t, b_of_s, h_of_s), f.kx.at(t, b_of_s, h_of_s), f.vx.at(t, b_of_s, h_of_s),
+                             *f.bx.at(t, b_of_s, h_of_s), a, pre, q, k, v, D, Dp);
         if (f.beta) f.beta[row] = b;
         T* yt = f.y + row * D;
         // The delta rule's step (engine/cpu/delta_rows.h): vbar, the write, y_t = W_t q_t.
@@ -188,7 +189,8 @@ void backward_sequences(const Backward<T>& f, T* a_all, const Dims& d) {
     T* dk = dq + D;
     T* da = dk + D;
     for (int64_t s = begin; s < end; ++s) {
-      const Head<T> p = head_of(f.Rq, f.Rk, f.Rv, f.rb, s % d.H, D);
+      const int64_t b_of_s = s / d.H, h_of_s = s % d.H;  // where the inputs' rows of s lie
+      const Head<T> p = head_of(f.Rq, f.Rk, f.Rv, f.rb, h_of_s, D);
       std::memcpy(W.data(), f.W_last + s * D * D, sizeof(T) * D * D);
       std::fill(G.begin(), G.end(), T(0));
       std::fill(e, e + D, T(0));

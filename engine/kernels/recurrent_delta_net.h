@@ -2,10 +2,12 @@
 // recurrence of engine/ops.h), read by both backends
 // (engine/cpu/recurrent_delta_net.cpp, cuda/recurrent_delta_net.cu).
 //
-// Tensors are sequence-first and contiguous: element (t, s, i) of qx
-// [L, B, H, D] lies at (t·S + s)·D + i, with s = b·H + h one of S = B·H
-// independent sequences; the parameters of sequence s are those of head
-// h = s mod H. Each sequence walks time with its fast weight W [D, D].
+// Tensors are sequence-first: element (t, s, i) of y [L, B, H, D] lies at
+// (t·S + s)·D + i, with s = b·H + h one of S = B·H independent sequences; the
+// parameters of sequence s are those of head h = s mod H. The inputs qx, kx, vx
+// and bx are read through their strides (SequenceRows: windows of one
+// projection need no copy); everything else is contiguous. Each sequence walks
+// time with its fast weight W [D, D].
 //
 // ## Forward
 //
@@ -35,12 +37,14 @@
 
 #include "engine/backend.h"
 #include "engine/kernels/delta_rule.h"
+#include "engine/kernels/sequence_rows.h"
 
 namespace loom {
 
 // The recurrent_delta_net kernels' operands (engine/op_list.h): qx, kx, vx
-// [L, B, H, D], bx [L, B, H, 1], Rq, Rk, Rv [H, D, D], rb [H, D], initial_W
-// [B, H, D, D] and initial_y [B, H, D] (undefined: zeros), contiguous. Writes out
+// [L, B, H, D] and bx [L, B, H, 1] with unit stride on the last axis (the
+// others free); Rq, Rk, Rv [H, D, D], rb [H, D], initial_W [B, H, D, D] and
+// initial_y [B, H, D] (undefined: zeros), contiguous. Writes out
 // [L, B, H, D]; final_W (W_L) and final_y [B, H, D] when defined; and, for the
 // backward, the per-step q, k, v, vbar = W_{t-1} k [L, B, H, D] and beta
 // [L, B, H, 1] when defined (all or none).
@@ -69,18 +73,19 @@ inline RecurrentDeltaNetDims recurrent_delta_net_dims(const Tensor& qx) {
   return {qx.size(0), qx.size(1) * qx.size(2), qx.size(2), qx.size(3)};
 }
 
-// The forward's operands as raw pointers (the tensors of RecurrentDeltaNetArgs,
-// contiguous; an undefined one is null).
+// The forward's operands as raw pointers (the tensors of RecurrentDeltaNetArgs;
+// an undefined one is null), the inputs as rows read through their strides.
 template <class T>
 struct RecurrentDeltaNetForward {
-  const T *qx, *kx, *vx, *bx, *Rq, *Rk, *Rv, *rb, *W0, *y0;
+  SequenceRows<T> qx, kx, vx, bx;
+  const T *Rq, *Rk, *Rv, *rb, *W0, *y0;
   T *y, *W_last, *y_last;
   T *q, *k, *v, *beta, *vbar;  // per step, all null when the backward is not needed
 };
 
 template <class T>
 RecurrentDeltaNetForward<T> pointers_of(const RecurrentDeltaNetArgs& a) {
-  return {a.qx.data<T>(),          a.kx.data<T>(),          a.vx.data<T>(),      a.bx.data<T>(),
+  return {rows_of<T>(a.qx),        rows_of<T>(a.kx),        rows_of<T>(a.vx),    rows_of<T>(a.bx),
           a.Rq.data<T>(),          a.Rk.data<T>(),          a.Rv.data<T>(),      a.rb.data<T>(),
           data_or_null<const T>(a.initial_W), data_or_null<const T>(a.initial_y), a.out.data<T>(),
           data_or_null<T>(a.final_W), data_or_null<T>(a.final_y), data_or_null<T>(a.q),

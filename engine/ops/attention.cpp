@@ -14,11 +14,8 @@ namespace loom {
 namespace {
 
 // The kernels read q, k, v in place through their strides, but need each row of
-// features to be contiguous (unit stride on the last axis).
-Tensor unit_last_stride(const Tensor& t) {
-  if (t.numel() == 0 || t.strides().back() == 1 || t.size(-1) == 1) return t;
-  return dense(t);
-}
+// features to be contiguous (detail::unit_last_stride).
+using detail::unit_last_stride;
 
 }  // namespace
 

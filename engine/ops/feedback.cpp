@@ -35,9 +35,7 @@ void check_size(const Tensor& t, int64_t axis, int64_t expected, const char* wha
 }
 
 // The kernels read keys/values through their strides but want unit stride on the last axis.
-Tensor unit_last_stride(const Tensor& t) {
-  return t.size(-1) <= 1 || t.strides().back() == 1 ? t : dense(t);
-}
+using detail::unit_last_stride;
 
 // Checks the operands, runs the forward kernel, and returns out; lse receives the
 // log-sum-exp of each (b, h) row.

@@ -54,4 +54,12 @@ inline void check_operand_like(const char* op, const Tensor& t, const char* what
 
 inline Tensor scalar_like(double v, const Tensor& like) { return Tensor::scalar(v, like.dtype(), like.device()); }
 
+// t itself when each row of its last axis is contiguous (unit stride there, or
+// one entry), else a contiguous copy: for kernels that read a tensor through its
+// other strides (engine/kernels/sequence_rows.h), such as windows of a projection.
+inline Tensor unit_last_stride(const Tensor& t) {
+  if (t.numel() == 0 || t.size(-1) <= 1 || t.strides().back() == 1) return t;
+  return dense(t);
+}
+
 }  // namespace loom::detail

@@ -82,7 +82,10 @@ Tensor recurrent_delta_net(const Tensor& qx, const Tensor& kx, const Tensor& vx,
     vbar = empty({L, B, H, D});
   }
   const Tensor Rq_d = dense(Rq), Rk_d = dense(Rk), Rv_d = dense(Rv), rb_d = dense(rb), y0 = dense(initial_y);
-  backend_for(qx).recurrent_delta_net({.qx = dense(qx), .kx = dense(kx), .vx = dense(vx), .bx = dense(bx),
+  // qx, kx, vx and bx are read in place (windows of one projection, in the models).
+  using detail::unit_last_stride;
+  backend_for(qx).recurrent_delta_net({.qx = unit_last_stride(qx), .kx = unit_last_stride(kx),
+                                     .vx = unit_last_stride(vx), .bx = unit_last_stride(bx),
                                      .Rq = Rq_d, .Rk = Rk_d, .Rv = Rv_d, .rb = rb_d, .initial_W = dense(initial_W),
                                      .initial_y = y0, .out = y, .final_W = last_W, .final_y = last_y, .q = q,
                                      .k = k, .v = v, .beta = beta, .vbar = vbar});
