@@ -19,7 +19,7 @@ namespace {
 template <class T>
 __global__ void sum_normalise_forward_kernel(kernels::SumNormaliseForward<T> a) {
   LOOM_GRID_STRIDE_LOOP(row, a.rows) {
-    const T* x = a.x + row * a.n;
+    const T* x = a.x + a.rows_of_x.offset(row);
     T* out = a.out + row * a.n;
     double acc = 0.0;
     for (int64_t j = 0; j < a.n; ++j) {

@@ -126,12 +126,32 @@ TEST_CASE("sum_normalise: the fused ops give the compositions' output and gradie
   }
 }
 
-TEST_CASE("sum_normalise: a transposed input gives the bits of its contiguous copy") {
-  const Tensor x = edgy_values({6, 5, 8}, DType::f32);
-  const Tensor xt = transpose(x, 0, 1);
-  auto on_view = [](const Tensor& t, double eps) { return elu_plus_one_normalised(transpose(t, 0, 1), eps); };
-  const Run viewed = run(x, 1e-6, on_view), composed = run(contiguous(xt), 1e-6, elu_plus_one_composed);
-  CHECK(viewed.out == composed.out);
+TEST_CASE("sum_normalise: views read in place give the bits of their contiguous copies") {
+  // ELU+1 reads x through its strides when its last axis has unit stride: leading
+  // axes exchanged (two leading axes that do not merge), and windows of a wider
+  // projection (as the fast layers' q and k are), beside a copy made first.
+  struct View {
+    const char* name;
+    Shape shape;
+    std::function<Tensor(const Tensor&)> of;
+  };
+  const View views[] = {
+      {"leading axes exchanged", {6, 5, 8}, [](const Tensor& t) { return transpose(t, 0, 1); }},
+      {"a window of the last axis", {7, 3, 2, 40}, [](const Tensor& t) { return narrow(t, -1, 9, 16); }},
+      {"a window of a window", {4, 9, 3, 40}, [](const Tensor& t) { return narrow(narrow(t, 1, 2, 5), -1, 0, 8); }},
+      {"last axis transposed (copied)", {5, 6, 7}, [](const Tensor& t) { return transpose(t, -1, -2); }},
+  };
+  for (const View& v : views) {
+    INFO("view: ", std::string(v.name));
+    const Tensor x = edgy_values(v.shape, DType::f32);
+    auto in_place = [&](const Tensor& t, double eps) { return elu_plus_one_normalised(v.of(t), eps); };
+    auto copied = [&](const Tensor& t, double eps) { return elu_plus_one_normalised(contiguous(v.of(t)), eps); };
+    const Run a = run(x, 1e-6, in_place), b = run(x, 1e-6, copied);
+    CHECK(a.out == b.out);
+    CHECK(a.grad == b.grad);
+    const Run c = run(x, 1e-6, [&](const Tensor& t, double eps) { return elu_plus_one_composed(v.of(t), eps); });
+    CHECK(a.out == c.out);
+  }
 }
 
 TEST_CASE("sum_normalise: the backward keeps the features and the denominators, never the output") {

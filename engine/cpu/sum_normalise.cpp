@@ -30,7 +30,7 @@ void forward_rows(const kernels::SumNormaliseForward<T>& a) {
   const int64_t n = a.n;
   parallel_for(a.rows, 4 * n, [&](int64_t lo, int64_t hi) {
     for (int64_t row = lo; row < hi; ++row) {
-      const T* x = a.x + row * n;
+      const T* x = a.x + a.rows_of_x.offset(row);
       T* out = a.out + row * n;
       // e: the kept features, or out itself (divided in place below), or x.
       T* written = a.features ? a.features + row * n : out;

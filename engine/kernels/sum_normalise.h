@@ -31,13 +31,54 @@
 
 namespace loom::kernels {
 
+// Where row r of x [..., n] starts, x having unit stride on its last axis and
+// any strides on the others (a window of a projection, for instance): the
+// leading axes, size-1 axes dropped and neighbours merged where their strides
+// allow, so that the windows of a projection have one leading axis.
+struct LeadingAxes {
+  static constexpr int kMax = 6;
+  int count = 0;
+  int64_t size[kMax] = {}, stride[kMax] = {};
+
+  LOOM_HD int64_t offset(int64_t row) const {
+    int64_t off = 0;
+    for (int d = count - 1; d >= 0; --d) {
+      off += (row % size[d]) * stride[d];
+      row /= size[d];
+    }
+    return off;
+  }
+};
+
+// x's leading axes, or false when x cannot be read in place (a last axis of
+// stride other than 1, or more leading axes than LeadingAxes holds after merging).
+inline bool leading_axes_of(const Tensor& x, LeadingAxes& axes) {
+  if (x.dim() < 1 || (x.shape().back() > 1 && x.strides().back() != 1)) return false;
+  axes = LeadingAxes{};
+  for (int64_t d = 0; d + 1 < x.dim(); ++d) {
+    const int64_t size = x.shape()[d], stride = x.strides()[d];
+    if (size == 1) continue;
+    if (axes.count > 0 && axes.stride[axes.count - 1] == size * stride) {  // merges with the axis before
+      axes.size[axes.count - 1] *= size;
+      axes.stride[axes.count - 1] = stride;
+      continue;
+    }
+    if (axes.count == LeadingAxes::kMax) return false;
+    axes.size[axes.count] = size;
+    axes.stride[axes.count] = stride;
+    ++axes.count;
+  }
+  return true;
+}
+
 // The kernels' operands, typed by x's dtype. `features` is where the forward
 // writes e (ELU+1, for the backward), or null: then it writes e into out and
 // divides in place. In the backward, `features` is e (x itself without a map).
 template <class T>
 struct SumNormaliseForward {
   using Value = T;
-  const T* x;
+  const T* x;  // row r at x + rows_of_x.offset(r)
+  LeadingAxes rows_of_x;
   T *out, *features, *denominator;
   T eps;
   bool elu_plus_one;
@@ -72,14 +113,18 @@ LOOM_HD T elu_plus_one_slope(T e) {
 inline int64_t sum_normalise_rows(const Tensor& x) { return x.numel() / x.shape().back(); }
 
 // What the entries of both backends share: the sizes read, the pointers typed;
-// `run` is the backend's loops or launch. x and every output are dense.
+// `run` is the backend's loops or launch. x is read through its strides (the op
+// made it dense if leading_axes_of refused it); every output is dense.
 template <class Run>
 void with_sum_normalise_forward(const Tensor& x, double eps, bool elu_plus_one, const Tensor& out,
                                 const Tensor& features, const Tensor& denominator, Run&& run) {
+  LeadingAxes rows_of_x;
+  LOOM_CHECK(leading_axes_of(x, rows_of_x), "sum_normalise: x ", x.describe(), " cannot be read in place");
   dispatch_float(x.dtype(), "sum_normalise", [&](auto zero) {
     using T = decltype(zero);
-    run(SumNormaliseForward<T>{x.data<T>(), out.data<T>(), data_or_null<T>(features), denominator.data<T>(),
-                               static_cast<T>(eps), elu_plus_one, sum_normalise_rows(x), x.shape().back()});
+    run(SumNormaliseForward<T>{x.data<T>(), rows_of_x, out.data<T>(), data_or_null<T>(features),
+                               denominator.data<T>(), static_cast<T>(eps), elu_plus_one, sum_normalise_rows(x),
+                               x.shape().back()});
   });
 }
 

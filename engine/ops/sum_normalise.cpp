@@ -13,6 +13,8 @@
 // denominator; the output is not kept.
 #include "engine/ops/op_helpers.h"
 
+#include "engine/kernels/sum_normalise.h"
+
 #include <cmath>
 
 namespace loom {
@@ -26,17 +28,20 @@ Tensor normalise(const Tensor& x, double eps, bool elu_plus_one, const char* op)
   LOOM_CHECK(x.dim() >= 1, op, ": x must have at least 1 dim [..., n], got ", x.describe());
   LOOM_CHECK(x.shape().back() >= 1, op, ": x ", shape_str(x.shape()), " has an empty last axis (n = 0)");
   LOOM_CHECK(std::isfinite(eps) && eps >= 0.0, op, ": eps must be finite and >= 0, got ", eps);
-  const Tensor x_dense = dense(x);
   const bool grad = needs_grad({&x});
+  // With the ELU+1 map the kernel writes the features itself and reads x in place
+  // (a window of a projection, in the models); without it x is kept as the features.
+  kernels::LeadingAxes unused;
+  const Tensor x_read = elu_plus_one && kernels::leading_axes_of(x, unused) ? x : dense(x);
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   Shape den_shape = x.shape();
   den_shape.back() = 1;
   Tensor den = Tensor::empty(den_shape, x.dtype(), x.device());
   // Without a map the features are x; with one the backward needs them kept.
   Tensor features = elu_plus_one && grad ? Tensor::empty(x.shape(), x.dtype(), x.device()) : Tensor();
-  backend_for(x).sum_normalise(x_dense, eps, elu_plus_one, out, features, den);
+  backend_for(x).sum_normalise(x_read, eps, elu_plus_one, out, features, den);
   if (grad) {
-    record({OpId::sum_normalise, {x}, {elu_plus_one ? features : x_dense, den}, {elu_plus_one ? 1 : 0}}, out);
+    record({OpId::sum_normalise, {x}, {elu_plus_one ? features : x_read, den}, {elu_plus_one ? 1 : 0}}, out);
   }
   return out;
 }
