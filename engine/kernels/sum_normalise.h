@@ -2,7 +2,9 @@
 // weights' feature maps (engine/ops/sum_normalise.cpp), read by both backends
 // (engine/cpu/sum_normalise.cpp, cuda/sum_normalise.cu).
 //
-// x is dense, viewed as [rows, n]. Each row is normalised on its own:
+// x is viewed as [rows, n], read through its strides (unit stride on the last
+// axis; LeadingAxes below), the outputs are dense. Each row is normalised on
+// its own:
 //   e_j   = x_j, or ELU(x_j) + 1 (the ELU+1 feature map)
 //   den   = Σ_j e_j + eps
 //   out_j = e_j / den
