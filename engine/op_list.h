@@ -176,7 +176,7 @@ struct LstmBackwardArgs;
   KERNEL(dpfp_backward, (const Tensor& grad_out, const Tensor& x, int64_t nu, const Tensor& grad_x))           \
                                                                                                                \
   /* ---- sum_normalise (cpu/sum_normalise.cpp, cuda/sum_normalise.cu) ---------------------------------- */ \
-  /* x [rows, n], unit stride on n, read through its other strides: e = x (or ELU(x) + 1 with elu_plus_one),  \
+  /* x [rows, n], read through its strides (copied when n's is not 1): e = x (or ELU(x) + 1 with elu_plus_one), \
      den [rows] = Σ e + eps, out = e / den (kernels/sum_normalise.h). features receives e when given         \
      (elu_plus_one only); out, den contiguous. */                                                             \
   KERNEL(sum_normalise, (const Tensor& x, double eps, bool elu_plus_one, const Tensor& out,                    \

@@ -115,13 +115,17 @@ LOOM_HD T elu_plus_one_slope(T e) {
 inline int64_t sum_normalise_rows(const Tensor& x) { return x.numel() / x.shape().back(); }
 
 // What the entries of both backends share: the sizes read, the pointers typed;
-// `run` is the backend's loops or launch. x is read through its strides (the op
-// made it dense if leading_axes_of refused it); every output is dense.
+// `run` is the backend's loops or launch. x is read through its strides, or from
+// a dense copy where leading_axes_of refuses it; every output is dense.
 template <class Run>
-void with_sum_normalise_forward(const Tensor& x, double eps, bool elu_plus_one, const Tensor& out,
+void with_sum_normalise_forward(const Tensor& x_in, double eps, bool elu_plus_one, const Tensor& out,
                                 const Tensor& features, const Tensor& denominator, Run&& run) {
   LeadingAxes rows_of_x;
-  LOOM_CHECK(leading_axes_of(x, rows_of_x), "sum_normalise: x ", x.describe(), " cannot be read in place");
+  Tensor x = x_in;
+  if (!leading_axes_of(x, rows_of_x)) {  // a last axis of stride other than 1, or too many leading axes
+    x = dense(x_in);
+    leading_axes_of(x, rows_of_x);  // dense: one leading axis
+  }
   dispatch_float(x.dtype(), "sum_normalise", [&](auto zero) {
     using T = decltype(zero);
     run(SumNormaliseForward<T>{x.data<T>(), rows_of_x, out.data<T>(), data_or_null<T>(features),

@@ -13,8 +13,6 @@
 // denominator; the output is not kept.
 #include "engine/ops/op_helpers.h"
 
-#include "engine/kernels/sum_normalise.h"
-
 #include <cmath>
 
 namespace loom {
@@ -30,9 +28,9 @@ Tensor normalise(const Tensor& x, double eps, bool elu_plus_one, const char* op)
   LOOM_CHECK(std::isfinite(eps) && eps >= 0.0, op, ": eps must be finite and >= 0, got ", eps);
   const bool grad = needs_grad({&x});
   // With the ELU+1 map the kernel writes the features itself and reads x in place
-  // (a window of a projection, in the models); without it x is kept as the features.
-  kernels::LeadingAxes unused;
-  const Tensor x_read = elu_plus_one && kernels::leading_axes_of(x, unused) ? x : dense(x);
+  // where it can (a window of a projection, in the models); without it x is kept
+  // as the features, dense.
+  const Tensor x_read = elu_plus_one ? x : dense(x);
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   Shape den_shape = x.shape();
   den_shape.back() = 1;
