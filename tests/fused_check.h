@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <random>
 #include <string>
@@ -58,6 +59,14 @@ inline double relative_difference(const std::vector<double>& a, const std::vecto
   }
   if (std::isnan(diff)) return INFINITY;
   return diff / std::max(scale, 1e-300);
+}
+
+// The same dtype, element count and bytes (contiguous copies, on the CPU): -0
+// and +0, or two NaNs of other payloads, are other bits.
+inline bool same_bits(const Tensor& a, const Tensor& b) {
+  const Tensor x = contiguous(a.to(Device::cpu)), y = contiguous(b.to(Device::cpu));
+  return x.dtype() == y.dtype() && x.numel() == y.numel() &&
+         std::memcmp(x.raw_data(), y.raw_data(), static_cast<size_t>(x.numel()) * dtype_size(x.dtype())) == 0;
 }
 
 // Outputs and every input gradient agree within `tolerance` (relative).

@@ -21,7 +21,6 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -36,6 +35,7 @@
 #include "models/programs/checkpoint.h"
 #include "models/programs/config.h"
 #include "models/families/language_model.h"
+#include "tests/fused_check.h"
 #include "tests/test_util.h"
 
 namespace loom::test {
@@ -57,9 +57,8 @@ models::TrainConfig tiny_config(const std::string& family) {
 bool identical(const NamedTensors& a, const NamedTensors& b) {
   if (a.size() != b.size()) return false;
   for (size_t i = 0; i < a.size(); ++i) {
-    const Tensor x = a[i].second.contiguous(), y = b[i].second.contiguous();
-    if (a[i].first != b[i].first || x.dtype() != y.dtype() || x.shape() != y.shape()) return false;
-    if (x.numel() > 0 && std::memcmp(x.raw_data(), y.raw_data(), x.numel() * dtype_size(x.dtype())) != 0) return false;
+    const Tensor &x = a[i].second, &y = b[i].second;
+    if (a[i].first != b[i].first || x.shape() != y.shape() || !same_bits(x, y)) return false;
   }
   return true;
 }

@@ -24,7 +24,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <functional>
 #include <random>
 #include <string>
@@ -33,6 +32,7 @@
 #include "engine/ops.h"
 #include "engine/random.h"
 #include "tests/cuda_test_inputs.h"
+#include "tests/fused_check.h"
 
 namespace loom {
 namespace {
@@ -59,11 +59,7 @@ double relative_error(const Tensor& got, const Tensor& want) {
   return scale > 0 ? diff / scale : diff;
 }
 
-bool same_bits(const Tensor& a, const Tensor& b) {
-  const Tensor x = contiguous(a.to(Device::cpu)), y = contiguous(b.to(Device::cpu));
-  return x.dtype() == y.dtype() && x.numel() == y.numel() &&
-         std::memcmp(x.raw_data(), y.raw_data(), static_cast<size_t>(x.numel()) * dtype_size(x.dtype())) == 0;
-}
+using test::same_bits;
 
 // The output of f and the gradient of every floating-point input under
 // `upstream`, computed on `device` in `dtype` from the float64 `inputs`. An
