@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <string_view>
 #include <vector>
 
 #include "engine/error.h"
@@ -38,17 +39,18 @@ FileSystem* installed = nullptr;
 // A temporary's suffix: kSuffixLength digits of base 36 (remove_atomic_leftovers
 // recognises exactly this form).
 constexpr int kSuffixLength = 6;
-constexpr char kSuffixDigits[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+constexpr std::string_view kSuffixDigits = "0123456789abcdefghijklmnopqrstuvwxyz";
 
-bool is_suffix_digit(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z'); }
+bool is_suffix_digit(char c) { return kSuffixDigits.find(c) != std::string_view::npos; }
 
 // A suffix unlikely to be taken: the pid, a counter and the clock, in base 36.
 std::string unique_suffix() {
   static std::atomic<uint64_t> counter{0};
   uint64_t x = static_cast<uint64_t>(::getpid()) * 1000003u ^ counter.fetch_add(1) * 7919u ^
                static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  const uint64_t base = kSuffixDigits.size();
   std::string s;
-  for (int i = 0; i < kSuffixLength; ++i, x /= 36) s.push_back(kSuffixDigits[x % 36]);
+  for (int i = 0; i < kSuffixLength; ++i, x /= base) s.push_back(kSuffixDigits[x % base]);
   return s;
 }
 
