@@ -37,6 +37,35 @@ __global__ void dropout_kernel(const T* x, T* out, int64_t n, uint64_t threshold
   }
 }
 
+// With the keep bits: thread t makes the 16 blocks of elements 64t … 64t + 63 and
+// their word of bits (the bits past n stay 0).
+template <class T>
+__global__ void dropout_bits_kernel(const T* x, T* out, uint64_t* keep_bits, int64_t n, uint64_t threshold,
+                                    T scale, uint64_t seed, uint64_t offset) {
+  const int64_t groups = (n + 63) / 64;
+  LOOM_GRID_STRIDE_LOOP(g, groups) {
+    uint64_t bits = 0;
+    for (int b = 0; b < 16; ++b) {
+      const auto words = philox4x32(offset + static_cast<uint64_t>(g * 16 + b), seed);
+      for (int w = 0; w < 4; ++w) {
+        const int64_t i = g * 64 + b * 4 + w;
+        if (i >= n) break;
+        const T factor = dropout_factor(words[w], threshold, scale);
+        out[i] = x[i] * factor;
+        if (factor != T(0)) bits |= uint64_t{1} << (b * 4 + w);
+      }
+    }
+    keep_bits[g] = bits;
+  }
+}
+
+template <class T>
+__global__ void dropout_backward_kernel(const T* grad_out, const uint64_t* keep_bits, T* out, int64_t n, T scale) {
+  LOOM_GRID_STRIDE_LOOP(i, n) {
+    out[i] = grad_out[i] * (((keep_bits[i / 64] >> (i % 64)) & 1) != 0 ? scale : T(0));
+  }
+}
+
 }  // namespace
 
 void CudaBackend::random(RandomKind kind, const Tensor& out, double a, double b, uint64_t seed, uint64_t offset) {
@@ -51,7 +80,8 @@ void CudaBackend::random(RandomKind kind, const Tensor& out, double a, double b,
   });
 }
 
-void CudaBackend::dropout(const Tensor& x, const Tensor& out, double p, uint64_t seed, uint64_t offset) {
+void CudaBackend::dropout(const Tensor& x, const Tensor& out, double p, uint64_t seed, uint64_t offset,
+                          const Tensor& keep_bits) {
   LOOM_CHECK(x.is_contiguous() && out.is_contiguous(), "dropout on cuda: x and out must be contiguous, got ",
              x.describe(), " and ", out.describe());
   dispatch_float(out.dtype(), "dropout", [&](auto zero) {
@@ -59,9 +89,32 @@ void CudaBackend::dropout(const Tensor& x, const Tensor& out, double p, uint64_t
     const int64_t n = out.numel();
     if (n == 0) return;
     const double keep = 1.0 - p;
-    dropout_kernel<T><<<grid_for((n + 3) / 4), kBlockThreads, 0, stream()>>>(
-        x.data<T>(), out.data<T>(), n, dropout_keep_threshold(keep), static_cast<T>(1.0 / keep), seed, offset);
+    const uint64_t threshold = dropout_keep_threshold(keep);
+    const T scale = static_cast<T>(1.0 / keep);
+    if (keep_bits.defined()) {
+      dropout_bits_kernel<T><<<grid_for((n + 63) / 64), kBlockThreads, 0, stream()>>>(
+          x.data<T>(), out.data<T>(), reinterpret_cast<uint64_t*>(keep_bits.data<int64_t>()), n, threshold, scale,
+          seed, offset);
+    } else {
+      dropout_kernel<T><<<grid_for((n + 3) / 4), kBlockThreads, 0, stream()>>>(x.data<T>(), out.data<T>(), n,
+                                                                               threshold, scale, seed, offset);
+    }
     LOOM_CUDA_CHECK_LAUNCH("dropout");
+  });
+}
+
+void CudaBackend::dropout_backward(const Tensor& grad_out, const Tensor& keep_bits, double p, const Tensor& out) {
+  LOOM_CHECK(grad_out.is_contiguous() && out.is_contiguous(),
+             "dropout_backward on cuda: grad_out and out must be contiguous, got ", grad_out.describe(), " and ",
+             out.describe());
+  dispatch_float(out.dtype(), "dropout_backward", [&](auto zero) {
+    using T = decltype(zero);
+    const int64_t n = out.numel();
+    if (n == 0) return;
+    dropout_backward_kernel<T><<<grid_for(n), kBlockThreads, 0, stream()>>>(
+        grad_out.data<T>(), reinterpret_cast<const uint64_t*>(keep_bits.data<int64_t>()), out.data<T>(), n,
+        static_cast<T>(1.0 / (1.0 - p)));
+    LOOM_CUDA_CHECK_LAUNCH("dropout_backward");
   });
 }
 

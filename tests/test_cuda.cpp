@@ -460,6 +460,15 @@ TEST_CASE("cuda: random fills give the CPU's numbers") {
   yc.backward(up);
   yg.backward(up.to(kCuda));
   check_close(xg.grad(), xc.grad(), 1e-6, "dropout gradient");
+  // The mask the forward keeps for the backward, as bits: the CPU's, word for
+  // word (a partial last word included).
+  const int64_t n = 1000;
+  const Tensor in = random_cpu({n}, 122);
+  const Tensor bits_cpu = Tensor::empty({(n + 63) / 64}, DType::i64);
+  const Tensor bits_gpu = Tensor::empty({(n + 63) / 64}, DType::i64, kCuda);
+  backend_for(Device::cpu).dropout(in, Tensor::empty({n}, in.dtype()), 0.25, 5, 3, bits_cpu);
+  backend_for(kCuda).dropout(in.to(kCuda), Tensor::empty({n}, in.dtype(), kCuda), 0.25, 5, 3, bits_gpu);
+  CHECK(bits_gpu.to(Device::cpu).to_vector<int64_t>() == bits_cpu.to_vector<int64_t>());
 }
 
 // ---- softmax, log_softmax, cross-entropy --------------------------------------------------

@@ -6,10 +6,12 @@
 #include <cmath>
 #include <vector>
 
+#include "engine/backend.h"
 #include "engine/cpu/philox_lanes.h"
 #include "engine/kernel_clock.h"
 #include "engine/ops.h"
 #include "engine/philox.h"
+#include "tests/fused_check.h"
 
 namespace loom {
 
@@ -163,6 +165,50 @@ TEST_CASE("dropout: the mask drawn in the kernel is bernoulli(1 - p) times 1/(1 
     CHECK(gen.offset() == reference_gen.offset());  // the stream moves on as a fill would
   }
   set_num_threads(threads);
+}
+
+TEST_CASE("dropout: the kernel's keep bits are the mask element by element, and the backward's products from "
+          "them are the redrawn mask's, bit for bit") {
+  // Reference bits: a plain loop over Philox words. Reference backward: the kernel
+  // without bits on the gradient, the mask drawn again (the former backward).
+  // The gradient holds negatives (a dropped one gives -0), infinities and a NaN.
+  const uint64_t seed = 77, offset = 5;
+  const double p = 0.4;
+  const uint64_t threshold = dropout_keep_threshold(1 - p);
+  Backend& cpu = backend_for(Device::cpu);
+  const int threads = num_threads();
+  for (const int64_t n : {int64_t{1}, int64_t{63}, int64_t{64}, int64_t{65}, int64_t{1023}, int64_t{1024},
+                          int64_t{1025}, int64_t{40000}}) {
+    for (const DType dtype : {DType::f32, DType::f64}) {
+      INFO("n ", n, ", ", std::string(dtype_name(dtype)));
+      Generator gen(3);
+      const Tensor x = uniform({n}, -2, 2, gen, dtype);
+      Tensor g = uniform({n}, -1, 1, gen, dtype);
+      std::vector<double> special = g.to(DType::f64).to_vector<double>();
+      special[0] = INFINITY;
+      if (n > 2) special[n / 2] = -INFINITY, special[n - 1] = NAN;
+      g = Tensor::from_vector(special, {n}).to(dtype);
+      std::vector<int64_t> expected_bits(static_cast<size_t>((n + 63) / 64), 0);
+      for (int64_t i = 0; i < n; ++i)
+        if (philox4x32(offset + static_cast<uint64_t>(i / 4), seed)[i % 4] < threshold)
+          expected_bits[static_cast<size_t>(i / 64)] |= int64_t{1} << (i % 64);
+      const Tensor redrawn = Tensor::empty({n}, dtype);
+      cpu.dropout(g, redrawn, p, seed, offset, Tensor());
+      for (int t : {1, std::max(threads, 2)}) {
+        set_num_threads(t);
+        const Tensor bits = Tensor::full({(n + 63) / 64}, -1.0, DType::i64);  // every bit set beforehand
+        const Tensor out = Tensor::empty({n}, dtype), out_without_bits = Tensor::empty({n}, dtype);
+        cpu.dropout(x, out, p, seed, offset, bits);
+        cpu.dropout(x, out_without_bits, p, seed, offset, Tensor());
+        CHECK(bits.to_vector<int64_t>() == expected_bits);
+        CHECK(test::same_bits(out, out_without_bits));
+        const Tensor grad = Tensor::empty({n}, dtype);
+        cpu.dropout_backward(g, bits, p, grad);
+        CHECK(test::same_bits(grad, redrawn));
+      }
+      set_num_threads(threads);
+    }
+  }
 }
 
 TEST_CASE("dropout: the integer thresholds keep exactly the words bernoulli(keep) keeps, at its edge") {

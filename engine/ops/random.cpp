@@ -40,24 +40,28 @@ Tensor dropout(const Tensor& x, double p, Generator& gen, bool training) {
   LOOM_CHECK(p >= 0 && p < 1, "dropout: probability ", p, " is outside [0, 1)");
   if (!training || p == 0.0) return x;
   // The mask is bernoulli(1 - p) of the generator's next blocks, drawn inside the
-  // kernel; the backward draws it again from the recorded seed and offset.
+  // kernel. When a gradient will flow, the kernel also writes the mask as bits
+  // (1/32 of a float tensor) for the backward, which then draws nothing.
   const uint64_t seed = gen.seed(), offset = gen.advance((static_cast<uint64_t>(x.numel()) + 3) / 4);
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
-  backend_for(x).dropout(dense(x), out, p, seed, offset);
-  if (needs_grad({&x}))
-    record({OpId::dropout, {x}, {}, {static_cast<int64_t>(seed), static_cast<int64_t>(offset)}, {p}}, out);
+  const bool keep_mask = needs_grad({&x});
+  const Tensor keep_bits =
+      keep_mask ? Tensor::empty({(x.numel() + 63) / 64}, DType::i64, x.device()) : Tensor();
+  backend_for(x).dropout(dense(x), out, p, seed, offset, keep_bits);
+  if (keep_mask) record({OpId::dropout, {x}, {keep_bits}, {}, {p}}, out);
   return out;
 }
 
 // ---- backward rules ----------------------------------------------------------------
 //
-// The backward rule of dropout: the same mask, drawn again, applied to the gradient.
+// The backward rule of dropout: the forward's mask, read from its bits, applied
+// to the gradient.
 
 namespace {
-// ints {seed, offset}, reals {p}.
+// saved {keep_bits}, reals {p}.
 std::vector<Tensor> dropout_rule(const RecordedOp& n, const Tensor& g) {
   Tensor grad = Tensor::empty(g.shape(), g.dtype(), g.device());
-  backend_for(g).dropout(dense(g), grad, n.reals[0], static_cast<uint64_t>(n.ints[0]), static_cast<uint64_t>(n.ints[1]));
+  backend_for(g).dropout_backward(dense(g), n.saved[0], n.reals[0], grad);
   return {grad};
 }
 // {inputs, output}: what each rule keeps alive for its backward.
