@@ -189,7 +189,7 @@ void backward_sequences(const Backward<T>& f, T* a_all, const Dims& d) {
     T* dk = dq + D;
     T* da = dk + D;
     for (int64_t s = begin; s < end; ++s) {
-      const int64_t b_of_s = s / d.H, h_of_s = s % d.H;  // where the inputs' rows of s lie
+      const int64_t h_of_s = s % d.H;  // which head s is (its batch row is s / H)
       const Head<T> p = head_of(f.Rq, f.Rk, f.Rv, f.rb, h_of_s, D);
       std::memcpy(W.data(), f.W_last + s * D * D, sizeof(T) * D * D);
       std::fill(G.begin(), G.end(), T(0));
