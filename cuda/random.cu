@@ -3,6 +3,7 @@
 // CPU kernel (engine/cpu/random.cpp) shares: both devices give the same numbers.
 #include "cuda/cuda_backend.h"
 #include "cuda/layout.cuh"
+#include "engine/elementwise_functors.h"
 #include "engine/philox.h"
 
 namespace loom::cuda {
@@ -23,16 +24,22 @@ __global__ void random_kernel(T* out, int64_t n, RandomKind kind, double a, doub
   }
 }
 
+// a(x): ReLU when relu_first (as fn::Relu), else x.
+template <class T>
+__device__ __forceinline__ T activation(T x, bool relu_first) {
+  return relu_first ? fn::Relu{}(x, T(0)) : x;
+}
+
 template <class T>
 __global__ void dropout_kernel(const T* x, T* out, int64_t n, uint64_t threshold, T scale, uint64_t seed,
-                               uint64_t offset) {
+                               uint64_t offset, bool relu_first) {
   const int64_t blocks = (n + 3) / 4;
   LOOM_GRID_STRIDE_LOOP(blk, blocks) {
     const auto words = philox4x32(offset + static_cast<uint64_t>(blk), seed);
     for (int w = 0; w < 4; ++w) {
       const int64_t i = blk * 4 + w;
       if (i >= n) break;
-      out[i] = x[i] * dropout_factor(words[w], threshold, scale);
+      out[i] = activation(x[i], relu_first) * dropout_factor(words[w], threshold, scale);
     }
   }
 }
@@ -41,7 +48,7 @@ __global__ void dropout_kernel(const T* x, T* out, int64_t n, uint64_t threshold
 // their word of bits (the bits past n stay 0).
 template <class T>
 __global__ void dropout_bits_kernel(const T* x, T* out, uint64_t* keep_bits, int64_t n, uint64_t threshold,
-                                    T scale, uint64_t seed, uint64_t offset) {
+                                    T scale, uint64_t seed, uint64_t offset, bool relu_first) {
   const int64_t groups = (n + 63) / 64;
   LOOM_GRID_STRIDE_LOOP(g, groups) {
     uint64_t bits = 0;
@@ -51,7 +58,7 @@ __global__ void dropout_bits_kernel(const T* x, T* out, uint64_t* keep_bits, int
         const int64_t i = g * 64 + b * 4 + w;
         if (i >= n) break;
         const T factor = dropout_factor(words[w], threshold, scale);
-        out[i] = x[i] * factor;
+        out[i] = activation(x[i], relu_first) * factor;
         if (factor != T(0)) bits |= uint64_t{1} << (b * 4 + w);
       }
     }
@@ -59,10 +66,13 @@ __global__ void dropout_bits_kernel(const T* x, T* out, uint64_t* keep_bits, int
   }
 }
 
+// relu_x: ReLU's input when the forward had one (its rule after dropout's), else null.
 template <class T>
-__global__ void dropout_backward_kernel(const T* grad_out, const uint64_t* keep_bits, T* out, int64_t n, T scale) {
+__global__ void dropout_backward_kernel(const T* grad_out, const uint64_t* keep_bits, const T* relu_x, T* out,
+                                        int64_t n, T scale) {
   LOOM_GRID_STRIDE_LOOP(i, n) {
-    out[i] = grad_out[i] * (((keep_bits[i / 64] >> (i % 64)) & 1) != 0 ? scale : T(0));
+    const T g = grad_out[i] * (((keep_bits[i / 64] >> (i % 64)) & 1) != 0 ? scale : T(0));
+    out[i] = relu_x ? fn::ReluBackward{}(g, relu_x[i]) : g;
   }
 }
 
@@ -81,7 +91,7 @@ void CudaBackend::random(RandomKind kind, const Tensor& out, double a, double b,
 }
 
 void CudaBackend::dropout(const Tensor& x, const Tensor& out, double p, uint64_t seed, uint64_t offset,
-                          const Tensor& keep_bits) {
+                          const Tensor& keep_bits, bool relu_first) {
   LOOM_CHECK(x.is_contiguous() && out.is_contiguous(), "dropout on cuda: x and out must be contiguous, got ",
              x.describe(), " and ", out.describe());
   dispatch_float(out.dtype(), "dropout", [&](auto zero) {
@@ -94,17 +104,18 @@ void CudaBackend::dropout(const Tensor& x, const Tensor& out, double p, uint64_t
     if (keep_bits.defined()) {
       dropout_bits_kernel<T><<<grid_for((n + 63) / 64), kBlockThreads, 0, stream()>>>(
           x.data<T>(), out.data<T>(), reinterpret_cast<uint64_t*>(keep_bits.data<int64_t>()), n, threshold, scale,
-          seed, offset);
+          seed, offset, relu_first);
     } else {
-      dropout_kernel<T><<<grid_for((n + 3) / 4), kBlockThreads, 0, stream()>>>(x.data<T>(), out.data<T>(), n,
-                                                                               threshold, scale, seed, offset);
+      dropout_kernel<T><<<grid_for((n + 3) / 4), kBlockThreads, 0, stream()>>>(
+          x.data<T>(), out.data<T>(), n, threshold, scale, seed, offset, relu_first);
     }
     LOOM_CUDA_CHECK_LAUNCH("dropout");
   });
 }
 
-void CudaBackend::dropout_backward(const Tensor& grad_out, const Tensor& keep_bits, double p, const Tensor& out) {
-  LOOM_CHECK(grad_out.is_contiguous() && out.is_contiguous(),
+void CudaBackend::dropout_backward(const Tensor& grad_out, const Tensor& keep_bits, double p,
+                                   const Tensor& relu_input, const Tensor& out) {
+  LOOM_CHECK(grad_out.is_contiguous() && out.is_contiguous() && (!relu_input.defined() || relu_input.is_contiguous()),
              "dropout_backward on cuda: grad_out and out must be contiguous, got ", grad_out.describe(), " and ",
              out.describe());
   dispatch_float(out.dtype(), "dropout_backward", [&](auto zero) {
@@ -112,8 +123,8 @@ void CudaBackend::dropout_backward(const Tensor& grad_out, const Tensor& keep_bi
     const int64_t n = out.numel();
     if (n == 0) return;
     dropout_backward_kernel<T><<<grid_for(n), kBlockThreads, 0, stream()>>>(
-        grad_out.data<T>(), reinterpret_cast<const uint64_t*>(keep_bits.data<int64_t>()), out.data<T>(), n,
-        static_cast<T>(1.0 / (1.0 - p)));
+        grad_out.data<T>(), reinterpret_cast<const uint64_t*>(keep_bits.data<int64_t>()),
+        relu_input.defined() ? relu_input.data<T>() : nullptr, out.data<T>(), n, static_cast<T>(1.0 / (1.0 - p)));
     LOOM_CUDA_CHECK_LAUNCH("dropout_backward");
   });
 }

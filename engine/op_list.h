@@ -222,16 +222,19 @@ struct LstmBackwardArgs;
   /* Element i uses Philox counter offset + i/4 (word i%4): the same numbers on every device and thread      \
      count. uniform: [a, b); normal: mean a, std b; bernoulli: p = a. */                                      \
   KERNEL(random, (RandomKind kind, const Tensor& out, double a, double b, uint64_t seed, uint64_t offset))      \
-  /* out = x * mask / (1 - p), mask_i = 1 where element i's word keeps it as bernoulli(1 - p) would, the     \
-     mask drawn in the kernel. keep_bits, when defined (int64, contiguous, ceil(numel / 64) words), receives   \
-     the mask as bits: bit j of word w is 1 where element 64·w + j is kept, bits past the last element 0.      \
-     x and out contiguous, of one dtype and numel; out may be x. */                                            \
+  /* out = a(x) * mask / (1 - p), mask_i = 1 where element i's word keeps it as bernoulli(1 - p) would, the  \
+     mask drawn in the kernel; a is ReLU (x > 0 ? x : 0) when relu_first, else the identity. keep_bits, when   \
+     defined (int64, contiguous, ceil(numel / 64) words), receives the mask as bits: bit j of word w is 1      \
+     where element 64·w + j is kept, bits past the last element 0. x and out contiguous, of one dtype and      \
+     numel; out may be x. */                                                                                   \
   KERNEL(dropout, (const Tensor& x, const Tensor& out, double p, uint64_t seed, uint64_t offset,               \
-                   const Tensor& keep_bits))                                                                   \
+                   const Tensor& keep_bits, bool relu_first))                                                  \
   /* Dropout's backward: out = grad_out * mask / (1 - p) with the mask read from keep_bits as dropout wrote    \
-     it; the same products as dropout's (a dropped element is multiplied by 0, not skipped). grad_out and      \
-     out contiguous, of one dtype and numel; out may be grad_out. */                                           \
-  KERNEL(dropout_backward, (const Tensor& grad_out, const Tensor& keep_bits, double p, const Tensor& out))
+     it, then times (x > 0 ? 1 : 0) when relu_input x is defined; the products of the composition (a dropped  \
+     element is multiplied by 0, not skipped). grad_out, relu_input and out contiguous, of one dtype and      \
+     numel; out may be grad_out. */                                                                            \
+  KERNEL(dropout_backward, (const Tensor& grad_out, const Tensor& keep_bits, double p, const Tensor& relu_input, \
+                            const Tensor& out))
 
 namespace loom {
 

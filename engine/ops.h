@@ -160,6 +160,9 @@ Tensor bernoulli(const Shape& shape, double p, Generator& gen, DType dtype = DTy
 // Zeroes each element with probability p and scales the rest by 1/(1-p);
 // the identity when !training or p == 0.
 Tensor dropout(const Tensor& x, double p, Generator& gen, bool training = true);
+// dropout(relu(x), p, gen, training) in one pass each way, with the composition's
+// bits and the same draws from gen (the feed-forward blocks' ReLU and dropout).
+Tensor relu_dropout(const Tensor& x, double p, Generator& gen, bool training = true);
 
 // ---- conv (engine/ops/conv.cpp) ------------------------------------------------------
 // Depth-wise causal 1-D convolution along axis 0 (the sequence axis):

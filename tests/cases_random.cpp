@@ -87,6 +87,17 @@ static CaseRegistrar random_cases([](std::vector<OpCase>& c) {
                  return zip(r[0], keep, [](double x, double k) { return x * k / 0.7; });
                },
                true, 1e-6});
+  c.push_back({"relu_dropout p=0.3", {InputSpec({4, 6}).nonzero()},
+               [](const Xs& x) {
+                 Generator gen(7);
+                 return relu_dropout(x[0], 0.3, gen);
+               },
+               [](const Rs& r) {
+                 Generator gen(7);
+                 const Ref keep = Ref::from(bernoulli({4, 6}, 0.7, gen, DType::f64));
+                 return zip(r[0], keep, [](double x, double k) { return (x > 0 ? x : 0.0) * k / 0.7; });
+               },
+               true, 1e-6});
 });
 
 }  // namespace loom::test

@@ -466,8 +466,8 @@ TEST_CASE("cuda: random fills give the CPU's numbers") {
   const Tensor in = random_cpu({n}, 122);
   const Tensor bits_cpu = Tensor::empty({(n + 63) / 64}, DType::i64);
   const Tensor bits_gpu = Tensor::empty({(n + 63) / 64}, DType::i64, kCuda);
-  backend_for(Device::cpu).dropout(in, Tensor::empty({n}, in.dtype()), 0.25, 5, 3, bits_cpu);
-  backend_for(kCuda).dropout(in.to(kCuda), Tensor::empty({n}, in.dtype(), kCuda), 0.25, 5, 3, bits_gpu);
+  backend_for(Device::cpu).dropout(in, Tensor::empty({n}, in.dtype()), 0.25, 5, 3, bits_cpu, false);
+  backend_for(kCuda).dropout(in.to(kCuda), Tensor::empty({n}, in.dtype(), kCuda), 0.25, 5, 3, bits_gpu, false);
   CHECK(bits_gpu.to(Device::cpu).to_vector<int64_t>() == bits_cpu.to_vector<int64_t>());
 }
 

@@ -193,21 +193,55 @@ TEST_CASE("dropout: the kernel's keep bits are the mask element by element, and 
         if (philox4x32(offset + static_cast<uint64_t>(i / 4), seed)[i % 4] < threshold)
           expected_bits[static_cast<size_t>(i / 64)] |= int64_t{1} << (i % 64);
       const Tensor redrawn = Tensor::empty({n}, dtype);
-      cpu.dropout(g, redrawn, p, seed, offset, Tensor());
+      cpu.dropout(g, redrawn, p, seed, offset, Tensor(), false);
       for (int t : {1, std::max(threads, 2)}) {
         set_num_threads(t);
         const Tensor bits = Tensor::full({(n + 63) / 64}, -1.0, DType::i64);  // every bit set beforehand
         const Tensor out = Tensor::empty({n}, dtype), out_without_bits = Tensor::empty({n}, dtype);
-        cpu.dropout(x, out, p, seed, offset, bits);
-        cpu.dropout(x, out_without_bits, p, seed, offset, Tensor());
+        cpu.dropout(x, out, p, seed, offset, bits, false);
+        cpu.dropout(x, out_without_bits, p, seed, offset, Tensor(), false);
         CHECK(bits.to_vector<int64_t>() == expected_bits);
         CHECK(test::same_bits(out, out_without_bits));
         const Tensor grad = Tensor::empty({n}, dtype);
-        cpu.dropout_backward(g, bits, p, grad);
+        cpu.dropout_backward(g, bits, p, Tensor(), grad);
         CHECK(test::same_bits(grad, redrawn));
       }
       set_num_threads(threads);
     }
+  }
+}
+
+TEST_CASE("relu_dropout: dropout(relu(x)) bit for bit, forward and backward, the same draws, in both dtypes") {
+  // The composition is the reference: relu, then dropout, then backward through
+  // both. x plants ±0 and NaN (relu gives +0 for all three), and the gradient
+  // negatives (a dropped one is -0) and infinities.
+  const double p = 0.3;
+  const int threads = num_threads();
+  for (const DType dtype : {DType::f32, DType::f64}) {
+    INFO(std::string(dtype_name(dtype)));
+    Generator init(4);
+    std::vector<double> xs = uniform({37, 101}, -2, 2, init, DType::f64).to_vector<double>();
+    xs[0] = 0.0, xs[1] = -0.0, xs[2] = NAN, xs[3] = 1e-30;
+    std::vector<double> gs = uniform({37, 101}, -1, 1, init, DType::f64).to_vector<double>();
+    gs[4] = INFINITY, gs[5] = -INFINITY;
+    const Tensor x = Tensor::from_vector(xs, {37, 101}).to(dtype), g = Tensor::from_vector(gs, {37, 101}).to(dtype);
+    Generator reference_gen(31);
+    const Tensor ref_leaf = x.detach().requires_grad_();
+    const Tensor ref_out = dropout(relu(ref_leaf), p, reference_gen);
+    ref_out.backward(g);
+    for (int t : {1, std::max(threads, 2)}) {
+      set_num_threads(t);
+      Generator gen(31);
+      const Tensor leaf = x.detach().requires_grad_();
+      const Tensor out = relu_dropout(leaf, p, gen);
+      out.backward(g);
+      CHECK(test::same_bits(out, ref_out));
+      CHECK(test::same_bits(leaf.grad(), ref_leaf.grad()));
+      CHECK(gen.offset() == reference_gen.offset());
+      Generator unused(31);
+      CHECK(test::same_bits(relu_dropout(x, p, unused, /*training=*/false), relu(x)));
+    }
+    set_num_threads(threads);
   }
 }
 

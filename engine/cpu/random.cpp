@@ -10,6 +10,7 @@
 #include "engine/cpu/cpu_backend.h"
 #include "engine/cpu/loops.h"
 #include "engine/cpu/philox_lanes.h"
+#include "engine/elementwise_functors.h"
 #include "engine/philox.h"
 
 namespace loom {
@@ -78,7 +79,7 @@ const ByteMasks kByteMask;
 }  // namespace
 
 void CpuBackend::dropout(const Tensor& x, const Tensor& out, double p, uint64_t seed, uint64_t offset,
-                         const Tensor& keep_bits) {
+                         const Tensor& keep_bits, bool relu_first) {
   dispatch_float(out.dtype(), "dropout", [&](auto zero) {
     using T = decltype(zero);
     const T* in = x.data<T>();
@@ -101,8 +102,14 @@ void CpuBackend::dropout(const Tensor& x, const Tensor& out, double p, uint64_t 
                           seed);
         const T* src = in + first;
         T* dst = o + first;  // may be src: each element is read before it is written
+        if (relu_first) {
 #pragma omp simd
-        for (int64_t i = 0; i < count; ++i) dst[i] = src[i] * dropout_factor_32(words[i], last_kept, scale);
+          for (int64_t i = 0; i < count; ++i)
+            dst[i] = fn::Relu{}(src[i], T(0)) * dropout_factor_32(words[i], last_kept, scale);
+        } else {
+#pragma omp simd
+          for (int64_t i = 0; i < count; ++i) dst[i] = src[i] * dropout_factor_32(words[i], last_kept, scale);
+        }
         if (bits != nullptr)
           for (int64_t g = 0; g * 64 < count; ++g)
             bits[first / 64 + g] = keep_bits_of(words + g * 64, std::min<int64_t>(64, count - g * 64), last_kept);
@@ -111,10 +118,12 @@ void CpuBackend::dropout(const Tensor& x, const Tensor& out, double p, uint64_t 
   });
 }
 
-void CpuBackend::dropout_backward(const Tensor& grad_out, const Tensor& keep_bits, double p, const Tensor& out) {
+void CpuBackend::dropout_backward(const Tensor& grad_out, const Tensor& keep_bits, double p, const Tensor& relu_input,
+                                  const Tensor& out) {
   dispatch_float(out.dtype(), "dropout_backward", [&](auto zero) {
     using T = decltype(zero);
     const T* in = grad_out.data<T>();
+    const T* relu_x = relu_input.defined() ? relu_input.data<T>() : nullptr;
     T* o = out.data<T>();
     const uint64_t* bits = reinterpret_cast<const uint64_t*>(keep_bits.data<int64_t>());
     const int64_t n = out.numel(), groups = (n + 63) / 64;
@@ -135,6 +144,12 @@ void CpuBackend::dropout_backward(const Tensor& grad_out, const Tensor& keep_bit
           }
         } else {
           for (int64_t j = 0; j < count; ++j) dst[j] = src[j] * (((word >> j) & 1) != 0 ? scale : T(0));
+        }
+        // Then ReLU's rule on the result, as relu_backward multiplies.
+        if (relu_x != nullptr) {
+          const T* x = relu_x + first;
+#pragma omp simd
+          for (int64_t j = 0; j < count; ++j) dst[j] = fn::ReluBackward{}(dst[j], x[j]);
         }
       }
     });

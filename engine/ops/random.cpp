@@ -35,33 +35,55 @@ Tensor bernoulli(const Shape& shape, double p, Generator& gen, DType dtype, Devi
   return out;
 }
 
-Tensor dropout(const Tensor& x, double p, Generator& gen, bool training) {
-  detail::check_float("dropout", x);
-  LOOM_CHECK(p >= 0 && p < 1, "dropout: probability ", p, " is outside [0, 1)");
-  if (!training || p == 0.0) return x;
-  // The mask is bernoulli(1 - p) of the generator's next blocks, drawn inside the
-  // kernel. When a gradient will flow, the kernel also writes the mask as bits
-  // (1/32 of a float tensor) for the backward, which then draws nothing.
+namespace {
+// dropout, after a ReLU when relu_first: the mask is bernoulli(1 - p) of the
+// generator's next blocks, drawn inside the kernel. When a gradient will flow,
+// the kernel also writes the mask as bits (1/32 of a float tensor) for the
+// backward, which then draws nothing; ReLU's rule needs x as well.
+Tensor dropout_of(const Tensor& x, double p, Generator& gen, bool relu_first, const char* op) {
+  detail::check_float(op, x);
+  LOOM_CHECK(p >= 0 && p < 1, op, ": probability ", p, " is outside [0, 1)");
   const uint64_t seed = gen.seed(), offset = gen.advance((static_cast<uint64_t>(x.numel()) + 3) / 4);
+  const Tensor x_read = dense(x);
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   const bool keep_mask = needs_grad({&x});
   const Tensor keep_bits =
       keep_mask ? Tensor::empty({(x.numel() + 63) / 64}, DType::i64, x.device()) : Tensor();
-  backend_for(x).dropout(dense(x), out, p, seed, offset, keep_bits);
-  if (keep_mask) record({OpId::dropout, {x}, {keep_bits}, {}, {p}}, out);
+  backend_for(x).dropout(x_read, out, p, seed, offset, keep_bits, relu_first);
+  if (keep_mask) {
+    std::vector<Tensor> saved{keep_bits};
+    if (relu_first) saved.push_back(x_read);
+    record({OpId::dropout, {x}, std::move(saved), {}, {p}}, out);
+  }
   return out;
+}
+}  // namespace
+
+Tensor dropout(const Tensor& x, double p, Generator& gen, bool training) {
+  detail::check_float("dropout", x);
+  LOOM_CHECK(p >= 0 && p < 1, "dropout: probability ", p, " is outside [0, 1)");
+  if (!training || p == 0.0) return x;
+  return dropout_of(x, p, gen, false, "dropout");
+}
+
+Tensor relu_dropout(const Tensor& x, double p, Generator& gen, bool training) {
+  detail::check_float("relu_dropout", x);
+  LOOM_CHECK(p >= 0 && p < 1, "relu_dropout: probability ", p, " is outside [0, 1)");
+  if (!training || p == 0.0) return relu(x);
+  return dropout_of(x, p, gen, true, "relu_dropout");
 }
 
 // ---- backward rules ----------------------------------------------------------------
 //
 // The backward rule of dropout: the forward's mask, read from its bits, applied
-// to the gradient.
+// to the gradient, then ReLU's rule where the forward had one.
 
 namespace {
-// saved {keep_bits}, reals {p}.
+// saved {keep_bits} (and x after a ReLU), reals {p}.
 std::vector<Tensor> dropout_rule(const RecordedOp& n, const Tensor& g) {
   Tensor grad = Tensor::empty(g.shape(), g.dtype(), g.device());
-  backend_for(g).dropout_backward(dense(g), n.saved[0], n.reals[0], grad);
+  const Tensor relu_input = n.saved.size() > 1 ? n.saved[1] : Tensor();
+  backend_for(g).dropout_backward(dense(g), n.saved[0], n.reals[0], relu_input, grad);
   return {grad};
 }
 // {inputs, output}: what each rule keeps alive for its backward.

@@ -34,7 +34,8 @@ FeedForward::FeedForward(int64_t d_model, int64_t d_ff, Activation act, double p
 Tensor FeedForward::forward(const Tensor& x, Generator& dropout_gen) const {
   Tensor h = layer1.forward(x);
   switch (activation) {
-    case Activation::relu: h = relu(h); break;
+    case Activation::relu:  // one pass each way for both, the same bits
+      return layer2.forward(relu_dropout(h, dropout, dropout_gen, training()));
     case Activation::squared_relu: h = squared_relu(h); break;
     case Activation::gelu: h = gelu(h); break;
     case Activation::silu: h = silu(h); break;
