@@ -81,6 +81,8 @@ TEST_CASE("errors: dtype and device mismatches name both tensors") {
 TEST_CASE("errors: bad values name the op and the value") {
   Generator gen(1);
   CHECK(contains(error_of([&] { dropout(Tensor::zeros({2}), 1.5, gen); }), "1.5"));
+  CHECK(contains(error_of([&] { relu_dropout(Tensor::zeros({2}), 1.0, gen); }), "relu_dropout: probability 1"));
+  CHECK(contains(error_of([&] { relu_dropout(Tensor::zeros({2}, DType::i64), 0.5, gen); }), "relu_dropout"));
   CHECK(contains(error_of([&] { bernoulli({2}, -0.1, gen); }), "-0.1"));
   CHECK(contains(error_of([&] { Tensor::empty({2, -1}); }), "[2, -1]"));
   CHECK(contains(error_of([&] { Tensor::zeros({2}).item(); }), "one element"));

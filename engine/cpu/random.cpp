@@ -1,6 +1,8 @@
 // random.cpp: CPU random fills and dropout. Element i uses Philox block offset + i/4, word i%4,
 // so the result is the same whatever the thread count. The per-element math is in
 // engine/philox.h, shared with cuda/random.cu: both devices give the same numbers.
+// Dropout's forward can keep its mask as bits, one word per 64 elements, from
+// which the backward applies it again without drawing.
 #include <algorithm>
 
 #if defined(__AVX2__)

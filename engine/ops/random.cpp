@@ -40,9 +40,8 @@ namespace {
 // generator's next blocks, drawn inside the kernel. When a gradient will flow,
 // the kernel also writes the mask as bits (1/32 of a float tensor) for the
 // backward, which then draws nothing; ReLU's rule needs x as well.
-Tensor dropout_of(const Tensor& x, double p, Generator& gen, bool relu_first, const char* op) {
-  detail::check_float(op, x);
-  LOOM_CHECK(p >= 0 && p < 1, op, ": probability ", p, " is outside [0, 1)");
+// The callers have checked x and p.
+Tensor dropout_of(const Tensor& x, double p, Generator& gen, bool relu_first) {
   const uint64_t seed = gen.seed(), offset = gen.advance((static_cast<uint64_t>(x.numel()) + 3) / 4);
   const Tensor x_read = dense(x);
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
@@ -63,14 +62,14 @@ Tensor dropout(const Tensor& x, double p, Generator& gen, bool training) {
   detail::check_float("dropout", x);
   LOOM_CHECK(p >= 0 && p < 1, "dropout: probability ", p, " is outside [0, 1)");
   if (!training || p == 0.0) return x;
-  return dropout_of(x, p, gen, false, "dropout");
+  return dropout_of(x, p, gen, false);
 }
 
 Tensor relu_dropout(const Tensor& x, double p, Generator& gen, bool training) {
   detail::check_float("relu_dropout", x);
   LOOM_CHECK(p >= 0 && p < 1, "relu_dropout: probability ", p, " is outside [0, 1)");
   if (!training || p == 0.0) return relu(x);
-  return dropout_of(x, p, gen, true, "relu_dropout");
+  return dropout_of(x, p, gen, true);
 }
 
 // ---- backward rules ----------------------------------------------------------------
