@@ -45,13 +45,14 @@ TEST_CASE("random: Philox-4x32-10 matches the published known-answer vectors") {
         philox4x32_10({0x243f6a88u, 0x85a308d3u, 0u, 0u}, {0xa4093822u, 0x299f31d0u}));
 }
 
-// The CPU's vector forms (engine/cpu/philox_lanes.h: 16 blocks at a time in
-// AVX-512 builds, then 8 in AVX2 ones) against the plain per-block function: whole
-// groups, partial ones, and counters whose low word wraps inside a group (the
-// carry reaches the second counter word).
+// The CPU's vector forms (engine/cpu/philox_lanes.h: 64, 32 and 16 blocks at a
+// time in AVX-512 builds, then 8 in AVX2 ones) against the plain per-block
+// function: whole groups, partial ones, and counters whose low word wraps inside a
+// group (the carry reaches the second counter word).
 TEST_CASE("philox_words gives philox4x32's words, block by block") {
   for (const uint64_t start : {0ull, 0xfffffffcull, 0x85a308d3243f6a88ull, 0xfffffffffffffffaull})
-    for (const uint64_t blocks : {0ull, 1ull, 7ull, 8ull, 9ull, 15ull, 16ull, 17ull, 24ull, 33ull, 1003ull}) {
+    for (const uint64_t blocks : {0ull, 1ull, 7ull, 8ull, 9ull, 15ull, 16ull, 17ull, 24ull, 31ull, 32ull, 33ull, 48ull,
+                                  63ull, 64ull, 65ull, 120ull, 1003ull}) {
       INFO("start ", start, ", blocks ", blocks);
       const uint64_t key = 0x299f31d0a4093822ull ^ start;
       std::vector<uint32_t> words(4 * blocks + 4, 0xdeadbeefu);
