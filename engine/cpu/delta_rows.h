@@ -147,19 +147,21 @@ inline void reduce_rows(Vec<T>* vecs, int n) {
   }
 }
 
+// The accumulators are reduced where they are (acc is left holding partial
+// sums): a copy of the array first went through memory in 32-byte halves, and
+// reading them back as 64-byte vectors stalled each block on store forwarding.
 template <class T, int R>
-inline void sum_rows(const Vec<T> (&acc)[R], T* out) {
+inline void sum_rows(Vec<T> (&acc)[R], T* out) {
   constexpr int V = static_cast<int>(kLanes<T>);
   static_assert((R & (R - 1)) == 0, "sum_rows pairs rows: R must be a power of two");
-  Vec<T> vecs[R];
-  for (int r = 0; r < R; ++r) vecs[r] = acc[r];
-  reduce_rows<T, V>(vecs, R);
+  reduce_rows<T, V>(acc, R);
   // Row r's sum now sits in lane r % V of vector r / V (rows per vector: V, or R if fewer).
-  for (int r = 0; r < R; ++r) out[r] = vecs[r / V][r % V];
+  for (int r = 0; r < R; ++r) out[r] = acc[r / V][r % V];
 }
 
+// out[r] = the sum of acc[r]'s lanes; acc is consumed.
 template <class T, int R>
-inline void sum_each(const Vec<T> (&acc)[R], T* out) {
+inline void sum_each(Vec<T> (&acc)[R], T* out) {
   if constexpr (R == 1) out[0] = sum_lanes<T>(acc[0]);
   else sum_rows<T, R>(acc, out);
 }
