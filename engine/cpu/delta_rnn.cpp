@@ -3,7 +3,8 @@
 //
 // Each sequence is one task (OpenMP over S): it walks time with its recurrent
 // fast weight R [D, D] in a private buffer (64×64 floats = 16 KB: it stays in
-// L1/L2 for the whole walk). A step is the delta rule's (engine/cpu/delta_rows.h,
+// L1/L2 for the whole walk); small heads are walked a few side by side
+// (sequences_side_by_side, engine/kernels/row_math.h). A step is the delta rule's (engine/cpu/delta_rows.h,
 // blocks of 8 rows in vector registers) with s_t = softmax(y_{t-1}) as its query.
 #include <algorithm>
 #include <cmath>
@@ -52,31 +53,38 @@ template <class T>
 void forward_sequences(const T* z, const T* rk, const T* rv, const T* gamma, const T* r0, const T* y0, T* y,
                        T* r_last, T* vbar, const Dims& d) {
   const int64_t L = d.L, S = d.S, D = d.D;
+  const int64_t group = cpu::sequences_side_by_side(static_cast<int64_t>(sizeof(T)) * D * D);
   // Work per sequence: three passes of D·D per step.
   parallel_for(S, 3 * L * D * D, [&](int64_t begin, int64_t end) {
-    std::vector<T> scratch(r_last ? 0 : D * D), soft(D);
-    for (int64_t s = begin; s < end; ++s) {
-      // R lives in the final-state slot when there is one: nothing to copy at the end.
-      T* R = r_last ? r_last + s * D * D : scratch.data();
-      if (r0) std::memcpy(R, r0 + s * D * D, sizeof(T) * D * D);
-      else std::fill(R, R + D * D, T(0));
+    std::vector<T> scratch(r_last ? 0 : group * D * D), soft(D);
+    for (int64_t s0 = begin; s0 < end; s0 += group) {
+      const int64_t n = std::min(group, end - s0);
+      // R of sequence s0 + j lives in the final-state slot when there is one:
+      // nothing to copy at the end.
+      auto weight = [&](int64_t j) { return r_last ? r_last + (s0 + j) * D * D : scratch.data() + j * D * D; };
+      for (int64_t j = 0; j < n; ++j) {
+        if (r0) std::memcpy(weight(j), r0 + (s0 + j) * D * D, sizeof(T) * D * D);
+        else std::fill(weight(j), weight(j) + D * D, T(0));
+      }
       for (int64_t t = 0; t < L; ++t) {
-        const int64_t row = t * S + s;
-        softmax_of(previous_y(y, y0, t, s, d), soft.data(), D);
-        const T* kt = rk + row * D;
-        const T* vt = rv + row * D;
-        const T* zt = z + row * D;
-        T* yt = y + row * D;
+        const int64_t first = t * S + s0;  // the group's rows of step t
         if (t + 1 < L) {  // the next step's rows, S rows on (engine/kernels/row_math.h)
-          prefetch_row(kt + S * D, D);
-          prefetch_row(vt + S * D, D);
-          prefetch_row(zt + S * D, D);
-          prefetch_row_for_write(yt + S * D, D);
-          if (vbar) prefetch_row_for_write(vbar + (row + S) * D, D);
+          prefetch_row(rk + (first + S) * D, n * D);
+          prefetch_row(rv + (first + S) * D, n * D);
+          prefetch_row(z + (first + S) * D, n * D);
+          prefetch_row_for_write(y + (first + S) * D, n * D);
+          if (vbar) prefetch_row_for_write(vbar + (first + S) * D, n * D);
         }
-        // The delta rule's step with query s_t = softmax(y_{t-1}), then y_t = z_t + R_t s_t.
-        forward_step(R, soft.data(), kt, vt, gamma[row], true, yt, vbar ? vbar + row * D : nullptr, D, D);
-        for (int64_t i = 0; i < D; ++i) yt[i] = zt[i] + yt[i];
+        for (int64_t j = 0; j < n; ++j) {
+          const int64_t row = first + j;
+          const T* zt = z + row * D;
+          T* yt = y + row * D;
+          softmax_of(previous_y(y, y0, t, s0 + j, d), soft.data(), D);
+          // The delta rule's step with query s_t = softmax(y_{t-1}), then y_t = z_t + R_t s_t.
+          forward_step(weight(j), soft.data(), rk + row * D, rv + row * D, gamma[row], true, yt,
+                       vbar ? vbar + row * D : nullptr, D, D);
+          for (int64_t i = 0; i < D; ++i) yt[i] = zt[i] + yt[i];
+        }
       }
     }
   });
@@ -86,43 +94,49 @@ template <class T>
 void backward_sequences(const T* grad, const T* rk, const T* rv, const T* gamma, const T* y0, const T* y,
                         const T* vbar, const T* r_last, T* gz, T* grk, T* grv, T* ggamma, const Dims& d) {
   const int64_t L = d.L, S = d.S, D = d.D;
+  // R and G = dL/dR per sequence.
+  const int64_t group = cpu::sequences_side_by_side(2 * static_cast<int64_t>(sizeof(T)) * D * D);
   // Work per sequence: about seven passes of D·D per step.
   parallel_for(S, 7 * L * D * D, [&](int64_t begin, int64_t end) {
-    std::vector<T> R(D * D), G(D * D), soft(D), ds(D), gy(D);
-    for (int64_t s = begin; s < end; ++s) {
-      std::memcpy(R.data(), r_last + s * D * D, sizeof(T) * D * D);
+    // Per sequence of the group: R, G, and gy = dL/dy_{t-1} carried to the step before.
+    std::vector<T> R(group * D * D), G(group * D * D), gy(group * D), soft(D), ds(D);
+    for (int64_t s0 = begin; s0 < end; s0 += group) {
+      const int64_t n = std::min(group, end - s0);
+      std::memcpy(R.data(), r_last + s0 * D * D, sizeof(T) * n * D * D);
       std::fill(G.begin(), G.end(), T(0));
       std::fill(gy.begin(), gy.end(), T(0));
       for (int64_t t = L - 1; t >= 0; --t) {
-        const int64_t row = t * S + s;
-        const T* kt = rk + row * D;
-        const T* vt = rv + row * D;
-        const T* vbt = vbar + row * D;
-        const T* gt = grad + row * D;
+        const int64_t first = t * S + s0;  // the group's rows of step t
         if (t > 0) {  // the previous step's rows, read next
-          prefetch_row(kt - S * D, D);
-          prefetch_row(vt - S * D, D);
-          prefetch_row(vbt - S * D, D);
-          prefetch_row(gt - S * D, D);
-          if (t > 1) prefetch_row(y + (row - 2 * S) * D, D);
-          prefetch_row_for_write(gz + (row - S) * D, D);
-          prefetch_row_for_write(grk + (row - S) * D, D);
-          prefetch_row_for_write(grv + (row - S) * D, D);
+          const int64_t before = first - S;
+          prefetch_row(rk + before * D, n * D);
+          prefetch_row(rv + before * D, n * D);
+          prefetch_row(vbar + before * D, n * D);
+          prefetch_row(grad + before * D, n * D);
+          if (t > 1) prefetch_row(y + (before - S) * D, n * D);
+          prefetch_row_for_write(gz + before * D, n * D);
+          prefetch_row_for_write(grk + before * D, n * D);
+          prefetch_row_for_write(grv + before * D, n * D);
         }
-        T* dz = gz + row * D;
-        T* dk = grk + row * D;
-        T* dv = grv + row * D;
-        softmax_of(previous_y(y, y0, t, s, d), soft.data(), D);
-        for (int64_t i = 0; i < D; ++i) dz[i] = gt[i] + gy[i];
-        std::fill(ds.begin(), ds.end(), T(0));
-        std::fill(dk, dk + D, T(0));
-        // The delta rule's reverse step with query s_t and output gradient dz: ds
-        // collects R_tᵀ dz (the query's gradient).
-        ggamma[row] = backward_step<T, true>(R.data(), G.data(), soft.data(), kt, vt, dz, vbt, gamma[row], ds.data(),
-                                             dk, dv, D, D);
-        // dL/dy_{t-1} through s_t = softmax(y_{t-1}).
-        const T sds = dot(soft.data(), ds.data(), D);
-        for (int64_t j = 0; j < D; ++j) gy[j] = soft[j] * (ds[j] - sds);
+        for (int64_t j = 0; j < n; ++j) {
+          const int64_t row = first + j;
+          const T* gt = grad + row * D;
+          T* gyj = gy.data() + j * D;
+          T* dz = gz + row * D;
+          T* dk = grk + row * D;
+          softmax_of(previous_y(y, y0, t, s0 + j, d), soft.data(), D);
+          for (int64_t i = 0; i < D; ++i) dz[i] = gt[i] + gyj[i];
+          std::fill(ds.begin(), ds.end(), T(0));
+          std::fill(dk, dk + D, T(0));
+          // The delta rule's reverse step with query s_t and output gradient dz: ds
+          // collects R_tᵀ dz (the query's gradient).
+          ggamma[row] = backward_step<T, true>(R.data() + j * D * D, G.data() + j * D * D, soft.data(), rk + row * D,
+                                               rv + row * D, dz, vbar + row * D, gamma[row], ds.data(), dk,
+                                               grv + row * D, D, D);
+          // dL/dy_{t-1} through s_t = softmax(y_{t-1}).
+          const T sds = dot(soft.data(), ds.data(), D);
+          for (int64_t i = 0; i < D; ++i) gyj[i] = soft[i] * (ds[i] - sds);
+        }
       }
     }
   });

@@ -60,36 +60,42 @@ bool in_chunks(const Dims& d) { return d.Dk >= 64 && d.Dv >= 64; }
 
 // Each sequence walks time with its W [Dv, Dk] in a private buffer and reads q,
 // k, v, beta one step at a time; the step itself, a block of rows of W at a
-// time in vector registers, is engine/cpu/delta_rows.h. Each step asks for the
-// next step's rows of q, k, v before it starts: they lie S rows further on.
+// time in vector registers, is engine/cpu/delta_rows.h. A thread walks a few
+// sequences side by side (sequences_side_by_side, engine/kernels/row_math.h):
+// their rows of a step lie next to each other, and each step asks for the
+// group's rows of the next step before it starts (they lie S rows further on).
 template <class T>
 void forward_steps(const T* q, const T* k, const T* v, const T* beta, const T* w0, T* y, T* w_last, T* vbar,
                    const Dims& d) {
   const int64_t L = d.L, S = d.S, Dk = d.Dk, Dv = d.Dv;
+  const int64_t group = cpu::sequences_side_by_side(static_cast<int64_t>(sizeof(T)) * Dv * Dk);
   // Work per sequence: three passes of Dv·Dk per step.
   parallel_for(S, 3 * L * Dv * Dk, [&](int64_t begin, int64_t end) {
-    std::vector<T> scratch(w_last ? 0 : Dv * Dk);
-    for (int64_t s = begin; s < end; ++s) {
-      // W lives in the final-state slot when there is one: nothing to copy at the end.
-      T* W = w_last ? w_last + s * Dv * Dk : scratch.data();
-      if (w0) std::memcpy(W, w0 + s * Dv * Dk, sizeof(T) * Dv * Dk);
-      else std::fill(W, W + Dv * Dk, T(0));
+    std::vector<T> scratch(w_last ? 0 : group * Dv * Dk);
+    for (int64_t s0 = begin; s0 < end; s0 += group) {
+      const int64_t n = std::min(group, end - s0);
+      // W of sequence s0 + j lives in the final-state slot when there is one:
+      // nothing to copy at the end.
+      auto weight = [&](int64_t j) { return w_last ? w_last + (s0 + j) * Dv * Dk : scratch.data() + j * Dv * Dk; };
+      for (int64_t j = 0; j < n; ++j) {
+        if (w0) std::memcpy(weight(j), w0 + (s0 + j) * Dv * Dk, sizeof(T) * Dv * Dk);
+        else std::fill(weight(j), weight(j) + Dv * Dk, T(0));
+      }
       for (int64_t t = 0; t < L; ++t) {
-        const int64_t row = t * S + s;
-        const T* qt = q + row * Dk;
-        const T* kt = k + row * Dk;
-        const T* vt = v + row * Dv;
-        T* yt = y + row * Dv;
-        T* vbt = vbar ? vbar + row * Dv : nullptr;
+        const int64_t first = t * S + s0;  // the group's rows of step t
         if (t + 1 < L) {
-          prefetch_row(qt + S * Dk, Dk);
-          prefetch_row(kt + S * Dk, Dk);
-          prefetch_row(vt + S * Dv, Dv);
-          prefetch_row_for_write(yt + S * Dv, Dv);
-          if (vbt) prefetch_row_for_write(vbt + S * Dv, Dv);
+          prefetch_row(q + (first + S) * Dk, n * Dk);
+          prefetch_row(k + (first + S) * Dk, n * Dk);
+          prefetch_row(v + (first + S) * Dv, n * Dv);
+          prefetch_row_for_write(y + (first + S) * Dv, n * Dv);
+          if (vbar) prefetch_row_for_write(vbar + (first + S) * Dv, n * Dv);
         }
-        const T b = beta ? beta[row] : T(1);
-        forward_step(W, qt, kt, vt, b, beta != nullptr, yt, vbt, Dk, Dv);
+        for (int64_t j = 0; j < n; ++j) {
+          const int64_t row = first + j;
+          const T b = beta ? beta[row] : T(1);
+          forward_step(weight(j), q + row * Dk, k + row * Dk, v + row * Dv, b, beta != nullptr, y + row * Dv,
+                       vbar ? vbar + row * Dv : nullptr, Dk, Dv);
+        }
       }
     }
   });
@@ -99,39 +105,47 @@ template <class T>
 void backward_steps(const T* g, const T* q, const T* k, const T* v, const T* beta, const T* vbar,
                     const T* w_last, T* gq, T* gk, T* gv, T* gbeta, const Dims& d) {
   const int64_t L = d.L, S = d.S, Dk = d.Dk, Dv = d.Dv;
+  // W and G = dL/dW per sequence.
+  const int64_t group = cpu::sequences_side_by_side(2 * static_cast<int64_t>(sizeof(T)) * Dv * Dk);
   // Work per sequence: about seven passes of Dv·Dk per step.
   parallel_for(S, 7 * L * Dv * Dk, [&](int64_t begin, int64_t end) {
-    std::vector<T> W(Dv * Dk), G(Dv * Dk);
-    for (int64_t s = begin; s < end; ++s) {
-      std::memcpy(W.data(), w_last + s * Dv * Dk, sizeof(T) * Dv * Dk);
+    std::vector<T> W(group * Dv * Dk), G(group * Dv * Dk);
+    for (int64_t s0 = begin; s0 < end; s0 += group) {
+      const int64_t n = std::min(group, end - s0);
+      std::memcpy(W.data(), w_last + s0 * Dv * Dk, sizeof(T) * n * Dv * Dk);
       std::fill(G.begin(), G.end(), T(0));
       for (int64_t t = L - 1; t >= 0; --t) {
-        const int64_t row = t * S + s;
-        const T* qt = q + row * Dk;
-        const T* kt = k + row * Dk;
-        const T* vt = v + row * Dv;
-        const T* gt = g + row * Dv;
+        const int64_t first = t * S + s0;  // the group's rows of step t
         if (t > 0) {
-          prefetch_row(qt - S * Dk, Dk);
-          prefetch_row(kt - S * Dk, Dk);
-          prefetch_row(vt - S * Dv, Dv);
-          prefetch_row(gt - S * Dv, Dv);
-          if (beta) prefetch_row(vbar + (row - S) * Dv, Dv);
-          prefetch_row_for_write(gq + (row - S) * Dk, Dk);
-          prefetch_row_for_write(gk + (row - S) * Dk, Dk);
-          prefetch_row_for_write(gv + (row - S) * Dv, Dv);
+          const int64_t before = first - S;
+          prefetch_row(q + before * Dk, n * Dk);
+          prefetch_row(k + before * Dk, n * Dk);
+          prefetch_row(v + before * Dv, n * Dv);
+          prefetch_row(g + before * Dv, n * Dv);
+          if (beta) prefetch_row(vbar + before * Dv, n * Dv);
+          prefetch_row_for_write(gq + before * Dk, n * Dk);
+          prefetch_row_for_write(gk + before * Dk, n * Dk);
+          prefetch_row_for_write(gv + before * Dv, n * Dv);
         }
-        const T* vbt = beta ? vbar + row * Dv : nullptr;
-        T* dq = gq + row * Dk;
-        T* dk = gk + row * Dk;
-        T* dv = gv + row * Dv;
-        std::fill(dq, dq + Dk, T(0));
-        std::fill(dk, dk + Dk, T(0));
-        const T b = beta ? beta[row] : T(1);
+        std::fill(gq + first * Dk, gq + (first + n) * Dk, T(0));
+        std::fill(gk + first * Dk, gk + (first + n) * Dk, T(0));
         const bool reverse = t % 2 == 1;  // alternate sweeps: W and G overflow L1 (delta_rows.h)
-        const T dbeta = beta ? backward_step<T, true>(W.data(), G.data(), qt, kt, vt, gt, vbt, b, dq, dk, dv, Dk, Dv, reverse)
-                             : backward_step<T, false>(W.data(), G.data(), qt, kt, vt, gt, vbt, b, dq, dk, dv, Dk, Dv, reverse);
-        if (beta) gbeta[row] = dbeta;
+        for (int64_t j = 0; j < n; ++j) {
+          const int64_t row = first + j;
+          T* Wj = W.data() + j * Dv * Dk;
+          T* Gj = G.data() + j * Dv * Dk;
+          const T* vbt = beta ? vbar + row * Dv : nullptr;
+          const T b = beta ? beta[row] : T(1);
+          const T* qt = q + row * Dk;
+          const T* kt = k + row * Dk;
+          const T* vt = v + row * Dv;
+          const T* gt = g + row * Dv;
+          T* dq = gq + row * Dk;
+          T* dk = gk + row * Dk;
+          T* dv = gv + row * Dv;
+          if (beta) gbeta[row] = backward_step<T, true>(Wj, Gj, qt, kt, vt, gt, vbt, b, dq, dk, dv, Dk, Dv, reverse);
+          else backward_step<T, false>(Wj, Gj, qt, kt, vt, gt, vbt, b, dq, dk, dv, Dk, Dv, reverse);
+        }
       }
     }
   });

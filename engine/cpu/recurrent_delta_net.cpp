@@ -1,10 +1,12 @@
 // recurrent_delta_net.cpp: CPU kernels of the Recurrent Delta Net; the math,
 // layout and derivation are in engine/kernels/recurrent_delta_net.h.
 //
-// Each sequence is one task (OpenMP over S): it walks time with its fast weight
-// W [D, D] in a private buffer, and per step computes a = tanh(y_{t-1}), the slow
-// net's q, k, v, beta (three [D, D]·[D] products with Rq, Rk, Rv), then the
-// delta rule's step and read-out (engine/cpu/delta_rows.h, 8 rows of W at a time).
+// Each sequence is one task (OpenMP over S; small heads a few side by side,
+// sequences_side_by_side in engine/kernels/row_math.h): it walks time with its
+// fast weight W [D, D] in a private buffer, and per step computes
+// a = tanh(y_{t-1}), the slow net's q, k, v, beta (three [D, D]·[D] products
+// with Rq, Rk, Rv), then the delta rule's step and read-out
+// (engine/cpu/delta_rows.h, 8 rows of W at a time).
 // The backward's sweep keeps every step's a and writes the slow net's input
 // gradients (dqx, dkx, dvx, dbx); the parameters' gradients are then one product
 // per head over all steps and sequences (dRq = Σ dqx aᵀ: K = L·B), as the LSTM's
@@ -128,108 +130,130 @@ T slow_net(const Head<T>& p, const T* qx, const T* kx, const T* vx, T bx, const 
 template <class T>
 void forward_sequences(const Forward<T>& f, const Dims& d) {
   const int64_t L = d.L, S = d.S, D = d.D;
+  const int64_t group = cpu::sequences_side_by_side(static_cast<int64_t>(sizeof(T)) * D * D);
   // Work per sequence and step: three slow-net products and three passes over W.
   parallel_for(S, 6 * L * D * D, [&](int64_t begin, int64_t end) {
     // Per thread: a and a pre-activation (aligned, Dp each), the step's q, k, v,
-    // vbar when they are not saved, and W unless it lives in the final-state slot.
+    // vbar when they are not saved, and the group's W unless they live in the
+    // final-state slot.
     const int64_t Dp = padded<T>(D);
-    AlignedBuffer<T> scratch(2 * Dp + 4 * D + D * D);
+    AlignedBuffer<T> scratch(2 * Dp + 4 * D + group * D * D);
     T* a = scratch.data();
     T* pre = a + Dp;
-    for (int64_t s = begin; s < end; ++s) {
-      const int64_t b_of_s = s / d.H, h_of_s = s % d.H;  // where the inputs' rows of s lie
-      const Head<T> p = head_of(f.Rq, f.Rk, f.Rv, f.rb, h_of_s, D);
-      T* W = f.W_last ? f.W_last + s * D * D : pre + Dp + 4 * D;
-      if (f.W0) std::memcpy(W, f.W0 + s * D * D, sizeof(T) * D * D);
-      else std::fill(W, W + D * D, T(0));
-      const T* y_prev = f.y0 ? f.y0 + s * D : nullptr;  // null: zeros
+    std::vector<const T*> y_prev(group);  // per sequence of the group; null: zeros
+    for (int64_t s0 = begin; s0 < end; s0 += group) {
+      const int64_t n = std::min(group, end - s0);
+      auto weight = [&](int64_t j) { return f.W_last ? f.W_last + (s0 + j) * D * D : pre + Dp + 4 * D + j * D * D; };
+      for (int64_t j = 0; j < n; ++j) {
+        if (f.W0) std::memcpy(weight(j), f.W0 + (s0 + j) * D * D, sizeof(T) * D * D);
+        else std::fill(weight(j), weight(j) + D * D, T(0));
+        y_prev[j] = f.y0 ? f.y0 + (s0 + j) * D : nullptr;
+      }
       for (int64_t t = 0; t < L; ++t) {
-        const int64_t row = t * S + s;
-        T* q = f.q ? f.q + row * D : pre + Dp;
-        T* k = f.k ? f.k + row * D : pre + Dp + D;
-        T* v = f.v ? f.v + row * D : pre + Dp + 2 * D;
-        T* vbar = f.vbar ? f.vbar + row * D : pre + Dp + 3 * D;
+        const int64_t first = t * S + s0;  // the group's rows of step t
         if (t + 1 < L) {  // the next step's rows, S rows on (engine/kernels/row_math.h)
-          prefetch_row(f.qx.at(t + 1, b_of_s, h_of_s), D);
-          prefetch_row(f.kx.at(t + 1, b_of_s, h_of_s), D);
-          prefetch_row(f.vx.at(t + 1, b_of_s, h_of_s), D);
+          for (int64_t j = 0; j < n; ++j) {
+            const int64_t b_of_s = (s0 + j) / d.H, h_of_s = (s0 + j) % d.H;
+            prefetch_row(f.qx.at(t + 1, b_of_s, h_of_s), D);
+            prefetch_row(f.kx.at(t + 1, b_of_s, h_of_s), D);
+            prefetch_row(f.vx.at(t + 1, b_of_s, h_of_s), D);
+          }
           // and the rows it writes, with the intent to write (a page apart as well)
           for (T* m : {f.y, f.q, f.k, f.v, f.vbar})
-            if (m) prefetch_row_for_write(m + (row + S) * D, D);
+            if (m) prefetch_row_for_write(m + (first + S) * D, n * D);
         }
-        tanh_of(y_prev, a, D, Dp);
-        const T b = slow_net(p, f.qx.at(t, b_of_s, h_of_s), f.kx.at(t, b_of_s, h_of_s), f.vx.at(t, b_of_s, h_of_s),
-                             *f.bx.at(t, b_of_s, h_of_s), a, pre, q, k, v, D, Dp);
-        if (f.beta) f.beta[row] = b;
-        T* yt = f.y + row * D;
-        // The delta rule's step (engine/cpu/delta_rows.h): vbar, the write, y_t = W_t q_t.
-        forward_step(W, q, k, v, b, true, yt, vbar, D, D);
-        y_prev = yt;
+        for (int64_t j = 0; j < n; ++j) {
+          const int64_t s = s0 + j, row = first + j;
+          const int64_t b_of_s = s / d.H, h_of_s = s % d.H;  // where the inputs' rows of s lie
+          const Head<T> p = head_of(f.Rq, f.Rk, f.Rv, f.rb, h_of_s, D);
+          T* q = f.q ? f.q + row * D : pre + Dp;
+          T* k = f.k ? f.k + row * D : pre + Dp + D;
+          T* v = f.v ? f.v + row * D : pre + Dp + 2 * D;
+          T* vbar = f.vbar ? f.vbar + row * D : pre + Dp + 3 * D;
+          tanh_of(y_prev[j], a, D, Dp);
+          const T b = slow_net(p, f.qx.at(t, b_of_s, h_of_s), f.kx.at(t, b_of_s, h_of_s),
+                               f.vx.at(t, b_of_s, h_of_s), *f.bx.at(t, b_of_s, h_of_s), a, pre, q, k, v, D, Dp);
+          if (f.beta) f.beta[row] = b;
+          T* yt = f.y + row * D;
+          // The delta rule's step (engine/cpu/delta_rows.h): vbar, the write, y_t = W_t q_t.
+          forward_step(weight(j), q, k, v, b, true, yt, vbar, D, D);
+          y_prev[j] = yt;
+        }
       }
       if (f.y_last) {
-        T* out = f.y_last + s * D;
-        if (y_prev) std::memcpy(out, y_prev, sizeof(T) * D);
-        else std::fill(out, out + D, T(0));
+        for (int64_t j = 0; j < n; ++j) {
+          T* out = f.y_last + (s0 + j) * D;
+          if (y_prev[j]) std::memcpy(out, y_prev[j], sizeof(T) * D);
+          else std::fill(out, out + D, T(0));
+        }
       }
     }
   });
 }
 
-// The reverse sweep, one sequence per task: writes dqx, dkx, dvx, dbx and keeps
-// every step's a = tanh(y_{t-1}) in a_all (row t·S + s, Dp entries each).
+// The reverse sweep, a few sequences side by side per thread: writes dqx, dkx,
+// dvx, dbx and keeps every step's a = tanh(y_{t-1}) in a_all (row t·S + s, Dp
+// entries each).
 template <class T>
 void backward_sequences(const Backward<T>& f, T* a_all, const Dims& d) {
   const int64_t L = d.L, S = d.S, D = d.D, Dp = padded<T>(D);
+  // W and G = dL/dW per sequence.
+  const int64_t group = cpu::sequences_side_by_side(2 * static_cast<int64_t>(sizeof(T)) * D * D);
   // Work per sequence and step: about seven passes over W and G, three over the parameters.
   parallel_for(S, 10 * L * D * D, [&](int64_t begin, int64_t end) {
-    std::vector<T> W(D * D), G(D * D), vec(5 * D);
-    T* e = vec.data();  // dL/dy_t from the steps after t
-    T* gh = e + D;      // ĝ
+    // Per sequence of the group: W, G and e = dL/dy_t from the steps after t.
+    std::vector<T> W(group * D * D), G(group * D * D), e_all(group * D), vec(4 * D);
+    T* gh = vec.data();  // ĝ
     T* dq = gh + D;
     T* dk = dq + D;
     T* da = dk + D;
-    for (int64_t s = begin; s < end; ++s) {
-      const int64_t h_of_s = s % d.H;  // which head s is (its batch row is s / H)
-      const Head<T> p = head_of(f.Rq, f.Rk, f.Rv, f.rb, h_of_s, D);
-      std::memcpy(W.data(), f.W_last + s * D * D, sizeof(T) * D * D);
+    for (int64_t s0 = begin; s0 < end; s0 += group) {
+      const int64_t n = std::min(group, end - s0);
+      std::memcpy(W.data(), f.W_last + s0 * D * D, sizeof(T) * n * D * D);
       std::fill(G.begin(), G.end(), T(0));
-      std::fill(e, e + D, T(0));
+      std::fill(e_all.begin(), e_all.end(), T(0));
       for (int64_t t = L - 1; t >= 0; --t) {
-        const int64_t row = t * S + s;
-        const T *q = f.q + row * D, *k = f.k + row * D, *v = f.v + row * D, *vbar = f.vbar + row * D;
-        const T b = f.beta[row];
-        const T* y_prev = t > 0 ? f.y + (row - S) * D : (f.y0 ? f.y0 + s * D : nullptr);
+        const int64_t first = t * S + s0;  // the group's rows of step t
         if (t > 0) {  // the previous step's rows, read next
-          for (const T* m : {f.q, f.k, f.v, f.vbar, f.g}) prefetch_row(m + (row - S) * D, D);
-          if (t > 1) prefetch_row(f.y + (row - 2 * S) * D, D);
-          for (T* m : {f.gvx, f.gqx, f.gkx}) prefetch_row_for_write(m + (row - S) * D, D);
+          for (const T* m : {f.q, f.k, f.v, f.vbar, f.g}) prefetch_row(m + (first - S) * D, n * D);
+          if (t > 1) prefetch_row(f.y + (first - 2 * S) * D, n * D);
+          for (T* m : {f.gvx, f.gqx, f.gkx}) prefetch_row_for_write(m + (first - S) * D, n * D);
         }
-        T* a = a_all + row * Dp;
-        tanh_of(y_prev, a, D, Dp);
-        for (int64_t i = 0; i < D; ++i) gh[i] = f.g[row * D + i] + e[i];
+        for (int64_t j = 0; j < n; ++j) {
+          const int64_t s = s0 + j, row = first + j;
+          const Head<T> p = head_of(f.Rq, f.Rk, f.Rv, f.rb, s % d.H, D);  // s's head (its batch row is s / H)
+          T* e = e_all.data() + j * D;
+          const T *q = f.q + row * D, *k = f.k + row * D, *v = f.v + row * D, *vbar = f.vbar + row * D;
+          const T b = f.beta[row];
+          const T* y_prev = t > 0 ? f.y + (row - S) * D : (f.y0 ? f.y0 + s * D : nullptr);
+          T* a = a_all + row * Dp;
+          tanh_of(y_prev, a, D, Dp);
+          for (int64_t i = 0; i < D; ++i) gh[i] = f.g[row * D + i] + e[i];
 
-        std::fill(dq, dq + D, T(0));
-        std::fill(dk, dk + D, T(0));
-        T* dv = f.gvx + row * D;  // dvx = dv
-        // The delta rule's reverse step (engine/cpu/delta_rows.h) with output gradient ĝ.
-        const T dbeta = backward_step<T, true>(W.data(), G.data(), q, k, v, gh, vbar, b, dq, dk, dv, D, D);
+          std::fill(dq, dq + D, T(0));
+          std::fill(dk, dk + D, T(0));
+          T* dv = f.gvx + row * D;  // dvx = dv
+          // The delta rule's reverse step (engine/cpu/delta_rows.h) with output gradient ĝ.
+          const T dbeta = backward_step<T, true>(W.data() + j * D * D, G.data() + j * D * D, q, k, v, gh, vbar, b, dq,
+                                                 dk, dv, D, D);
 
-        // Through the slow net: the softmaxes, the sigmoid, the products with a.
-        T* dqx = f.gqx + row * D;
-        T* dkx = f.gkx + row * D;
-        softmax_backward(q, dq, dqx, D);
-        softmax_backward(k, dk, dkx, D);
-        const T dbx = dbeta * b * (T(1) - b);
-        f.gbx[row] = dbx;
-        // da = Rqᵀ dqx + Rkᵀ dkx + Rvᵀ dvx, row i of each R at a time.
-        std::fill(da, da + D, T(0));
-        for (int64_t i = 0; i < D; ++i) {
-          const T *Rq = p.Rq + i * D, *Rk = p.Rk + i * D, *Rv = p.Rv + i * D;
-          const T gq = dqx[i], gk = dkx[i], gv = dv[i];
+          // Through the slow net: the softmaxes, the sigmoid, the products with a.
+          T* dqx = f.gqx + row * D;
+          T* dkx = f.gkx + row * D;
+          softmax_backward(q, dq, dqx, D);
+          softmax_backward(k, dk, dkx, D);
+          const T dbx = dbeta * b * (T(1) - b);
+          f.gbx[row] = dbx;
+          // da = Rqᵀ dqx + Rkᵀ dkx + Rvᵀ dvx, row i of each R at a time.
+          std::fill(da, da + D, T(0));
+          for (int64_t i = 0; i < D; ++i) {
+            const T *Rq = p.Rq + i * D, *Rk = p.Rk + i * D, *Rv = p.Rv + i * D;
+            const T gq = dqx[i], gk = dkx[i], gv = dv[i];
 #pragma omp simd
-          for (int64_t j = 0; j < D; ++j) da[j] += Rq[j] * gq + Rk[j] * gk + Rv[j] * gv;
+            for (int64_t c = 0; c < D; ++c) da[c] += Rq[c] * gq + Rk[c] * gk + Rv[c] * gv;
+          }
+          for (int64_t c = 0; c < D; ++c) e[c] = (da[c] + p.rb[c] * dbx) * (T(1) - a[c] * a[c]);
         }
-        for (int64_t j = 0; j < D; ++j) e[j] = (da[j] + p.rb[j] * dbx) * (T(1) - a[j] * a[j]);
       }
     }
   });

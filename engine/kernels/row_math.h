@@ -29,6 +29,19 @@ inline void prefetch_row_for_write(const T* p, int64_t n) {
   for (int64_t b = 0; b < n * static_cast<int64_t>(sizeof(T)); b += 64) __builtin_prefetch(bytes + b, 1);
 }
 
+// How many sequences one thread walks side by side, taking step t of each
+// before step t + 1 of any. A step of one sequence is a chain of dependent
+// reductions (each waits on the one before), which leaves the core idle at
+// small heads; the steps of other sequences are independent of it, so the
+// core can overlap them, and each sequence does the same arithmetic in the
+// same order as alone (the same bits). The group's states (state_bytes each)
+// stay within part of L1, so that the states are not evicted by one another.
+inline int64_t sequences_side_by_side(int64_t state_bytes) {
+  constexpr int64_t kL1Share = 8 * 1024, kMostSequences = 4;
+  const int64_t fit = kL1Share / (state_bytes > 0 ? state_bytes : 1);
+  return std::clamp<int64_t>(fit, 1, kMostSequences);
+}
+
 // a·b over n entries.
 template <class T>
 T dot(const T* a, const T* b, int64_t n) {
