@@ -7,7 +7,9 @@
 // - step by step (heads below 64 × 64): W [Dv, Dk] in a private buffer, one
 //   step at a time, a block of rows of W at a time in vector registers
 //   (engine/cpu/delta_rows.h, the step the Delta RNN, Delta LSTM and RDN use
-//   too, since their next key depends on this step's output);
+//   too, since their next key depends on this step's output); a thread walks
+//   a few small heads' sequences side by side (sequences_side_by_side,
+//   engine/kernels/row_math.h);
 // - 16 steps at a time (heads of 64 × 64 and more): a chunk's rows of q, k, v
 //   are copied into contiguous buffers (they lie S rows apart; the next chunk's
 //   are asked for meanwhile), and the chunk is a handful of small matrix
