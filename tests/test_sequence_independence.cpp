@@ -105,7 +105,8 @@ constexpr int64_t kL = 24, kB = 3, kH = 2;
 }  // namespace
 
 TEST_CASE("delta_rule: each sequence gets the bits it gets alone, on 1, 2 and 3 threads") {
-  for (const auto& [Dk, Dv] : {std::pair<int64_t, int64_t>{16, 16}, {32, 16}, {19, 11}}) {
+  for (const std::pair<int64_t, int64_t>& head : {std::pair<int64_t, int64_t>{16, 16}, {32, 16}, {19, 11}}) {
+    const int64_t Dk = head.first, Dv = head.second;
     for (const bool delta : {true, false}) {
       INFO("Dk = ", Dk, ", Dv = ", Dv, delta ? ", delta rule" : ", sum rule");
       const double k_hi = 1.0 / std::sqrt(static_cast<double>(Dk));
