@@ -5,8 +5,9 @@
 // (sequences_side_by_side in engine/kernels/row_math.h), and the threads split
 // the sequences in ways that depend on their number. Neither may change a
 // sequence's arithmetic: its output and its inputs' gradients must be those of
-// the same op run on that sequence alone (B = H = 1), bit for bit, on 1, 2 and 3
-// threads. A buffer shared by mistake between the sequences of a group, or a
+// the same op run on that sequence alone (B = H = 1), bit for bit (memcmp), on
+// 1, 2 and 3 threads, with gradients and without (the forward then keeps its
+// states in thread scratch instead of the final-state slot). A buffer shared by mistake between the sequences of a group, or a
 // group that read its neighbour's rows, would show here.
 #include <doctest/doctest.h>
 
@@ -14,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "autodiff/grad_mode.h"
 #include "engine/device.h"
 #include "engine/ops.h"
 #include "tests/fused_check.h"
@@ -65,7 +67,6 @@ Run run(const Op& op, const std::vector<Operand>& operands, const Tensor& weight
   return r;
 }
 
-std::vector<float> values_of(const Tensor& t) { return contiguous(t).to_vector<float>(); }
 
 // Runs op over all B·H sequences on 1, 2 and 3 threads, then over each sequence
 // alone, and compares the bits.
@@ -77,16 +78,24 @@ void check_sequences_independent(const Op& op, const std::vector<Operand>& opera
     INFO("threads: ", n);
     set_num_threads(n);
     const Run all = run(op, operands, weight);
+    Tensor all_no_grad;
+    {
+      NoGradGuard no_grad;
+      std::vector<Tensor> values;
+      for (const Operand& o : operands) values.push_back(o.value);
+      all_no_grad = op(values);
+    }
+    CHECK(same_bits(all_no_grad, all.out));
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t h = 0; h < H; ++h) {
         INFO("sequence b = ", b, ", h = ", h);
         std::vector<Operand> one;
         for (const Operand& o : operands) one.push_back({sequence_of(o.value, o.axes, b, h), o.axes});
         const Run alone = run(op, one, sequence_of(weight, Axes::step, b, h));
-        CHECK(values_of(alone.out) == values_of(sequence_of(all.out, Axes::step, b, h)));
+        CHECK(same_bits(alone.out, sequence_of(all.out, Axes::step, b, h)));
         for (size_t i = 0; i < all.grads.size(); ++i) {
           INFO("per-step operand ", i);
-          CHECK(values_of(alone.grads[i]) == values_of(sequence_of(all.grads[i], Axes::step, b, h)));
+          CHECK(same_bits(alone.grads[i], sequence_of(all.grads[i], Axes::step, b, h)));
         }
       }
     }
@@ -98,8 +107,9 @@ Tensor uniform(const Shape& shape, uint64_t seed, double lo, double hi) {
   return random_f64(shape, seed, lo, hi).to(DType::f32);
 }
 
-// B·H = 6 sequences: groups of 4 and 2 on one thread, other groups on 2 and 3;
-// 24 steps of heads of 16 are enough work for the kernels to start threads.
+// B·H = 6 sequences: on one thread, groups of 4 and 2 where 4 states fit the
+// group's budget (8 KB: heads of 16 forward and backward), of 2 where only 2 do;
+// other splits on 2 and 3 threads. 24 steps are enough work to start threads.
 constexpr int64_t kL = 24, kB = 3, kH = 2;
 
 }  // namespace
@@ -139,16 +149,20 @@ TEST_CASE("delta_rnn: each sequence gets the bits it gets alone, on 1, 2 and 3 t
 }
 
 TEST_CASE("delta_lstm: each sequence gets the bits it gets alone, on 1, 2 and 3 threads") {
-  const int64_t D = 16;
-  const std::vector<Operand> operands = {{uniform({kL, kB, kH, 3, D}, 1, -1.5, 1.5), Axes::step},
-                                         {uniform({kL, kB, kH, 3, D}, 2, 0, 0.6), Axes::step},
-                                         {uniform({kL, kB, kH, 3, D}, 3, -1, 1), Axes::step},
-                                         {uniform({kL, kB, kH, 3, 1}, 4, 0.05, 0.95), Axes::step},
-                                         {uniform({kB, kH, 3, D, D}, 5, -1, 1), Axes::state},
-                                         {uniform({kB, kH, D}, 6, -2, 2), Axes::state},
-                                         {uniform({kB, kH, D}, 7, -1, 1), Axes::state}};
-  const Op op = [](const std::vector<Tensor>& x) { return delta_lstm(x[0], x[1], x[2], x[3], x[4], x[5], x[6]); };
-  check_sequences_independent(op, operands, {kL, kB, kH, D});
+  // Three gates' states per sequence: at D = 16 the forward walks 2 side by
+  // side and the backward 1; at D = 8, 4 each way.
+  for (const int64_t D : {16, 8}) {
+    INFO("D = ", D);
+    const std::vector<Operand> operands = {{uniform({kL, kB, kH, 3, D}, 1, -1.5, 1.5), Axes::step},
+                                           {uniform({kL, kB, kH, 3, D}, 2, 0, 0.6), Axes::step},
+                                           {uniform({kL, kB, kH, 3, D}, 3, -1, 1), Axes::step},
+                                           {uniform({kL, kB, kH, 3, 1}, 4, 0.05, 0.95), Axes::step},
+                                           {uniform({kB, kH, 3, D, D}, 5, -1, 1), Axes::state},
+                                           {uniform({kB, kH, D}, 6, -2, 2), Axes::state},
+                                           {uniform({kB, kH, D}, 7, -1, 1), Axes::state}};
+    const Op op = [](const std::vector<Tensor>& x) { return delta_lstm(x[0], x[1], x[2], x[3], x[4], x[5], x[6]); };
+    check_sequences_independent(op, operands, {kL, kB, kH, D});
+  }
 }
 
 TEST_CASE("recurrent_delta_net: each sequence gets the bits it gets alone, on 1, 2 and 3 threads") {

@@ -1,5 +1,6 @@
-// row_math.h: small per-row helpers of the CPU kernels that walk one sequence
-// at a time over rows of a few dozen entries (the fused recurrences, feedback).
+// row_math.h: small per-row helpers of the CPU kernels that walk sequences
+// step by step over rows of a few dozen entries (the fused recurrences,
+// feedback), and how many sequences a thread walks side by side.
 // CPU only: the CUDA kernels reduce a row across a warp instead.
 #pragma once
 
