@@ -50,11 +50,9 @@ void forward_sequences(const Operands<T>& in, const kernels::DeltaLstmOutputs<T>
     std::vector<T> scratch(R_last ? 0 : group * RN), h_all(group * D), c_all(group * D), sm(D), a(kGates * D);
     for (int64_t s0 = begin; s0 < end; s0 += group) {
       const int64_t n = std::min(group, end - s0);
-      auto weights = [&](int64_t j) { return R_last ? R_last + (s0 + j) * RN : scratch.data() + j * RN; };
+      T* R_group = cpu::group_states(R_last, scratch.data(), in.R0, s0, n, RN);  // sequence s0 + j's at j·RN
       for (int64_t j = 0; j < n; ++j) {
         const int64_t s = s0 + j;
-        if (in.R0) std::memcpy(weights(j), in.R0 + s * RN, sizeof(T) * RN);
-        else std::fill(weights(j), weights(j) + RN, T(0));
         for (int64_t i = 0; i < D; ++i) {
           h_all[j * D + i] = in.h0 ? in.h0[s * D + i] : T(0);
           c_all[j * D + i] = in.c0 ? in.c0[s * D + i] : T(0);
@@ -71,7 +69,7 @@ void forward_sequences(const Operands<T>& in, const kernels::DeltaLstmOutputs<T>
         }
         for (int64_t j = 0; j < n; ++j) {
           const int64_t row = in.step(t, s0 + j);
-          T* R = weights(j);
+          T* R = R_group + j * RN;
           T *cp = c_all.data() + j * D, *hp = h_all.data() + j * D, *ht = h + row * D;
           cpu::softmax_row(hp, sm.data(), D);
           for (int64_t g = 0; g < kGates; ++g) {

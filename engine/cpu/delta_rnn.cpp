@@ -59,13 +59,7 @@ void forward_sequences(const T* z, const T* rk, const T* rv, const T* gamma, con
     std::vector<T> scratch(r_last ? 0 : group * D * D), soft(D);
     for (int64_t s0 = begin; s0 < end; s0 += group) {
       const int64_t n = std::min(group, end - s0);
-      // R of sequence s0 + j lives in the final-state slot when there is one:
-      // nothing to copy at the end.
-      auto weight = [&](int64_t j) { return r_last ? r_last + (s0 + j) * D * D : scratch.data() + j * D * D; };
-      for (int64_t j = 0; j < n; ++j) {
-        if (r0) std::memcpy(weight(j), r0 + (s0 + j) * D * D, sizeof(T) * D * D);
-        else std::fill(weight(j), weight(j) + D * D, T(0));
-      }
+      T* R = cpu::group_states(r_last, scratch.data(), r0, s0, n, D * D);  // sequence s0 + j's at j·D·D
       for (int64_t t = 0; t < L; ++t) {
         const int64_t first = t * S + s0;  // the group's rows of step t
         if (t + 1 < L) {  // the next step's rows, S rows on (engine/kernels/row_math.h)
@@ -81,7 +75,7 @@ void forward_sequences(const T* z, const T* rk, const T* rv, const T* gamma, con
           T* yt = y + row * D;
           softmax_of(previous_y(y, y0, t, s0 + j, d), soft.data(), D);
           // The delta rule's step with query s_t = softmax(y_{t-1}), then y_t = z_t + R_t s_t.
-          forward_step(weight(j), soft.data(), rk + row * D, rv + row * D, gamma[row], true, yt,
+          forward_step(R + j * D * D, soft.data(), rk + row * D, rv + row * D, gamma[row], true, yt,
                        vbar ? vbar + row * D : nullptr, D, D);
           for (int64_t i = 0; i < D; ++i) yt[i] = zt[i] + yt[i];
         }

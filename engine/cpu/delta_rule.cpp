@@ -76,13 +76,7 @@ void forward_steps(const T* q, const T* k, const T* v, const T* beta, const T* w
     std::vector<T> scratch(w_last ? 0 : group * Dv * Dk);
     for (int64_t s0 = begin; s0 < end; s0 += group) {
       const int64_t n = std::min(group, end - s0);
-      // W of sequence s0 + j lives in the final-state slot when there is one:
-      // nothing to copy at the end.
-      auto weight = [&](int64_t j) { return w_last ? w_last + (s0 + j) * Dv * Dk : scratch.data() + j * Dv * Dk; };
-      for (int64_t j = 0; j < n; ++j) {
-        if (w0) std::memcpy(weight(j), w0 + (s0 + j) * Dv * Dk, sizeof(T) * Dv * Dk);
-        else std::fill(weight(j), weight(j) + Dv * Dk, T(0));
-      }
+      T* W = cpu::group_states(w_last, scratch.data(), w0, s0, n, Dv * Dk);  // sequence s0 + j's at j·Dv·Dk
       for (int64_t t = 0; t < L; ++t) {
         const int64_t first = t * S + s0;  // the group's rows of step t
         if (t + 1 < L) {
@@ -95,7 +89,7 @@ void forward_steps(const T* q, const T* k, const T* v, const T* beta, const T* w
         for (int64_t j = 0; j < n; ++j) {
           const int64_t row = first + j;
           const T b = beta ? beta[row] : T(1);
-          forward_step(weight(j), q + row * Dk, k + row * Dk, v + row * Dv, b, beta != nullptr, y + row * Dv,
+          forward_step(W + j * Dv * Dk, q + row * Dk, k + row * Dk, v + row * Dv, b, beta != nullptr, y + row * Dv,
                        vbar ? vbar + row * Dv : nullptr, Dk, Dv);
         }
       }

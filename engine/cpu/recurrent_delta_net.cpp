@@ -143,12 +143,8 @@ void forward_sequences(const Forward<T>& f, const Dims& d) {
     std::vector<const T*> y_prev(group);  // per sequence of the group; null: zeros
     for (int64_t s0 = begin; s0 < end; s0 += group) {
       const int64_t n = std::min(group, end - s0);
-      auto weight = [&](int64_t j) { return f.W_last ? f.W_last + (s0 + j) * D * D : pre + Dp + 4 * D + j * D * D; };
-      for (int64_t j = 0; j < n; ++j) {
-        if (f.W0) std::memcpy(weight(j), f.W0 + (s0 + j) * D * D, sizeof(T) * D * D);
-        else std::fill(weight(j), weight(j) + D * D, T(0));
-        y_prev[j] = f.y0 ? f.y0 + (s0 + j) * D : nullptr;
-      }
+      T* W = cpu::group_states(f.W_last, pre + Dp + 4 * D, f.W0, s0, n, D * D);  // sequence s0 + j's at j·D·D
+      for (int64_t j = 0; j < n; ++j) y_prev[j] = f.y0 ? f.y0 + (s0 + j) * D : nullptr;
       for (int64_t t = 0; t < L; ++t) {
         const int64_t first = t * S + s0;  // the group's rows of step t
         if (t + 1 < L) {  // the next step's rows, S rows on (engine/kernels/row_math.h)
@@ -176,7 +172,7 @@ void forward_sequences(const Forward<T>& f, const Dims& d) {
           if (f.beta) f.beta[row] = b;
           T* yt = f.y + row * D;
           // The delta rule's step (engine/cpu/delta_rows.h): vbar, the write, y_t = W_t q_t.
-          forward_step(weight(j), q, k, v, b, true, yt, vbar, D, D);
+          forward_step(W + j * D * D, q, k, v, b, true, yt, vbar, D, D);
           y_prev[j] = yt;
         }
       }

@@ -43,6 +43,17 @@ inline int64_t sequences_side_by_side(int64_t state_bytes) {
   return std::clamp<int64_t>(fit, 1, kMostSequences);
 }
 
+// The states of a group's n sequences from s0, `size` entries each and
+// contiguous: in `slot` (the op's final-state output, so that nothing is copied
+// at the end) when there is one, else in `scratch`; set to `initial` or zeros.
+template <class T>
+T* group_states(T* slot, T* scratch, const T* initial, int64_t s0, int64_t n, int64_t size) {
+  T* states = slot ? slot + s0 * size : scratch;
+  if (initial) std::copy(initial + s0 * size, initial + (s0 + n) * size, states);
+  else std::fill(states, states + n * size, T(0));
+  return states;
+}
+
 // a·b over n entries.
 template <class T>
 T dot(const T* a, const T* b, int64_t n) {
